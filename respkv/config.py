@@ -1,0 +1,148 @@
+"""Node configuration: the directives respkv understands, their defaults and parsing.
+
+Directives use Redis's names and value syntax so a ``redis.conf``-style file
+(``directive value`` lines, ``#`` comments) and ``CONFIG GET``/``CONFIG SET`` work
+as Redis users expect.  Every directive is declared once in :data:`DIRECTIVES`; an
+unknown directive in a config file is a start-up error, and ``CONFIG SET`` refuses
+directives that cannot change while the node runs.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .keyspace.glob import compile_glob
+
+
+class ConfigError(ValueError):
+    """A directive or value the node cannot accept; the message says which."""
+
+
+_UNITS = {"k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2, "g": 1000**3, "gb": 1024**3}
+
+
+def parse_memory(text: str) -> int:
+    """Parse ``100``, ``64mb``, ``1gb`` (Redis memory units, case-insensitive)."""
+    t = text.strip().lower()
+    for suffix in ("kb", "mb", "gb", "k", "m", "g"):
+        if t.endswith(suffix) and t[: -len(suffix)].isdigit():
+            return int(t[: -len(suffix)]) * _UNITS[suffix]
+    if t.isdigit():
+        return int(t)
+    raise ConfigError(f"argument must be a memory value")
+
+
+def _parse_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError("argument couldn't be parsed into an integer") from None
+
+
+def _parse_bool(text: str) -> bool:
+    t = text.lower()
+    if t in ("yes", "no"):
+        return t == "yes"
+    raise ConfigError("argument must be 'yes' or 'no'")
+
+
+def _format_bool(v: bool) -> str:
+    return "yes" if v else "no"
+
+
+def _parse_loglevel(text: str) -> str:
+    t = text.lower()
+    if t not in ("debug", "verbose", "notice", "warning", "nothing"):
+        raise ConfigError("argument(s) must be one of the following: debug, verbose, notice, warning, nothing")
+    return t
+
+
+@dataclass(frozen=True)
+class Directive:
+    name: str
+    default: object
+    parse: Callable[[str], object] = str
+    show: Callable[[object], str] = str
+    mutable: bool = True
+    minimum: int | None = None
+    maximum: int | None = None
+    doc: str = ""
+
+    def convert(self, text: str):
+        value = self.parse(text)
+        if self.minimum is not None and value < self.minimum or self.maximum is not None and value > self.maximum:
+            raise ConfigError(f"argument must be between {self.minimum} and {self.maximum} inclusive")
+        return value
+
+
+DIRECTIVES: dict[str, Directive] = {d.name: d for d in [
+    Directive("bind", "127.0.0.1", mutable=False, doc="Address to listen on."),
+    Directive("port", 6379, _parse_int, mutable=False, minimum=0, maximum=65535, doc="Client port (0 = any free port)."),
+    Directive("dir", "./respkv-data", mutable=False, doc="The node's data directory, created if missing."),
+    Directive("requirepass", "", doc="Password for AUTH; empty means no authentication."),
+    Directive("maxclients", 10000, _parse_int, minimum=1, maximum=1_000_000, doc="Most simultaneous client connections."),
+    Directive("timeout", 0, _parse_int, minimum=0, maximum=2**31 - 1, doc="Close clients idle this many seconds (0 = never)."),
+    Directive("hz", 10, _parse_int, minimum=1, maximum=500, doc="Background task frequency (active expiry cycles per second)."),
+    Directive("loglevel", "notice", _parse_loglevel, doc="debug, verbose, notice, warning or nothing."),
+    Directive("proto-max-bulk-len", 512 * 1024 * 1024, parse_memory, show=str, minimum=1024 * 1024, maximum=2**63 - 1,
+              doc="Largest bulk string a client may send."),
+    Directive("client-query-buffer-limit", 1024**3, parse_memory, minimum=1024 * 1024, maximum=2**63 - 1,
+              doc="Most unparsed bytes buffered per client before it is disconnected."),
+    Directive("save", "", mutable=False, doc="Read-only: respkv takes no RDB snapshots (reported for tools)."),
+    Directive("appendonly", False, _parse_bool, _format_bool, mutable=False,
+              doc="Read-only: respkv has no AOF (reported for tools)."),
+    Directive("databases", 1, _parse_int, mutable=False, minimum=1, maximum=1, doc="Read-only: only db 0 exists."),
+]}
+
+
+class Config:
+    """The node's current directive values."""
+
+    def __init__(self, **overrides) -> None:
+        self._values = {name: d.default for name, d in DIRECTIVES.items()}
+        for name, value in overrides.items():
+            self._values[name.replace("_", "-")] = value
+
+    def __getitem__(self, name: str):
+        return self._values[name]
+
+    def get_text(self, name: str) -> str:
+        return DIRECTIVES[name].show(self._values[name])
+
+    def set_text(self, name: str, text: str, *, startup: bool = False) -> None:
+        """Set from text as in a config file or ``CONFIG SET``; raises ConfigError."""
+        directive = DIRECTIVES.get(name.lower())
+        if directive is None:
+            raise ConfigError(f"Unknown option or number of arguments for CONFIG SET - '{name}'")
+        if not startup and not directive.mutable:
+            raise ConfigError(f"can't set immutable config")
+        self._values[directive.name] = directive.convert(text)
+
+    def matching(self, pattern: bytes) -> list[tuple[str, str]]:
+        """``(name, value)`` of every directive whose name matches a glob pattern."""
+        match = compile_glob(pattern.lower(), nocase=True)
+        return [(name, self.get_text(name)) for name in DIRECTIVES if match(name.encode())]
+
+    def load_file(self, path: str) -> None:
+        """Apply a ``redis.conf``-style file; any unknown directive is an error."""
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                try:
+                    words = shlex.split(line)
+                except ValueError as exc:
+                    raise ConfigError(f"{path}:{lineno}: {exc}") from None
+                if len(words) != 2:
+                    value = " ".join(words[1:])
+                else:
+                    value = words[1]
+                try:
+                    self.set_text(words[0], value, startup=True)
+                except ConfigError as exc:
+                    if words[0].lower() not in DIRECTIVES:
+                        raise ConfigError(f"{path}:{lineno}: unknown directive '{words[0]}'") from None
+                    raise ConfigError(f"{path}:{lineno}: '{words[0]}': {exc}") from None

@@ -1,0 +1,210 @@
+"""The local keyspace: typed values by key, their expiry, and change signals.
+
+Theory of operation
+-------------------
+Values live in 16384 dictionaries, one per Redis Cluster hash slot, so everything
+that works slot by slot later (cluster ownership, ``CLUSTER GETKEYSINSLOT``, hand-off
+and anti-entropy) can reach a slot's keys directly, and ``SCAN`` can walk the keyspace
+slot by slot with a cursor that survives concurrent writes.  The value's Python type
+is its Redis type (``bytes`` is a string; see :data:`TYPE_NAMES`), so a string key
+costs one dictionary entry and two ``bytes`` objects, nothing more.
+
+Expiry is kept beside the data: ``expires`` maps each volatile key to its deadline
+(absolute Unix milliseconds).  Lookups expire lazily: a key found past its deadline is
+deleted and reported missing.  Active expiry pops a min-heap of ``(deadline, key)``
+entries that are due, so the memory of expired keys comes back without anybody
+touching them; heap entries whose key got a new deadline since are stale and skipped,
+and the heap is rebuilt when stale entries outnumber live ones.
+
+Writers report changes through :meth:`Keyspace.signal_modified`, which ``WATCH`` and
+blocked clients hook into by registering a callback in ``on_modified``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import time
+from collections.abc import Callable, Iterator
+
+from binascii import crc_hqx
+
+from ..cluster.slots import SLOT_COUNT, SLOT_MASK, hash_tag, key_slot
+
+#: Redis type name of each value class stored in the keyspace.
+TYPE_NAMES: dict[type, bytes] = {bytes: b"string"}
+
+
+def wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Keyspace:
+    """All keys of the node's single database (db 0)."""
+
+    def __init__(self, clock_ms: Callable[[], int] = wall_clock_ms) -> None:
+        #: Current time in Unix milliseconds; tests inject a fake one.
+        self.clock_ms = clock_ms
+        self.slots: list[dict[bytes, object]] = [{} for _ in range(SLOT_COUNT)]
+        self.expires: dict[bytes, int] = {}
+        self._heap: list[tuple[int, bytes]] = []
+        #: Called with the key after every change of a key's value or existence.
+        self.on_modified: Callable[[bytes], None] | None = None
+        self.expired_keys = 0  # statistics: keys removed because they expired
+
+    # -- reading -------------------------------------------------------------------
+
+    def get(self, key: bytes, _crc=crc_hqx):
+        """The live value of ``key``, or ``None``."""
+        # key_slot() inlined: this is the hottest line of the server (123 is "{").
+        value = self.slots[_crc(hash_tag(key) if 123 in key else key, 0) & SLOT_MASK].get(key)
+        if value is not None and self.expires and key in self.expires:
+            if self.expires[key] <= self.clock_ms():
+                self._expire(key)
+                return None
+        return value
+
+    def contains(self, key: bytes) -> bool:
+        return self.get(key) is not None
+
+    def deadline(self, key: bytes) -> int | None:
+        """Absolute expiry in Unix ms of a live key, or ``None`` if it is persistent."""
+        return self.expires.get(key)
+
+    def dbsize(self) -> int:
+        return sum(map(len, self.slots))
+
+    def volatile_count(self) -> int:
+        return len(self.expires)
+
+    # -- writing -------------------------------------------------------------------
+
+    def set(self, key: bytes, value, keep_ttl: bool = False, _crc=crc_hqx) -> None:
+        """Store ``value``; like Redis ``SET``, this clears any TTL unless ``keep_ttl``."""
+        self.slots[_crc(hash_tag(key) if 123 in key else key, 0) & SLOT_MASK][key] = value
+        if not keep_ttl and self.expires:
+            self.expires.pop(key, None)
+        if self.on_modified is not None:
+            self.on_modified(key)
+
+    def delete(self, key: bytes) -> bool:
+        """Remove ``key``; True if a live key was removed."""
+        if self.get(key) is None:
+            return False
+        del self.slots[key_slot(key)][key]
+        if self.expires:
+            self.expires.pop(key, None)
+        if self.on_modified is not None:
+            self.on_modified(key)
+        return True
+
+    def signal_modified(self, key: bytes) -> None:
+        """Report an in-place change of ``key``'s value (e.g. a hash field set)."""
+        if self.on_modified is not None:
+            self.on_modified(key)
+
+    def set_deadline(self, key: bytes, when_ms: int) -> None:
+        """Make an existing key expire at ``when_ms`` (absolute Unix ms)."""
+        self.expires[key] = when_ms
+        heapq.heappush(self._heap, (when_ms, key))
+        if len(self._heap) > 2 * len(self.expires) + 1024:
+            self._heap = [(when, k) for k, when in self.expires.items()]
+            heapq.heapify(self._heap)
+
+    def persist(self, key: bytes) -> bool:
+        """Drop the TTL of ``key``; True if it had one."""
+        return self.expires.pop(key, None) is not None
+
+    def flush(self) -> int:
+        """Remove every key; returns how many there were."""
+        count = self.dbsize()
+        keys = list(self.iter_keys()) if self.on_modified is not None else ()
+        for d in self.slots:
+            d.clear()
+        self.expires.clear()
+        self._heap.clear()
+        for key in keys:
+            self.on_modified(key)
+        return count
+
+    # -- expiry ----------------------------------------------------------------------
+
+    def _expire(self, key: bytes) -> None:
+        self.slots[key_slot(key)].pop(key, None)
+        del self.expires[key]
+        self.expired_keys += 1
+        if self.on_modified is not None:
+            self.on_modified(key)
+
+    def expire_due(self, limit: int) -> int:
+        """Active expiry: remove up to ``limit`` keys whose deadline has passed.
+
+        Returns how many keys were removed.
+        """
+        heap = self._heap
+        expires = self.expires
+        now = self.clock_ms()
+        removed = 0
+        while heap and heap[0][0] <= now and removed < limit:
+            when, key = heapq.heappop(heap)
+            if expires.get(key) == when:
+                self._expire(key)
+                removed += 1
+        return removed
+
+    def next_deadline(self) -> int | None:
+        """The earliest deadline in the expiry heap (may be stale), if any."""
+        return self._heap[0][0] if self._heap else None
+
+    # -- iteration -------------------------------------------------------------------
+
+    def iter_keys(self) -> Iterator[bytes]:
+        """Every stored key (expired ones included; callers filter with ``get``)."""
+        for d in self.slots:
+            if d:
+                yield from list(d)
+
+    def live_keys(self) -> list[bytes]:
+        """Every live key, expiring the dead ones found on the way."""
+        return [k for k in self.iter_keys() if self.get(k) is not None]
+
+    def scan(self, cursor: int, count: int) -> tuple[int, list[bytes]]:
+        """Visit whole slots from ``cursor`` until ``count`` keys were seen.
+
+        Returns the next cursor (0 when the walk is complete) and the keys visited,
+        expired ones included.  A key present for the whole walk is returned at
+        least once because a slot is always returned whole.
+        """
+        slots = self.slots
+        keys: list[bytes] = []
+        slot = cursor
+        while slot < SLOT_COUNT and len(keys) < count:
+            d = slots[slot]
+            if d:
+                keys.extend(d)
+            slot += 1
+        return (0 if slot >= SLOT_COUNT else slot), keys
+
+    def random_key(self) -> bytes | None:
+        """A live key chosen at random, or ``None`` in an empty keyspace."""
+        for _ in range(100):
+            if not self.dbsize():
+                return None
+            start = random.randrange(SLOT_COUNT)
+            for i in range(SLOT_COUNT):
+                d = self.slots[(start + i) & (SLOT_COUNT - 1)]
+                if d:
+                    key = random.choice(list(d))
+                    if self.get(key) is not None:
+                        return key
+                    break
+        return None
+
+    # -- slots -------------------------------------------------------------------------
+
+    def count_in_slot(self, slot: int) -> int:
+        return len(self.slots[slot])
+
+    def keys_in_slot(self, slot: int, count: int) -> list[bytes]:
+        d = self.slots[slot]
+        return [k for _, k in zip(range(count), d)]

@@ -1,0 +1,227 @@
+"""One client connection: read requests, run commands, write replies.
+
+Theory of operation
+-------------------
+A session loops: receive whatever bytes the socket has, feed them to its
+:class:`~respkv.protocol.reader.RequestReader`, run every complete request in order,
+and send all their replies with one ``send``.  Pipelined clients therefore cost one
+receive and one send per batch, not per command.
+
+Each request goes through the same gate as in Redis: look the command up (unknown
+command/subcommand errors), check arity, check authentication, then call the
+handler.  Most handlers are synchronous and return their encoded reply at once; for
+an ``async`` handler (one that must wait) the session awaits it in place, so replies
+still leave in request order.
+
+A malformed request gets its ``-ERR Protocol error: ...`` after the replies of the
+requests before it, then the connection closes.  The session never swallows
+``trio.Cancelled``: node shutdown cancels the nursery it runs in.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import time
+
+import trio
+
+from ..commands.table import CommandError, CommandSpec
+from ..protocol import reply
+from ..protocol.reader import ProtocolError, QueryBufferFull, RequestReader
+from ..protocol.reply import RESP2
+
+log = logging.getLogger(__name__)
+
+RECV_SIZE = 64 * 1024
+
+
+class CloseConnection(Exception):
+    """Raised by a handler (QUIT) to close the connection after its reply is sent."""
+
+    def __init__(self, reply: bytes = b"") -> None:
+        self.reply = reply
+
+
+def unknown_command_error(args: list[bytes]) -> str:
+    """Redis's text for an unknown command, quoting the first arguments."""
+    shown = ""
+    for arg in args[1:]:
+        if len(shown) >= 128:
+            break
+        shown += "'" + arg[: 128 - len(shown)].decode("latin-1") + "' "
+    return f"ERR unknown command '{args[0][:128].decode('latin-1')}', with args beginning with: {shown}"
+
+
+def wrong_arity_error(name: str) -> str:
+    return f"ERR wrong number of arguments for '{name}' command"
+
+
+class ClientSession:
+    """State of one connected client and the loop serving it."""
+
+    def __init__(self, node, sock: trio.socket.SocketType, client_id: int, addr: str, laddr: str) -> None:
+        self.node = node
+        self.ks = node.keyspace
+        self.sock = sock
+        self.id = client_id
+        self.addr = addr
+        self.laddr = laddr
+        self.name = b""
+        self.lib_name = b""
+        self.lib_ver = b""
+        self.proto = RESP2
+        self.authenticated = not node.config["requirepass"]
+        #: True while requests may take the fast path (authenticated, no transaction).
+        self.fast = self.authenticated
+        self.no_evict = False
+        self.created = trio.current_time()
+        #: Updated by the node's cron from ``commands_processed`` (cheaper than a
+        #: clock read per request); used for idle time and the ``timeout`` directive.
+        self.last_interaction = self.created
+        self.commands_processed = 0
+        self.commands_seen_by_cron = 0
+        self.last_spec: CommandSpec | None = None  # for CLIENT LIST's cmd=
+        self.reader = RequestReader(
+            max_bulk=node.config["proto-max-bulk-len"],
+            max_query_buffer=node.config["client-query-buffer-limit"],
+            unauthenticated=not self.authenticated,
+        )
+        self.closing = False
+        self._cancel_scope: trio.CancelScope | None = None
+
+    # -- public helpers for handlers -------------------------------------------------
+
+    def set_authenticated(self, value: bool) -> None:
+        self.authenticated = value
+        self.fast = value
+        self.reader.unauthenticated = not value
+
+    def reset(self) -> None:
+        """RESET: back to the state of a new connection (RESP2, unnamed, re-auth)."""
+        self.proto = RESP2
+        self.name = b""
+        self.no_evict = False
+        self.set_authenticated(not self.node.config["requirepass"])
+        for hook in self.node.client_reset_hooks:
+            hook(self)
+
+    def kill(self) -> None:
+        """Close this connection from outside (CLIENT KILL, timeouts, shutdown)."""
+        self.closing = True
+        if self._cancel_scope is not None:
+            self._cancel_scope.cancel()
+
+    # -- the loop ------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        with trio.CancelScope() as self._cancel_scope:
+            try:
+                await self._loop()
+            except (ConnectionError, trio.ClosedResourceError):
+                pass
+            except OSError as exc:
+                if exc.errno not in (errno.ECONNRESET, errno.EPIPE, errno.EBADF):
+                    raise
+
+    async def _loop(self) -> None:
+        sock = self.sock
+        reader = self.reader
+        read_batch = reader.read_batch
+        plain_specs = self.node.table.plain_specs
+        stats = self.node.stats
+        handler_error = CommandError
+        spec = None
+        while True:
+            data = await sock.recv(RECV_SIZE)
+            if not data:
+                return
+            stats.net_input_bytes += len(data)
+            reader.feed(data)
+            out = []
+            done = 0
+            close_after = False
+            try:
+                while not reader.idle and (batch := read_batch()):
+                    done += len(batch)
+                    for args in batch:
+                        # Fast path: a known, synchronous, non-container command with
+                        # the right arity on an authenticated connection.
+                        spec = plain_specs.get(args[0])
+                        if spec is not None and self.fast:
+                            arity = spec.arity
+                            if arity == len(args) or (arity < 0 and len(args) >= -arity):
+                                try:
+                                    out.append(spec.handler(self, args))
+                                except handler_error as exc:
+                                    out.append(reply.error(str(exc)))
+                                continue
+                        result = self.execute(args)
+                        if result.__class__ is not bytes:
+                            if out:
+                                await self._send(b"".join(out))
+                                out = []
+                            result = await result
+                        out.append(result)
+            except ProtocolError as exc:
+                out.append(reply.error(f"ERR Protocol error: {exc}"))
+                close_after = True
+            except QueryBufferFull:
+                log.warning("closing client %s that reached max query buffer length", self.addr)
+                close_after = True
+            except CloseConnection as exc:
+                out.append(exc.reply)
+                close_after = True
+            if spec is not None:
+                self.last_spec = spec
+            stats.commands_processed += done
+            self.commands_processed += done
+            if out:
+                await self._send(b"".join(out))
+            if close_after or self.closing:
+                return
+
+    async def _send(self, data: bytes) -> None:
+        self.node.stats.net_output_bytes += len(data)
+        sent = await self.sock.send(data)
+        if sent < len(data):
+            view = memoryview(data)[sent:]
+            while view:
+                sent = await self.sock.send(view)
+                view = view[sent:]
+
+    # -- the general path ------------------------------------------------------------
+
+    def execute(self, args: list[bytes]):
+        """Run one request with every check; returns reply bytes or an awaitable."""
+        spec = self.node.table.lookup(args[0])
+        if spec is None:
+            return reply.error(unknown_command_error(args))
+        if spec.subcommands and len(args) >= 2:
+            # A container alone falls through to its own arity check: CONFIG needs
+            # a subcommand (arity -2), COMMAND runs its own handler (arity -1).
+            sub = spec.subcommands.get(args[1].lower())
+            if sub is None:
+                return reply.error(
+                    f"ERR unknown subcommand '{args[1][:128].decode('latin-1')}'. "
+                    f"Try {spec.name.upper()} HELP."
+                )
+            spec = sub
+        n = len(args)
+        if (spec.arity > 0 and n != spec.arity) or n < -spec.arity or spec.handler is None:
+            return reply.error(wrong_arity_error(spec.name))
+        if not self.authenticated and not spec.no_auth:
+            return b"-NOAUTH Authentication required.\r\n"
+        self.last_spec = spec
+        if spec.is_async:
+            return self._run_async(spec, args)
+        try:
+            return spec.handler(self, args)
+        except CommandError as exc:
+            return reply.error(str(exc))
+
+    async def _run_async(self, spec: CommandSpec, args: list[bytes]) -> bytes:
+        try:
+            return await spec.handler(self, args)
+        except CommandError as exc:
+            return reply.error(str(exc))

@@ -1,0 +1,120 @@
+"""One respkv node: its configuration, keyspace, command table, clients and tasks.
+
+Theory of operation
+-------------------
+:class:`Node` is the holder every command handler reaches through its session
+(``session.node``).  :func:`serve_node` opens the data directory and the client
+listener, then runs the node's tasks in one nursery: the listener that spawns a
+session per client, and the periodic "cron" that does active expiry and client
+timeouts.  Cancelling that nursery (Ctrl-C, SIGTERM, a test's cancel scope) stops
+the node; every task lives in it, so nothing outlives the node.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass
+
+import trio
+
+from . import REDIS_VERSION, __version__
+from .commands.table import build_table
+from .config import Config
+from .keyspace.store import Keyspace
+from .net.server import open_listener, serve_clients
+
+log = logging.getLogger(__name__)
+
+#: Keys one active-expiry step may delete before yielding to clients.
+EXPIRE_STEP_KEYS = 200
+
+
+@dataclass
+class Stats:
+    """Counters reported by ``INFO stats``; reset by ``CONFIG RESETSTAT``."""
+
+    connections_received: int = 0
+    commands_processed: int = 0
+    rejected_connections: int = 0
+    net_input_bytes: int = 0
+    net_output_bytes: int = 0
+    keyspace_hits: int = 0
+    keyspace_misses: int = 0
+
+    def reset(self) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, 0)
+
+
+class Node:
+    def __init__(self, config: Config, keyspace: Keyspace | None = None) -> None:
+        self.config = config
+        self.keyspace = keyspace or Keyspace()
+        self.table = build_table()
+        self.clients: dict = {}
+        self.stats = Stats()
+        self.run_id = secrets.token_hex(20)
+        self.started_at = time.time()
+        self.started_monotonic = time.monotonic()
+        self.last_save = int(self.started_at)
+        self.port = config["port"]
+        self._client_ids = itertools.count(1)
+        #: Hooks called with a session when it ends, and when it is RESET
+        #: (transactions and blocked clients register here).
+        self.client_closed_hooks: list = []
+        self.client_reset_hooks: list = []
+        #: "standalone", or "cluster" once the node takes part in a cluster.
+        self.mode = "standalone"
+
+    def next_client_id(self) -> int:
+        return next(self._client_ids)
+
+    def on_client_closed(self, session) -> None:
+        for hook in self.client_closed_hooks:
+            hook(session)
+
+    @property
+    def version(self) -> str:
+        return __version__
+
+    @property
+    def redis_version(self) -> str:
+        return REDIS_VERSION
+
+    async def run_cron(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Periodic housekeeping, ``hz`` times a second: active expiry, idle clients."""
+        task_status.started()
+        ks = self.keyspace
+        while True:
+            await trio.sleep(1 / self.config["hz"])
+            # Expire due keys in steps, yielding between them so clients keep going.
+            while ks.expire_due(EXPIRE_STEP_KEYS) == EXPIRE_STEP_KEYS:
+                await trio.sleep(0)
+            self._close_idle_clients()
+
+    def _close_idle_clients(self) -> None:
+        now = trio.current_time()
+        timeout = self.config["timeout"]
+        for session in list(self.clients.values()):
+            if session.commands_processed != session.commands_seen_by_cron:
+                session.commands_seen_by_cron = session.commands_processed
+                session.last_interaction = now
+            elif timeout and session.last_interaction < now - timeout:
+                session.kill()
+
+
+async def serve_node(node: Node, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Run ``node`` until cancelled; ``task_status.started`` reports the bound port."""
+    os.makedirs(node.config["dir"], exist_ok=True)
+    listener = await open_listener(node.config["bind"], node.config["port"])
+    node.port = listener.getsockname()[1]
+    with listener:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run_cron)
+            await nursery.start(serve_clients, node, listener)
+            log.info("respkv %s ready to accept connections on %s:%d", __version__, node.config["bind"], node.port)
+            task_status.started(node.port)

@@ -1,0 +1,314 @@
+"""Sans-IO reader of client requests: bytes in, argument lists out.
+
+Theory of operation
+-------------------
+A client sends either multibulk requests (``*<n>\\r\\n`` followed by ``n`` bulk
+strings) or inline commands (one line of space-separated, optionally quoted words).
+Redis answers every complete request in the order received and, on a malformed one,
+replies ``-ERR Protocol error: <reason>`` once and closes the connection.
+
+Two parsers share this job:
+
+* The **fast path** hands a received chunk to ``hiredis`` and pulls the finished
+  arrays out of it.  hiredis parses RESP replies, not requests: it is more
+  permissive than Redis (nested arrays, integers, nulls) and it preallocates a list
+  for an announced array length.  So the fast path only takes a chunk that starts a
+  request with ``*`` and announces no array of 10000+ elements (one regular
+  expression search per chunk), only keeps the result when the chunk held whole
+  requests that are flat lists of ``bytes``, and only while the client is
+  authenticated.
+* The **exact path** is a small state machine written to Redis's own rules (error
+  texts, limits, inline commands, the unauthenticated limits).  It never allocates
+  from an announced length: bulks are sliced out of the buffer once fully arrived.
+
+Pipelining clients and benchmarks send whole requests per read, so nearly every
+chunk takes the fast path.  The fast path returns a chunk's requests only once it
+has seen the whole chunk parse cleanly; anything else — a chunk ending inside a
+request, an inline command, an odd element — hands the whole chunk to the exact
+path, which carries on until its buffer drains at a request boundary; then the fast
+path resumes.  Both paths agree on every ordinary request, so the switch is
+invisible to the client.
+
+Known leniency: the fast path reads a RESP3 set (``~``) inside a pipelined chunk as
+if it were an array, where Redis would take each of its lines as an inline command.
+No Redis client sends RESP3 aggregates as requests.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+import hiredis
+
+from .inline import split_inline
+
+#: Redis's limits (``PROTO_INLINE_MAX_SIZE``, ``proto-max-bulk-len``,
+#: ``client-query-buffer-limit``, and the pre-AUTH limits).
+INLINE_MAX = 64 * 1024
+DEFAULT_MAX_BULK = 512 * 1024 * 1024
+DEFAULT_MAX_QUERY_BUFFER = 1024 * 1024 * 1024
+UNAUTH_MAX_ARGS = 10
+UNAUTH_MAX_BULK = 16 * 1024
+_INT_MAX = 2**31 - 1
+
+#: An array header hiredis must not see: it would preallocate the list.
+_BIG_ARRAY = re.compile(rb"\*[0-9]{5}").search
+
+
+@functools.cache
+def _big_bulk_for(max_bulk: int):
+    """A search for bulk headers with as many digits as the bulk limit."""
+    return re.compile(rb"\$[0-9]{%d}" % len(str(max_bulk))).search
+
+
+class ProtocolError(Exception):
+    """A malformed request; ``str(exc)`` is Redis's reason text."""
+
+
+class QueryBufferFull(Exception):
+    """The client sent more unparsed bytes than the query-buffer limit."""
+
+
+def _parse_length(raw: bytes | bytearray) -> int | None:
+    """Parse a header number with Redis's ``string2ll`` strictness."""
+    if not raw or len(raw) > 20:
+        return None
+    if raw[0] == 45:  # '-'
+        digits = raw[1:]
+    else:
+        digits = raw
+    if not digits or not digits.isdigit() or (digits[0] == 48 and len(digits) > 1):
+        return None
+    return int(raw)
+
+
+class RequestReader:
+    """Incremental request parser for one client connection.
+
+    Call :meth:`feed` with received bytes, then :meth:`read_batch` until
+    :attr:`idle` or an empty batch (more data needed).  ``read_batch`` raises
+    :class:`ProtocolError` for a malformed request (the caller replies and closes)
+    and :class:`QueryBufferFull` when the unparsed input outgrows ``max_query_buffer``.
+    """
+
+    __slots__ = (
+        "_hiredis", "_chunk", "_exact", "_buf", "_pos", "_argc", "_args", "_bulklen",
+        "_error", "_big_bulk", "max_bulk", "max_query_buffer", "unauthenticated", "idle",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_bulk: int = DEFAULT_MAX_BULK,
+        max_query_buffer: int = DEFAULT_MAX_QUERY_BUFFER,
+        unauthenticated: bool = False,
+    ) -> None:
+        self.max_bulk = max_bulk
+        self.max_query_buffer = max_query_buffer
+        #: While True the pre-AUTH limits apply and only the exact path runs.
+        self.unauthenticated = unauthenticated
+        self._big_bulk = _big_bulk_for(max_bulk)
+        self._hiredis = hiredis.Reader()
+        self._chunk = b""  # the chunk the fast path is working on
+        self._exact = False
+        self._buf = bytearray()
+        self._pos = 0
+        self._argc = -1  # -1: at a request boundary in the exact path
+        self._args: list[bytes] = []
+        self._bulklen = -1
+        self._error: ProtocolError | None = None
+        #: True when every byte fed has been returned as requests: calling
+        #: :meth:`read_batch` again before the next :meth:`feed` would find nothing.
+        self.idle = True
+
+    def feed(self, data: bytes) -> None:
+        """Add received bytes.  Never parses; :meth:`read_batch` does."""
+        self.idle = False
+        if self._exact:
+            self._buf += data
+        elif (
+            self.unauthenticated
+            or data[:1] != b"*"  # an inline request
+            or _BIG_ARRAY(data)
+            or (len(data) > self.max_bulk and self._big_bulk(data))
+        ):
+            self._exact = True
+            self._buf = bytearray(data)
+        else:
+            self._chunk = data
+            self._hiredis.feed(data)
+
+    def read_batch(self) -> list[list[bytes]]:
+        """Return the complete requests received so far (empty: more data needed).
+
+        A malformed request ends the batch before it; the following call raises
+        :class:`ProtocolError` for it, so the requests before it get answered first.
+        While :attr:`unauthenticated`, at most one request is returned per call, so
+        that an ``AUTH`` takes effect before the requests behind it are parsed.
+        """
+        if self._exact:
+            return self._exact_batch()
+        gets = self._hiredis.gets
+        has_data = self._hiredis.has_data
+        batch = []
+        try:
+            while (req := gets()) is not False:
+                batch.append(req)
+                if not has_data():
+                    break
+            else:
+                return self._to_exact()  # the chunk ends inside a request
+            for req in batch:
+                if req.__class__ is not list or not req:
+                    return self._to_exact()
+                for arg in req:
+                    if arg.__class__ is not bytes:
+                        return self._to_exact()
+        except hiredis.ProtocolError:
+            return self._to_exact()
+        self._chunk = b""
+        self.idle = True
+        return batch
+
+    def _to_exact(self) -> list[list[bytes]]:
+        """Parse the current chunk again, with the exact path."""
+        self._buf = bytearray(self._chunk)
+        self._chunk = b""
+        self._pos = 0
+        self._argc = -1
+        self._hiredis = hiredis.Reader()
+        self._exact = True
+        return self._exact_batch()
+
+    def _exact_batch(self) -> list[list[bytes]]:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        batch = []
+        try:
+            while (req := self._exact_next()) is not None:
+                batch.append(req)
+                if self.unauthenticated or not self._exact:
+                    break
+        except ProtocolError as exc:
+            if not batch:
+                raise
+            self._error = exc
+        return batch
+
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as requests (for CLIENT LIST ``qbuf``)."""
+        return len(self._buf) if self._exact else len(self._chunk)
+
+    # -- exact path ---------------------------------------------------------------
+
+    def _exact_next(self) -> list[bytes] | None:
+        buf = self._buf
+        while True:
+            if self._argc < 0:
+                req = self._start_request(buf)
+                if req is None:
+                    break
+                if req is _EMPTY:
+                    continue
+                if req is not _MULTIBULK:
+                    return req
+            req = self._continue_multibulk(buf)
+            if req is None:
+                break
+            if req:
+                return req
+        if self._pos >= len(buf):
+            # Drained at a boundary: hand the stream back to the fast path.
+            if self._argc < 0 and not self.unauthenticated:
+                self.idle = True
+                self._exact = False
+                self._buf = bytearray()
+                self._pos = 0
+            elif self._pos:
+                del buf[: self._pos]
+                self._pos = 0
+        elif self._pos > 65536:
+            del buf[: self._pos]
+            self._pos = 0
+        if len(buf) > self.max_query_buffer:
+            raise QueryBufferFull()
+        return None
+
+    def _start_request(self, buf: bytearray):
+        """At a boundary: return an inline request, _EMPTY, _MULTIBULK or None."""
+        pos = self._pos
+        if pos >= len(buf):
+            return None
+        if buf[pos] != 42:  # not '*': inline
+            nl = buf.find(b"\n", pos)
+            if nl < 0:
+                if len(buf) - pos > INLINE_MAX:
+                    raise ProtocolError("too big inline request")
+                return None
+            end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl
+            line = bytes(buf[pos:end])
+            self._pos = nl + 1
+            args = split_inline(line)
+            if args is None:
+                raise ProtocolError("unbalanced quotes in request")
+            if self.unauthenticated and len(args) > UNAUTH_MAX_ARGS:
+                raise ProtocolError("unauthenticated multibulk length")
+            return args if args else _EMPTY
+        nl = buf.find(b"\r\n", pos)
+        if nl < 0:
+            if len(buf) - pos > INLINE_MAX:
+                raise ProtocolError("too big mbulk count string")
+            return None
+        count = _parse_length(buf[pos + 1 : nl])
+        if count is None or count > _INT_MAX:
+            raise ProtocolError("invalid multibulk length")
+        self._pos = nl + 2
+        if count <= 0:
+            return _EMPTY
+        if self.unauthenticated and count > UNAUTH_MAX_ARGS:
+            raise ProtocolError("unauthenticated multibulk length")
+        self._argc = count
+        self._args = []
+        self._bulklen = -1
+        return _MULTIBULK
+
+    def _continue_multibulk(self, buf: bytearray) -> list[bytes] | None:
+        """Collect bulks of the current multibulk; the args when complete, else None."""
+        args = self._args
+        pos = self._pos
+        end = len(buf)
+        while len(args) < self._argc:
+            if self._bulklen < 0:
+                nl = buf.find(b"\r\n", pos)
+                if nl < 0:
+                    self._pos = pos
+                    if end - pos > INLINE_MAX:
+                        raise ProtocolError("too big bulk count string")
+                    return None
+                if buf[pos] != 36:  # '$'
+                    self._pos = pos
+                    raise ProtocolError(f"expected '$', got '{chr(buf[pos])}'")
+                size = _parse_length(buf[pos + 1 : nl])
+                if size is None or size < 0 or size > self.max_bulk:
+                    raise ProtocolError("invalid bulk length")
+                if self.unauthenticated and size > UNAUTH_MAX_BULK:
+                    raise ProtocolError("unauthenticated bulk length")
+                self._bulklen = size
+                pos = nl + 2
+            size = self._bulklen
+            if end - pos < size + 2:
+                self._pos = pos
+                return None
+            args.append(bytes(buf[pos : pos + size]))
+            pos += size + 2
+            self._bulklen = -1
+        self._pos = pos
+        self._argc = -1
+        self._args = []
+        return args
+
+
+_EMPTY = object()
+_MULTIBULK = object()

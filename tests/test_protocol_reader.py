@@ -1,0 +1,216 @@
+"""The sans-IO request reader: chunking, pipelining, inline, errors and limits."""
+
+from __future__ import annotations
+
+import pytest
+
+from respkv.protocol.reader import ProtocolError, QueryBufferFull, RequestReader
+
+
+def encode(*args: bytes) -> bytes:
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        out += b"$%d\r\n%b\r\n" % (len(a), a)
+    return out
+
+
+def drain(reader: RequestReader) -> list[list[bytes]]:
+    out = []
+    while batch := reader.read_batch():
+        out.extend(batch)
+    return out
+
+
+def parse_in_chunks(data: bytes, size: int, **kwargs) -> list[list[bytes]]:
+    reader = RequestReader(**kwargs)
+    out = []
+    for i in range(0, len(data), size):
+        reader.feed(data[i : i + size])
+        out.extend(drain(reader))
+    return out
+
+
+PIPELINE = (
+    encode(b"SET", b"key:1", b"v" * 100)
+    + encode(b"GET", b"key:1")
+    + b"PING\r\n"
+    + b'SET "a b" \'c d\'\r\n'
+    + encode(b"MSET", b"k\r\n1", b"", b"k2", b"\x00\xff")
+    + b"\r\n"  # empty inline line: ignored
+    + encode(b"ECHO", b"*12345 and $999999999 inside a bulk")
+    + b"*0\r\n"  # empty multibulk: ignored
+    + encode(b"DEL", b"x")
+)
+EXPECTED = [
+    [b"SET", b"key:1", b"v" * 100],
+    [b"GET", b"key:1"],
+    [b"PING"],
+    [b"SET", b"a b", b"c d"],
+    [b"MSET", b"k\r\n1", b"", b"k2", b"\x00\xff"],
+    [b"ECHO", b"*12345 and $999999999 inside a bulk"],
+    [b"DEL", b"x"],
+]
+
+
+@pytest.mark.parametrize("size", list(range(1, 40)) + [64, 100, 1000, len(PIPELINE)])
+def test_every_chunk_size_gives_the_same_requests(size):
+    assert parse_in_chunks(PIPELINE, size) == EXPECTED
+
+
+def test_split_in_the_middle_of_crlf():
+    data = encode(b"GET", b"foo")
+    for cut in range(1, len(data)):
+        reader = RequestReader()
+        reader.feed(data[:cut])
+        assert drain(reader) == []
+        reader.feed(data[cut:])
+        assert drain(reader) == [[b"GET", b"foo"]]
+
+
+def test_many_pipelined_requests_in_one_read():
+    data = b"".join(encode(b"INCR", b"counter:%d" % i) for i in range(1000))
+    reader = RequestReader()
+    reader.feed(data)
+    reqs = drain(reader)
+    assert len(reqs) == 1000
+    assert reqs[999] == [b"INCR", b"counter:999"]
+
+
+def test_inline_requests_with_lf_only_and_quotes():
+    assert parse_in_chunks(b'ping\nECHO "x\\ty"\r\n', 3) == [[b"ping"], [b"ECHO", b"x\ty"]]
+
+
+def test_fast_path_resumes_after_an_inline_request():
+    reader = RequestReader()
+    reader.feed(b"PING\r\n")
+    assert drain(reader) == [[b"PING"]]
+    reader.feed(encode(b"GET", b"a"))
+    assert drain(reader) == [[b"GET", b"a"]]
+    assert reader._exact is False
+
+
+def test_inline_request_after_multibulk_in_the_same_read():
+    reader = RequestReader()
+    reader.feed(encode(b"GET", b"a") + encode(b"GET", b"b") + b"PING\r\n" + encode(b"GET", b"c"))
+    assert drain(reader) == [[b"GET", b"a"], [b"GET", b"b"], [b"PING"], [b"GET", b"c"]]
+
+
+def test_big_bulk_arriving_in_many_reads():
+    value = b"y" * 3_000_000
+    data = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$%d\r\n" % len(value) + value + b"\r\n"
+    assert parse_in_chunks(data, 65536) == [[b"SET", b"k", value]]
+
+
+def test_big_array_through_the_exact_path():
+    args = [b"MSET"] + [b"k%d" % i for i in range(20000)]
+    assert parse_in_chunks(encode(*args), 4096) == [args]
+
+
+def errors_of(data: bytes, **kwargs) -> tuple[list[list[bytes]], str]:
+    reader = RequestReader(**kwargs)
+    reader.feed(data)
+    got = []
+    with pytest.raises(ProtocolError) as info:
+        while batch := reader.read_batch():
+            got.extend(batch)
+    return got, str(info.value)
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"*abc\r\n", "invalid multibulk length"),
+        (b"*2147483648\r\n", "invalid multibulk length"),
+        (b"*1\r\n$abc\r\n", "invalid bulk length"),
+        (b"*1\r\n$-1\r\n", "invalid bulk length"),
+        (b"*1\r\n$2147483648\r\n", "invalid bulk length"),
+        (b"*1\r\nfoo\r\n", "expected '$', got 'f'"),
+        (b"*2\r\n$3\r\nGET\r\n:1\r\n", "expected '$', got ':'"),
+        (b"*1\r\n*1\r\n$1\r\na\r\n", "expected '$', got '*'"),
+        (b'SET "abc\r\n', "unbalanced quotes in request"),
+        (b"x" * (64 * 1024 + 1), "too big inline request"),
+        (b"*" + b"1" * (64 * 1024 + 1), "too big mbulk count string"),
+        (b"*1\r\n$" + b"1" * (64 * 1024 + 1), "too big bulk count string"),
+    ],
+)
+def test_malformed_requests_get_redis_reasons(data, reason):
+    got, text = errors_of(data)
+    assert got == []
+    assert text == reason
+
+
+def test_requests_before_a_malformed_one_are_returned_first():
+    got, text = errors_of(encode(b"GET", b"a") + encode(b"GET", b"b") + b"*1\r\nxx\r\n")
+    assert got == [[b"GET", b"a"], [b"GET", b"b"]]
+    assert text == "expected '$', got 'x'"
+
+
+def test_announced_sizes_are_never_allocated():
+    reader = RequestReader()
+    reader.feed(b"*2000000000\r\n")
+    assert drain(reader) == []  # valid header: waits for the elements
+    assert reader._exact is True and reader._args == []
+    reader.feed(b"$3\r\nGET\r\n")
+    assert drain(reader) == []
+
+
+def test_bulk_limit_is_configurable():
+    _, text = errors_of(b"*1\r\n$2000\r\n", max_bulk=1024)
+    assert text == "invalid bulk length"
+
+
+def test_query_buffer_limit():
+    reader = RequestReader(max_query_buffer=1000)
+    reader.feed(b"*1\r\n$5000\r\n" + b"x" * 999)
+    with pytest.raises(QueryBufferFull):
+        drain(reader)
+
+
+def test_query_buffer_limit_on_the_fast_path():
+    reader = RequestReader(max_query_buffer=1000)
+    reader.feed(b"*1\r\n$50000\r\n" + b"x" * 2000)
+    with pytest.raises(QueryBufferFull):
+        drain(reader)
+
+
+def test_unauthenticated_limits():
+    _, text = errors_of(encode(*[b"a"] * 11), unauthenticated=True)
+    assert text == "unauthenticated multibulk length"
+    _, text = errors_of(encode(b"AUTH", b"x" * 16385), unauthenticated=True)
+    assert text == "unauthenticated bulk length"
+    reader = RequestReader(unauthenticated=True)
+    reader.feed(encode(b"AUTH", b"pw"))
+    assert drain(reader) == [[b"AUTH", b"pw"]]
+
+
+def test_partial_request_after_complete_ones_is_kept():
+    reader = RequestReader()
+    reader.feed(encode(b"GET", b"a") + b"*2\r\n$3\r\nGET\r\n")
+    assert drain(reader) == [[b"GET", b"a"]]
+    reader.feed(b"$1\r\nb\r\n")
+    assert drain(reader) == [[b"GET", b"b"]]
+
+
+def test_a_resp3_set_starting_a_read_is_an_inline_request():
+    reader = RequestReader()
+    reader.feed(b"~1\r\n$1\r\na\r\n")
+    assert drain(reader) == [[b"~1"], [b"$1"], [b"a"]]
+
+
+def test_one_request_per_batch_before_auth():
+    reader = RequestReader(unauthenticated=True)
+    reader.feed(encode(b"AUTH", b"pw") + encode(b"GET", b"a"))
+    assert reader.read_batch() == [[b"AUTH", b"pw"]]
+    reader.unauthenticated = False
+    assert reader.read_batch() == [[b"GET", b"a"]]
+
+
+def test_empty_and_null_multibulk_are_skipped():
+    assert parse_in_chunks(b"*0\r\n*-1\r\n" + encode(b"PING"), 100) == [[b"PING"]]
+
+
+def test_buffered_counts_unparsed_bytes():
+    reader = RequestReader()
+    reader.feed(b"*1\r\n$4\r\nPI")
+    assert drain(reader) == []
+    assert reader.buffered() == len(b"*1\r\n$4\r\nPI")
