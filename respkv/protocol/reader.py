@@ -243,6 +243,8 @@ class RequestReader:
             return None
         if buf[pos] != 42:  # not '*': inline
             nl = buf.find(b"\n", pos)
+            if nl >= 0 and buf.find(b"\0", pos, nl) >= 0:
+                nl = -1  # Redis looks for the newline with strchr: a NUL hides it
             if nl < 0:
                 if len(buf) - pos > INLINE_MAX:
                     raise ProtocolError("too big inline request")
