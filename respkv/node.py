@@ -67,8 +67,39 @@ class Node:
         #: (transactions and blocked clients register here).
         self.client_closed_hooks: list = []
         self.client_reset_hooks: list = []
+        self._key_observers: list = []
         #: "standalone", or "cluster" once the node takes part in a cluster.
         self.mode = "standalone"
+
+    # -- key-change observers (WATCH, blocked clients) ---------------------------
+
+    def add_key_observer(self, observer) -> None:
+        """Call ``observer(key)`` after every change of a key, until removed.
+
+        The keyspace's single ``on_modified`` hook stays ``None`` while nobody
+        observes, so writes pay nothing for WATCH and blocking commands unless used.
+        """
+        if observer not in self._key_observers:
+            self._key_observers.append(observer)
+        self._install_observers()
+
+    def remove_key_observer(self, observer) -> None:
+        if observer in self._key_observers:
+            self._key_observers.remove(observer)
+        self._install_observers()
+
+    def _install_observers(self) -> None:
+        observers = tuple(self._key_observers)
+        if not observers:
+            self.keyspace.on_modified = None
+        elif len(observers) == 1:
+            self.keyspace.on_modified = observers[0]
+        else:
+            def notify_all(key: bytes) -> None:
+                for observer in observers:
+                    observer(key)
+
+            self.keyspace.on_modified = notify_all
 
     def next_client_id(self) -> int:
         return next(self._client_ids)

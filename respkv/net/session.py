@@ -27,6 +27,7 @@ import time
 import trio
 
 from ..commands.table import CommandError, CommandSpec
+from ..commands.transactions import IMMEDIATE_IN_MULTI
 from ..protocol import reply
 from ..protocol.reader import ProtocolError, QueryBufferFull, RequestReader
 from ..protocol.reply import RESP2
@@ -87,6 +88,12 @@ class ClientSession:
             max_query_buffer=node.config["client-query-buffer-limit"],
             unauthenticated=not self.authenticated,
         )
+        # Transaction state (see commands.transactions).
+        self.multi: list | None = None
+        self.multi_dirty = False
+        self.watched: set[bytes] = set()
+        self.watch_dirty = False
+        self.in_exec = False
         self.closing = False
         self._cancel_scope: trio.CancelScope | None = None
 
@@ -94,7 +101,7 @@ class ClientSession:
 
     def set_authenticated(self, value: bool) -> None:
         self.authenticated = value
-        self.fast = value
+        self.fast = value and self.multi is None
         self.reader.unauthenticated = not value
 
     def reset(self) -> None:
@@ -196,29 +203,38 @@ class ClientSession:
         """Run one request with every check; returns reply bytes or an awaitable."""
         spec = self.node.table.lookup(args[0])
         if spec is None:
-            return reply.error(unknown_command_error(args))
-        if spec.subcommands and len(args) >= 2:
-            # A container alone falls through to its own arity check: CONFIG needs
-            # a subcommand (arity -2), COMMAND runs its own handler (arity -1).
+            return self._reject(unknown_command_error(args))
+        if spec.subcommands:
+            if len(args) < 2:
+                return self._reject(wrong_arity_error(spec.name))
             sub = spec.subcommands.get(args[1].lower())
             if sub is None:
-                return reply.error(
+                return self._reject(
                     f"ERR unknown subcommand '{args[1][:128].decode('latin-1')}'. "
                     f"Try {spec.name.upper()} HELP."
                 )
             spec = sub
         n = len(args)
-        if (spec.arity > 0 and n != spec.arity) or n < -spec.arity or spec.handler is None:
-            return reply.error(wrong_arity_error(spec.name))
+        if (spec.arity > 0 and n != spec.arity) or n < -spec.arity:
+            return self._reject(wrong_arity_error(spec.name))
         if not self.authenticated and not spec.no_auth:
-            return b"-NOAUTH Authentication required.\r\n"
+            return self._reject("NOAUTH Authentication required.")
         self.last_spec = spec
+        if self.multi is not None and spec.name not in IMMEDIATE_IN_MULTI:
+            self.multi.append((spec, args))
+            return reply.QUEUED
         if spec.is_async:
             return self._run_async(spec, args)
         try:
             return spec.handler(self, args)
         except CommandError as exc:
             return reply.error(str(exc))
+
+    def _reject(self, message: str) -> bytes:
+        """An error before the command ran; inside MULTI it dooms the transaction."""
+        if self.multi is not None:
+            self.multi_dirty = True
+        return reply.error(message)
 
     async def _run_async(self, spec: CommandSpec, args: list[bytes]) -> bytes:
         try:
