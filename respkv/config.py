@@ -52,6 +52,12 @@ def _format_bool(v: bool) -> str:
     return "yes" if v else "no"
 
 
+def _parse_policy(text: str) -> str:
+    if text.lower() != "noeviction":
+        raise ConfigError("argument(s) must be one of the following: noeviction")
+    return "noeviction"
+
+
 def _parse_loglevel(text: str) -> str:
     t = text.lower()
     if t not in ("debug", "verbose", "notice", "warning", "nothing"):
@@ -90,6 +96,10 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in [
               doc="Largest bulk string a client may send."),
     Directive("client-query-buffer-limit", 1024**3, parse_memory, minimum=1024 * 1024, maximum=2**63 - 1,
               doc="Most unparsed bytes buffered per client before it is disconnected."),
+    Directive("maxmemory", 0, parse_memory, minimum=0, maximum=2**63 - 1,
+              doc="Refuse writes with -OOM while the node's resident memory is above this many bytes (0 = no limit)."),
+    Directive("maxmemory-policy", "noeviction", _parse_policy,
+              doc="What happens at maxmemory: only noeviction (refuse writes that add data) is supported."),
     Directive("save", "", mutable=False, doc="Read-only: respkv takes no RDB snapshots (reported for tools)."),
     Directive("appendonly", False, _parse_bool, _format_bool, mutable=False,
               doc="Read-only: respkv has no AOF (reported for tools)."),

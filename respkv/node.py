@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import trio
 
 from . import REDIS_VERSION, __version__
+from .commands.info import sample_process
 from .commands.table import build_table
 from .config import Config
 from .keyspace.store import Keyspace
@@ -68,6 +69,8 @@ class Node:
         self.client_closed_hooks: list = []
         self.client_reset_hooks: list = []
         self._key_observers: list = []
+        #: True while resident memory exceeds ``maxmemory`` (checked by the cron).
+        self.over_maxmemory = False
         #: "standalone", or "cluster" once the node takes part in a cluster.
         self.mode = "standalone"
 
@@ -126,6 +129,16 @@ class Node:
             while ks.expire_due(EXPIRE_STEP_KEYS) == EXPIRE_STEP_KEYS:
                 await trio.sleep(0)
             self._close_idle_clients()
+            self._check_maxmemory()
+
+    def _check_maxmemory(self) -> None:
+        """Track whether the node is above ``maxmemory``; sessions refuse writes then."""
+        limit = self.config["maxmemory"]
+        over = bool(limit) and sample_process().rss > limit
+        if over != self.over_maxmemory:
+            self.over_maxmemory = over
+            for session in self.clients.values():
+                session.refresh_fast()
 
     def _close_idle_clients(self) -> None:
         now = trio.current_time()

@@ -63,6 +63,7 @@ class CommandSpec:
     #: Derived at registration: flags as booleans the session checks per request.
     is_write: bool = False
     no_auth: bool = False
+    deny_oom: bool = False
     movable_keys: bool = False
 
     def key_positions(self, args: list[bytes]) -> list[int]:
@@ -87,6 +88,10 @@ class CommandTable:
         if "|" in spec.name:
             parent, sub = spec.name.split("|", 1)
             self.specs[parent].subcommands[sub.encode()] = spec
+            # A container is never plain, not even one with a handler of its own
+            # (COMMAND): its subcommands need the general path's dispatch.
+            self.plain_specs.pop(parent.encode(), None)
+            self.plain_specs.pop(parent.upper().encode(), None)
             return
         self.specs[spec.name] = spec
         raw = spec.name.encode()
@@ -158,6 +163,7 @@ def command(
             is_async=handler is not None and inspect.iscoroutinefunction(handler),
             is_write="write" in spec_flags,
             no_auth="no_auth" in spec_flags,
+            deny_oom="denyoom" in spec_flags,
             movable_keys="movablekeys" in spec_flags,
         )
         REGISTRY.append(spec)

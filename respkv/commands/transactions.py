@@ -83,7 +83,7 @@ def end_transaction(s) -> None:
     """Leave MULTI state (EXEC, DISCARD, RESET, disconnect)."""
     s.multi = None
     s.multi_dirty = False
-    s.fast = s.authenticated
+    s.refresh_fast()
 
 
 def run_to_completion(coroutine):

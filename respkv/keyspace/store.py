@@ -51,6 +51,12 @@ class Keyspace:
         #: Called with the key after every change of a key's value or existence.
         self.on_modified: Callable[[bytes], None] | None = None
         self.expired_keys = 0  # statistics: keys removed because they expired
+        #: key → (value object, OBJECT ENCODING name) for strings whose Redis encoding
+        #: depends on how they were made, not only on their bytes (APPEND/SETRANGE
+        #: results are "raw", INCRBYFLOAT results never "int").  A hint counts only
+        #: while the key still holds that very object, so writers need not clear it.
+        self._encoding_hints: dict[bytes, tuple[bytes, bytes]] = {}
+        self._hints_sweep_at = 4096
 
     # -- reading -------------------------------------------------------------------
 
@@ -123,6 +129,7 @@ class Keyspace:
             d.clear()
         self.expires.clear()
         self._heap.clear()
+        self._encoding_hints.clear()
         for key in keys:
             self.on_modified(key)
         return count
@@ -198,6 +205,28 @@ class Keyspace:
                     if self.get(key) is not None:
                         return key
                     break
+        return None
+
+    # -- encoding hints ----------------------------------------------------------------
+
+    def hint_encoding(self, key: bytes, value: bytes, encoding: bytes) -> None:
+        """Remember that ``value``, just stored at ``key``, has Redis encoding ``encoding``."""
+        hints = self._encoding_hints
+        hints[key] = (value, encoding)
+        if len(hints) > self._hints_sweep_at:
+            for k, (v, _) in list(hints.items()):
+                if self.slots[key_slot(k)].get(k) is not v:
+                    del hints[k]
+            self._hints_sweep_at = max(4096, 2 * len(hints))
+
+    def encoding_hint(self, key: bytes, value) -> bytes | None:
+        """The remembered encoding of ``value`` at ``key``, if it is still that object."""
+        hint = self._encoding_hints.get(key)
+        if hint is None:
+            return None
+        if hint[0] is value:
+            return hint[1]
+        del self._encoding_hints[key]
         return None
 
     # -- slots -------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The client listener: accept connections and run one session task per client.
 
-Uses trio's socket layer directly (not ``SocketStream``): on the request path every
-microsecond counts, and the raw socket saves a layer of wrappers per receive and send.
+Accepts with trio's socket layer, then hands each session a plain non-blocking
+socket that it waits on with trio's low-level readiness calls: on the request path
+every microsecond counts (see ``session``).
 Accepted sockets get ``TCP_NODELAY`` like Redis's, and a client beyond ``maxclients``
 is told ``-ERR max number of clients reached`` and closed.
 """
@@ -55,7 +56,9 @@ async def serve_clients(node, listener: trio.socket.SocketType, *, task_status=t
                 sock.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY, 1)
             except OSError:  # pragma: no cover - e.g. unix sockets
                 pass
-            session = ClientSession(node, sock, node.next_client_id(), _format_addr(addr), laddr)
+            raw = stdlib_socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+            raw.setblocking(False)
+            session = ClientSession(node, raw, node.next_client_id(), _format_addr(addr), laddr)
             nursery.start_soon(_run_session, node, session)
 
 
@@ -66,6 +69,7 @@ async def _run_session(node, session: ClientSession) -> None:
     finally:
         del node.clients[session.id]
         node.on_client_closed(session)
+        trio.lowlevel.notify_closing(session.sock)
         session.sock.close()
 
 

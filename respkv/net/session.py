@@ -2,7 +2,12 @@
 
 Theory of operation
 -------------------
-A session loops: receive whatever bytes the socket has, feed them to its
+A session owns a plain non-blocking socket and does its own waiting with
+``trio.lowlevel.wait_readable``/``wait_writable``: trio's socket wrapper would add a
+scheduler round trip and several Python frames to every receive and send, which on
+the request path costs more than the command itself.
+
+The session loops: receive whatever bytes the socket has, feed them to its
 :class:`~respkv.protocol.reader.RequestReader`, run every complete request in order,
 and send all their replies with one ``send``.  Pipelined clients therefore cost one
 receive and one send per batch, not per command.
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import socket
 import time
 
 import trio
@@ -35,6 +41,12 @@ from ..protocol.reply import RESP2
 log = logging.getLogger(__name__)
 
 RECV_SIZE = 64 * 1024
+#: A client whose requests keep arriving never makes the session park in
+#: ``wait_readable``; after this many batches in a row it yields to other tasks.
+YIELD_EVERY = 16
+
+wait_readable = trio.lowlevel.wait_readable
+wait_writable = trio.lowlevel.wait_writable
 
 
 class CloseConnection(Exception):
@@ -61,7 +73,7 @@ def wrong_arity_error(name: str) -> str:
 class ClientSession:
     """State of one connected client and the loop serving it."""
 
-    def __init__(self, node, sock: trio.socket.SocketType, client_id: int, addr: str, laddr: str) -> None:
+    def __init__(self, node, sock: socket.socket, client_id: int, addr: str, laddr: str) -> None:
         self.node = node
         self.ks = node.keyspace
         self.sock = sock
@@ -73,8 +85,9 @@ class ClientSession:
         self.lib_ver = b""
         self.proto = RESP2
         self.authenticated = not node.config["requirepass"]
-        #: True while requests may take the fast path (authenticated, no transaction).
-        self.fast = self.authenticated
+        #: True while requests may take the fast path (authenticated, no transaction,
+        #: node below maxmemory); see refresh_fast().
+        self.fast = self.authenticated and not node.over_maxmemory
         self.no_evict = False
         self.created = trio.current_time()
         #: Updated by the node's cron from ``commands_processed`` (cheaper than a
@@ -101,8 +114,12 @@ class ClientSession:
 
     def set_authenticated(self, value: bool) -> None:
         self.authenticated = value
-        self.fast = value and self.multi is None
         self.reader.unauthenticated = not value
+        self.refresh_fast()
+
+    def refresh_fast(self) -> None:
+        """Recompute whether requests may skip the general checks."""
+        self.fast = self.authenticated and self.multi is None and not self.node.over_maxmemory
 
     def reset(self) -> None:
         """RESET: back to the state of a new connection (RESP2, unnamed, re-auth)."""
@@ -133,14 +150,23 @@ class ClientSession:
 
     async def _loop(self) -> None:
         sock = self.sock
+        recv = sock.recv
         reader = self.reader
         read_batch = reader.read_batch
         plain_specs = self.node.table.plain_specs
         stats = self.node.stats
         handler_error = CommandError
         spec = None
+        since_checkpoint = 0
         while True:
-            data = await sock.recv(RECV_SIZE)
+            # Receive without trio's socket wrapper: try the non-blocking call and
+            # only park the task when nothing is there (see YIELD_EVERY for fairness).
+            try:
+                data = recv(RECV_SIZE)
+            except BlockingIOError:
+                await wait_readable(sock)
+                since_checkpoint = 0
+                continue
             if not data:
                 return
             stats.net_input_bytes += len(data)
@@ -184,18 +210,35 @@ class ClientSession:
             stats.commands_processed += done
             self.commands_processed += done
             if out:
-                await self._send(b"".join(out))
+                payload = b"".join(out)
+                stats.net_output_bytes += len(payload)
+                try:
+                    sent = sock.send(payload)
+                except BlockingIOError:
+                    sent = 0
+                if sent < len(payload):
+                    await self._send_rest(payload, sent)
             if close_after or self.closing:
                 return
+            since_checkpoint += 1
+            if since_checkpoint >= YIELD_EVERY:
+                since_checkpoint = 0
+                await trio.lowlevel.checkpoint()
 
     async def _send(self, data: bytes) -> None:
+        """Send all of ``data`` (replies that must leave before an awaited command)."""
         self.node.stats.net_output_bytes += len(data)
-        sent = await self.sock.send(data)
-        if sent < len(data):
-            view = memoryview(data)[sent:]
-            while view:
-                sent = await self.sock.send(view)
-                view = view[sent:]
+        await self._send_rest(data, 0)
+
+    async def _send_rest(self, data: bytes, sent: int) -> None:
+        """Send ``data[sent:]``, parking the task only while the socket is full."""
+        sock = self.sock
+        view = memoryview(data)[sent:]
+        while view:
+            try:
+                view = view[sock.send(view):]
+            except BlockingIOError:
+                await wait_writable(sock)
 
     # -- the general path ------------------------------------------------------------
 
@@ -204,9 +247,9 @@ class ClientSession:
         spec = self.node.table.lookup(args[0])
         if spec is None:
             return self._reject(unknown_command_error(args))
-        if spec.subcommands:
-            if len(args) < 2:
-                return self._reject(wrong_arity_error(spec.name))
+        if spec.subcommands and len(args) >= 2:
+            # A container alone falls through to its own arity check: CONFIG needs
+            # a subcommand (arity -2), COMMAND runs its own handler (arity -1).
             sub = spec.subcommands.get(args[1].lower())
             if sub is None:
                 return self._reject(
@@ -215,10 +258,12 @@ class ClientSession:
                 )
             spec = sub
         n = len(args)
-        if (spec.arity > 0 and n != spec.arity) or n < -spec.arity:
+        if (spec.arity > 0 and n != spec.arity) or n < -spec.arity or spec.handler is None:
             return self._reject(wrong_arity_error(spec.name))
         if not self.authenticated and not spec.no_auth:
             return self._reject("NOAUTH Authentication required.")
+        if spec.deny_oom and self.node.over_maxmemory:
+            return self._reject("OOM command not allowed when used memory > 'maxmemory'.")
         self.last_spec = spec
         if self.multi is not None and spec.name not in IMMEDIATE_IN_MULTI:
             self.multi.append((spec, args))

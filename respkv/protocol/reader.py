@@ -129,7 +129,7 @@ class RequestReader:
             self._buf += data
         elif (
             self.unauthenticated
-            or data[:1] != b"*"  # an inline request
+            or data[0] != 42  # not "*": an inline request
             or _BIG_ARRAY(data)
             or (len(data) > self.max_bulk and self._big_bulk(data))
         ):

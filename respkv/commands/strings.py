@@ -1,0 +1,625 @@
+"""String commands: GET, SET and its variants, counters, ranges, LCS.
+
+A string value is stored as the ``bytes`` object itself; integers stay in their
+decimal text and are parsed on each INCR, which keeps a string key as small as
+possible (see ``keyspace.store``).  Since ``bytes`` is immutable, in-place edits
+(APPEND, SETRANGE, counters) store a new object with ``keep_ttl=True``, which is how
+Redis keeps a key's TTL across those commands.
+
+Error precedence follows Redis 7.0 command by command (for instance INCRBY parses its
+increment before looking at the key, INCRBYFLOAT looks at the key first), because
+clients and the conformance scripts observe which error wins.
+"""
+
+from __future__ import annotations
+
+from ..errors import NOT_INTEGER, OVERFLOW, SYNTAX, WRONGTYPE, invalid_expire
+from ..protocol import reply
+from . import numbers
+from .args import int_arg
+from .table import CommandError, command
+
+_LLONG_MAX = 2**63 - 1
+EMBSTR_LIMIT = 44  # longest string Redis stores "embstr" (in one allocation with its header)
+_LLONG_MIN = -(2**63)
+
+# Flags of the extended SET/GETEX option parser.
+_NX, _XX, _GET, _KEEPTTL, _PERSIST = 1, 2, 4, 8, 16
+_EX, _PX, _EXAT, _PXAT = 32, 64, 128, 256
+_ANY_EXPIRE = _EX | _PX | _EXAT | _PXAT
+
+#: Option word → (its flag, the flags it cannot be combined with).  A repeated
+#: option is accepted (the last expire value wins), as in Redis.
+_OPTIONS = {
+    b"NX": (_NX, _XX),
+    b"XX": (_XX, _NX),
+    b"GET": (_GET, 0),
+    b"KEEPTTL": (_KEEPTTL, _PERSIST | _ANY_EXPIRE),
+    b"PERSIST": (_PERSIST, _KEEPTTL | _ANY_EXPIRE),
+    b"EX": (_EX, _KEEPTTL | _PERSIST | (_ANY_EXPIRE & ~_EX)),
+    b"PX": (_PX, _KEEPTTL | _PERSIST | (_ANY_EXPIRE & ~_PX)),
+    b"EXAT": (_EXAT, _KEEPTTL | _PERSIST | (_ANY_EXPIRE & ~_EXAT)),
+    b"PXAT": (_PXAT, _KEEPTTL | _PERSIST | (_ANY_EXPIRE & ~_PXAT)),
+}
+#: Expire option word → (milliseconds per unit, absolute deadline?).
+_EXPIRE_UNITS = {b"EX": (1000, False), b"PX": (1, False), b"EXAT": (1000, True), b"PXAT": (1, True)}
+
+
+def parse_set_options(args: list[bytes], start: int, allow: frozenset[bytes]):
+    """Parse SET/GETEX options from ``args[start:]``.
+
+    Returns ``(flags, expire)`` where ``expire`` is ``None`` or
+    ``(raw_value, unit_ms, absolute)``.  An option outside ``allow``, a conflicting
+    pair (NX with XX, KEEPTTL or PERSIST with an expiry, two different expiry units)
+    or an expiry word without its value is a syntax error, as in Redis 7.0.
+    """
+    flags = 0
+    expire = None
+    i = start
+    n = len(args)
+    while i < n:
+        opt = args[i].upper()
+        if opt not in allow:
+            raise CommandError(SYNTAX)
+        flag, conflicts = _OPTIONS[opt]
+        if flags & conflicts:
+            raise CommandError(SYNTAX)
+        if flag & _ANY_EXPIRE:
+            if i + 1 >= n:
+                raise CommandError(SYNTAX)
+            unit, absolute = _EXPIRE_UNITS[opt]
+            i += 1
+            expire = (args[i], unit, absolute)
+        flags |= flag
+        i += 1
+    return flags, expire
+
+
+def expire_deadline(session, expire, command_name: str) -> int:
+    """Absolute deadline (Unix ms) from a parsed ``(raw, unit, absolute)`` option.
+
+    Non-positive values and values whose deadline would not fit a signed 64-bit
+    millisecond count are ``invalid expire time`` errors, as in Redis.
+    """
+    raw, unit, absolute = expire
+    value = int_arg(raw)
+    if value <= 0 or (unit == 1000 and value > _LLONG_MAX // 1000):
+        raise CommandError(invalid_expire(command_name))
+    value *= unit
+    if not absolute:
+        now = session.ks.clock_ms()
+        if value > _LLONG_MAX - now:
+            raise CommandError(invalid_expire(command_name))
+        value += now
+    return value
+
+
+def get_string(session, key: bytes) -> bytes | None:
+    """The string at ``key`` or None; WRONGTYPE for another type (no statistics)."""
+    value = session.ks.get(key)
+    if value is not None and value.__class__ is not bytes:
+        raise CommandError(WRONGTYPE)
+    return value
+
+
+def lookup_read(session, key: bytes):
+    """The live value at ``key`` (any type) or None, counted as a keyspace hit or miss.
+
+    Redis counts ``keyspace_hits``/``keyspace_misses`` on every read lookup (GET,
+    MGET, EXISTS, TYPE, TTL, ...) but not on lookups made for writing.
+    """
+    value = session.ks.get(key)
+    if value is None:
+        session.node.stats.keyspace_misses += 1
+    else:
+        session.node.stats.keyspace_hits += 1
+    return value
+
+
+def read_string(session, key: bytes) -> bytes | None:
+    """Like :func:`get_string`, counted as a read lookup."""
+    value = lookup_read(session, key)
+    if value is not None and value.__class__ is not bytes:
+        raise CommandError(WRONGTYPE)
+    return value
+
+
+def _bulk_or_null(s, value: bytes | None) -> bytes:
+    return s.proto.null if value is None else b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+def _max_string(s) -> int:
+    return s.node.config["proto-max-bulk-len"]
+
+
+_TOO_LONG = "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
+
+# -- GET / SET and friends --------------------------------------------------------------
+
+
+@command("get", "Reads the string stored at a key.", group="string", since="1.0.0")
+def get(s, args):
+    value = s.ks.get(args[1])
+    if value is None:
+        s.node.stats.keyspace_misses += 1
+        return s.proto.null
+    if value.__class__ is not bytes:
+        raise CommandError(WRONGTYPE)
+    s.node.stats.keyspace_hits += 1
+    return b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+_SET_OPTIONS = frozenset([b"NX", b"XX", b"GET", b"KEEPTTL", b"EX", b"PX", b"EXAT", b"PXAT"])
+
+
+@command(
+    "set",
+    "Stores a string at a key, replacing any value, with optional expiry and conditions.",
+    group="string", since="1.0.0",
+)
+def set_(s, args):
+    if len(args) == 3:  # the common case: plain SET key value
+        s.ks.set(args[1], args[2])
+        return reply.OK
+    flags, expire = parse_set_options(args, 3, _SET_OPTIONS)
+    ks = s.ks
+    key = args[1]
+    # Redis validates the expiry before anything else, then runs the GET part
+    # (which may fail with WRONGTYPE), then the NX/XX condition.
+    deadline = expire_deadline(s, expire, "set") if expire is not None else None
+    old = None
+    if flags & _GET:
+        old = read_string(s, key)
+        found = old is not None
+    else:
+        found = ks.get(key) is not None
+    if (flags & _NX and found) or (flags & _XX and not found):
+        return _bulk_or_null(s, old) if flags & _GET else s.proto.null
+    ks.set(key, args[2], keep_ttl=bool(flags & _KEEPTTL))
+    if deadline is not None:
+        ks.set_deadline(key, deadline)
+    return _bulk_or_null(s, old) if flags & _GET else reply.OK
+
+
+@command("setnx", "Stores a string at a key unless the key already exists.", group="string", since="1.0.0")
+def setnx(s, args):
+    ks = s.ks
+    if ks.get(args[1]) is not None:
+        return reply.ZERO
+    ks.set(args[1], args[2])
+    return reply.ONE
+
+
+def _set_with_expire(s, args, unit: int, name: str) -> bytes:
+    deadline = expire_deadline(s, (args[2], unit, False), name)
+    ks = s.ks
+    ks.set(args[1], args[3])
+    ks.set_deadline(args[1], deadline)
+    return reply.OK
+
+
+@command(
+    "setex",
+    "Stores a string at a key together with a time to live in seconds.",
+    group="string", since="2.0.0",
+)
+def setex(s, args):
+    return _set_with_expire(s, args, 1000, "setex")
+
+
+@command(
+    "psetex",
+    "Stores a string at a key together with a time to live in milliseconds.",
+    group="string", since="2.6.0",
+)
+def psetex(s, args):
+    return _set_with_expire(s, args, 1, "psetex")
+
+
+@command(
+    "getset",
+    "Stores a new string at a key and replies with the string it replaced.",
+    group="string", since="1.0.0",
+)
+def getset(s, args):
+    old = read_string(s, args[1])
+    s.ks.set(args[1], args[2])
+    return _bulk_or_null(s, old)
+
+
+@command("getdel", "Reads the string stored at a key and removes the key.", group="string", since="6.2.0")
+def getdel(s, args):
+    value = read_string(s, args[1])
+    if value is None:
+        return s.proto.null
+    s.ks.delete(args[1])
+    return b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+_GETEX_OPTIONS = frozenset([b"EX", b"PX", b"EXAT", b"PXAT", b"PERSIST"])
+
+
+@command(
+    "getex",
+    "Reads the string stored at a key and optionally changes or drops its expiry.",
+    group="string", since="6.2.0",
+)
+def getex(s, args):
+    flags, expire = parse_set_options(args, 2, _GETEX_OPTIONS)
+    key = args[1]
+    # A missing key answers nil even when the expiry value is invalid: Redis looks
+    # the key up before it validates the expiry.
+    value = read_string(s, key)
+    if value is None:
+        return s.proto.null
+    ks = s.ks
+    if expire is not None:
+        deadline = expire_deadline(s, expire, "getex")
+        if expire[2] and deadline <= ks.clock_ms():
+            ks.delete(key)  # an absolute deadline already past deletes the key
+        else:
+            ks.set_deadline(key, deadline)
+            ks.signal_modified(key)
+    elif flags & _PERSIST:
+        if ks.persist(key):
+            ks.signal_modified(key)
+    return b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+@command("mget", "Reads the strings stored at several keys in one step.", group="string", since="1.0.0")
+def mget(s, args):
+    get_value = s.ks.get
+    stats = s.node.stats
+    null = s.proto.null
+    parts = []
+    hits = 0
+    for key in args[1:]:
+        value = get_value(key)
+        if value is None:
+            parts.append(null)
+            continue
+        hits += 1
+        if value.__class__ is bytes:
+            parts.append(b"$%d\r\n%b\r\n" % (len(value), value))
+        else:
+            parts.append(null)  # MGET answers nil for keys of another type
+    stats.keyspace_hits += hits
+    stats.keyspace_misses += len(args) - 1 - hits
+    return b"*%d\r\n%b" % (len(parts), b"".join(parts))
+
+
+def _check_pairs(args: list[bytes], name: str) -> None:
+    if len(args) % 2 == 0:
+        raise CommandError(f"ERR wrong number of arguments for '{name}' command")
+
+
+@command("mset", "Stores strings at several keys in one step.", group="string", since="1.0.1")
+def mset(s, args):
+    _check_pairs(args, "mset")
+    set_value = s.ks.set
+    for i in range(1, len(args), 2):
+        set_value(args[i], args[i + 1])
+    return reply.OK
+
+
+@command(
+    "msetnx",
+    "Stores strings at several keys in one step, unless any of them exists.",
+    group="string", since="1.0.1",
+)
+def msetnx(s, args):
+    _check_pairs(args, "msetnx")
+    ks = s.ks
+    for i in range(1, len(args), 2):
+        if ks.get(args[i]) is not None:
+            return reply.ZERO
+    for i in range(1, len(args), 2):
+        ks.set(args[i], args[i + 1])
+    return reply.ONE
+
+
+# -- lengths and ranges -----------------------------------------------------------------
+
+
+@command(
+    "append",
+    "Adds bytes to the end of a string, creating the key when it is missing.",
+    group="string", since="2.0.0",
+)
+def append(s, args):
+    ks = s.ks
+    key, extra = args[1], args[2]
+    value = get_string(s, key)
+    if value is None:
+        ks.set(key, extra)
+        return b":%d\r\n" % len(extra)
+    total = len(value) + len(extra)
+    if total > _max_string(s):
+        raise CommandError(_TOO_LONG)
+    value = value + extra
+    ks.set(key, value, keep_ttl=True)
+    ks.hint_encoding(key, value, b"raw")  # Redis appends to a private raw copy
+    return b":%d\r\n" % total
+
+
+@command("strlen", "Gives the length in bytes of the string stored at a key.", group="string", since="2.2.0")
+def strlen(s, args):
+    value = read_string(s, args[1])
+    return b":%d\r\n" % (0 if value is None else len(value))
+
+
+def _getrange(s, args):
+    start = int_arg(args[2])
+    end = int_arg(args[3])
+    value = read_string(s, args[1])
+    if value is None:
+        return reply.EMPTY_BULK
+    n = len(value)
+    # Redis's index arithmetic, quirks included: "GETRANGE k 0 -100" on a short
+    # string still returns its first byte because a negative end clamps to 0.
+    if start < 0 and end < 0 and start > end:
+        return reply.EMPTY_BULK
+    if start < 0:
+        start += n
+    if end < 0:
+        end += n
+    if start < 0:
+        start = 0
+    if end < 0:
+        end = 0
+    if end >= n:
+        end = n - 1
+    if start > end or n == 0:
+        return reply.EMPTY_BULK
+    return reply.bulk(value[start : end + 1])
+
+
+@command(
+    "getrange",
+    "Reads the bytes of a string between two inclusive offsets.",
+    group="string", since="2.4.0",
+)
+def getrange(s, args):
+    return _getrange(s, args)
+
+
+@command(
+    "substr",
+    "Older name of GETRANGE: reads the bytes of a string between two offsets.",
+    group="string", since="1.0.0",
+)
+def substr(s, args):
+    return _getrange(s, args)
+
+
+@command(
+    "setrange",
+    "Overwrites bytes of a string from an offset on, zero-padding and creating as needed.",
+    group="string", since="2.2.0",
+)
+def setrange(s, args):
+    offset = int_arg(args[2])
+    if offset < 0:
+        raise CommandError("ERR offset is out of range")
+    key, piece = args[1], args[3]
+    ks = s.ks
+    value = get_string(s, key)
+    if value is None:
+        if not piece:
+            return reply.ZERO  # setting nothing on a missing key creates nothing
+        if offset + len(piece) > _max_string(s):
+            raise CommandError(_TOO_LONG)
+        value = bytes(offset) + piece
+        ks.set(key, value)
+        ks.hint_encoding(key, value, b"raw")
+        return b":%d\r\n" % len(value)
+    if not piece:
+        return b":%d\r\n" % len(value)
+    end = offset + len(piece)
+    if end > _max_string(s):
+        raise CommandError(_TOO_LONG)
+    n = len(value)
+    if offset >= n:
+        new = value + bytes(offset - n) + piece
+    else:
+        new = value[:offset] + piece + value[end:]
+    ks.set(key, new, keep_ttl=True)
+    ks.hint_encoding(key, new, b"raw")
+    return b":%d\r\n" % len(new)
+
+
+# -- counters ---------------------------------------------------------------------------
+
+
+def _incr_by(s, key: bytes, delta: int) -> bytes:
+    """Add ``delta`` to the integer at ``key`` (0 when missing); keeps the TTL."""
+    ks = s.ks
+    value = ks.get(key)
+    if value is None:
+        n = delta
+    else:
+        if value.__class__ is not bytes:
+            raise CommandError(WRONGTYPE)
+        current = numbers.parse_int(value)
+        if current is None:
+            raise CommandError(NOT_INTEGER)
+        n = current + delta
+        if n > _LLONG_MAX or n < _LLONG_MIN:
+            raise CommandError(OVERFLOW)
+    text = b"%d" % n
+    ks.set(key, text, keep_ttl=True)
+    return b":%b\r\n" % text
+
+
+@command(
+    "incr",
+    "Adds one to the integer stored at a key (a missing key counts as 0).",
+    group="string", since="1.0.0",
+)
+def incr(s, args):
+    return _incr_by(s, args[1], 1)
+
+
+@command(
+    "decr",
+    "Subtracts one from the integer stored at a key (a missing key counts as 0).",
+    group="string", since="1.0.0",
+)
+def decr(s, args):
+    return _incr_by(s, args[1], -1)
+
+
+@command(
+    "incrby",
+    "Adds an integer to the integer stored at a key (a missing key counts as 0).",
+    group="string", since="1.0.0",
+)
+def incrby(s, args):
+    return _incr_by(s, args[1], int_arg(args[2]))
+
+
+@command(
+    "decrby",
+    "Subtracts an integer from the integer stored at a key (a missing key counts as 0).",
+    group="string", since="1.0.0",
+)
+def decrby(s, args):
+    delta = int_arg(args[2])
+    if delta == _LLONG_MIN:  # its negation does not fit; Redis checks before the key
+        raise CommandError("ERR decrement would overflow")
+    return _incr_by(s, args[1], -delta)
+
+
+@command(
+    "incrbyfloat",
+    "Adds a decimal number to the number stored at a key (a missing key counts as 0).",
+    group="string", since="2.6.0",
+)
+def incrbyfloat(s, args):
+    key = args[1]
+    value = get_string(s, key)
+    try:
+        result = numbers.incr_by_float(value, args[2])
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    s.ks.set(key, result, keep_ttl=True)
+    if len(result) <= EMBSTR_LIMIT:
+        s.ks.hint_encoding(key, result, b"embstr")  # never "int", even for "5001"
+    return reply.bulk(result)
+
+
+# -- LCS --------------------------------------------------------------------------------
+
+
+def _lcs_columns(a: bytes, b: bytes) -> list[int]:
+    """Bit vectors from which every LCS length of prefixes of ``a`` and ``b`` follows.
+
+    This is the bit-parallel LCS algorithm (Allison-Dix, in Hyyrö's formulation):
+    bit ``i`` of a vector stands for ``a[i]``, and one step per byte of ``b`` costs a
+    few big-integer operations instead of ``len(a)`` interpreted ones.  After the
+    ``j``-th step, the zero bits below bit ``i`` count ``LCS(a[:i], b[:j])``; see
+    :func:`_lcs_at`.  Element ``j`` of the result is the vector after ``j`` steps.
+    """
+    masks: dict[int, int] = {}
+    for i, byte in enumerate(a):
+        masks[byte] = masks.get(byte, 0) | (1 << i)
+    full = (1 << len(a)) - 1
+    v = full
+    columns = [v]
+    for byte in b:
+        u = v & masks.get(byte, 0)
+        v = ((v + u) | (v - u)) & full
+        columns.append(v)
+    return columns
+
+
+def _lcs_at(columns: list[int], i: int, j: int) -> int:
+    """``LCS(a[:i], b[:j])`` from :func:`_lcs_columns`."""
+    return i - (columns[j] & ((1 << i) - 1)).bit_count()
+
+
+@command(
+    "lcs",
+    "Computes the longest common subsequence of two strings, its length or its match ranges.",
+    group="string", since="7.0.0",
+)
+def lcs(s, args):
+    va = lookup_read(s, args[1])
+    vb = lookup_read(s, args[2])
+    if (va is not None and va.__class__ is not bytes) or (vb is not None and vb.__class__ is not bytes):
+        raise CommandError("ERR The specified keys must contain string values")
+    a = va or b""
+    b = vb or b""
+    want_len = want_idx = with_len = False
+    min_len = 0
+    i, n = 3, len(args)
+    while i < n:
+        opt = args[i].upper()
+        if opt == b"IDX":
+            want_idx = True
+        elif opt == b"LEN":
+            want_len = True
+        elif opt == b"WITHMATCHLEN":
+            with_len = True
+        elif opt == b"MINMATCHLEN" and i + 1 < n:
+            min_len = max(int_arg(args[i + 1]), 0)
+            i += 1
+        else:
+            raise CommandError(SYNTAX)
+        i += 1
+    if want_len and want_idx:
+        raise CommandError("ERR If you want both the length and indexes, please just use IDX.")
+    # Redis refuses when its (len(a)+1) x (len(b)+1) table of 32-bit counters would
+    # exceed proto-max-bulk-len, LEN included; that also bounds our bit vectors.
+    if (len(a) + 1) * (len(b) + 1) * 4 > _max_string(s):
+        raise CommandError("ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len")
+    columns = _lcs_columns(a, b)
+    if want_len:
+        return reply.integer(_lcs_at(columns, len(a), len(b)))
+    # Walk back from the end like Redis does (on a tie it moves along b), so the
+    # chosen subsequence and the match ranges are the same as Redis's.
+    i, j = len(a), len(b)
+    total = _lcs_at(columns, i, j)
+    result = bytearray(total)
+    k = total
+    matches = []
+    a_start = a_end = b_start = b_end = -1
+    while i > 0 and j > 0:
+        emit = False
+        if a[i - 1] == b[j - 1]:
+            result[k - 1] = a[i - 1]
+            if a_start < 0:
+                a_start = a_end = i - 1
+                b_start = b_end = j - 1
+            elif a_start == i and b_start == j:
+                a_start -= 1
+                b_start -= 1
+            else:
+                emit = True
+            if a_start == 0 or b_start == 0:
+                emit = True
+            k -= 1
+            i -= 1
+            j -= 1
+        else:
+            if _lcs_at(columns, i - 1, j) > _lcs_at(columns, i, j - 1):
+                i -= 1
+            else:
+                j -= 1
+            if a_start >= 0:
+                emit = True
+        if emit:
+            length = a_end - a_start + 1
+            if want_idx and (min_len == 0 or length >= min_len):
+                item = [reply.array([reply.integer(a_start), reply.integer(a_end)]),
+                        reply.array([reply.integer(b_start), reply.integer(b_end)])]
+                if with_len:
+                    item.append(reply.integer(length))
+                matches.append(reply.array(item))
+            a_start = -1
+    if want_idx:
+        return s.proto.map([
+            (reply.bulk(b"matches"), reply.array(matches)),
+            (reply.bulk(b"len"), reply.integer(total)),
+        ])
+    return reply.bulk(bytes(result))
