@@ -29,6 +29,7 @@ class NodeThread:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._clients: list[redis.Redis] = []
 
     def _run(self) -> None:
         async def main():
@@ -53,6 +54,9 @@ class NodeThread:
         return self
 
     def stop(self) -> None:
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
         if self._token is not None and self._thread.is_alive():
             try:
                 trio.from_thread.run_sync(self._cancel.cancel, trio_token=self._token)
@@ -63,7 +67,10 @@ class NodeThread:
             raise self._error
 
     def client(self, protocol: int = 3, **kwargs) -> redis.Redis:
-        return redis.Redis(port=self.port, protocol=protocol, socket_timeout=10, **kwargs)
+        """A redis-py client; kept referenced and closed when the node stops."""
+        client = redis.Redis(port=self.port, protocol=protocol, socket_timeout=10, **kwargs)
+        self._clients.append(client)
+        return client
 
 
 @pytest.fixture(scope="module")
