@@ -12,7 +12,7 @@ import trio
 from .config import Config, ConfigError
 
 _LOG_LEVELS = {"debug": logging.DEBUG, "verbose": logging.INFO, "notice": logging.INFO,
-               "warning": logging.WARNING, "nothing": logging.CRITICAL + 1}
+               "warning": logging.WARNING}
 
 
 def _server_parser(sub) -> None:
@@ -21,7 +21,7 @@ def _server_parser(sub) -> None:
     p.add_argument("--port", help="client port (default 6379; 0 picks a free port)")
     p.add_argument("--dir", help="data directory, created if missing (default ./respkv-data)")
     p.add_argument("--config", help="redis.conf-style file of 'directive value' lines")
-    p.add_argument("--loglevel", help="debug, verbose, notice, warning or nothing")
+    p.add_argument("--loglevel", help="debug, verbose, notice or warning")
     p.add_argument("--requirepass", help="password clients must AUTH with")
     p.add_argument("--maxclients", help="most simultaneous clients (default 10000)")
     p.set_defaults(func=_run_server)

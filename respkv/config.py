@@ -52,6 +52,12 @@ def _format_bool(v: bool) -> str:
     return "yes" if v else "no"
 
 
+def _parse_save(text: str) -> str:
+    if text.strip():
+        raise ConfigError("respkv takes no RDB snapshots; only an empty save schedule is accepted")
+    return ""
+
+
 def _parse_policy(text: str) -> str:
     if text.lower() != "noeviction":
         raise ConfigError("argument(s) must be one of the following: noeviction")
@@ -60,8 +66,8 @@ def _parse_policy(text: str) -> str:
 
 def _parse_loglevel(text: str) -> str:
     t = text.lower()
-    if t not in ("debug", "verbose", "notice", "warning", "nothing"):
-        raise ConfigError("argument(s) must be one of the following: debug, verbose, notice, warning, nothing")
+    if t not in ("debug", "verbose", "notice", "warning"):
+        raise ConfigError("argument(s) must be one of the following: debug, verbose, notice, warning")
     return t
 
 
@@ -88,10 +94,10 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in [
     Directive("port", 6379, _parse_int, mutable=False, minimum=0, maximum=65535, doc="Client port (0 = any free port)."),
     Directive("dir", "./respkv-data", mutable=False, doc="The node's data directory, created if missing."),
     Directive("requirepass", "", doc="Password for AUTH; empty means no authentication."),
-    Directive("maxclients", 10000, _parse_int, minimum=1, maximum=1_000_000, doc="Most simultaneous client connections."),
+    Directive("maxclients", 10000, _parse_int, minimum=1, maximum=2**32 - 1, doc="Most simultaneous client connections."),
     Directive("timeout", 0, _parse_int, minimum=0, maximum=2**31 - 1, doc="Close clients idle this many seconds (0 = never)."),
     Directive("hz", 10, _parse_int, minimum=1, maximum=500, doc="Background task frequency (active expiry cycles per second)."),
-    Directive("loglevel", "notice", _parse_loglevel, doc="debug, verbose, notice, warning or nothing."),
+    Directive("loglevel", "notice", _parse_loglevel, doc="debug, verbose, notice or warning."),
     Directive("proto-max-bulk-len", 512 * 1024 * 1024, parse_memory, show=str, minimum=1024 * 1024, maximum=2**63 - 1,
               doc="Largest bulk string a client may send."),
     Directive("client-query-buffer-limit", 1024**3, parse_memory, minimum=1024 * 1024, maximum=2**63 - 1,
@@ -100,7 +106,8 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in [
               doc="Refuse writes with -OOM while the node's resident memory is above this many bytes (0 = no limit)."),
     Directive("maxmemory-policy", "noeviction", _parse_policy,
               doc="What happens at maxmemory: only noeviction (refuse writes that add data) is supported."),
-    Directive("save", "", mutable=False, doc="Read-only: respkv takes no RDB snapshots (reported for tools)."),
+    Directive("save", "", _parse_save,
+              doc="Snapshot schedule: always empty, respkv takes no RDB snapshots (setting it to \"\" is accepted)."),
     Directive("appendonly", False, _parse_bool, _format_bool, mutable=False,
               doc="Read-only: respkv has no AOF (reported for tools)."),
     Directive("databases", 1, _parse_int, mutable=False, minimum=1, maximum=1, doc="Read-only: only db 0 exists."),
@@ -111,6 +118,8 @@ class Config:
     """The node's current directive values."""
 
     def __init__(self, **overrides) -> None:
+        #: The file the configuration was loaded from (INFO, CONFIG REWRITE), if any.
+        self.path: str | None = None
         self._values = {name: d.default for name, d in DIRECTIVES.items()}
         for name, value in overrides.items():
             self._values[name.replace("_", "-")] = value
@@ -137,6 +146,7 @@ class Config:
 
     def load_file(self, path: str) -> None:
         """Apply a ``redis.conf``-style file; any unknown directive is an error."""
+        self.path = path
         with open(path, encoding="utf-8") as f:
             for lineno, line in enumerate(f, 1):
                 line = line.strip()

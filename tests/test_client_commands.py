@@ -25,14 +25,14 @@ def parse_line(line: str) -> dict[str, str]:
     return dict(field.split("=", 1) for field in line.split(" "))
 
 
-def open_raw(node) -> socket.socket:
+def open_raw(node) -> tuple[socket.socket, int]:
+    """A plain connection to the node and its client id."""
     sock = socket.create_connection(("127.0.0.1", node.port), timeout=10)
     sock.sendall(b"CLIENT ID\r\n")
     data = b""
     while not data.endswith(b"\r\n"):
         data += sock.recv(100)
-    sock.client_id = int(data[1:-2])  # type: ignore[attr-defined]
-    return sock
+    return sock, int(data[1:-2])
 
 
 def is_closed(sock: socket.socket) -> bool:
@@ -140,28 +140,28 @@ def test_client_list_arguments(node, args, reply):
 
 
 def test_kill_another_connection_by_id(r, node):
-    victim = open_raw(node)
+    victim, victim_id = open_raw(node)
     with victim:
-        assert r.client_kill_filter(_id=victim.client_id) == 1
+        assert r.client_kill_filter(_id=victim_id) == 1
         assert is_closed(victim)
-    assert r.client_kill_filter(_id=victim.client_id) == 0
-    assert victim.client_id not in node.node.clients
+    assert r.client_kill_filter(_id=victim_id) == 0
+    assert victim_id not in node.node.clients
 
 
 def test_kill_by_addr_and_old_form(r, node):
-    first, second = open_raw(node), open_raw(node)
+    (first, first_id), (second, second_id) = open_raw(node), open_raw(node)
     with first, second:
         addr_of = {int(c["id"]): c["addr"] for c in r.client_list()}
-        assert r.client_kill_filter(addr=addr_of[first.client_id]) == 1
+        assert r.client_kill_filter(addr=addr_of[first_id]) == 1
         assert is_closed(first)
-        assert r.client_kill(addr_of[second.client_id]) is True
+        assert r.client_kill(addr_of[second_id]) is True
         assert is_closed(second)
     with pytest.raises(redis.ResponseError, match="No such client"):
         r.client_kill("1.2.3.4:5")
 
 
 def test_kill_by_laddr_skips_the_caller(r, node):
-    victim = open_raw(node)
+    victim, _ = open_raw(node)
     with victim:
         laddr = r.client_info()["laddr"]
         killed = r.client_kill_filter(laddr=laddr)
@@ -171,9 +171,9 @@ def test_kill_by_laddr_skips_the_caller(r, node):
 
 
 def test_kill_self_with_skipme_no_replies_then_closes(node):
-    sock = open_raw(node)
+    sock, client_id = open_raw(node)
     with sock:
-        sock.sendall(b"CLIENT KILL ID %d SKIPME no\r\nPING\r\n" % sock.client_id)
+        sock.sendall(b"CLIENT KILL ID %d SKIPME no\r\nPING\r\n" % client_id)
         data = b""
         while chunk := sock.recv(100):
             data += chunk
@@ -181,7 +181,7 @@ def test_kill_self_with_skipme_no_replies_then_closes(node):
 
 
 def test_old_form_kill_of_self(node):
-    sock = open_raw(node)
+    sock, _ = open_raw(node)
     with sock:
         sock.sendall(b"CLIENT INFO\r\n")
         data = b""
@@ -233,3 +233,15 @@ def test_help_and_unknown_subcommands(node):
         b"-ERR unknown subcommand 'MAINT_NOTIFICATIONS'. Try CLIENT HELP.\r\n"]
     assert raw_call(node, ["CLIENT"]) == [b"-ERR wrong number of arguments for 'client' command\r\n"]
     assert raw_call(node, ["CLIENT", "HELP", "x"]) == [b"-ERR wrong number of arguments for 'client|help' command\r\n"]
+
+
+def test_client_list_shows_a_transaction_in_progress(r, node):
+    sock, client_id = open_raw(node)
+    with sock:
+        sock.sendall(b"MULTI\r\nSET a b\r\nGET a\r\n")
+        data = b""
+        while data.count(b"\r\n") < 3:
+            data += sock.recv(100)
+        (line,) = r.client_list(client_id=[client_id])
+        assert line["flags"] == "x" and line["multi"] == "2" and line["cmd"] == "get"
+        assert int(line["multi-mem"]) > 0

@@ -15,18 +15,23 @@ def encode(*args: bytes) -> bytes:
 
 
 def drain(reader: RequestReader) -> list[list[bytes]]:
+    """Every further request the reader holds (after ``parse``)."""
     out = []
-    while batch := reader.read_batch():
+    while not reader.idle and (batch := reader.read_batch()):
         out.extend(batch)
     return out
+
+
+def feed(reader: RequestReader, data: bytes) -> list[list[bytes]]:
+    """Hand ``data`` to the reader the way a session does; all requests it yields."""
+    return reader.parse(data) + drain(reader)
 
 
 def parse_in_chunks(data: bytes, size: int, **kwargs) -> list[list[bytes]]:
     reader = RequestReader(**kwargs)
     out = []
     for i in range(0, len(data), size):
-        reader.feed(data[i : i + size])
-        out.extend(drain(reader))
+        out.extend(feed(reader, data[i : i + size]))
     return out
 
 
@@ -61,17 +66,15 @@ def test_split_in_the_middle_of_crlf():
     data = encode(b"GET", b"foo")
     for cut in range(1, len(data)):
         reader = RequestReader()
-        reader.feed(data[:cut])
-        assert drain(reader) == []
-        reader.feed(data[cut:])
-        assert drain(reader) == [[b"GET", b"foo"]]
+        assert feed(reader, data[:cut]) == []
+        assert feed(reader, data[cut:]) == [[b"GET", b"foo"]]
 
 
 def test_many_pipelined_requests_in_one_read():
     data = b"".join(encode(b"INCR", b"counter:%d" % i) for i in range(1000))
     reader = RequestReader()
-    reader.feed(data)
-    reqs = drain(reader)
+    reqs = reader.parse(data)
+    assert reader.idle  # one batch, straight from the fast path
     assert len(reqs) == 1000
     assert reqs[999] == [b"INCR", b"counter:999"]
 
@@ -82,17 +85,14 @@ def test_inline_requests_with_lf_only_and_quotes():
 
 def test_fast_path_resumes_after_an_inline_request():
     reader = RequestReader()
-    reader.feed(b"PING\r\n")
-    assert drain(reader) == [[b"PING"]]
-    reader.feed(encode(b"GET", b"a"))
-    assert drain(reader) == [[b"GET", b"a"]]
+    assert feed(reader, b"PING\r\n") == [[b"PING"]]
+    assert feed(reader, encode(b"GET", b"a")) == [[b"GET", b"a"]]
     assert reader._exact is False
 
 
 def test_inline_request_after_multibulk_in_the_same_read():
     reader = RequestReader()
-    reader.feed(encode(b"GET", b"a") + encode(b"GET", b"b") + b"PING\r\n" + encode(b"GET", b"c"))
-    assert drain(reader) == [[b"GET", b"a"], [b"GET", b"b"], [b"PING"], [b"GET", b"c"]]
+    assert feed(reader, encode(b"GET", b"a") + encode(b"GET", b"b") + b"PING\r\n" + encode(b"GET", b"c")) == [[b"GET", b"a"], [b"GET", b"b"], [b"PING"], [b"GET", b"c"]]
 
 
 def test_big_bulk_arriving_in_many_reads():
@@ -108,9 +108,9 @@ def test_big_array_through_the_exact_path():
 
 def errors_of(data: bytes, **kwargs) -> tuple[list[list[bytes]], str]:
     reader = RequestReader(**kwargs)
-    reader.feed(data)
     got = []
     with pytest.raises(ProtocolError) as info:
+        got.extend(reader.parse(data))
         while batch := reader.read_batch():
             got.extend(batch)
     return got, str(info.value)
@@ -147,11 +147,9 @@ def test_requests_before_a_malformed_one_are_returned_first():
 
 def test_announced_sizes_are_never_allocated():
     reader = RequestReader()
-    reader.feed(b"*2000000000\r\n")
-    assert drain(reader) == []  # valid header: waits for the elements
+    assert feed(reader, b"*2000000000\r\n") == []  # valid header: waits for the elements
     assert reader._exact is True and reader._args == []
-    reader.feed(b"$3\r\nGET\r\n")
-    assert drain(reader) == []
+    assert feed(reader, b"$3\r\nGET\r\n") == []
 
 
 def test_bulk_limit_is_configurable():
@@ -161,16 +159,15 @@ def test_bulk_limit_is_configurable():
 
 def test_query_buffer_limit():
     reader = RequestReader(max_query_buffer=1000)
-    reader.feed(b"*1\r\n$5000\r\n" + b"x" * 999)
     with pytest.raises(QueryBufferFull):
-        drain(reader)
+        feed(reader, b"*1\r\n$5000\r\n" + b"x" * 999)
 
 
 def test_query_buffer_limit_on_the_fast_path():
     reader = RequestReader(max_query_buffer=1000)
-    reader.feed(b"*1\r\n$50000\r\n" + b"x" * 2000)
+    assert feed(reader, b"*1\r\n$50000\r\n" + b"x" * 500) == []
     with pytest.raises(QueryBufferFull):
-        drain(reader)
+        feed(reader, b"x" * 1000)
 
 
 def test_unauthenticated_limits():
@@ -179,28 +176,23 @@ def test_unauthenticated_limits():
     _, text = errors_of(encode(b"AUTH", b"x" * 16385), unauthenticated=True)
     assert text == "unauthenticated bulk length"
     reader = RequestReader(unauthenticated=True)
-    reader.feed(encode(b"AUTH", b"pw"))
-    assert drain(reader) == [[b"AUTH", b"pw"]]
+    assert feed(reader, encode(b"AUTH", b"pw")) == [[b"AUTH", b"pw"]]
 
 
 def test_partial_request_after_complete_ones_is_kept():
     reader = RequestReader()
-    reader.feed(encode(b"GET", b"a") + b"*2\r\n$3\r\nGET\r\n")
-    assert drain(reader) == [[b"GET", b"a"]]
-    reader.feed(b"$1\r\nb\r\n")
-    assert drain(reader) == [[b"GET", b"b"]]
+    assert feed(reader, encode(b"GET", b"a") + b"*2\r\n$3\r\nGET\r\n") == [[b"GET", b"a"]]
+    assert feed(reader, b"$1\r\nb\r\n") == [[b"GET", b"b"]]
 
 
 def test_a_resp3_set_starting_a_read_is_an_inline_request():
     reader = RequestReader()
-    reader.feed(b"~1\r\n$1\r\na\r\n")
-    assert drain(reader) == [[b"~1"], [b"$1"], [b"a"]]
+    assert feed(reader, b"~1\r\n$1\r\na\r\n") == [[b"~1"], [b"$1"], [b"a"]]
 
 
 def test_one_request_per_batch_before_auth():
     reader = RequestReader(unauthenticated=True)
-    reader.feed(encode(b"AUTH", b"pw") + encode(b"GET", b"a"))
-    assert reader.read_batch() == [[b"AUTH", b"pw"]]
+    assert reader.parse(encode(b"AUTH", b"pw") + encode(b"GET", b"a")) == [[b"AUTH", b"pw"]]
     reader.unauthenticated = False
     assert reader.read_batch() == [[b"GET", b"a"]]
 
@@ -211,6 +203,5 @@ def test_empty_and_null_multibulk_are_skipped():
 
 def test_buffered_counts_unparsed_bytes():
     reader = RequestReader()
-    reader.feed(b"*1\r\n$4\r\nPI")
-    assert drain(reader) == []
+    assert feed(reader, b"*1\r\n$4\r\nPI") == []
     assert reader.buffered() == len(b"*1\r\n$4\r\nPI")

@@ -100,6 +100,16 @@ def test_info_has_the_fields_tools_read(r, node):
     assert info["uptime_in_days"] == info["uptime_in_seconds"] // 86400
 
 
+def test_info_memory_reports_maxmemory(r):
+    try:
+        r.config_set("maxmemory", "2gb")
+        memory = r.info("memory")
+        assert memory["maxmemory"] == 2 * 1024**3 and memory["maxmemory_human"] == "2.00G"
+        assert memory["maxmemory_policy"] == "noeviction"
+    finally:
+        r.config_set("maxmemory", 0)
+
+
 def test_info_keyspace(r):
     assert r.info("keyspace") == {}
     r.set("a", "1")
@@ -141,7 +151,7 @@ def test_info_reply_types(node):
 def test_build_info_is_a_function_of_its_inputs(node):
     sample = ProcessSample(pid=42, rss=5 * 1024 * 1024, peak_rss=10 * 1024 * 1024, total_system_memory=0,
                            cpu_sys=1.5, cpu_user=0.25, cpu_sys_children=0.0, cpu_user_children=0.0,
-                           executable="/bin/respkv")
+                           executable="respkv-under-test")
     text = build_info(node.node, ["memory", "cpu"], sample, now=node.node.started_at + 10).decode()
     assert "used_memory:5242880\r\nused_memory_human:5.00M\r\n" in text
     assert "used_memory_peak_perc:50.00%\r\n" in text

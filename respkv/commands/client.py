@@ -16,7 +16,8 @@ from __future__ import annotations
 import trio
 
 from ..errors import SYNTAX
-from ..net.session import RECV_SIZE, CloseConnection
+from ..net.session import RECV_SIZE
+from .table import CloseConnection
 from ..protocol import reply
 from .connection import validate_client_name
 from .numbers import parse_int
@@ -48,8 +49,9 @@ def client_info_line(session, caller=None, caller_args: list[bytes] | None = Non
     ``qbuf`` is the unparsed input held by the session's reader and ``qbuf-free``
     0 (the reader keeps no spare room); ``argv-mem`` is the size of the arguments
     of the command being run (the caller's CLIENT command); ``rbs`` is the size of
-    one socket read and ``rbp`` 0; output buffers are always empty (replies are
-    sent before the next request is read); ``tot-mem`` adds up the above.
+    one socket read and ``rbp`` 0; ``multi-mem`` is the size of the arguments
+    queued since MULTI; output buffers are always empty (replies are sent before
+    the next request is read); ``tot-mem`` adds up the above.
     """
     now = trio.current_time()
     qbuf = session.reader.buffered()
@@ -60,6 +62,8 @@ def client_info_line(session, caller=None, caller_args: list[bytes] | None = Non
     except (AttributeError, OSError):
         fd = -1
     last = session.last_spec
+    queued = getattr(session, "multi", None)  # commands queued since MULTI, if any
+    multi_mem = sum(len(a) for _, queued_args in queued for a in queued_args) if queued else 0
     fields = [
         ("id", session.id),
         ("addr", session.addr),
@@ -68,22 +72,22 @@ def client_info_line(session, caller=None, caller_args: list[bytes] | None = Non
         ("name", session.name.decode("latin-1")),
         ("age", max(0, int(now - session.created))),
         ("idle", idle),
-        ("flags", "N"),
+        ("flags", "x" if queued is not None else "N"),
         ("db", 0),
         ("sub", 0),
         ("psub", 0),
         ("ssub", 0),
-        ("multi", -1),
+        ("multi", len(queued) if queued is not None else -1),
         ("qbuf", qbuf),
         ("qbuf-free", 0),
         ("argv-mem", argv_mem),
-        ("multi-mem", 0),
+        ("multi-mem", multi_mem),
         ("rbs", RECV_SIZE),
         ("rbp", 0),
         ("obl", 0),
         ("oll", 0),
         ("omem", 0),
-        ("tot-mem", qbuf + argv_mem),
+        ("tot-mem", qbuf + argv_mem + multi_mem),
         ("events", "r"),
         ("cmd", last.name if last is not None else "NULL"),
         ("user", "default"),

@@ -10,7 +10,8 @@ from __future__ import annotations
 import hmac
 
 from ..errors import DB_INDEX_OUT_OF_RANGE, NOT_INTEGER, SYNTAX
-from ..net.session import CloseConnection, wrong_arity_error
+from ..net.session import wrong_arity_error
+from .table import CloseConnection
 from ..protocol import reply
 from ..protocol.reply import RESP2, RESP3
 from .numbers import parse_int

@@ -192,8 +192,9 @@ def _clients(node) -> list[tuple[str, object]]:
     ]
 
 
-def _memory(process: ProcessSample) -> list[tuple[str, object]]:
+def _memory(node, process: ProcessSample) -> list[tuple[str, object]]:
     used, peak = process.rss, max(process.peak_rss, process.rss)
+    maxmemory = node.config["maxmemory"]
     return [
         ("used_memory", used),
         ("used_memory_human", bytes_to_human(used)),
@@ -204,9 +205,9 @@ def _memory(process: ProcessSample) -> list[tuple[str, object]]:
         ("used_memory_peak_perc", f"{100 * used / peak if peak else 100:.2f}%"),
         ("total_system_memory", process.total_system_memory),
         ("total_system_memory_human", bytes_to_human(process.total_system_memory)),
-        ("maxmemory", 0),
-        ("maxmemory_human", "0B"),
-        ("maxmemory_policy", "noeviction"),
+        ("maxmemory", maxmemory),
+        ("maxmemory_human", bytes_to_human(maxmemory)),
+        ("maxmemory_policy", node.config.get_text("maxmemory-policy")),
         ("mem_fragmentation_ratio", "1.00"),
         ("mem_allocator", "pymalloc"),
         ("lazyfree_pending_objects", 0),
@@ -290,7 +291,7 @@ def build_info(node, sections: list[str], process: ProcessSample, now: float | N
         elif name == "clients":
             lines = _lines(_clients(node))
         elif name == "memory":
-            lines = _lines(_memory(process))
+            lines = _lines(_memory(node, process))
         elif name == "persistence":
             lines = _lines(_persistence(node))
         elif name == "stats":

@@ -212,7 +212,7 @@ def config_help(s, args):
 
 # ---------------------------------------------------------------------- COMMAND: rendering
 
-_INFO_CACHE: dict[tuple[int, int], bytes] = {}
+_INFO_CACHE: dict[tuple[CommandSpec, int], bytes] = {}
 
 
 def _encode_spec_value(proto, key: str, value) -> bytes:
@@ -227,7 +227,7 @@ def _encode_spec_value(proto, key: str, value) -> bytes:
 
 def command_info(proto, spec: CommandSpec) -> bytes:
     """One command's ``COMMAND INFO`` entry, exactly in Redis 7.0's layout."""
-    cache_key = (id(spec), proto.version)
+    cache_key = (spec, proto.version)
     cached = _INFO_CACHE.get(cache_key)
     if cached is not None:
         return cached

@@ -43,6 +43,14 @@ class CommandError(Exception):
     """An error reply.  ``str(exc)`` is the full message including its code."""
 
 
+class CloseConnection(Exception):
+    """Raised by a handler (QUIT, CLIENT KILL of oneself) to close the connection
+    once ``reply`` has been sent."""
+
+    def __init__(self, reply: bytes = b"") -> None:
+        self.reply = reply
+
+
 @dataclass(eq=False, slots=True)
 class CommandSpec:
     name: str  # full lowercase name; "client|list" for a subcommand

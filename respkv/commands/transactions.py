@@ -18,7 +18,7 @@ session, and its next ``EXEC`` replies with a null array and runs nothing.
 from __future__ import annotations
 
 from ..protocol import reply
-from .table import CommandError, command
+from .table import CloseConnection, CommandError, command
 
 EXECABORT = b"-EXECABORT Transaction discarded because of previous errors.\r\n"
 
@@ -134,6 +134,7 @@ def exec_(s, args):
     if cas_failed:
         return s.proto.null_array
     replies = []
+    close = False
     s.in_exec = True
     try:
         for spec, request in queued:
@@ -143,9 +144,13 @@ def exec_(s, args):
                     result = run_to_completion(result)
             except CommandError as exc:
                 result = reply.error(str(exc))
+            except CloseConnection as exc:  # e.g. CLIENT KILL of this very client
+                result, close = exc.reply, True
             replies.append(result)
     finally:
         s.in_exec = False
+    if close:
+        raise CloseConnection(reply.array(replies))
     return reply.array(replies)
 
 

@@ -32,7 +32,7 @@ import time
 
 import trio
 
-from ..commands.table import CommandError, CommandSpec
+from ..commands.table import CloseConnection, CommandError, CommandSpec
 from ..commands.transactions import IMMEDIATE_IN_MULTI
 from ..protocol import reply
 from ..protocol.reader import ProtocolError, QueryBufferFull, RequestReader
@@ -41,19 +41,8 @@ from ..protocol.reply import RESP2
 log = logging.getLogger(__name__)
 
 RECV_SIZE = 64 * 1024
-#: A client whose requests keep arriving never makes the session park in
-#: ``wait_readable``; after this many batches in a row it yields to other tasks.
-YIELD_EVERY = 16
-
 wait_readable = trio.lowlevel.wait_readable
 wait_writable = trio.lowlevel.wait_writable
-
-
-class CloseConnection(Exception):
-    """Raised by a handler (QUIT) to close the connection after its reply is sent."""
-
-    def __init__(self, reply: bytes = b"") -> None:
-        self.reply = reply
 
 
 def unknown_command_error(args: list[bytes]) -> str:
@@ -152,30 +141,30 @@ class ClientSession:
         sock = self.sock
         recv = sock.recv
         reader = self.reader
+        parse = reader.parse
         read_batch = reader.read_batch
         plain_specs = self.node.table.plain_specs
         stats = self.node.stats
         handler_error = CommandError
         spec = None
-        since_checkpoint = 0
         while True:
-            # Receive without trio's socket wrapper: try the non-blocking call and
-            # only park the task when nothing is there (see YIELD_EVERY for fairness).
+            # Receive without trio's socket wrapper.  Clients send their next
+            # request only after reading the replies, so right after a send there is
+            # rarely anything to read: wait for readiness first, then receive.
+            await wait_readable(sock)
             try:
                 data = recv(RECV_SIZE)
-            except BlockingIOError:
-                await wait_readable(sock)
-                since_checkpoint = 0
+            except BlockingIOError:  # pragma: no cover - spurious wakeup
                 continue
             if not data:
                 return
             stats.net_input_bytes += len(data)
-            reader.feed(data)
             out = []
             done = 0
             close_after = False
             try:
-                while not reader.idle and (batch := read_batch()):
+                batch = parse(data)
+                while batch:
                     done += len(batch)
                     for args in batch:
                         # Fast path: a known, synchronous, non-container command with
@@ -196,6 +185,7 @@ class ClientSession:
                                 out = []
                             result = await result
                         out.append(result)
+                    batch = read_batch() if not reader.idle else None
             except ProtocolError as exc:
                 out.append(reply.error(f"ERR Protocol error: {exc}"))
                 close_after = True
@@ -220,10 +210,6 @@ class ClientSession:
                     await self._send_rest(payload, sent)
             if close_after or self.closing:
                 return
-            since_checkpoint += 1
-            if since_checkpoint >= YIELD_EVERY:
-                since_checkpoint = 0
-                await trio.lowlevel.checkpoint()
 
     async def _send(self, data: bytes) -> None:
         """Send all of ``data`` (replies that must leave before an awaited command)."""

@@ -86,14 +86,14 @@ def _parse_length(raw: bytes | bytearray) -> int | None:
 class RequestReader:
     """Incremental request parser for one client connection.
 
-    Call :meth:`feed` with received bytes, then :meth:`read_batch` until
-    :attr:`idle` or an empty batch (more data needed).  ``read_batch`` raises
+    Call :meth:`parse` with received bytes, then :meth:`read_batch` until
+    :attr:`idle` or an empty batch (more data needed).  Both raise
     :class:`ProtocolError` for a malformed request (the caller replies and closes)
     and :class:`QueryBufferFull` when the unparsed input outgrows ``max_query_buffer``.
     """
 
     __slots__ = (
-        "_hiredis", "_chunk", "_exact", "_buf", "_pos", "_argc", "_args", "_bulklen",
+        "_hiredis", "_exact", "_buf", "_pos", "_argc", "_args", "_bulklen",
         "_error", "_big_bulk", "max_bulk", "max_query_buffer", "unauthenticated", "idle",
     )
 
@@ -110,7 +110,6 @@ class RequestReader:
         self.unauthenticated = unauthenticated
         self._big_bulk = _big_bulk_for(max_bulk)
         self._hiredis = hiredis.Reader()
-        self._chunk = b""  # the chunk the fast path is working on
         self._exact = False
         self._buf = bytearray()
         self._pos = 0
@@ -118,29 +117,59 @@ class RequestReader:
         self._args: list[bytes] = []
         self._bulklen = -1
         self._error: ProtocolError | None = None
-        #: True when every byte fed has been returned as requests: calling
-        #: :meth:`read_batch` again before the next :meth:`feed` would find nothing.
+        #: True when every byte received has been returned as requests: calling
+        #: :meth:`read_batch` again before the next :meth:`parse` would find nothing.
         self.idle = True
 
-    def feed(self, data: bytes) -> None:
-        """Add received bytes.  Never parses; :meth:`read_batch` does."""
-        self.idle = False
-        if self._exact:
-            self._buf += data
-        elif (
-            self.unauthenticated
+    def parse(self, data: bytes) -> list[list[bytes]]:
+        """Take received bytes; return the first batch of complete requests.
+
+        An empty batch means more data is needed.  Unless :attr:`idle` is then True,
+        more requests may be waiting: call :meth:`read_batch` for them.
+        """
+        if (
+            self._exact
+            or self.unauthenticated
             or data[0] != 42  # not "*": an inline request
             or _BIG_ARRAY(data)
             or (len(data) > self.max_bulk and self._big_bulk(data))
         ):
+            self.feed(data)
+            return self._exact_batch()
+        hiredis_reader = self._hiredis
+        hiredis_reader.feed(data)
+        gets = hiredis_reader.gets
+        has_data = hiredis_reader.has_data
+        batch = []
+        try:
+            while (req := gets()) is not False:
+                batch.append(req)
+                if not has_data():
+                    break
+            else:
+                return self._to_exact(data)  # the chunk ends inside a request
+            for req in batch:
+                if req.__class__ is not list or not req:
+                    return self._to_exact(data)
+                for arg in req:
+                    if arg.__class__ is not bytes:
+                        return self._to_exact(data)
+        except hiredis.ProtocolError:
+            return self._to_exact(data)
+        return batch
+
+    def feed(self, data: bytes) -> None:
+        """Add received bytes to the exact path's buffer (:meth:`parse` does the rest)."""
+        self.idle = False
+        if self._exact:
+            self._buf += data
+        else:
             self._exact = True
             self._buf = bytearray(data)
-        else:
-            self._chunk = data
-            self._hiredis.feed(data)
+            self._pos = 0
 
     def read_batch(self) -> list[list[bytes]]:
-        """Return the complete requests received so far (empty: more data needed).
+        """Return the next batch of complete requests (empty: more data needed).
 
         A malformed request ends the batch before it; the following call raises
         :class:`ProtocolError` for it, so the requests before it get answered first.
@@ -149,32 +178,12 @@ class RequestReader:
         """
         if self._exact:
             return self._exact_batch()
-        gets = self._hiredis.gets
-        has_data = self._hiredis.has_data
-        batch = []
-        try:
-            while (req := gets()) is not False:
-                batch.append(req)
-                if not has_data():
-                    break
-            else:
-                return self._to_exact()  # the chunk ends inside a request
-            for req in batch:
-                if req.__class__ is not list or not req:
-                    return self._to_exact()
-                for arg in req:
-                    if arg.__class__ is not bytes:
-                        return self._to_exact()
-        except hiredis.ProtocolError:
-            return self._to_exact()
-        self._chunk = b""
-        self.idle = True
-        return batch
+        return []
 
-    def _to_exact(self) -> list[list[bytes]]:
-        """Parse the current chunk again, with the exact path."""
-        self._buf = bytearray(self._chunk)
-        self._chunk = b""
+    def _to_exact(self, chunk: bytes) -> list[list[bytes]]:
+        """Parse ``chunk`` again, with the exact path."""
+        self.idle = False
+        self._buf = bytearray(chunk)
         self._pos = 0
         self._argc = -1
         self._hiredis = hiredis.Reader()
@@ -199,7 +208,7 @@ class RequestReader:
 
     def buffered(self) -> int:
         """Bytes received but not yet returned as requests (for CLIENT LIST ``qbuf``)."""
-        return len(self._buf) if self._exact else len(self._chunk)
+        return len(self._buf) if self._exact else 0
 
     # -- exact path ---------------------------------------------------------------
 
