@@ -25,6 +25,7 @@ from . import REDIS_VERSION, __version__
 from .commands.info import sample_process
 from .commands.table import build_table
 from .config import Config
+from .keyspace.blocking import BlockingRegistry
 from .keyspace.store import Keyspace
 from .net.server import open_listener, serve_clients
 
@@ -73,6 +74,9 @@ class Node:
         self.over_maxmemory = False
         #: "standalone", or "cluster" once the node takes part in a cluster.
         self.mode = "standalone"
+        #: Clients blocked in BLPOP & co., by key; sessions serve its ready keys.
+        self.blocking = BlockingRegistry(self.keyspace, self.add_key_observer, self.remove_key_observer)
+        self.client_closed_hooks.append(self.blocking.forget)
 
     # -- key-change observers (WATCH, blocked clients) ---------------------------
 

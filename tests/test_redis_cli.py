@@ -51,3 +51,52 @@ def test_last_argument_from_stdin(node):
 def test_raw_and_inline_style_output(node):
     assert cli(node, "--no-raw", "PING") == "PONG\n"
     assert cli(node, "ECHO", "quoted \"text\"") == 'quoted "text"\n'
+
+
+def test_interactive_session_on_a_terminal(node):
+    """redis-cli in interactive mode (on a pseudo-terminal), as a person uses it."""
+    import os
+    import pty
+    import select
+    import time
+
+    node.client().flushall()
+    leader, follower = pty.openpty()
+    # TERM=dumb: line editing off, so the prompt and replies are plain text.
+    env = dict(os.environ, TERM="dumb")
+    proc = subprocess.Popen(
+        [REDIS_CLI, "-p", str(node.port)], stdin=follower, stdout=follower, stderr=follower, env=env
+    )
+    os.close(follower)
+    prompt = f"127.0.0.1:{node.port}> ".encode()
+    seen = b""
+
+    def read_until(marker: bytes, timeout: float = 10.0) -> bytes:
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while marker not in seen:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"no {marker!r} in {seen!r}"
+            if select.select([leader], [], [], remaining)[0]:
+                seen += os.read(leader, 4096)
+        before, _, seen = seen.partition(marker)
+        return before
+
+    try:
+        read_until(prompt)
+        for line, expected in [
+            (b"SET greeting hi", b"OK"),
+            (b"GET greeting", b'"hi"'),
+            (b"HELLO 3", b'"proto" => (integer) 3'),
+            (b"GET missing", b"(nil)"),
+            (b"INCR greeting", b"(error) ERR value is not an integer or out of range"),
+        ]:
+            os.write(leader, line + b"\r")
+            assert expected in read_until(prompt)
+        os.write(leader, b"QUIT\r")
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(leader)

@@ -186,9 +186,9 @@ def _clients(node) -> list[tuple[str, object]]:
         ("maxclients", node.config["maxclients"]),
         ("client_recent_max_input_buffer", max_input),
         ("client_recent_max_output_buffer", 0),
-        ("blocked_clients", 0),
+        ("blocked_clients", node.blocking.blocked_count),
         ("tracking_clients", 0),
-        ("clients_in_timeout_table", 0),
+        ("clients_in_timeout_table", node.blocking.timeout_count),
     ]
 
 

@@ -146,6 +146,10 @@ class ClientSession:
         plain_specs = self.node.table.plain_specs
         stats = self.node.stats
         handler_error = CommandError
+        # Keys a command made ready for blocked clients: served right after that
+        # command, before anything else runs (see keyspace.blocking).
+        ready_keys = self.node.blocking.ready
+        serve_ready = self.node.blocking.serve_ready
         spec = None
         while True:
             # Receive without trio's socket wrapper.  Clients send their next
@@ -177,6 +181,8 @@ class ClientSession:
                                     out.append(spec.handler(self, args))
                                 except handler_error as exc:
                                     out.append(reply.error(str(exc)))
+                                if ready_keys:
+                                    serve_ready()
                                 continue
                         result = self.execute(args)
                         if result.__class__ is not bytes:
@@ -185,6 +191,8 @@ class ClientSession:
                                 out = []
                             result = await result
                         out.append(result)
+                        if ready_keys:
+                            serve_ready()
                     batch = read_batch() if not reader.idle else None
             except ProtocolError as exc:
                 out.append(reply.error(f"ERR Protocol error: {exc}"))
