@@ -8,7 +8,7 @@ encoding directly (``OBJECT ENCODING``) and indirectly through ordering:
   HGETALL, HKEYS, HSCAN and friends list it in insertion order (an overwritten
   field keeps its place, a deleted one leaves the order of the others alone).  A
   Python ``dict`` keeps exactly that order, so we simply iterate it;
-* a hash that ever held more than 128 fields, or a field or value longer than 64
+* a hash that ever held more than 512 fields, or a field or value longer than 64
   bytes, becomes a *hashtable* and never converts back.  Its order is random in
   Redis, so any order is correct here.
 
@@ -36,7 +36,7 @@ from .strings import lookup_read
 from .table import CommandError, command
 
 #: A listpack hash turns into a hashtable past this many fields...
-LISTPACK_MAX_ENTRIES = 128
+LISTPACK_MAX_ENTRIES = 512
 #: ...or when a field or value longer than this many bytes is stored.
 LISTPACK_MAX_VALUE = 64
 

@@ -276,7 +276,7 @@ def spop(s, args):
 
 def _spop_count(s, args) -> bytes:
     """SPOP key count: a set reply; popping everything lists the set as SUNION would."""
-    count = int_arg(args[2])
+    count = int_arg(args[2], _NOT_POSITIVE)
     if count < 0:
         raise CommandError(_NOT_POSITIVE)
     key = args[1]
