@@ -147,12 +147,13 @@ class Node:
     def _close_idle_clients(self) -> None:
         now = trio.current_time()
         timeout = self.config["timeout"]
+        blocking = self.blocking
         for session in list(self.clients.values()):
             if session.commands_processed != session.commands_seen_by_cron:
                 session.commands_seen_by_cron = session.commands_processed
                 session.last_interaction = now
-            elif timeout and session.last_interaction < now - timeout:
-                session.kill()
+            elif timeout and session.last_interaction < now - timeout and not blocking.is_blocked(session):
+                session.kill()  # as in Redis, a blocked client is never idle
 
 
 async def serve_node(node: Node, *, task_status=trio.TASK_STATUS_IGNORED) -> None:

@@ -47,7 +47,6 @@ ENCODINGS[ListValue] = lambda value: b"quicklist"  # Redis 7.0 encodes every lis
 COPIERS[ListValue] = ListValue
 WAKE_TYPES.add(ListValue)
 
-_LONG_MAX = (1 << 63) - 1
 _POSITIVE = "ERR value is out of range, must be positive"
 _WHERE = {b"LEFT": True, b"RIGHT": False}  # True: the head
 
@@ -145,10 +144,17 @@ def _push(s, args: list[bytes], left: bool, only_existing: bool) -> bytes:
         if only_existing:
             return reply.ZERO
         lst = ListValue()
-        lst.extendleft(islice(args, 2, None)) if left else lst.extend(islice(args, 2, None))
+        created = True
+    else:
+        created = False
+    elements = islice(args, 2, None)
+    if left:
+        lst.extendleft(elements)
+    else:
+        lst.extend(elements)
+    if created:
         s.ks.set(key, lst)
     else:
-        lst.extendleft(islice(args, 2, None)) if left else lst.extend(islice(args, 2, None))
         s.ks.signal_modified(key)
     return reply.integer(len(lst))
 

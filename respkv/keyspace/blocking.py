@@ -14,7 +14,9 @@ nothing may wait and the command answers as if its timeout had passed at once
 The node's :class:`BlockingRegistry` keeps, per key, the clients waiting for it in
 the order they blocked.  While at least one client waits it listens to the
 keyspace's change signal; a change that leaves a value of a type somebody can wait
-for (:data:`WAKE_TYPES`) at a key with waiters marks the key *ready*.  Nothing is
+for (:data:`WAKE_TYPES`) at a key with waiters marks the key *ready*.  (Redis marks
+a key when it is created; a key somebody waits for held nothing of the awaited type
+when the wait began, so both rules mark the same keys in the same order.)  Nothing is
 served from inside the change signal: the command that made the change must finish
 first (an ``RPUSH`` of three elements pushes all three before anybody pops).  Right
 after every command the session checks :attr:`BlockingRegistry.ready` and, if a key
@@ -30,7 +32,9 @@ is there, calls :meth:`BlockingRegistry.serve_ready`, which, like Redis 7.0:
   still leaves first.
 
 With nobody blocked the keyspace's ``on_modified`` stays ``None``, and the session's
-per-command cost is one truth test of an empty list.
+per-command cost is one truth test of an empty list.  Code that changes keys outside
+a client's command (a replication or migration stream) must call
+:meth:`BlockingRegistry.serve_ready` after each change it applies.
 
 While a client waits, its connection is still read (as Redis does): what it pipelines
 behind the blocking command is kept for afterwards, and a connection closed by the
@@ -58,7 +62,6 @@ UNBLOCKED_ERROR = b"-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n"
 
 _TIMEOUT_NOT_FLOAT = "ERR timeout is not a float or out of range"
 _TIMEOUT_NEGATIVE = "ERR timeout is negative"
-_LLONG_MIN = -(1 << 63)
 _LLONG_MAX = (1 << 63) - 1
 _RECV_SIZE = 64 * 1024
 
@@ -251,6 +254,9 @@ class BlockingRegistry:
         if self.by_session.get(waiter.session) is not waiter:
             return
         del self.by_session[waiter.session]
+        # Leaving the wait counts as interaction: the idle-client check must not
+        # close a client that was blocked for long just before its reply leaves.
+        waiter.session.last_interaction = trio.current_time()
         if waiter.block.timeout_ms:
             self._with_timeout -= 1
         by_key = self.by_key

@@ -203,6 +203,8 @@ class ClientSession:
             except CloseConnection as exc:
                 out.append(exc.reply)
                 close_after = True
+            if ready_keys:  # a batch cut short by an exception still serves them
+                serve_ready()
             if spec is not None:
                 self.last_spec = spec
             stats.commands_processed += done
