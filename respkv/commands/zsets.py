@@ -49,6 +49,25 @@ _EMPTY_SCAN = b"*2\r\n$1\r\n0\r\n*0\r\n"
 _RANDOM_REPLY_LIMIT = 2**32
 
 
+#: Redis version that introduced each command (COMMAND DOCS).
+_SINCE = {
+    "zadd": "1.2.0", "zincrby": "1.2.0", "zrem": "1.2.0", "zscore": "1.2.0",
+    "zmscore": "6.2.0", "zcard": "1.2.0", "zrank": "2.0.0", "zrevrank": "2.0.0",
+    "zcount": "2.0.0", "zlexcount": "2.8.9", "zrange": "1.2.0", "zrangestore": "6.2.0",
+    "zrangebyscore": "1.0.5", "zrevrangebyscore": "2.2.0", "zrangebylex": "2.8.9",
+    "zrevrangebylex": "2.8.9", "zrevrange": "1.2.0", "zremrangebyrank": "2.0.0",
+    "zremrangebyscore": "1.2.0", "zremrangebylex": "2.8.9", "zpopmin": "5.0.0",
+    "zpopmax": "5.0.0", "zmpop": "7.0.0", "zrandmember": "6.2.0", "zscan": "2.8.0",
+    "zunion": "6.2.0", "zinter": "6.2.0", "zdiff": "6.2.0", "zunionstore": "2.0.0",
+    "zinterstore": "2.0.0", "zdiffstore": "6.2.0", "zintercard": "7.0.0",
+}
+
+
+def _command(name: str, summary: str):
+    """Register a handler in the ``sorted-set`` group (see ``table.command``)."""
+    return command(name, summary, group="sorted-set", since=_SINCE[name])
+
+
 # -- lookups and replies ------------------------------------------------------------------
 
 
@@ -150,7 +169,7 @@ def _zadd(s, key: bytes, flags: set[bytes], pairs: list[tuple[float, bytes]]) ->
     return reply.integer(added + updated if b"CH" in flags else added)
 
 
-@command("zadd", "Adds members to a sorted set, or updates their scores; creates the key if needed.")
+@_command("zadd", "Adds members to a sorted set, or updates their scores; creates the key if needed.")
 def zadd(s, args):
     flags: set[bytes] = set()
     i, n = 2, len(args)
@@ -175,12 +194,12 @@ def zadd(s, args):
     return _zadd(s, args[1], flags, pairs)
 
 
-@command("zincrby", "Adds an increment to the score of a member of a sorted set.")
+@_command("zincrby", "Adds an increment to the score of a member of a sorted set.")
 def zincrby(s, args):
     return _zadd(s, args[1], {b"INCR"}, [(float_arg(args[2]), args[3])])
 
 
-@command("zrem", "Removes members from a sorted set; deletes the key when it empties.")
+@_command("zrem", "Removes members from a sorted set; deletes the key when it empties.")
 def zrem(s, args):
     key = args[1]
     zs = _write(s, key)
@@ -192,14 +211,14 @@ def zrem(s, args):
     return reply.integer(removed)
 
 
-@command("zscore", "Returns the score of a member of a sorted set.")
+@_command("zscore", "Returns the score of a member of a sorted set.")
 def zscore(s, args):
     zs = _read(s, args[1])
     score = None if zs is None else zs.scores.get(args[2])
     return s.proto.null if score is None else s.proto.double(score)
 
 
-@command("zmscore", "Returns the scores of several members of a sorted set.")
+@_command("zmscore", "Returns the scores of several members of a sorted set.")
 def zmscore(s, args):
     zs = _read(s, args[1])
     get = {}.get if zs is None else zs.scores.get
@@ -211,7 +230,7 @@ def zmscore(s, args):
     return reply.array(out)
 
 
-@command("zcard", "Returns the number of members in a sorted set.")
+@_command("zcard", "Returns the number of members in a sorted set.")
 def zcard(s, args):
     zs = _read(s, args[1])
     return reply.integer(0 if zs is None else len(zs))
@@ -223,12 +242,12 @@ def _rank(s, args, reverse: bool) -> bytes:
     return s.proto.null if rank is None else reply.integer(rank)
 
 
-@command("zrank", "Returns the rank of a member, counting from the lowest score.")
+@_command("zrank", "Returns the rank of a member, counting from the lowest score.")
 def zrank(s, args):
     return _rank(s, args, False)
 
 
-@command("zrevrank", "Returns the rank of a member, counting from the highest score.")
+@_command("zrevrank", "Returns the rank of a member, counting from the highest score.")
 def zrevrank(s, args):
     return _rank(s, args, True)
 
@@ -236,7 +255,7 @@ def zrevrank(s, args):
 # -- counting ------------------------------------------------------------------------------
 
 
-@command("zcount", "Counts the members of a sorted set within a score range.")
+@_command("zcount", "Counts the members of a sorted set within a score range.")
 def zcount(s, args):
     rng = parse_score_range(args[2], args[3])
     if rng is None:
@@ -248,7 +267,7 @@ def zcount(s, args):
     return reply.integer(hi - lo)
 
 
-@command("zlexcount", "Counts the members of a sorted set within a lexicographical range.")
+@_command("zlexcount", "Counts the members of a sorted set within a lexicographical range.")
 def zlexcount(s, args):
     rng = parse_lex_range(args[2], args[3])
     if rng is None:
@@ -358,37 +377,37 @@ def _zrange_generic(s, args, first: int, store: bool, kind: str | None, reverse:
     return _elements_reply(s, elements, withscores)
 
 
-@command("zrange", "Returns members of a sorted set within a rank, score or lexicographical range.")
+@_command("zrange", "Returns members of a sorted set within a rank, score or lexicographical range.")
 def zrange(s, args):
     return _zrange_generic(s, args, 1, False, None, None)
 
 
-@command("zrangestore", "Stores a range of members of a sorted set in another key.")
+@_command("zrangestore", "Stores a range of members of a sorted set in another key.")
 def zrangestore(s, args):
     return _zrange_generic(s, args, 2, True, None, None)
 
 
-@command("zrangebyscore", "Returns members of a sorted set within a score range.")
+@_command("zrangebyscore", "Returns members of a sorted set within a score range.")
 def zrangebyscore(s, args):
     return _zrange_generic(s, args, 1, False, _SCORE, False)
 
 
-@command("zrevrangebyscore", "Returns members of a sorted set within a score range, highest first.")
+@_command("zrevrangebyscore", "Returns members of a sorted set within a score range, highest first.")
 def zrevrangebyscore(s, args):
     return _zrange_generic(s, args, 1, False, _SCORE, True)
 
 
-@command("zrangebylex", "Returns members of a sorted set within a lexicographical range.")
+@_command("zrangebylex", "Returns members of a sorted set within a lexicographical range.")
 def zrangebylex(s, args):
     return _zrange_generic(s, args, 1, False, _LEX, False)
 
 
-@command("zrevrangebylex", "Returns members of a sorted set within a lexicographical range, highest first.")
+@_command("zrevrangebylex", "Returns members of a sorted set within a lexicographical range, highest first.")
 def zrevrangebylex(s, args):
     return _zrange_generic(s, args, 1, False, _LEX, True)
 
 
-@command("zrevrange", "Returns members of a sorted set within a rank range, highest first.")
+@_command("zrevrange", "Returns members of a sorted set within a rank range, highest first.")
 def zrevrange(s, args):
     return _zrange_generic(s, args, 1, False, _RANK, True)
 
@@ -407,13 +426,13 @@ def _remove_span(s, key: bytes, span_of) -> bytes:
     return reply.integer(removed)
 
 
-@command("zremrangebyrank", "Removes the members of a sorted set within a rank range.")
+@_command("zremrangebyrank", "Removes the members of a sorted set within a rank range.")
 def zremrangebyrank(s, args):
     start, end = int_arg(args[2]), int_arg(args[3])
     return _remove_span(s, args[1], lambda zs: _rank_bounds(start, end, len(zs)))
 
 
-@command("zremrangebyscore", "Removes the members of a sorted set within a score range.")
+@_command("zremrangebyscore", "Removes the members of a sorted set within a score range.")
 def zremrangebyscore(s, args):
     rng = parse_score_range(args[2], args[3])
     if rng is None:
@@ -421,7 +440,7 @@ def zremrangebyscore(s, args):
     return _remove_span(s, args[1], lambda zs: zs.score_span(rng))
 
 
-@command("zremrangebylex", "Removes the members of a sorted set within a lexicographical range.")
+@_command("zremrangebylex", "Removes the members of a sorted set within a lexicographical range.")
 def zremrangebylex(s, args):
     rng = parse_lex_range(args[2], args[3])
     if rng is None:
@@ -452,12 +471,12 @@ def _zpop(s, args, highest: bool) -> bytes:
     return _with_scores(s, taken)
 
 
-@command("zpopmin", "Removes and returns the members with the lowest scores.")
+@_command("zpopmin", "Removes and returns the members with the lowest scores.")
 def zpopmin(s, args):
     return _zpop(s, args, False)
 
 
-@command("zpopmax", "Removes and returns the members with the highest scores.")
+@_command("zpopmax", "Removes and returns the members with the highest scores.")
 def zpopmax(s, args):
     return _zpop(s, args, True)
 
@@ -506,7 +525,7 @@ def mpop_from(s, keys: list[bytes], highest: bool, count: int) -> bytes | None:
     return None
 
 
-@command("zmpop", "Removes and returns members with the lowest or highest scores from the first non-empty sorted set.", since="7.0.0")
+@_command("zmpop", "Removes and returns members with the lowest or highest scores from the first non-empty sorted set.")
 def zmpop(s, args):
     keys, highest, count = parse_mpop(args, 1)
     result = mpop_from(s, keys, highest, count)
@@ -516,7 +535,7 @@ def zmpop(s, args):
 # -- random members and scanning -----------------------------------------------------------
 
 
-@command("zrandmember", "Returns random members of a sorted set.")
+@_command("zrandmember", "Returns random members of a sorted set.")
 def zrandmember(s, args):
     if len(args) == 2:
         zs = _read(s, args[1])
@@ -550,7 +569,7 @@ def zrandmember(s, args):
     return _elements_reply(s, elements, withscores)
 
 
-@command("zscan", "Iterates over the members and scores of a sorted set.")
+@_command("zscan", "Iterates over the members and scores of a sorted set.")
 def zscan(s, args):
     cursor = parse_cursor(args[2])
     zs = _read(s, args[1])
@@ -703,37 +722,37 @@ def _setop_generic(s, args, op: str, store: bool, name: str) -> bytes:
     return _elements_reply(s, elements, withscores)
 
 
-@command("zunion", "Returns the union of sorted sets.", since="6.2.0")
+@_command("zunion", "Returns the union of sorted sets.")
 def zunion(s, args):
     return _setop_generic(s, args, _UNION, False, "zunion")
 
 
-@command("zinter", "Returns the intersection of sorted sets.", since="6.2.0")
+@_command("zinter", "Returns the intersection of sorted sets.")
 def zinter(s, args):
     return _setop_generic(s, args, _INTER, False, "zinter")
 
 
-@command("zdiff", "Returns the members of the first sorted set that are in none of the others.", since="6.2.0")
+@_command("zdiff", "Returns the members of the first sorted set that are in none of the others.")
 def zdiff(s, args):
     return _setop_generic(s, args, _DIFF, False, "zdiff")
 
 
-@command("zunionstore", "Stores the union of sorted sets in a key.")
+@_command("zunionstore", "Stores the union of sorted sets in a key.")
 def zunionstore(s, args):
     return _setop_generic(s, args, _UNION, True, "zunionstore")
 
 
-@command("zinterstore", "Stores the intersection of sorted sets in a key.")
+@_command("zinterstore", "Stores the intersection of sorted sets in a key.")
 def zinterstore(s, args):
     return _setop_generic(s, args, _INTER, True, "zinterstore")
 
 
-@command("zdiffstore", "Stores the difference of sorted sets in a key.", since="6.2.0")
+@_command("zdiffstore", "Stores the difference of sorted sets in a key.")
 def zdiffstore(s, args):
     return _setop_generic(s, args, _DIFF, True, "zdiffstore")
 
 
-@command("zintercard", "Returns the number of members in the intersection of sorted sets.", since="7.0.0")
+@_command("zintercard", "Returns the number of members in the intersection of sorted sets.")
 def zintercard(s, args):
     sources, i = _parse_sources(s, args, 1, "zintercard", False)
     limit = 0
