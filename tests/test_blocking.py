@@ -562,3 +562,35 @@ def test_blocked_clients_are_never_idle(tmp_path):
         assert not blocked.killed
 
     run(main)
+
+
+def test_client_unblock_and_blocked_flag(node):
+    """CLIENT UNBLOCK ends a wait with the timeout reply (or an error); CLIENT LIST shows b."""
+    import threading
+    import time as _time
+
+    waiter, admin = node.client(protocol=2), node.client(protocol=2)
+    waiter_id = waiter.client_id()
+    result = {}
+
+    def block():
+        try:
+            result["reply"] = waiter.blpop(["never-pushed"], timeout=0)
+        except Exception as exc:  # the ERROR form surfaces here
+            result["error"] = exc
+
+    for reason, expect_error in (("TIMEOUT", False), ("ERROR", True)):
+        result.clear()
+        thread = threading.Thread(target=block)
+        thread.start()
+        deadline = _time.monotonic() + 10
+        while f"id={waiter_id} " not in admin.execute_command("CLIENT", "LIST", "ID", waiter_id).decode() or \
+                " flags=b " not in admin.execute_command("CLIENT", "LIST", "ID", waiter_id).decode():
+            assert _time.monotonic() < deadline
+        assert admin.execute_command("CLIENT", "UNBLOCK", waiter_id, reason) == 1
+        thread.join(10)
+        if expect_error:
+            assert "UNBLOCKED" in str(result["error"])
+        else:
+            assert result["reply"] is None
+    assert admin.execute_command("CLIENT", "UNBLOCK", waiter_id) == 0  # not blocked now

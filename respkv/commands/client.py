@@ -17,11 +17,11 @@ import trio
 
 from ..errors import SYNTAX
 from ..net.session import RECV_SIZE
-from .table import CloseConnection
 from ..protocol import reply
+from .args import int_arg
 from .connection import validate_client_name
 from .numbers import parse_int
-from .table import CommandError, command, container
+from .table import CloseConnection, CommandError, command, container
 
 container("client", "A container for client connection commands.", since="2.4.0")
 
@@ -72,7 +72,7 @@ def client_info_line(session, caller=None, caller_args: list[bytes] | None = Non
         ("name", session.name.decode("latin-1")),
         ("age", max(0, int(now - session.created))),
         ("idle", idle),
-        ("flags", "x" if queued is not None else "N"),
+        ("flags", _flags(session, queued)),
         ("db", 0),
         ("sub", 0),
         ("psub", 0),
@@ -231,6 +231,29 @@ def _kill_filters(args: list[bytes]):
         )
 
     return matches, skipme
+
+
+def _flags(session, queued) -> str:
+    """CLIENT LIST's flags: b (blocked), x (in MULTI), or N (none)."""
+    flags = ("b" if session.node.blocking.is_blocked(session) else "") + ("x" if queued is not None else "")
+    return flags or "N"
+
+
+@command("client|unblock", "Unblocks a client blocked by a blocking command.", since="5.0.0")
+def client_unblock(s, args):
+    client_id = int_arg(args[2])
+    error = False
+    if len(args) == 4:
+        reason = args[3].upper()
+        if reason not in (b"TIMEOUT", b"ERROR"):
+            raise CommandError("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR")
+        error = reason == b"ERROR"
+    elif len(args) > 4:
+        raise CommandError(SYNTAX)
+    target = s.node.clients.get(client_id)
+    if target is None or not s.node.blocking.unblock(target, error=error):
+        return reply.ZERO
+    return reply.ONE
 
 
 @command("client|kill", "Terminates open connections.", since="2.4.0")
