@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from ..errors import NOT_INTEGER, OVERFLOW, SYNTAX, WRONGTYPE, invalid_expire
 from ..protocol import reply
+from ..protocol.reply import BULK_HEADERS
 from . import numbers
 from .args import int_arg
 from .table import CommandError, command
@@ -138,15 +139,16 @@ _TOO_LONG = "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
 
 
 @command("get", "Reads the string stored at a key.", group="string", since="1.0.0")
-def get(s, args):
+def get(s, args, _headers=BULK_HEADERS):
     value = s.ks.get(args[1])
+    if value.__class__ is bytes:
+        s.stats.keyspace_hits += 1
+        n = len(value)
+        return _headers[n] + value + b"\r\n" if n < 1024 else reply.bulk(value)
     if value is None:
-        s.node.stats.keyspace_misses += 1
+        s.stats.keyspace_misses += 1
         return s.proto.null
-    if value.__class__ is not bytes:
-        raise CommandError(WRONGTYPE)
-    s.node.stats.keyspace_hits += 1
-    return b"$%d\r\n%b\r\n" % (len(value), value)
+    raise CommandError(WRONGTYPE)
 
 
 _SET_OPTIONS = frozenset([b"NX", b"XX", b"GET", b"KEEPTTL", b"EX", b"PX", b"EXAT", b"PXAT"])

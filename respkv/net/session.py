@@ -65,6 +65,7 @@ class ClientSession:
     def __init__(self, node, sock: socket.socket, client_id: int, addr: str, laddr: str) -> None:
         self.node = node
         self.ks = node.keyspace
+        self.stats = node.stats
         self.sock = sock
         self.id = client_id
         self.addr = addr

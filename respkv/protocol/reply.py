@@ -39,12 +39,23 @@ def error(message: str) -> bytes:
     return b"-" + message.encode("latin-1", "replace") + b"\r\n"
 
 
+#: Encoded headers and integers for small numbers: concatenating a cached header is
+#: about twice as fast as formatting one, and these replies are on every hot path.
+BULK_HEADERS = tuple(b"$%d\r\n" % n for n in range(1024))
+_SMALL_INTEGERS = tuple(b":%d\r\n" % n for n in range(1024))
+
+
 def integer(n: int) -> bytes:
+    if 0 <= n < 1024:
+        return _SMALL_INTEGERS[n]
     return b":%d\r\n" % n
 
 
 def bulk(value: bytes) -> bytes:
-    return b"$%d\r\n%b\r\n" % (len(value), value)
+    n = len(value)
+    if n < 1024:
+        return BULK_HEADERS[n] + value + b"\r\n"
+    return b"$%d\r\n%b\r\n" % (n, value)
 
 
 def array(items: list[bytes]) -> bytes:

@@ -1,0 +1,321 @@
+"""The cluster bus: one persistent, multiplexed connection per pair of nodes.
+
+Theory of operation
+-------------------
+Nodes talk on the bus port (client port + 10000 unless configured) in RESP frames
+(see :mod:`respkv.peer.wire`).  Between two nodes there is exactly one connection,
+used in both directions:
+
+* **Who dials.** The node with the smaller node id dials and redials after a
+  failure (with backoff); the other only accepts.  ``CLUSTER MEET`` and ``--join``
+  dial an address before its id is known; that connection is kept whoever opened
+  it, and if both sides happen to connect at once, the one dialed by the smaller id
+  wins and the other is closed.
+* **Handshake.** The dialer's first frame is ``HELLO <its id>``; the acceptor
+  answers with its own ``HELLO``.  After that the connection belongs to the
+  :class:`PeerLink` of that peer id.
+* **Multiplexing and batching.** Requests carry a number; answers come back with it,
+  in any order, so many requests can be in flight at once.  Frames wait in the
+  link's outbox and one writer task sends everything queued with a single
+  ``send_all``: under load, many requests share one system call (the replication
+  path relies on this).
+* **Serving.** Incoming requests go to the node's handler, ``handler(peer_id, op,
+  args)``, which returns the answer's arguments — or an awaitable of them, run in
+  the link's nursery so a slow request never blocks the frames behind it.
+
+A link that loses its connection fails the requests waiting on it with
+:class:`PeerUnavailable`; callers decide what that means (a missing ack, a hint).
+"""
+
+from __future__ import annotations
+
+import errno
+import inspect
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from . import wire
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[str, bytes, list[bytes]], "list[bytes] | Awaitable[list[bytes]]"]
+
+HELLO = b"HELLO"
+CONNECT_TIMEOUT = 2.0
+REDIAL_MIN, REDIAL_MAX = 0.05, 1.0
+
+
+class PeerUnavailable(Exception):
+    """No connection to the peer, or it broke before the answer came."""
+
+
+class PeerError(Exception):
+    """The peer answered a request with an error."""
+
+
+class _Waiter:
+    __slots__ = ("event", "answer", "error")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.answer: list[bytes] | None = None
+        self.error: Exception | None = None
+
+
+class PeerLink:
+    """Everything this node sends to and receives from one peer."""
+
+    def __init__(self, bus: "ClusterBus", peer_id: str) -> None:
+        self.bus = bus
+        self.peer_id = peer_id
+        self.stream: trio.SocketStream | None = None
+        self.dialed_by: str | None = None  # node id of the side that opened the connection
+        self._outbox: list[bytes] = []
+        self._outbox_ready = trio.Event()
+        self._pending: dict[int, _Waiter] = {}
+        self._ids = itertools.count(1)
+        self._closed = trio.Event()
+        self.sent_frames = 0
+        self.received_frames = 0
+
+    @property
+    def connected(self) -> bool:
+        return self.stream is not None
+
+    # -- sending -------------------------------------------------------------------
+
+    def _enqueue(self, frame: bytes) -> None:
+        self._outbox.append(frame)
+        self._outbox_ready.set()
+
+    def notify(self, op: bytes, args: list[bytes] | tuple[bytes, ...] = ()) -> bool:
+        """Send a one-way message if connected; False if there is no connection."""
+        if self.stream is None:
+            return False
+        self._enqueue(wire.encode(wire.NOTIFY, 0, op, args))
+        return True
+
+    async def request(self, op: bytes, args: list[bytes] | tuple[bytes, ...] = (), timeout: float = 5.0) -> list[bytes]:
+        """Send a request and wait for its answer (raises PeerUnavailable/PeerError)."""
+        if self.stream is None:
+            raise PeerUnavailable(self.peer_id)
+        request_id = next(self._ids)
+        waiter = self._pending[request_id] = _Waiter()
+        self._enqueue(wire.encode(wire.REQUEST, request_id, op, args))
+        try:
+            with trio.move_on_after(timeout):
+                await waiter.event.wait()
+        finally:
+            self._pending.pop(request_id, None)
+        if waiter.error is not None:
+            raise waiter.error
+        if waiter.answer is None:
+            raise PeerUnavailable(f"{self.peer_id}: no answer within {timeout}s")
+        return waiter.answer
+
+    # -- a connection's life ------------------------------------------------------------
+
+    async def run(self, stream: trio.SocketStream, reader, dialed_by: str) -> None:
+        """Serve ``stream`` for this peer until it breaks or is replaced."""
+        if self.stream is not None:
+            if dialed_by == self.dialed_by or min(dialed_by, self.dialed_by or dialed_by) != dialed_by:
+                await stream.aclose()  # keep the connection opened by the smaller id
+                return
+            await self.stream.aclose()  # the new one wins; the old run() ends
+        self.stream = stream
+        self.dialed_by = dialed_by
+        self._closed = trio.Event()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write_loop, stream)
+                await self._read_loop(stream, reader, nursery)
+                nursery.cancel_scope.cancel()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError, wire.BusProtocolError) as exc:
+            log.debug("link to %s closed: %r", self.peer_id, exc)
+        except OSError as exc:
+            if exc.errno not in (errno.ECONNRESET, errno.EPIPE, errno.EBADF):
+                raise
+        finally:
+            if self.stream is stream:
+                self.stream = None
+                self.dialed_by = None
+                self._outbox.clear()
+                for waiter in self._pending.values():
+                    waiter.error = PeerUnavailable(f"{self.peer_id}: connection lost")
+                    waiter.event.set()
+                self._pending.clear()
+                self._closed.set()
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    async def _write_loop(self, stream: trio.SocketStream) -> None:
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready = trio.Event()
+            frames, self._outbox = self._outbox, []
+            self.sent_frames += len(frames)
+            await stream.send_all(b"".join(frames))
+
+    async def _read_loop(self, stream: trio.SocketStream, reader, nursery: trio.Nursery) -> None:
+        while True:
+            data = await stream.receive_some(65536)
+            if not data:
+                return
+            batch = reader.parse(data)
+            while batch:
+                for frame in batch:
+                    self._dispatch(wire.split(frame), nursery)
+                batch = reader.read_batch() if not reader.idle else None
+
+    def _dispatch(self, parts, nursery: trio.Nursery) -> None:
+        kind, request_id, op, args = parts
+        self.received_frames += 1
+        if kind == wire.ANSWER or kind == wire.ERROR:
+            waiter = self._pending.get(request_id)
+            if waiter is not None:
+                if kind == wire.ANSWER:
+                    waiter.answer = args
+                else:
+                    waiter.error = PeerError(b" ".join(args).decode("utf-8", "replace"))
+                waiter.event.set()
+            return
+        try:
+            result = self.bus.handler(self.peer_id, op, args)
+        except Exception as exc:  # a bad request must not kill the link
+            log.warning("bus request %r from %s failed: %r", op, self.peer_id, exc)
+            if kind == wire.REQUEST:
+                self._enqueue(wire.encode(wire.ERROR, request_id, b"", [repr(exc).encode()]))
+            return
+        if inspect.isawaitable(result):
+            nursery.start_soon(self._answer_later, kind, request_id, result)
+        elif kind == wire.REQUEST:
+            self._enqueue(wire.encode(wire.ANSWER, request_id, b"", result or ()))
+
+    async def _answer_later(self, kind: bytes, request_id: int, pending: Awaitable) -> None:
+        try:
+            result = await pending
+        except Exception as exc:
+            log.warning("bus request from %s failed: %r", self.peer_id, exc)
+            if kind == wire.REQUEST:
+                self._enqueue(wire.encode(wire.ERROR, request_id, b"", [repr(exc).encode()]))
+            return
+        if kind == wire.REQUEST:
+            self._enqueue(wire.encode(wire.ANSWER, request_id, b"", result or ()))
+
+
+class ClusterBus:
+    """All links of one node, the bus listener, and the dialers."""
+
+    def __init__(self, node_id: str, handler: Handler) -> None:
+        self.node_id = node_id
+        self.handler = handler
+        self.links: dict[str, PeerLink] = {}
+        self._nursery: trio.Nursery | None = None
+        self._dialing: set[str] = set()
+        #: peer id → (host, bus port) to dial; kept current by membership.
+        self.addresses: dict[str, tuple[str, int]] = {}
+
+    def link(self, peer_id: str) -> PeerLink:
+        link = self.links.get(peer_id)
+        if link is None:
+            link = self.links[peer_id] = PeerLink(self, peer_id)
+        return link
+
+    async def serve(self, listener: trio.SocketListener, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Accept bus connections and run the dialers until cancelled (then close)."""
+        async with listener, trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.serve_listeners(self._accepted, [listener], handler_nursery=nursery)
+
+    async def _accepted(self, stream: trio.SocketStream) -> None:
+        reader = wire.new_reader()
+        try:
+            with trio.fail_after(CONNECT_TIMEOUT):
+                frame = await _read_frame(stream, reader)
+            kind, _, op, args = wire.split(frame)
+            if op != HELLO or not args:
+                raise wire.BusProtocolError("first frame must be HELLO")
+            peer_id = args[0].decode()
+            await stream.send_all(wire.encode(wire.NOTIFY, 0, HELLO, [self.node_id.encode()]))
+        except (trio.TooSlowError, trio.BrokenResourceError, wire.BusProtocolError, ConnectionError, UnicodeError) as exc:
+            log.debug("refused a bus connection: %r", exc)
+            await stream.aclose()
+            return
+        await self.link(peer_id).run(stream, reader, dialed_by=peer_id)
+
+    async def dial(self, host: str, port: int) -> str:
+        """Open a connection to ``host:port``, handshake, and run it in the background.
+
+        Returns the peer's node id.  Used by MEET/--join and by the redialers.
+        """
+        assert self._nursery is not None, "bus not serving"
+        with trio.fail_after(CONNECT_TIMEOUT):
+            stream = await trio.open_tcp_stream(host, port)
+            try:
+                reader = wire.new_reader()
+                await stream.send_all(wire.encode(wire.NOTIFY, 0, HELLO, [self.node_id.encode()]))
+                kind, _, op, args = wire.split(await _read_frame(stream, reader))
+                if op != HELLO or not args:
+                    raise wire.BusProtocolError("expected HELLO")
+                peer_id = args[0].decode()
+            except BaseException:
+                await stream.aclose()
+                raise
+        if peer_id == self.node_id:
+            await stream.aclose()
+            return peer_id
+        self._nursery.start_soon(self.link(peer_id).run, stream, reader, self.node_id)
+        return peer_id
+
+    def keep_connected(self, peer_id: str) -> None:
+        """Make sure a dialer runs for ``peer_id`` if this node is the one to dial."""
+        if peer_id == self.node_id or self.node_id > peer_id or peer_id in self._dialing:
+            return
+        if self._nursery is not None:
+            self._dialing.add(peer_id)
+            self._nursery.start_soon(self._redial_loop, peer_id)
+
+    def forget(self, peer_id: str) -> None:
+        """Stop dialing a peer that left the cluster."""
+        self.addresses.pop(peer_id, None)
+
+    async def _redial_loop(self, peer_id: str) -> None:
+        delay = REDIAL_MIN
+        try:
+            while peer_id in self.addresses:
+                link = self.link(peer_id)
+                if link.connected:
+                    delay = REDIAL_MIN
+                    await link.wait_closed()
+                    continue
+                host, port = self.addresses[peer_id]
+                try:
+                    await self.dial(host, port)
+                except (OSError, trio.TooSlowError, wire.BusProtocolError, trio.BrokenResourceError) as exc:
+                    log.debug("dialing %s at %s:%d failed: %r", peer_id, host, port, exc)
+                    await trio.sleep(delay)
+                    delay = min(REDIAL_MAX, delay * 2)
+                    continue
+                await trio.sleep(0)  # let the link start before checking it again
+        finally:
+            self._dialing.discard(peer_id)
+
+
+async def _read_frame(stream: trio.SocketStream, reader) -> list[bytes]:
+    """The first frame on a fresh connection (the handshake)."""
+    while True:
+        data = await stream.receive_some(65536)
+        if not data:
+            raise trio.BrokenResourceError("closed during handshake")
+        batch = reader.parse(data)
+        if batch:
+            if len(batch) > 1 or not reader.idle:
+                raise wire.BusProtocolError("frames before the handshake completed")
+            return batch[0]

@@ -1,0 +1,159 @@
+"""The cluster bus over real loopback sockets: handshake, requests, batching, failures."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from respkv.peer import wire
+from respkv.peer.bus import ClusterBus, PeerError, PeerUnavailable
+
+A_ID = "a" * 40
+B_ID = "b" * 40
+
+
+def echo_handler(log):
+    def handler(peer_id, op, args):
+        log.append((peer_id, op, args))
+        if op == b"ECHO":
+            return args
+        if op == b"SLOW":
+            return _slow(args)
+        if op == b"FAIL":
+            raise ValueError("no such thing")
+        return []
+
+    return handler
+
+
+async def _slow(args):
+    await trio.sleep(float(args[0]))
+    return [b"done"]
+
+
+async def start_bus(nursery, node_id, handler):
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    bus = ClusterBus(node_id, handler)
+    await nursery.start(bus.serve, listeners[0])
+    port = listeners[0].socket.getsockname()[1]
+    return bus, port
+
+
+async def test_request_answer_notify_and_errors():
+    log_a, log_b = [], []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            bus_a, _ = await start_bus(nursery, A_ID, echo_handler(log_a))
+            bus_b, port_b = await start_bus(nursery, B_ID, echo_handler(log_b))
+            assert await bus_a.dial("127.0.0.1", port_b) == B_ID
+            await trio.testing.wait_all_tasks_blocked()
+            link = bus_a.link(B_ID)
+            assert link.connected
+            assert await link.request(b"ECHO", [b"x", b"\r\n"]) == [b"x", b"\r\n"]
+            # The acceptor learned who dialed and can use the same connection back.
+            assert bus_b.link(A_ID).connected
+            assert await bus_b.link(A_ID).request(b"ECHO", [b"back"]) == [b"back"]
+            assert link.notify(b"GOSSIP", [b"1"])
+            with pytest.raises(PeerError, match="no such thing"):
+                await link.request(b"FAIL")
+            # Answers may come back out of order; each finds its request.
+            results = {}
+
+            async def call(name, delay):
+                results[name] = await link.request(b"SLOW", [delay])
+
+            async with trio.open_nursery() as calls:
+                calls.start_soon(call, "slow", b"0.2")
+                calls.start_soon(call, "fast", b"0")
+            assert results == {"slow": [b"done"], "fast": [b"done"]}
+            assert (A_ID, b"GOSSIP", [b"1"]) in log_b
+            nursery.cancel_scope.cancel()
+
+
+async def test_many_concurrent_requests_share_sends():
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            bus_a, _ = await start_bus(nursery, A_ID, echo_handler([]))
+            bus_b, port_b = await start_bus(nursery, B_ID, echo_handler([]))
+            await bus_a.dial("127.0.0.1", port_b)
+            link = bus_a.link(B_ID)
+            answers = []
+
+            async def call(i):
+                answers.append(await link.request(b"ECHO", [b"%d" % i]))
+
+            async with trio.open_nursery() as calls:
+                for i in range(500):
+                    calls.start_soon(call, i)
+            assert sorted(int(a[0]) for a in answers) == list(range(500))
+            assert link.sent_frames == 500
+            nursery.cancel_scope.cancel()
+
+
+async def test_pending_requests_fail_when_the_peer_goes_away():
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            bus_a, _ = await start_bus(nursery, A_ID, echo_handler([]))
+            async with trio.open_nursery() as b_nursery:
+                bus_b, port_b = await start_bus(b_nursery, B_ID, echo_handler([]))
+                await bus_a.dial("127.0.0.1", port_b)
+                link = bus_a.link(B_ID)
+                outcome = {}
+
+                async def call():
+                    try:
+                        await link.request(b"SLOW", [b"30"], timeout=20)
+                    except PeerUnavailable as exc:
+                        outcome["error"] = exc
+
+                nursery.start_soon(call)
+                await trio.testing.wait_all_tasks_blocked()
+                b_nursery.cancel_scope.cancel()  # B stops: its end of the link closes
+            await link.wait_closed()
+            await trio.testing.wait_all_tasks_blocked()
+            assert "error" in outcome
+            assert not link.connected
+            with pytest.raises(PeerUnavailable):
+                await link.request(b"ECHO")
+            nursery.cancel_scope.cancel()
+
+
+async def test_the_smaller_id_redials_a_restarted_peer():
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            bus_a, _ = await start_bus(nursery, A_ID, echo_handler([]))
+            port_b = 0
+            for _ in range(2):  # B comes up, goes down, comes up again on the same port
+                listeners = await trio.open_tcp_listeners(port_b, host="127.0.0.1")
+                port_b = listeners[0].socket.getsockname()[1]
+                bus_a.addresses[B_ID] = ("127.0.0.1", port_b)
+                async with trio.open_nursery() as b_nursery:
+                    bus_b = ClusterBus(B_ID, echo_handler([]))
+                    await b_nursery.start(bus_b.serve, listeners[0])
+                    bus_a.keep_connected(B_ID)
+                    while not bus_a.link(B_ID).connected:
+                        await trio.sleep(0.01)
+                    assert await bus_a.link(B_ID).request(b"ECHO", [b"hi"]) == [b"hi"]
+                    b_nursery.cancel_scope.cancel()
+                await bus_a.link(B_ID).wait_closed()
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_stranger_without_handshake_is_refused():
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            bus_b, port_b = await start_bus(nursery, B_ID, echo_handler([]))
+            async with await trio.open_tcp_stream("127.0.0.1", port_b) as stream:
+                await stream.send_all(wire.encode(wire.REQUEST, 1, b"ECHO", [b"x"]))
+                assert await stream.receive_some(100) == b""  # closed without an answer
+            assert not bus_b.links
+            nursery.cancel_scope.cancel()
+
+
+def test_frames_round_trip():
+    reader = wire.new_reader()
+    frame = wire.encode(wire.REQUEST, 42, b"PUT", [b"k", b"", b"\x00\xff"])
+    assert [wire.split(f) for f in reader.parse(frame)] == [(wire.REQUEST, 42, b"PUT", [b"k", b"", b"\x00\xff"])]
+    with pytest.raises(wire.BusProtocolError):
+        wire.split([b"X", b"1", b"op"])
