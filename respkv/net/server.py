@@ -1,8 +1,8 @@
 """The client listener: accept connections and run one session task per client.
 
-Accepts with trio's socket layer, then hands each session a plain non-blocking
-socket that it waits on with trio's low-level readiness calls: on the request path
-every microsecond counts (see ``session``).
+Accepts with trio's socket layer, then hands each client to the node's poller as a
+plain non-blocking socket (see ``poller``): on the request path every microsecond
+counts.
 Accepted sockets get ``TCP_NODELAY`` like Redis's, and a client beyond ``maxclients``
 is told ``-ERR max number of clients reached`` and closed.
 """
@@ -14,6 +14,7 @@ import socket as stdlib_socket
 
 import trio
 
+from .poller import ClientPoller
 from .session import ClientSession
 
 log = logging.getLogger(__name__)
@@ -41,9 +42,11 @@ def _format_addr(addr) -> str:
 
 
 async def serve_clients(node, listener: trio.socket.SocketType, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Accept clients on ``listener`` forever, each served in its own task."""
+    """Accept clients on ``listener`` forever and hand them to the poller."""
     laddr = _format_addr(listener.getsockname())
+    poller = ClientPoller(node)
     async with trio.open_nursery() as nursery:
+        await nursery.start(poller.run)
         task_status.started()
         while True:
             sock, addr = await listener.accept()
@@ -58,19 +61,7 @@ async def serve_clients(node, listener: trio.socket.SocketType, *, task_status=t
                 pass
             raw = stdlib_socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
             raw.setblocking(False)
-            session = ClientSession(node, raw, node.next_client_id(), _format_addr(addr), laddr)
-            nursery.start_soon(_run_session, node, session)
-
-
-async def _run_session(node, session: ClientSession) -> None:
-    node.clients[session.id] = session
-    try:
-        await session.serve()
-    finally:
-        del node.clients[session.id]
-        node.on_client_closed(session)
-        trio.lowlevel.notify_closing(session.sock)
-        session.sock.close()
+            poller.add(ClientSession(node, raw, node.next_client_id(), _format_addr(addr), laddr))
 
 
 async def _refuse(sock: trio.socket.SocketType) -> None:

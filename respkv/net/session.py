@@ -2,33 +2,29 @@
 
 Theory of operation
 -------------------
-A session owns a plain non-blocking socket and does its own waiting with
-``trio.lowlevel.wait_readable``/``wait_writable``: trio's socket wrapper would add a
-scheduler round trip and several Python frames to every receive and send, which on
-the request path costs more than the command itself.
-
-The session loops: receive whatever bytes the socket has, feed them to its
-:class:`~respkv.protocol.reader.RequestReader`, run every complete request in order,
-and send all their replies with one ``send``.  Pipelined clients therefore cost one
-receive and one send per batch, not per command.
+A session owns a plain non-blocking socket.  The node's poller (see
+:mod:`respkv.net.poller`) calls :meth:`ClientSession.on_readable` when the socket has
+data: the session receives what is there, feeds it to its
+:class:`~respkv.protocol.reader.RequestReader`, runs every complete request in order
+and sends all their replies with one ``send``.  Pipelined clients therefore cost one
+receive and one send per batch, not per command, and no trio task switch at all.
 
 Each request goes through the same gate as in Redis: look the command up (unknown
 command/subcommand errors), check arity, check authentication, then call the
-handler.  Most handlers are synchronous and return their encoded reply at once; for
-an ``async`` handler (one that must wait) the session awaits it in place, so replies
-still leave in request order.
+handler.  Most handlers are synchronous and return their encoded reply at once.  An
+``async`` handler (one that must wait) makes the session hand the rest of the batch
+to the poller as a coroutine, which runs as a task; replies still leave in request
+order, and the socket returns to the poller when the batch is done.
 
 A malformed request gets its ``-ERR Protocol error: ...`` after the replies of the
-requests before it, then the connection closes.  The session never swallows
-``trio.Cancelled``: node shutdown cancels the nursery it runs in.
+requests before it, then the connection closes.  Nothing here swallows
+``trio.Cancelled``: node shutdown cancels the poller and every task it started.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import socket
-import time
 
 import trio
 
@@ -37,11 +33,11 @@ from ..commands.transactions import IMMEDIATE_IN_MULTI
 from ..protocol import reply
 from ..protocol.reader import ProtocolError, QueryBufferFull, RequestReader
 from ..protocol.reply import RESP2
+from .poller import CLOSE
 
 log = logging.getLogger(__name__)
 
 RECV_SIZE = 64 * 1024
-wait_readable = trio.lowlevel.wait_readable
 wait_writable = trio.lowlevel.wait_writable
 
 
@@ -98,7 +94,10 @@ class ClientSession:
         self.watch_dirty = False
         self.in_exec = False
         self.closing = False
-        self._cancel_scope: trio.CancelScope | None = None
+        #: The poller serving this session, and the cancel scope of the task that
+        #: serves it while a command waits (see net.poller).
+        self.poller = None
+        self.cancel_scope: trio.CancelScope | None = None
 
     # -- public helpers for handlers -------------------------------------------------
 
@@ -123,104 +122,127 @@ class ClientSession:
     def kill(self) -> None:
         """Close this connection from outside (CLIENT KILL, timeouts, shutdown)."""
         self.closing = True
-        if self._cancel_scope is not None:
-            self._cancel_scope.cancel()
+        if self.poller is not None:
+            self.poller.close(self)
 
-    # -- the loop ------------------------------------------------------------------
+    # -- serving requests ----------------------------------------------------------
 
-    async def serve(self) -> None:
-        with trio.CancelScope() as self._cancel_scope:
+    def on_readable(self):
+        """Handle what the socket has for us; called by the poller when it is readable.
+
+        Returns None to stay with the poller, ``CLOSE`` to close the connection, or
+        a coroutine holding the rest of the work when a command must wait (the poller
+        runs it as a task; it returns True if the connection is then to be closed).
+        """
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            return None
+        except OSError:
+            return CLOSE
+        if not data:
+            return CLOSE
+        self.stats.net_input_bytes += len(data)
+        out = []
+        close = False
+        try:
+            pending = self._run_all(self.reader.parse(data), 0, out)
+            if pending is not None:
+                return self._resume(pending, out)
+        except (ProtocolError, QueryBufferFull, CloseConnection) as exc:
+            close = self._final_reply(exc, out)
+        blocking = self.node.blocking
+        if blocking.ready:  # a batch cut short by an exception still serves them
+            blocking.serve_ready()
+        if out:
+            payload = b"".join(out)
+            self.stats.net_output_bytes += len(payload)
             try:
-                await self._loop()
-            except (ConnectionError, trio.ClosedResourceError):
-                pass
-            except OSError as exc:
-                if exc.errno not in (errno.ECONNRESET, errno.EPIPE, errno.EBADF):
-                    raise
+                sent = self.sock.send(payload)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                return CLOSE
+            if sent < len(payload):
+                return self._send_then(payload, sent, close)
+        return CLOSE if close or self.closing else None
 
-    async def _loop(self) -> None:
-        sock = self.sock
-        recv = sock.recv
-        reader = self.reader
-        parse = reader.parse
-        read_batch = reader.read_batch
+    def _run_all(self, batch, start: int, out: list[bytes]):
+        """Run ``batch[start:]`` and every further complete request, appending replies.
+
+        Returns None when all are done, or ``(batch, index, awaitable)`` when the
+        request at ``index`` must wait: the caller awaits it and resumes after it.
+        """
         plain_specs = self.node.table.plain_specs
-        stats = self.node.stats
-        handler_error = CommandError
-        # Keys a command made ready for blocked clients: served right after that
-        # command, before anything else runs (see keyspace.blocking).
         ready_keys = self.node.blocking.ready
         serve_ready = self.node.blocking.serve_ready
+        reader = self.reader
+        handler_error = CommandError
         spec = None
-        while True:
-            # Receive without trio's socket wrapper.  Clients send their next
-            # request only after reading the replies, so right after a send there is
-            # rarely anything to read: wait for readiness first, then receive.
-            await wait_readable(sock)
-            try:
-                data = recv(RECV_SIZE)
-            except BlockingIOError:  # pragma: no cover - spurious wakeup
-                continue
-            if not data:
-                return
-            stats.net_input_bytes += len(data)
-            out = []
-            done = 0
-            close_after = False
-            try:
-                batch = parse(data)
-                while batch:
-                    done += len(batch)
-                    for args in batch:
-                        # Fast path: a known, synchronous, non-container command with
-                        # the right arity on an authenticated connection.
-                        spec = plain_specs.get(args[0])
-                        if spec is not None and self.fast:
-                            arity = spec.arity
-                            if arity == len(args) or (arity < 0 and len(args) >= -arity):
-                                try:
-                                    out.append(spec.handler(self, args))
-                                except handler_error as exc:
-                                    out.append(reply.error(str(exc)))
-                                if ready_keys:
-                                    serve_ready()
-                                continue
-                        result = self.execute(args)
-                        if result.__class__ is not bytes:
-                            if out:
-                                await self._send(b"".join(out))
-                                out = []
-                            result = await result
-                        out.append(result)
+        while batch:
+            self.stats.commands_processed += len(batch) - start
+            self.commands_processed += len(batch) - start
+            for i, args in enumerate(batch[start:] if start else batch, start):
+                # Fast path: a known, synchronous, non-container command with the
+                # right arity on an authenticated connection outside MULTI.
+                spec = plain_specs.get(args[0])
+                if spec is not None and self.fast:
+                    arity = spec.arity
+                    if arity == len(args) or (arity < 0 and len(args) >= -arity):
+                        try:
+                            out.append(spec.handler(self, args))
+                        except handler_error as exc:
+                            out.append(reply.error(str(exc)))
                         if ready_keys:
                             serve_ready()
-                    batch = read_batch() if not reader.idle else None
-            except ProtocolError as exc:
-                out.append(reply.error(f"ERR Protocol error: {exc}"))
-                close_after = True
-            except QueryBufferFull:
-                log.warning("closing client %s that reached max query buffer length", self.addr)
-                close_after = True
-            except CloseConnection as exc:
-                out.append(exc.reply)
-                close_after = True
-            if ready_keys:  # a batch cut short by an exception still serves them
-                serve_ready()
+                        continue
+                result = self.execute(args)
+                if result.__class__ is not bytes:
+                    return batch, i, result
+                out.append(result)
+                if ready_keys:
+                    serve_ready()
             if spec is not None:
                 self.last_spec = spec
-            stats.commands_processed += done
-            self.commands_processed += done
-            if out:
-                payload = b"".join(out)
-                stats.net_output_bytes += len(payload)
-                try:
-                    sent = sock.send(payload)
-                except BlockingIOError:
-                    sent = 0
-                if sent < len(payload):
-                    await self._send_rest(payload, sent)
-            if close_after or self.closing:
-                return
+            start = 0
+            batch = reader.read_batch() if not reader.idle else None
+        return None
+
+    async def _resume(self, pending, out: list[bytes]) -> bool:
+        """Finish a batch whose request at ``pending[1]`` must wait; True to close."""
+        close = False
+        try:
+            while pending is not None:
+                batch, index, awaitable = pending
+                if out:
+                    await self._send(b"".join(out))
+                    out = []
+                out.append(await awaitable)
+                if self.node.blocking.ready:
+                    self.node.blocking.serve_ready()
+                pending = self._run_all(batch, index + 1, out)
+        except (ProtocolError, QueryBufferFull, CloseConnection) as exc:
+            close = self._final_reply(exc, out)
+        if self.node.blocking.ready:
+            self.node.blocking.serve_ready()
+        if out:
+            await self._send(b"".join(out))
+        return close or self.closing
+
+    async def _send_then(self, payload: bytes, sent: int, close: bool) -> bool:
+        """Finish sending a reply that did not fit in the socket buffer."""
+        await self._send_rest(payload, sent)
+        return close or self.closing
+
+    def _final_reply(self, exc: Exception, out: list[bytes]) -> bool:
+        """Add the reply that ends the connection (protocol error, QUIT, ...)."""
+        if isinstance(exc, ProtocolError):
+            out.append(reply.error(f"ERR Protocol error: {exc}"))
+        elif isinstance(exc, CloseConnection):
+            out.append(exc.reply)
+        else:
+            log.warning("closing client %s that reached max query buffer length", self.addr)
+        return True
 
     async def _send(self, data: bytes) -> None:
         """Send all of ``data`` (replies that must leave before an awaited command)."""

@@ -1,0 +1,125 @@
+"""One trio task that waits on every idle client connection at once.
+
+Theory of operation
+-------------------
+A task per client would make every request cost a trio task switch: park in
+``wait_readable``, get woken by the I/O manager, be rescheduled.  On the request path
+that bookkeeping costs more than parsing and running the command.  Instead, the node
+keeps its client sockets in one ``epoll`` set (registered once, level-triggered) and
+one task, the poller, waits — through trio — for that set's own descriptor to become
+readable.  It then asks the set which clients have data and lets each session handle
+its bytes synchronously: receive, run the complete requests, send the replies.  One
+trio wake-up serves every client that became ready, as in Redis's event loop.
+
+Most commands never wait, so sessions almost always finish synchronously.  When one
+must wait — a blocking pop, a reply that does not fit in the socket buffer, later a
+request to another node — the session returns the rest of its work as a coroutine;
+the poller takes the socket out of the set and runs that coroutine as a task of its
+own.  When the task is done the socket rejoins the set.  Either way a session runs
+its requests in order, one batch at a time.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import select
+
+import trio
+
+log = logging.getLogger(__name__)
+
+#: ``on_readable``'s answer when the connection is to be closed.
+CLOSE = object()
+_EVENTS = select.EPOLLIN | select.EPOLLRDHUP
+_MAX_EVENTS = 1024
+
+
+class ClientPoller:
+    """The client sessions of one node and the task that serves them."""
+
+    def __init__(self, node) -> None:
+        self.node = node
+        self._epoll = select.epoll()
+        self._by_fd: dict[int, object] = {}
+        self._nursery: trio.Nursery | None = None
+
+    def add(self, session) -> None:
+        """Start serving a new session."""
+        fd = session.sock.fileno()
+        session.poller = self
+        self.node.clients[session.id] = session
+        self._by_fd[fd] = session
+        self._epoll.register(fd, _EVENTS)
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Serve sessions until cancelled; then close every connection."""
+        epoll = self._epoll
+        by_fd = self._by_fd
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                while True:
+                    await trio.lowlevel.wait_readable(epoll)
+                    for fd, _ in epoll.poll(0, _MAX_EVENTS):
+                        session = by_fd.get(fd)
+                        if session is None:  # closed by an earlier event in this round
+                            continue
+                        try:
+                            outcome = session.on_readable()
+                        except Exception:
+                            log.exception("closing client %s after an internal error", session.addr)
+                            outcome = CLOSE
+                        if outcome is None:
+                            continue
+                        if outcome is CLOSE:
+                            self.close(session)
+                        else:
+                            self._detach(session, outcome)
+        finally:
+            for session in list(self.node.clients.values()):
+                self.close(session)
+            epoll.close()
+
+    def _detach(self, session, work) -> None:
+        """Serve ``session`` in a task of its own until ``work`` is done."""
+        fd = session.sock.fileno()
+        del self._by_fd[fd]
+        self._epoll.unregister(fd)
+        session.cancel_scope = trio.CancelScope()
+        self._nursery.start_soon(self._run_detached, session, work)
+
+    async def _run_detached(self, session, work) -> None:
+        close = True
+        try:
+            with session.cancel_scope:
+                close = await work
+        except (ConnectionError, trio.ClosedResourceError):
+            pass
+        except OSError as exc:
+            if exc.errno not in (errno.ECONNRESET, errno.EPIPE, errno.EBADF):
+                raise
+        finally:
+            session.cancel_scope = None
+            if close or session.closing:
+                self.close(session)
+            else:
+                fd = session.sock.fileno()
+                self._by_fd[fd] = session
+                self._epoll.register(fd, _EVENTS)
+
+    def close(self, session) -> None:
+        """Forget ``session`` and close its connection (idempotent)."""
+        if self.node.clients.pop(session.id, None) is None:
+            return
+        session.closing = True
+        sock = session.sock
+        fd = sock.fileno()
+        if fd >= 0 and self._by_fd.pop(fd, None) is session:
+            self._epoll.unregister(fd)
+        if session.cancel_scope is not None:  # a detached task closes it when it ends
+            session.cancel_scope.cancel()
+        self.node.on_client_closed(session)
+        trio.lowlevel.notify_closing(sock)
+        sock.close()
