@@ -138,17 +138,57 @@ _TOO_LONG = "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
 # -- GET / SET and friends --------------------------------------------------------------
 
 
-@command("get", "Reads the string stored at a key.", group="string", since="1.0.0")
-def get(s, args, _headers=BULK_HEADERS):
-    value = s.ks.get(args[1])
-    if value.__class__ is bytes:
-        s.stats.keyspace_hits += 1
-        n = len(value)
-        return _headers[n] + value + b"\r\n" if n < 1024 else reply.bulk(value)
-    if value is None:
-        s.stats.keyspace_misses += 1
-        return s.proto.null
+def _get_run(s, batch, i, out, _headers=BULK_HEADERS):
+    """GET for a run of pipelined GETs from ``batch[i]`` on (see CommandSpec.run_handler).
+
+    Stops at the first request that is not a plain GET or that finds another type,
+    leaving it to the per-request path and its error reply.
+    """
+    name = batch[i][0]
+    ks_get = s.ks.get
+    stats = s.stats
+    append = out.append
+    count = len(batch)
+    while i < count:
+        args = batch[i]
+        if len(args) != 2 or args[0] != name:
+            break
+        value = ks_get(args[1])
+        if value.__class__ is bytes:
+            stats.keyspace_hits += 1
+            n = len(value)
+            append(_headers[n] + value + b"\r\n" if n < 1024 else reply.bulk(value))
+        elif value is None:
+            stats.keyspace_misses += 1
+            append(s.proto.null)
+        else:
+            break
+        i += 1
+    return i
+
+
+@command("get", "Reads the string stored at a key.", group="string", since="1.0.0", run_handler=_get_run)
+def get(s, args):
+    out = []
+    if _get_run(s, (args,), 0, out):
+        return out[0]
     raise CommandError(WRONGTYPE)
+
+
+def _set_run(s, batch, i, out):
+    """Plain ``SET key value`` for a run of pipelined SETs (see CommandSpec.run_handler)."""
+    name = batch[i][0]
+    ks_set = s.ks.set
+    append = out.append
+    count = len(batch)
+    while i < count:
+        args = batch[i]
+        if len(args) != 3 or args[0] != name:
+            break
+        ks_set(args[1], args[2])
+        append(reply.OK)
+        i += 1
+    return i
 
 
 _SET_OPTIONS = frozenset([b"NX", b"XX", b"GET", b"KEEPTTL", b"EX", b"PX", b"EXAT", b"PXAT"])
@@ -157,7 +197,7 @@ _SET_OPTIONS = frozenset([b"NX", b"XX", b"GET", b"KEEPTTL", b"EX", b"PX", b"EXAT
 @command(
     "set",
     "Stores a string at a key, replacing any value, with optional expiry and conditions.",
-    group="string", since="1.0.0",
+    group="string", since="1.0.0", run_handler=_set_run,
 )
 def set_(s, args):
     if len(args) == 3:  # the common case: plain SET key value

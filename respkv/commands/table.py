@@ -72,6 +72,14 @@ class CommandSpec:
     is_write: bool = False
     no_auth: bool = False
     deny_oom: bool = False
+    #: Optional ``run_handler(session, batch, i, out) -> end``: serves the run of
+    #: pipelined requests ``batch[i:end]`` that share this command's name in one
+    #: call, appending their replies to ``out``; it may serve none (end == i) and
+    #: leave unusual requests to ``handler``.  Only the hottest commands have one.
+    run_handler: Callable | None = None
+    #: Arity as bounds on len(args), for one chained comparison on the fast path.
+    min_args: int = 0
+    max_args: int = 0
     movable_keys: bool = False
 
     def key_positions(self, args: list[bytes]) -> list[int]:
@@ -137,6 +145,7 @@ def command(
     keys: tuple[int, int, int] | None = None,
     acl_categories: tuple[str, ...] | None = None,
     key_specs: tuple[dict, ...] | None = None,
+    run_handler: Callable | None = None,
 ):
     """Register the decorated function as the handler of ``name``.
 
@@ -154,10 +163,11 @@ def command(
             meta.get("first_key", 0), meta.get("last_key", 0), meta.get("step", 0)
         )
         spec_flags = tuple(flags if flags is not None else meta.get("flags", ()))
+        spec_arity = arity if arity is not None else meta["arity"]
         spec = CommandSpec(
             name=name,
             handler=handler,
-            arity=arity if arity is not None else meta["arity"],
+            arity=spec_arity,
             flags=spec_flags,
             first_key=first,
             last_key=last,
@@ -169,9 +179,12 @@ def command(
             group=group or _GROUPS.get(parent, "generic"),
             since=since,
             is_async=handler is not None and inspect.iscoroutinefunction(handler),
+            run_handler=run_handler,
             is_write="write" in spec_flags,
             no_auth="no_auth" in spec_flags,
             deny_oom="denyoom" in spec_flags,
+            min_args=abs(spec_arity),
+            max_args=spec_arity if spec_arity > 0 else 2**31,
             movable_keys="movablekeys" in spec_flags,
         )
         REGISTRY.append(spec)

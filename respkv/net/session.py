@@ -178,30 +178,43 @@ class ClientSession:
         serve_ready = self.node.blocking.serve_ready
         reader = self.reader
         handler_error = CommandError
+        append = out.append
         spec = None
         while batch:
-            self.stats.commands_processed += len(batch) - start
-            self.commands_processed += len(batch) - start
-            for i, args in enumerate(batch[start:] if start else batch, start):
+            count = len(batch)
+            self.stats.commands_processed += count - start
+            self.commands_processed += count - start
+            i = start
+            while i < count:
+                args = batch[i]
                 # Fast path: a known, synchronous, non-container command with the
                 # right arity on an authenticated connection outside MULTI.
                 spec = plain_specs.get(args[0])
                 if spec is not None and self.fast:
-                    arity = spec.arity
-                    if arity == len(args) or (arity < 0 and len(args) >= -arity):
+                    if spec.run_handler is not None:
+                        # Serves the run of identical pipelined requests from here.
+                        end = spec.run_handler(self, batch, i, out)
+                        if end > i:
+                            i = end
+                            if ready_keys:
+                                serve_ready()
+                            continue
+                    if spec.min_args <= len(args) <= spec.max_args:
                         try:
-                            out.append(spec.handler(self, args))
+                            append(spec.handler(self, args))
                         except handler_error as exc:
-                            out.append(reply.error(str(exc)))
+                            append(reply.error(str(exc)))
                         if ready_keys:
                             serve_ready()
+                        i += 1
                         continue
                 result = self.execute(args)
                 if result.__class__ is not bytes:
                     return batch, i, result
-                out.append(result)
+                append(result)
                 if ready_keys:
                     serve_ready()
+                i += 1
             if spec is not None:
                 self.last_spec = spec
             start = 0
