@@ -118,16 +118,23 @@ class PeerLink:
 
     # -- a connection's life ------------------------------------------------------------
 
-    async def run(self, stream: trio.SocketStream, reader, dialed_by: str) -> None:
-        """Serve ``stream`` for this peer until it breaks or is replaced."""
+    async def run(
+        self, stream: trio.SocketStream, reader, dialed_by: str, *, task_status=trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve ``stream`` for this peer until it breaks or is replaced.
+
+        ``task_status.started()`` fires once the link uses the stream (or refused it).
+        """
         if self.stream is not None:
             if dialed_by == self.dialed_by or min(dialed_by, self.dialed_by or dialed_by) != dialed_by:
+                task_status.started()
                 await stream.aclose()  # keep the connection opened by the smaller id
                 return
             await self.stream.aclose()  # the new one wins; the old run() ends
         self.stream = stream
         self.dialed_by = dialed_by
         self._closed = trio.Event()
+        task_status.started()
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write_loop, stream)
@@ -271,7 +278,7 @@ class ClusterBus:
         if peer_id == self.node_id:
             await stream.aclose()
             return peer_id
-        self._nursery.start_soon(self.link(peer_id).run, stream, reader, self.node_id)
+        await self._nursery.start(self.link(peer_id).run, stream, reader, self.node_id)
         return peer_id
 
     def keep_connected(self, peer_id: str) -> None:
@@ -297,13 +304,13 @@ class ClusterBus:
                     continue
                 host, port = self.addresses[peer_id]
                 try:
-                    await self.dial(host, port)
+                    answered = await self.dial(host, port)
                 except (OSError, trio.TooSlowError, wire.BusProtocolError, trio.BrokenResourceError) as exc:
                     log.debug("dialing %s at %s:%d failed: %r", peer_id, host, port, exc)
+                    answered = None
+                if answered != peer_id:  # down, or another node answers there now
                     await trio.sleep(delay)
                     delay = min(REDIAL_MAX, delay * 2)
-                    continue
-                await trio.sleep(0)  # let the link start before checking it again
         finally:
             self._dialing.discard(peer_id)
 
