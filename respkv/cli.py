@@ -1,4 +1,5 @@
-"""Command line: ``respkv server ...`` runs one node in the foreground."""
+"""Command line: ``respkv server ...`` runs one node in the foreground;
+``respkv cluster up|down|status`` manages a local cluster of node processes."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 
 import trio
 
+from .cluster.gossip import parse_address
 from .config import Config, ConfigError
 
 _LOG_LEVELS = {"debug": logging.DEBUG, "verbose": logging.INFO, "notice": logging.INFO,
@@ -24,6 +26,15 @@ def _server_parser(sub) -> None:
     p.add_argument("--loglevel", help="debug, verbose, notice or warning")
     p.add_argument("--requirepass", help="password clients must AUTH with")
     p.add_argument("--maxclients", help="most simultaneous clients (default 10000)")
+    p.add_argument("--cluster", action="store_true", help="run as a cluster member (cluster-enabled yes)")
+    p.add_argument("--join", action="extend", nargs="+", default=[], metavar="HOST:PORT",
+                   help="client address of a member to join (repeatable; its bus port is PORT+10000 "
+                        "unless written HOST:PORT@BUSPORT or the member is configured otherwise)")
+    p.add_argument("--weight", help="this node's ring weight (cluster-weight, default 1)")
+    p.add_argument("--rf", help="replication factor (replication-factor, default 1)")
+    p.add_argument("--routing", help="redirect or proxy (cluster-routing, default redirect)")
+    p.add_argument("--cluster-port", help="cluster bus port (default: client port + 10000)")
+    p.add_argument("--node-timeout", help="milliseconds of silence before a member is suspected (default 5000)")
     p.set_defaults(func=_run_server)
 
 
@@ -36,13 +47,39 @@ def build_config(ns: argparse.Namespace) -> Config:
         value = getattr(ns, name)
         if value is not None:
             config.set_text(name, value, startup=True)
+    for option, name in _CLUSTER_OPTIONS.items():
+        value = getattr(ns, option, None)
+        if value is not None:
+            config.set_text(name, value, startup=True)
+    if getattr(ns, "cluster", False):
+        config.set_text("cluster-enabled", "yes", startup=True)
+    if config["cluster-enabled"] and not config["cluster-port"] and config["port"] > 65535 - 10000:
+        raise ConfigError(f"port {config['port']} leaves no room for the bus port (+10000): set --cluster-port")
+    for address in getattr(ns, "join", None) or ():
+        if not config["cluster-enabled"]:
+            raise ConfigError("--join needs cluster mode (--cluster)")
+        try:
+            parse_address(address)
+        except ValueError as exc:
+            raise ConfigError(f"--join: {exc}") from None
     return config
 
 
-async def _serve_until_signalled(config: Config) -> None:
+#: Cluster options of ``respkv server`` and the directives they set.
+_CLUSTER_OPTIONS = {
+    "weight": "cluster-weight",
+    "rf": "replication-factor",
+    "routing": "cluster-routing",
+    "cluster_port": "cluster-port",
+    "node_timeout": "cluster-node-timeout",
+}
+
+
+async def _serve_until_signalled(config: Config, join: list[str]) -> None:
     from .node import Node, serve_node
 
     node = Node(config)
+    node.cluster_join = list(join)
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             await nursery.start(serve_node, node)
@@ -63,16 +100,107 @@ def _run_server(ns: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        trio.run(_serve_until_signalled, config)
+        trio.run(_serve_until_signalled, config, ns.join)
     except OSError as exc:
         print(f"respkv: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
+def _cluster_parser(sub) -> None:
+    """``respkv cluster up|down|status``: a local cluster of node processes."""
+    from .cluster import launcher as L
+
+    p = sub.add_parser("cluster", help="start, inspect or stop a local cluster of nodes")
+    actions = p.add_subparsers(dest="action", required=True)
+    dir_help = f"the cluster's directory (default ./{L.DEFAULT_DIR})"
+
+    up = actions.add_parser("up", help="start N local nodes and wait until they form a cluster")
+    up.add_argument("--nodes", type=int, default=L.DEFAULT_NODES,
+                    help=f"number of nodes (default {L.DEFAULT_NODES})")
+    up.add_argument("--port", type=int, default=L.DEFAULT_PORT,
+                    help=f"client port of node 0; node i gets PORT+i, its bus PORT+i+10000 "
+                    f"(default {L.DEFAULT_PORT}; 0 picks free ports)")
+    up.add_argument("--dir", default=L.DEFAULT_DIR, help=dir_help)
+    up.add_argument("--rf", type=int, help="replication factor (server default if omitted)")
+    up.add_argument("--routing", choices=L.ROUTINGS,
+                    help="redirect: answer MOVED; proxy: forward to the coordinator")
+    up.add_argument("--node-timeout", type=int, metavar="MS",
+                    help="failure detection timeout in milliseconds")
+    up.add_argument("--timeout", type=float, default=L.DEFAULT_UP_TIMEOUT, metavar="SECONDS",
+                    help=f"how long to wait for the cluster to be ready "
+                    f"(default {L.DEFAULT_UP_TIMEOUT:.0f})")
+    up.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                    help="extra argument for every node's respkv server (repeatable; "
+                    "use the = form for values starting with '-')")
+    up.set_defaults(func=_cluster_up)
+
+    down = actions.add_parser("down", help="stop the nodes of a local cluster")
+    down.add_argument("--dir", default=L.DEFAULT_DIR, help=dir_help)
+    down.add_argument("--timeout", type=float, default=L.DEFAULT_STOP_TIMEOUT, metavar="SECONDS",
+                      help=f"seconds between SIGTERM and SIGKILL (default {L.DEFAULT_STOP_TIMEOUT:.0f})")
+    down.set_defaults(func=_cluster_down)
+
+    st = actions.add_parser("status", help="show a local cluster's nodes, slots and state")
+    st.add_argument("--dir", default=L.DEFAULT_DIR, help=dir_help)
+    st.set_defaults(func=_cluster_status)
+
+
+def _cluster_up(ns: argparse.Namespace) -> int:
+    from .cluster import launcher as L
+
+    try:
+        cluster = L.up(ns.dir, ns.nodes, ns.port, rf=ns.rf, routing=ns.routing,
+                       node_timeout=ns.node_timeout, timeout=ns.timeout,
+                       server_args=ns.server_arg)
+    except L.LauncherError as exc:
+        print(f"respkv cluster up: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("respkv cluster up: interrupted; the nodes it started were stopped", file=sys.stderr)
+        return 130
+    st = L.status(cluster.directory)
+    if st is not None:
+        print(L.format_status(st))
+        print()
+    print(L.connect_hint(cluster))
+    return 0
+
+
+def _cluster_down(ns: argparse.Namespace) -> int:
+    from .cluster import launcher as L
+
+    try:
+        stopped = L.down(ns.dir, ns.timeout)
+    except L.LauncherError as exc:
+        print(f"respkv cluster down: {exc}", file=sys.stderr)
+        return 1
+    if not stopped:
+        print(f"no running cluster in {ns.dir}")
+    for node in stopped:
+        print(f"stopped {node.name} (pid {node.pid}, port {node.port})")
+    return 0
+
+
+def _cluster_status(ns: argparse.Namespace) -> int:
+    from .cluster import launcher as L
+
+    try:
+        st = L.status(ns.dir)
+    except L.LauncherError as exc:
+        print(f"respkv cluster status: {exc}", file=sys.stderr)
+        return 1
+    if st is None:
+        print(f"no cluster recorded in {ns.dir} (start one with: respkv cluster up --dir {ns.dir})")
+        return 1
+    print(L.format_status(st))
+    return 0 if st.ok else 1
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="respkv", description="A Dynamo-style key-value store speaking RESP.")
     sub = parser.add_subparsers(dest="command", required=True)
     _server_parser(sub)
+    _cluster_parser(sub)
     ns = parser.parse_args(argv)
     sys.exit(ns.func(ns))

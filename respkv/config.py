@@ -9,6 +9,7 @@ directives that cannot change while the node runs.
 
 from __future__ import annotations
 
+import ipaddress
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ def parse_memory(text: str) -> int:
             return int(t[: -len(suffix)]) * _UNITS[suffix]
     if t.isdigit():
         return int(t)
-    raise ConfigError(f"argument must be a memory value")
+    raise ConfigError("argument must be a memory value")
 
 
 def _parse_int(text: str) -> int:
@@ -68,6 +69,22 @@ def _parse_loglevel(text: str) -> str:
     t = text.lower()
     if t not in ("debug", "verbose", "notice", "warning"):
         raise ConfigError("argument(s) must be one of the following: debug, verbose, notice, warning")
+    return t
+
+
+def _parse_ip(text: str) -> str:
+    if not text:
+        return ""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise ConfigError("argument must be an IP address") from None
+
+
+def _parse_routing(text: str) -> str:
+    t = text.lower()
+    if t not in ("redirect", "proxy"):
+        raise ConfigError("argument(s) must be one of the following: redirect, proxy")
     return t
 
 
@@ -111,6 +128,24 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in [
     Directive("appendonly", False, _parse_bool, _format_bool, mutable=False,
               doc="Read-only: respkv has no AOF (reported for tools)."),
     Directive("databases", 1, _parse_int, mutable=False, minimum=1, maximum=1, doc="Read-only: only db 0 exists."),
+    Directive("cluster-enabled", False, _parse_bool, _format_bool, mutable=False,
+              doc="Run as a cluster member: gossip on the cluster bus, serve the slots the ring gives this node."),
+    Directive("cluster-port", 0, _parse_int, mutable=False, minimum=0, maximum=65535,
+              doc="Cluster bus port; 0 = client port + 10000 (any free port when the client port is 0 too)."),
+    Directive("cluster-node-timeout", 5000, _parse_int, mutable=False, minimum=100, maximum=2**31 - 1,
+              doc="Milliseconds of silence after which a member is flagged fail?; "
+                  "members ping each other every fifth of it (at least every 100 ms)."),
+    Directive("cluster-announce-ip", "", _parse_ip, mutable=False,
+              doc="IP address peers and clients are told to use; empty = the bind address "
+                  "(127.0.0.1 when binding 0.0.0.0)."),
+    Directive("cluster-weight", 1, _parse_int, mutable=False, minimum=1, maximum=100,
+              doc="This node's share of the ring relative to other members (tokens = weight x cluster-vnodes)."),
+    Directive("cluster-vnodes", 1024, _parse_int, mutable=False, minimum=1, maximum=16384,
+              doc="Ring tokens per unit of weight; every member must use the same value (MEET refuses others)."),
+    Directive("replication-factor", 1, _parse_int, mutable=False, minimum=1, maximum=16,
+              doc="Nodes in each slot's preference list (master and replicas), capped at the member count."),
+    Directive("cluster-routing", "redirect", _parse_routing, mutable=False,
+              doc="redirect: answer MOVED for slots another node coordinates; proxy: forward the command there."),
 ]}
 
 
@@ -136,7 +171,7 @@ class Config:
         if directive is None:
             raise ConfigError(f"Unknown option or number of arguments for CONFIG SET - '{name}'")
         if not startup and not directive.mutable:
-            raise ConfigError(f"can't set immutable config")
+            raise ConfigError("can't set immutable config")
         self._values[directive.name] = directive.convert(text)
 
     def matching(self, pattern: bytes) -> list[tuple[str, str]]:

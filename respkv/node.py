@@ -8,6 +8,12 @@ listener, then runs the node's tasks in one nursery: the listener that spawns a
 session per client, and the periodic "cron" that does active expiry and client
 timeouts.  Cancelling that nursery (Ctrl-C, SIGTERM, a test's cancel scope) stops
 the node; every task lives in it, so nothing outlives the node.
+
+In cluster mode (``cluster-enabled yes``) :func:`serve_cluster` joins that nursery
+before clients are accepted: it reads the node id from the data directory, opens
+the cluster bus listener, installs ``node.cluster`` (the
+:class:`~respkv.cluster.state.ClusterState` sessions route by) and runs the bus,
+the gossip loop and the ``--join`` attempts in a nursery of its own.
 """
 
 from __future__ import annotations
@@ -24,10 +30,16 @@ import trio
 from . import REDIS_VERSION, __version__
 from .commands.info import sample_process
 from .commands.table import build_table
-from .config import Config
+from .cluster.gossip import OPERATIONS as GOSSIP_OPERATIONS
+from .cluster.gossip import Gossip, announce_ip, parse_address
+from .cluster.identity import load_or_create_node_id
+from .cluster.membership import Member
+from .cluster.state import ClusterState
+from .config import Config, ConfigError
 from .keyspace.blocking import BlockingRegistry
 from .keyspace.store import Keyspace
 from .net.server import open_listener, serve_clients
+from .peer.bus import ClusterBus
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +89,14 @@ class Node:
         #: Clients blocked in BLPOP & co., by key; sessions serve its ready keys.
         self.blocking = BlockingRegistry(self.keyspace, self.add_key_observer, self.remove_key_observer)
         self.client_closed_hooks.append(self.blocking.forget)
+        #: Cluster mode (see :func:`serve_cluster`); all None when standalone.
+        self.cluster: ClusterState | None = None
+        self.cluster_gossip: Gossip | None = None
+        self.cluster_bus: ClusterBus | None = None
+        #: ``HOST:PORT[@BUSPORT]`` client addresses of members to join at start.
+        self.cluster_join: list[str] = []
+        #: Cluster bus operations: op -> handler(peer_id, op, args), as the bus calls it.
+        self.bus_operations: dict = {}
 
     # -- key-change observers (WATCH, blocked clients) ---------------------------
 
@@ -107,6 +127,15 @@ class Node:
                     observer(key)
 
             self.keyspace.on_modified = notify_all
+
+    def handle_bus(self, peer_id: str, op: bytes, args: list[bytes]):
+        """Route one bus request to its operation; any request means the peer is alive."""
+        if self.cluster_gossip is not None:
+            self.cluster_gossip.heard(peer_id)
+        handler = self.bus_operations.get(op)
+        if handler is None:
+            raise ValueError(f"unknown cluster bus operation {op!r}")
+        return handler(peer_id, op, args)
 
     def next_client_id(self) -> int:
         return next(self._client_ids)
@@ -164,6 +193,57 @@ async def serve_node(node: Node, *, task_status=trio.TASK_STATUS_IGNORED) -> Non
     with listener:
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run_cron)
+            if node.config["cluster-enabled"]:
+                await nursery.start(serve_cluster, node)
             await nursery.start(serve_clients, node, listener)
             log.info("respkv %s ready to accept connections on %s:%d", __version__, node.config["bind"], node.port)
             task_status.started(node.port)
+
+
+def cluster_bus_port(config: Config, client_port: int) -> int:
+    """The bus port to bind: ``cluster-port``, else client port + 10000.
+
+    When the client port was picked by the system (``port 0``) the bus port is
+    too, since ``+ 10000`` of an ephemeral port may be out of range or taken.
+    """
+    if config["cluster-port"]:
+        return config["cluster-port"]
+    if not config["port"]:
+        return 0
+    if client_port + 10000 > 65535:
+        raise ConfigError(f"port {client_port} leaves no room for the bus port (+10000): set cluster-port")
+    return client_port + 10000
+
+
+async def serve_cluster(node: Node, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Run ``node`` as a cluster member until cancelled (see the module doc).
+
+    Reports started once ``node.cluster`` is installed and the bus and gossip run;
+    joining the ``cluster_join`` seeds goes on in the background until one answers.
+    """
+    config = node.config
+    seeds = [parse_address(text) for text in node.cluster_join]
+    node_id = load_or_create_node_id(config["dir"])
+    host = await announce_ip(config["bind"], config["cluster-announce-ip"])
+    bus_socket = await open_listener(config["bind"], cluster_bus_port(config, node.port))
+    with bus_socket:  # closed however this ends (the bus closes it too on exit)
+        bus_port = bus_socket.getsockname()[1]
+        state = ClusterState(
+            Member(node_id, host, node.port, bus_port, config["cluster-weight"]),
+            rf=config["replication-factor"],
+            vnodes=config["cluster-vnodes"],
+            routing=config["cluster-routing"],
+        )
+        bus = ClusterBus(node_id, node.handle_bus)
+        gossip = Gossip(state, bus, node_timeout=config["cluster-node-timeout"] / 1000)
+        for op in GOSSIP_OPERATIONS:
+            node.bus_operations[op] = gossip.handle
+        async with trio.open_nursery() as nursery:
+            await nursery.start(bus.serve, trio.SocketListener(bus_socket))
+            await nursery.start(gossip.run)
+            node.cluster, node.cluster_gossip, node.cluster_bus = state, gossip, bus
+            node.mode = "cluster"
+            if seeds:
+                await nursery.start(gossip.join, seeds)
+            log.info("cluster node %s at %s:%d, bus port %d", node_id, host, node.port, bus_port)
+            task_status.started()

@@ -49,6 +49,12 @@ _ERROR_PATTERN = re.compile(
 )
 
 
+#: What ``redis-benchmark --cluster`` prints on stdout before the CSV header: a
+#: ``Cluster has N master nodes:`` line and one ``Master I: <node-id> <ip>:<port>``
+#: line per master.  Only these, and only before the header, are skipped.
+_CLUSTER_PREAMBLE = re.compile(r"^(Cluster has \d+ master nodes:|Master \d+: [0-9a-f]{40} \S+:\d+)$")
+
+
 class BenchmarkFailed(RuntimeError):
     """A benchmark run did not produce trustworthy numbers."""
 
@@ -90,10 +96,13 @@ def parse_csv(text: str) -> list[dict]:
     """Parse the rows of ``redis-benchmark --csv`` output.
 
     The output is a header line (``"test","rps","avg_latency_ms",...``) followed
-    by one quoted row per test. Any other non-blank line is unexpected and makes
-    the parse fail, because it is usually an error message.
+    by one quoted row per test, after the list of masters that ``--cluster``
+    runs print first. Any other non-blank line is unexpected and makes the parse
+    fail, because it is usually an error message.
     """
     lines = [line for line in text.splitlines() if line.strip()]
+    while lines and _CLUSTER_PREAMBLE.match(lines[0].strip()):
+        lines.pop(0)
     if not lines:
         raise BenchmarkFailed("redis-benchmark printed nothing on stdout")
     reader = csv.reader(io.StringIO("\n".join(lines)))

@@ -51,6 +51,10 @@ class ClusterState:
         #: Gossip counters by message type, for CLUSTER INFO.
         self.messages_sent: dict[str, int] = {}
         self.messages_received: dict[str, int] = {}
+        #: Unix ms per member, for CLUSTER NODES: when the ping now awaiting its
+        #: pong was sent (absent once answered), and when the last pong came.
+        self.ping_sent: dict[str, int] = {}
+        self.pong_received: dict[str, int] = {}
         #: Called with the new topology after every change (bus addresses, logs).
         self.on_change: list[Callable[[Topology], None]] = []
         self.topology: Topology

@@ -25,14 +25,14 @@ HSCAN its cursor before the key and its options only after the key was found.
 
 from __future__ import annotations
 
-from ..errors import OVERFLOW, SYNTAX, WRONGTYPE
+from ..errors import OVERFLOW, SYNTAX
 from ..keyspace.buckets import index_of, pick_distinct, pick_one, pick_repeated
 from ..keyspace.store import TYPE_NAMES
 from ..protocol import reply
 from . import numbers
 from .args import int_arg
 from .keys import COPIERS, ENCODINGS, parse_cursor, parse_scan_options
-from .strings import lookup_read
+from .lookups import read_typed, write_typed
 from .table import CommandError, command
 
 #: A listpack hash turns into a hashtable past this many fields...
@@ -97,17 +97,11 @@ COPIERS[Hash] = _copy_hash
 
 def read_hash(s, key: bytes) -> Hash | None:
     """The hash at ``key`` or None, as a read (counted in keyspace hits/misses)."""
-    value = lookup_read(s, key)
-    if value is not None and value.__class__ is not Hash:
-        raise CommandError(WRONGTYPE)
-    return value
+    return read_typed(s, key, Hash)
 
 
 def _write_lookup(s, key: bytes) -> Hash | None:
-    value = s.ks.get(key)
-    if value is not None and value.__class__ is not Hash:
-        raise CommandError(WRONGTYPE)
-    return value
+    return write_typed(s, key, Hash)
 
 
 def _changed(s, key: bytes, h: Hash, created: bool) -> None:

@@ -28,7 +28,8 @@ from ..keyspace.store import TYPE_NAMES
 from ..protocol import reply
 from . import numbers
 from .args import int_arg
-from .strings import EMBSTR_LIMIT, lookup_read
+from .lookups import lookup_read
+from .strings import EMBSTR_LIMIT
 from .table import CommandError, command, container
 
 _LLONG_MAX = 2**63 - 1

@@ -24,7 +24,7 @@ from collections import deque
 from functools import partial
 from itertools import islice
 
-from ..errors import NO_SUCH_KEY, SYNTAX, WRONGTYPE
+from ..errors import NO_SUCH_KEY, SYNTAX
 from ..keyspace.blocking import WAKE_TYPES, Block, blocking_command, parse_timeout
 from ..keyspace.store import TYPE_NAMES
 from ..net.session import wrong_arity_error
@@ -32,7 +32,7 @@ from ..protocol import reply
 from .args import int_arg
 from .keys import COPIERS, ENCODINGS
 from .numbers import parse_int
-from .strings import lookup_read
+from .lookups import read_typed, write_typed
 from .table import CommandError, command
 
 
@@ -56,18 +56,12 @@ _WHERE = {b"LEFT": True, b"RIGHT": False}  # True: the head
 
 def _list_for_write(s, key: bytes) -> ListValue | None:
     """The list at ``key`` or None; WRONGTYPE for another type (a write lookup)."""
-    value = s.ks.get(key)
-    if value is not None and value.__class__ is not ListValue:
-        raise CommandError(WRONGTYPE)
-    return value
+    return write_typed(s, key, ListValue)
 
 
 def _list_for_read(s, key: bytes) -> ListValue | None:
     """Like :func:`_list_for_write`, counted as a read (keyspace hits/misses)."""
-    value = lookup_read(s, key)
-    if value is not None and value.__class__ is not ListValue:
-        raise CommandError(WRONGTYPE)
-    return value
+    return read_typed(s, key, ListValue)
 
 
 def _where(raw: bytes) -> bool:

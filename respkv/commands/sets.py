@@ -31,7 +31,7 @@ from ..protocol import reply
 from .args import int_arg
 from .keys import COPIERS, ENCODINGS, parse_cursor, parse_scan_options
 from .numbers import parse_int
-from .strings import lookup_read
+from .lookups import read_typed, write_typed
 from .table import CommandError, command
 
 #: An intset turns into a hashtable past this many members.
@@ -120,17 +120,11 @@ COPIERS[Set] = _copy_set
 
 def read_set(s, key: bytes) -> Set | None:
     """The set at ``key`` or None, as a read (counted in keyspace hits/misses)."""
-    value = lookup_read(s, key)
-    if value is not None and value.__class__ is not Set:
-        raise CommandError(WRONGTYPE)
-    return value
+    return read_typed(s, key, Set)
 
 
 def _write_lookup(s, key: bytes) -> Set | None:
-    value = s.ks.get(key)
-    if value is not None and value.__class__ is not Set:
-        raise CommandError(WRONGTYPE)
-    return value
+    return write_typed(s, key, Set)
 
 
 def _lookup_all(s, keys: list[bytes], read: bool) -> list[Set | None]:

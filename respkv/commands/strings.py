@@ -18,6 +18,7 @@ from ..protocol import reply
 from ..protocol.reply import BULK_HEADERS
 from . import numbers
 from .args import int_arg
+from .lookups import lookup_read, read_typed, write_typed
 from .table import CommandError, command
 
 _LLONG_MAX = 2**63 - 1
@@ -97,32 +98,12 @@ def expire_deadline(session, expire, command_name: str) -> int:
 
 def get_string(session, key: bytes) -> bytes | None:
     """The string at ``key`` or None; WRONGTYPE for another type (no statistics)."""
-    value = session.ks.get(key)
-    if value is not None and value.__class__ is not bytes:
-        raise CommandError(WRONGTYPE)
-    return value
-
-
-def lookup_read(session, key: bytes):
-    """The live value at ``key`` (any type) or None, counted as a keyspace hit or miss.
-
-    Redis counts ``keyspace_hits``/``keyspace_misses`` on every read lookup (GET,
-    MGET, EXISTS, TYPE, TTL, ...) but not on lookups made for writing.
-    """
-    value = session.ks.get(key)
-    if value is None:
-        session.node.stats.keyspace_misses += 1
-    else:
-        session.node.stats.keyspace_hits += 1
-    return value
+    return write_typed(session, key, bytes)
 
 
 def read_string(session, key: bytes) -> bytes | None:
     """Like :func:`get_string`, counted as a read lookup."""
-    value = lookup_read(session, key)
-    if value is not None and value.__class__ is not bytes:
-        raise CommandError(WRONGTYPE)
-    return value
+    return read_typed(session, key, bytes)
 
 
 def _bulk_or_null(s, value: bytes | None) -> bytes:

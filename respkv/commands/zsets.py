@@ -33,7 +33,7 @@ from ..protocol import reply
 from . import numbers
 from .args import float_arg, int_arg
 from .keys import COPIERS, ENCODINGS, parse_cursor, parse_scan_options
-from .strings import lookup_read
+from .lookups import lookup_read, read_typed, write_typed
 from .table import CommandError, command
 
 ENCODINGS[SortedSet] = lambda value: value.encoding
@@ -73,18 +73,12 @@ def _command(name: str, summary: str):
 
 def _read(s, key: bytes) -> SortedSet | None:
     """The sorted set at ``key`` for a read command (counted as a keyspace hit/miss)."""
-    value = lookup_read(s, key)
-    if value is not None and value.__class__ is not SortedSet:
-        raise CommandError(WRONGTYPE)
-    return value
+    return read_typed(s, key, SortedSet)
 
 
 def _write(s, key: bytes) -> SortedSet | None:
     """The sorted set at ``key`` for a write command."""
-    value = s.ks.get(key)
-    if value is not None and value.__class__ is not SortedSet:
-        raise CommandError(WRONGTYPE)
-    return value
+    return write_typed(s, key, SortedSet)
 
 
 def _changed(s, key: bytes, zs: SortedSet) -> None:

@@ -25,9 +25,13 @@ from __future__ import annotations
 
 import logging
 import socket
+from binascii import crc_hqx
 
 import trio
 
+from ..cluster.routing import fast_path as cluster_fast_path
+from ..cluster.slots import SLOT_MASK, hash_tag
+from ..commands.cluster import route_request
 from ..commands.table import CloseConnection, CommandError, CommandSpec
 from ..commands.transactions import IMMEDIATE_IN_MULTI
 from ..protocol import reply
@@ -93,6 +97,10 @@ class ClientSession:
         self.watched: set[bytes] = set()
         self.watch_dirty = False
         self.in_exec = False
+        # Cluster connection flags (see commands.cluster): ASKING holds for the next
+        # command only; READONLY lets the connection read from a replica's slots.
+        self.asking = False
+        self.readonly = False
         self.closing = False
         #: The poller serving this session, and the cancel scope of the task that
         #: serves it while a command waits (see net.poller).
@@ -108,13 +116,16 @@ class ClientSession:
 
     def refresh_fast(self) -> None:
         """Recompute whether requests may skip the general checks."""
-        self.fast = self.authenticated and self.multi is None and not self.node.over_maxmemory
+        self.fast = (
+            self.authenticated and self.multi is None and not self.asking and not self.node.over_maxmemory
+        )
 
     def reset(self) -> None:
         """RESET: back to the state of a new connection (RESP2, unnamed, re-auth)."""
         self.proto = RESP2
         self.name = b""
         self.no_evict = False
+        self.asking = self.readonly = False
         self.set_authenticated(not self.node.config["requirepass"])
         for hook in self.node.client_reset_hooks:
             hook(self)
@@ -173,7 +184,14 @@ class ClientSession:
         Returns None when all are done, or ``(batch, index, awaitable)`` when the
         request at ``index`` must wait: the caller awaits it and resumes after it.
         """
-        plain_specs = self.node.table.plain_specs
+        node = self.node
+        cluster = node.cluster
+        if cluster is None:
+            plain_specs = node.table.plain_specs
+            served = None
+        else:
+            # Only keyless and one-key commands, and which slots run here at once.
+            plain_specs, served = cluster_fast_path(node.table, cluster)
         ready_keys = self.node.blocking.ready
         serve_ready = self.node.blocking.serve_ready
         reader = self.reader
@@ -188,11 +206,21 @@ class ClientSession:
             while i < count:
                 args = batch[i]
                 # Fast path: a known, synchronous, non-container command with the
-                # right arity on an authenticated connection outside MULTI.
+                # right arity on an authenticated connection outside MULTI; in
+                # cluster mode, with no key or a key of a slot this node serves.
                 spec = plain_specs.get(args[0])
-                if spec is not None and self.fast:
+                if spec is not None and self.fast and (
+                    served is None
+                    or (position := spec.first_key) <= 0
+                    or (  # the key's slot is served here (key_slot() inlined)
+                        len(args) > position
+                        and served[crc_hqx(hash_tag(key) if 123 in (key := args[position]) else key, 0) & SLOT_MASK]
+                    )
+                ):
                     if spec.run_handler is not None:
-                        # Serves the run of identical pipelined requests from here.
+                        # Serves the run of identical pipelined requests from here.  In
+                        # cluster mode plain_specs holds wrappers that end the run before
+                        # the first key served elsewhere (see cluster.routing.fast_spec).
                         end = spec.run_handler(self, batch, i, out)
                         if end > i:
                             i = end
@@ -294,6 +322,11 @@ class ClientSession:
             return self._reject(wrong_arity_error(spec.name))
         if not self.authenticated and not spec.no_auth:
             return self._reject("NOAUTH Authentication required.")
+        cluster = self.node.cluster
+        if cluster is not None:
+            routed = route_request(self, spec, args, cluster)
+            if routed is not None:  # MOVED & co., or the reply of a forwarded request
+                return routed
         if spec.deny_oom and self.node.over_maxmemory:
             return self._reject("OOM command not allowed when used memory > 'maxmemory'.")
         self.last_spec = spec
@@ -311,6 +344,9 @@ class ClientSession:
         """An error before the command ran; inside MULTI it dooms the transaction."""
         if self.multi is not None:
             self.multi_dirty = True
+        elif self.asking:  # a refused request spends ASKING too, as in Redis
+            self.asking = False
+            self.refresh_fast()
         return reply.error(message)
 
     async def _run_async(self, spec: CommandSpec, args: list[bytes]) -> bytes:

@@ -140,11 +140,15 @@ class PeerLink:
                 nursery.start_soon(self._write_loop, stream)
                 await self._read_loop(stream, reader, nursery)
                 nursery.cancel_scope.cancel()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError, wire.BusProtocolError) as exc:
-            log.debug("link to %s closed: %r", self.peer_id, exc)
-        except OSError as exc:
-            if exc.errno not in (errno.ECONNRESET, errno.EPIPE, errno.EBADF):
-                raise
+        # Errors arrive grouped from the nursery; a broken connection just ends it.
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError, wire.BusProtocolError) as group:
+            log.debug("link to %s closed: %r", self.peer_id, group.exceptions)
+        except* OSError as group:
+            rest = group.subgroup(
+                lambda exc: isinstance(exc, OSError) and exc.errno not in (errno.ECONNRESET, errno.EPIPE, errno.EBADF)
+            )
+            if rest is not None:
+                raise rest
         finally:
             if self.stream is stream:
                 self.stream = None

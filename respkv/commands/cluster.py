@@ -1,0 +1,389 @@
+"""Cluster commands (CLUSTER ..., ASKING, READONLY, READWRITE) and request routing.
+
+Theory of operation
+-------------------
+Stock Redis Cluster clients learn the cluster from ``CLUSTER SLOTS`` (redis-py),
+``CLUSTER NODES`` (redis-benchmark, redis-cli) or ``CLUSTER SHARDS``, and follow
+``MOVED`` replies when a key lives elsewhere.  The replies are rendered by the
+node's current :class:`~respkv.cluster.topology.Topology` (``node.cluster``, a
+:class:`~respkv.cluster.state.ClusterState`); this module only validates arguments
+the way Redis 7.0 does and picks the renderer.  In standalone mode (``node.cluster``
+is None) every command here answers ``ERR This instance has cluster support
+disabled``, as Redis does, after the usual unknown-subcommand and arity checks.
+
+:func:`route_request` is the cluster check of the session's general path (the fast
+path tests ``served`` itself, see :mod:`respkv.cluster.routing`): it finds the slot
+of a request's keys and answers ``CROSSSLOT``, ``CLUSTERDOWN`` or ``MOVED``, or,
+with proxy routing, returns the coroutine that forwards the request to the slot's
+coordinator (:mod:`respkv.cluster.proxy`).  As in Redis, requests queued by
+``MULTI`` are checked when queued (a refused one dooms the transaction) and
+``EXEC`` checks all queued keys together, discarding the transaction on
+``CROSSSLOT`` or a redirection.  With proxy routing, commands of a transaction are
+queued whatever node coordinates their slot, and ``EXEC`` sends ``MULTI``, the
+queue and ``EXEC`` to that node when it is not this one.  ``WATCH`` cannot be
+proxied (a watch lives on a connection, and proxy connections are shared), so it
+answers ``MOVED`` for keys coordinated elsewhere.
+
+Connection flags: ``ASKING`` holds for the next command only (through a whole
+transaction when the next command is ``MULTI``); ``READONLY`` lets the connection
+read keys of slots this node holds a replica of.  Both end with ``RESET``.
+
+``CLUSTER MYSHARDID`` (Redis 7.2) names the shard of the slots this node
+coordinates.  A respkv node is the primary of its own slots, so its shard id is
+derived from its node id (SHA-1 of ``shard:<node id>``): 40 hex digits, stable
+across restarts without being stored, and different from the node id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+
+from ..cluster.proxy import forward
+from ..cluster.routing import (
+    CROSS_SLOT,
+    CROSSSLOT_ERROR,
+    NO_KEYS,
+    place,
+    request_slot,
+    requests_slot,
+)
+from ..cluster.slots import SLOT_COUNT, key_slot
+from ..cluster.state import PROXY
+from ..errors import NOT_INTEGER
+from ..protocol import reply
+from .numbers import parse_int
+from .table import CommandError, command, container
+from .transactions import end_transaction, registry
+
+log = logging.getLogger(__name__)
+
+DISABLED = "ERR This instance has cluster support disabled"
+
+#: Commands after which an ASKING flag survives only if a transaction is open.
+_ENDS_TRANSACTION = frozenset(["exec", "discard"])
+
+
+def _state(s):
+    state = s.node.cluster
+    if state is None:
+        raise CommandError(DISABLED)
+    return state
+
+
+# -- routing -----------------------------------------------------------------------
+
+
+def route_request(s, spec, args, state):
+    """The cluster check of one request on the general path.
+
+    Returns None when the request runs here (or is queued), an error reply
+    (``MOVED``, ``CROSSSLOT``, ``CLUSTERDOWN``), or a coroutine giving the reply of
+    the request forwarded to its slot's coordinator (proxy routing).  Also spends
+    the connection's ``ASKING`` flag, as Redis does after each command.
+    """
+    name = spec.name
+    asking = s.asking
+    if asking and name != "asking" and (name in _ENDS_TRANSACTION or (s.multi is None and name != "multi")):
+        s.asking = False
+        s.refresh_fast()
+    if name == "exec":
+        return None if s.multi is None else _route_exec(s, state, asking)
+    slot = request_slot(spec, args)
+    if slot < 0:
+        return None if slot == NO_KEYS else _refuse(s, CROSSSLOT_ERROR)
+    topology = state.topology
+    where = place(topology, slot, relaxed=asking or (s.readonly and not spec.is_write))
+    if where is None:
+        return None
+    if where.__class__ is bytes:
+        return _refuse(s, where)
+    if state.routing == PROXY and not asking and name != "watch":
+        if s.multi is not None:
+            return None  # queued: EXEC decides where the transaction runs
+        return _forward(s, state, slot, where, [args], exclusive="blocking" in spec.flags)
+    return _refuse(s, topology.moved(slot))
+
+
+def _route_exec(s, state, asking: bool):
+    """EXEC's check: every queued key in one slot, and where that slot runs."""
+    queued = s.multi
+    slot = requests_slot(queued)
+    if slot == NO_KEYS:
+        return None
+    if slot == CROSS_SLOT:
+        return _discard(s, CROSSSLOT_ERROR)
+    writes = any(spec.is_write for spec, _ in queued)
+    topology = state.topology
+    where = place(topology, slot, relaxed=asking or (s.readonly and not writes))
+    if where is None:
+        return None
+    if where.__class__ is bytes:
+        return _discard(s, where)
+    if state.routing == PROXY and not asking:
+        for key in s.watched:
+            s.ks.get(key)  # an expired watched key counts as changed, as in EXEC
+        if s.multi_dirty or s.watch_dirty:
+            return None  # EXEC itself answers EXECABORT or the null array
+        requests = [[b"MULTI"], *[request for _, request in queued], [b"EXEC"]]
+        _discard(s, None)
+        return _forward(s, state, slot, where, requests)
+    return _discard(s, topology.moved(slot))
+
+
+def _refuse(s, error: bytes) -> bytes:
+    """An error before the command ran; inside MULTI it dooms the transaction."""
+    if s.multi is not None:
+        s.multi_dirty = True
+    return error
+
+
+def _discard(s, error):
+    """End the transaction (and its watches) without running it, as Redis's EXEC does."""
+    end_transaction(s)
+    registry(s).unwatch_all(s)
+    return error
+
+
+def _forward(s, state, slot: int, node_id: str, requests: list[list[bytes]], exclusive: bool = False):
+    return forward(s.node, slot, state.address_of(node_id), s.proto.version, requests, exclusive=exclusive)
+
+
+# -- connection flags --------------------------------------------------------------
+
+
+@command("asking", "Signals that a cluster client is following an -ASK redirect.",
+         group="cluster", since="3.0.0")
+def asking(s, args):
+    _state(s)
+    s.asking = True
+    s.fast = False  # the next request must pass route_request, which spends the flag
+    return reply.OK
+
+
+@command("readonly", "Enables read-only queries for a connection to a Redis Cluster replica node.",
+         group="cluster", since="3.0.0")
+def readonly(s, args):
+    _state(s)
+    s.readonly = True
+    return reply.OK
+
+
+@command("readwrite", "Enables read-write queries for a connection to a Redis Cluster replica node.",
+         group="cluster", since="3.0.0")
+def readwrite(s, args):
+    _state(s)
+    s.readonly = False
+    return reply.OK
+
+
+# -- CLUSTER -------------------------------------------------------------------------
+
+container("cluster", "A container for Redis Cluster commands.", group="cluster", since="3.0.0")
+
+
+@command("cluster|slots", "Returns the mapping of cluster slots to nodes.", group="cluster", since="3.0.0")
+def cluster_slots(s, args):
+    return _state(s).topology.encode_cluster_slots(s.proto)
+
+
+@command("cluster|shards", "Returns the mapping of cluster slots to shards.", group="cluster", since="7.0.0")
+def cluster_shards(s, args):
+    return _state(s).topology.encode_cluster_shards(s.proto)
+
+
+@command("cluster|nodes", "Returns the cluster configuration for a node.", group="cluster", since="3.0.0")
+def cluster_nodes(s, args):
+    state = _state(s)
+    return state.topology.encode_cluster_nodes(s.proto, state.ping_sent, state.pong_received)
+
+
+@command("cluster|info", "Returns information about the state of a node.", group="cluster", since="3.0.0")
+def cluster_info(s, args):
+    state = _state(s)
+    return state.topology.encode_cluster_info(s.proto, state.messages_sent, state.messages_received)
+
+
+@command("cluster|keyslot", "Returns the hash slot for a key.", group="cluster", since="3.0.0")
+def cluster_keyslot(s, args):
+    _state(s)
+    return reply.integer(key_slot(args[2]))
+
+
+@command("cluster|myid", "Returns the ID of a node.", group="cluster", since="3.0.0")
+def cluster_myid(s, args):
+    return reply.bulk(_state(s).myself.encode())
+
+
+def shard_id(node_id: str) -> str:
+    """The shard id of the node ``node_id`` (see the module doc)."""
+    return hashlib.sha1(b"shard:" + node_id.encode()).hexdigest()
+
+
+@command("cluster|myshardid", "Returns the shard ID of a node.", group="cluster", since="7.2.0",
+         arity=2, flags=("stale",), acl_categories=("@slow",), keys=(0, 0, 0))
+def cluster_myshardid(s, args):
+    return reply.bulk(shard_id(_state(s).myself).encode())
+
+
+def _slot_arg(raw: bytes) -> int:
+    value = parse_int(raw)
+    if value is None:
+        raise CommandError(NOT_INTEGER)
+    return value
+
+
+@command("cluster|countkeysinslot", "Returns the number of keys in a hash slot.", group="cluster", since="3.0.0")
+def cluster_countkeysinslot(s, args):
+    _state(s)
+    slot = _slot_arg(args[2])
+    if not 0 <= slot < SLOT_COUNT:
+        raise CommandError("ERR Invalid slot")
+    return reply.integer(_count_in_slot(s.ks, slot))
+
+
+@command("cluster|getkeysinslot", "Returns the key names in a hash slot.", group="cluster", since="3.0.0")
+def cluster_getkeysinslot(s, args):
+    _state(s)
+    slot = _slot_arg(args[2])
+    count = _slot_arg(args[3])
+    if not 0 <= slot < SLOT_COUNT or count < 0:
+        raise CommandError("ERR Invalid slot or number of keys")
+    return reply.bulk_array(_keys_in_slot(s.ks, slot, count))
+
+
+def _count_in_slot(ks, slot: int) -> int:
+    counter = getattr(ks, "count_in_slot", None)
+    return counter(slot) if counter is not None else len(ks.slots[slot])
+
+
+def _keys_in_slot(ks, slot: int, count: int) -> list[bytes]:
+    lister = getattr(ks, "keys_in_slot", None)
+    if lister is not None:
+        return list(lister(slot, count))
+    keys = []
+    for key in ks.slots[slot]:
+        if len(keys) >= count:
+            break
+        keys.append(key)
+    return keys
+
+
+@command("cluster|count-failure-reports", "Returns the number of active failure reports active for a node.",
+         group="cluster", since="3.0.0")
+def cluster_count_failure_reports(s, args):
+    state = _state(s)
+    node_id = args[2].decode("latin-1")
+    if not state.membership.is_active(node_id):
+        raise CommandError(f"ERR Unknown node {node_id}")
+    gossip = s.node.cluster_gossip
+    if gossip is None:
+        return reply.ZERO
+    reports = gossip.detector.reports
+    return reply.integer(sum(1 for suspects in reports.values() if node_id in suspects))
+
+
+@command("cluster|links", "Returns a list of all TCP links to and from peer nodes.", group="cluster", since="7.0.0")
+def cluster_links(s, args):
+    """One entry per connected bus link, with Redis 7.0's fields.
+
+    respkv keeps one link per pair of nodes, used both ways: ``direction`` says
+    who opened it (``to``: this node dialed).  Frames leave as soon as they are
+    queued, so the send buffer is reported empty, and the link's creation time is
+    not recorded (0).
+    """
+    state = _state(s)
+    bus = s.node.cluster_bus
+    proto = s.proto
+    entries = []
+    if bus is not None:
+        for peer_id, link in sorted(bus.links.items()):
+            if not link.connected:
+                continue
+            direction = b"to" if link.dialed_by == state.myself else b"from"
+            entries.append(proto.map([
+                (reply.bulk(b"direction"), reply.bulk(direction)),
+                (reply.bulk(b"node"), reply.bulk(peer_id.encode())),
+                (reply.bulk(b"create-time"), reply.integer(0)),
+                (reply.bulk(b"events"), reply.bulk(b"r")),
+                (reply.bulk(b"send-buffer-allocated"), reply.integer(0)),
+                (reply.bulk(b"send-buffer-used"), reply.integer(0)),
+            ]))
+    return reply.array(entries)
+
+
+@command("cluster|meet", "Forces a node to handshake with another node.", group="cluster", since="3.0.0")
+async def cluster_meet(s, args):
+    """Meet the member at ``ip port [bus-port]``; argument errors use Redis's texts.
+
+    Unlike Redis, which answers ``OK`` and handshakes in the background, the reply
+    waits for the meeting: ``OK`` once the member answered, else an error.
+    """
+    _state(s)
+    if len(args) > 5:
+        raise CommandError("ERR unknown subcommand or wrong number of arguments for 'meet'. Try CLUSTER HELP.")
+    ip_text = args[2].decode("latin-1")
+    port = parse_int(args[3])
+    if port is None:
+        raise CommandError(f"ERR Invalid TCP base port specified: {args[3].decode('latin-1')}")
+    bus_port = None
+    if len(args) == 5:
+        bus_port = parse_int(args[4])
+        if bus_port is None:
+            raise CommandError(f"ERR Invalid TCP bus port specified: {args[4].decode('latin-1')}")
+    try:
+        host = str(ipaddress.ip_address(ip_text))
+    except ValueError:
+        host = None
+    if host is None or not 0 < port < 65536 or (bus_port is not None and not 0 < bus_port < 65536):
+        raise CommandError(f"ERR Invalid node address specified: {ip_text}:{args[3].decode('latin-1')}")
+    gossip = s.node.cluster_gossip
+    if gossip is None:
+        raise CommandError("ERR The cluster bus is not running")
+    try:
+        await gossip.meet(host, port, bus_port)
+    except Exception as exc:  # MeetError and whatever the bus raised; never Cancelled
+        log.info("CLUSTER MEET %s:%d failed: %s", host, port, exc)
+        raise CommandError(f"ERR {exc}") from None
+    return reply.OK
+
+
+_CLUSTER_HELP = [
+    "CLUSTER <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "COUNT-FAILURE-REPORTS <node-id>",
+    "    Return number of failure reports for <node-id>.",
+    "COUNTKEYSINSLOT <slot>",
+    "    Return the number of keys in <slot>.",
+    "GETKEYSINSLOT <slot> <count>",
+    "    Return key names stored by current node in a slot.",
+    "INFO",
+    "    Return information about the cluster.",
+    "KEYSLOT <key>",
+    "    Return the hash slot for <key>.",
+    "MEET <ip> <port> [<bus-port>]",
+    "    Connect nodes into a working cluster.",
+    "MYID",
+    "    Return the node id.",
+    "MYSHARDID",
+    "    Return the node's shard id.",
+    "NODES",
+    "    Return cluster configuration seen by node. Output format:",
+    "    <id> <ip:port> <flags> <master> <pings> <pongs> <epoch> <link> <slot> ...",
+    "SLOTS",
+    "    Return information about slots range mappings. Each range is made of:",
+    "    start, end, master and replicas IP addresses, ports and ids",
+    "SHARDS",
+    "    Return information about slot range mappings and the nodes associated with them.",
+    "LINKS",
+    "    Return information about all network links between this node and its peers.",
+    "    Output format is an array where each array element is a map containing attributes of a link",
+    "HELP",
+    "    Prints this help.",
+]
+
+
+@command("cluster|help", "Returns helpful text about the different subcommands.", group="cluster", since="5.0.0")
+def cluster_help(s, args):
+    _state(s)
+    return reply.array([reply.simple(line) for line in _CLUSTER_HELP])

@@ -1,0 +1,395 @@
+"""Throughput of a respkv cluster relative to a Redis Cluster, measured with
+``redis-benchmark --cluster``.
+
+Usage (from the repository root)::
+
+    python -m tools.clusterbench                   # 3-node respkv vs 3-master Redis Cluster
+    python -m tools.clusterbench --reference-only  # Redis Cluster vs Redis Cluster
+
+Both clusters run on this machine at the same time, on free ports: the respkv one
+started by :mod:`respkv.cluster.launcher` exactly as ``respkv cluster up`` starts
+it, the reference one as ``redis-server --cluster-enabled yes`` processes joined
+by ``redis-cli --cluster create ... --cluster-replicas 0``.  ``redis-benchmark
+--cluster`` is pointed at the first node of each; it reads ``CLUSTER NODES``,
+spreads its clients over the masters and tags its keys so that every master gets
+a share.
+
+As with :mod:`tools.bench`, what counts is the ratio of the two throughputs
+measured in one run: the clusters are measured alternately and every measurement
+is repeated, the median is reported, and ``--reference-only`` (a second Redis
+Cluster in respkv's place) shows the noise level.  The tests are the same data as
+:data:`tools.bench.TESTS`; the summaries and the table are :mod:`tools.bench`'s,
+the benchmark runs and result files :mod:`tools.benchlib`'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from respkv.cluster import launcher
+from tools import bench, benchlib
+from tools.bench import TESTS, BenchTest
+from tools.benchlib import BenchmarkFailed
+from tools.procs import ServerProcess, start_redis_server
+
+DEFAULT_NODES = 3
+DEFAULT_TESTS = ("set", "get")
+DEFAULT_PIPELINES = (16,)
+DEFAULT_CLIENTS = bench.DEFAULT_CLIENTS
+DEFAULT_REPEAT = bench.DEFAULT_REPEAT
+WARMUP_REQUESTS = bench.WARMUP_REQUESTS
+#: Seconds either cluster may take to form.
+FORM_TIMEOUT = 90.0
+
+
+# --------------------------------------------------------------------------- #
+# Command line
+# --------------------------------------------------------------------------- #
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.clusterbench",
+        description="Compare a local respkv cluster's throughput with a Redis Cluster's "
+        "using redis-benchmark --cluster.",
+        epilog="Options whose value starts with '-' need the '=' form, "
+        "e.g. --respkv-arg=--some-flag.",
+    )
+    parser.add_argument("--nodes", type=int, default=DEFAULT_NODES,
+                        help=f"nodes (masters) per cluster (default: {DEFAULT_NODES})")
+    parser.add_argument(
+        "--tests", action="append", metavar="LIST",
+        help=f"comma-separated tests (default: {','.join(DEFAULT_TESTS)}; known: {','.join(TESTS)})",
+    )
+    parser.add_argument(
+        "--pipeline", action="append", metavar="LIST",
+        help="comma-separated pipeline depths, redis-benchmark -P "
+        f"(default: {','.join(map(str, DEFAULT_PIPELINES))})",
+    )
+    parser.add_argument("--clients", type=int, default=DEFAULT_CLIENTS,
+                        help=f"parallel connections, redis-benchmark -c (default: {DEFAULT_CLIENTS})")
+    parser.add_argument(
+        "--requests", action="append", metavar="N|P=N",
+        help="requests per run, redis-benchmark -n; N for all depths or P=N for depth P "
+        f"(default: {bench.default_requests(1)} at -P 1, {bench.default_requests(16)} otherwise)",
+    )
+    parser.add_argument("--repeat", type=int, default=DEFAULT_REPEAT,
+                        help=f"runs per cluster and test; the median is reported (default: {DEFAULT_REPEAT})")
+    parser.add_argument("--json", metavar="PATH",
+                        help=f"where to write results (default: {benchlib.RESULTS_DIR}/clusterbench-<timestamp>.json)")
+    parser.add_argument("--rf", type=int, help="respkv replication factor (server default if omitted)")
+    parser.add_argument("--routing", choices=launcher.ROUTINGS,
+                        help="respkv routing (server default if omitted)")
+    parser.add_argument("--respkv-arg", action="append", default=[], metavar="ARG",
+                        help="extra argument for every respkv node (repeatable)")
+    parser.add_argument("--redis-arg", action="append", default=[], metavar="ARG",
+                        help="extra argument for every redis-server (repeatable)")
+    parser.add_argument("--benchmark-args", default="", metavar="STRING",
+                        help="extra redis-benchmark arguments for every run, e.g. \"-r 100000 -d 100\"")
+    parser.add_argument("--reference-only", action="store_true",
+                        help="benchmark a second Redis Cluster in respkv's place (ratios should be ~1.0)")
+    parser.add_argument("--no-warmup", action="store_true",
+                        help="skip the short untimed pass over all tests before measuring")
+    parser.add_argument("--run-timeout", type=float, default=600.0, metavar="SECONDS",
+                        help="give up on a single redis-benchmark run after this long (default: 600)")
+    return parser
+
+
+@dataclass
+class Config:
+    nodes: int
+    tests: list[BenchTest]
+    pipelines: list[int]
+    clients: int
+    requests_for: Callable[[int], int]
+    repeat: int
+    json_path: str
+    rf: int | None
+    routing: str | None
+    respkv_args: list[str]
+    redis_args: list[str]
+    benchmark_args: list[str]
+    reference_only: bool
+    warmup: bool
+    run_timeout: float
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    names = bench._split_list(ns.tests) or list(DEFAULT_TESTS)
+    unknown = [n for n in names if n.lower() not in TESTS]
+    if unknown:
+        parser.error(f"unknown test(s) {', '.join(unknown)}; known: {', '.join(TESTS)}")
+    try:
+        pipelines = [int(p) for p in bench._split_list(ns.pipeline)] or list(DEFAULT_PIPELINES)
+    except ValueError:
+        parser.error("--pipeline takes integers")
+    if any(p < 1 for p in pipelines):
+        parser.error("--pipeline depths must be at least 1")
+    if ns.nodes < 3:
+        parser.error("--nodes must be at least 3 (redis-cli --cluster create needs 3 masters)")
+    if ns.clients < 1 or ns.repeat < 1:
+        parser.error("--clients and --repeat must be at least 1")
+    if ns.reference_only and (ns.respkv_arg or ns.rf is not None or ns.routing is not None):
+        parser.error("--respkv-arg, --rf and --routing make no sense with --reference-only")
+    return Config(
+        nodes=ns.nodes,
+        tests=[TESTS[n.lower()] for n in dict.fromkeys(names)],
+        pipelines=list(dict.fromkeys(pipelines)),
+        clients=ns.clients,
+        requests_for=bench.parse_requests(ns.requests),
+        repeat=ns.repeat,
+        json_path=ns.json or benchlib.default_json_path("clusterbench"),
+        rf=ns.rf,
+        routing=ns.routing,
+        respkv_args=ns.respkv_arg,
+        redis_args=ns.redis_arg,
+        benchmark_args=shlex.split(ns.benchmark_args),
+        reference_only=ns.reference_only,
+        warmup=not ns.no_warmup,
+        run_timeout=ns.run_timeout,
+    )
+
+
+# --------------------------------------------------------------------------- #
+# The two clusters
+# --------------------------------------------------------------------------- #
+
+
+@dataclass
+class ClusterSide:
+    """One of the two clusters being compared."""
+
+    #: ``target`` (respkv, normally) or ``reference`` (Redis Cluster).
+    role: str
+    name: str
+    #: Every node; the first is the one redis-benchmark connects to.
+    servers: list[ServerProcess]
+    stop: Callable[[], None] = field(repr=False)
+
+    @property
+    def entry(self) -> ServerProcess:
+        return self.servers[0]
+
+    def describe(self) -> dict:
+        return {"name": self.name,
+                "nodes": [{"port": s.port, "argv": list(s.proc.args)} for s in self.servers]}
+
+
+def _wait_formed(ports: list[int], timeout: float) -> None:
+    """Wait until every node says ``cluster_state:ok`` and knows all the others."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = {}
+        for port in ports:
+            try:
+                info = launcher.parse_info(benchlib.command(port, "CLUSTER", "INFO", timeout=5))
+                states[port] = (info.get("cluster_state"), info.get("cluster_known_nodes"))
+            except (OSError, BenchmarkFailed) as exc:
+                states[port] = (str(exc), None)
+        if all(s == ("ok", str(len(ports))) for s in states.values()):
+            return
+        if time.monotonic() >= deadline:
+            raise BenchmarkFailed(f"Redis Cluster did not form within {timeout:.0f}s: {states}")
+        time.sleep(0.1)
+
+
+def start_redis_cluster(role: str, name: str, nodes: int, extra: list[str]) -> ClusterSide:
+    """``nodes`` redis-servers in cluster mode, joined by ``redis-cli --cluster create``."""
+    servers: list[ServerProcess] = []
+
+    def stop() -> None:
+        for server in servers:
+            server.stop()
+
+    try:
+        for _ in range(nodes):
+            servers.append(benchlib.start_server(
+                "redis-server", start_redis_server,
+                ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                 "--cluster-node-timeout", "5000", *extra],
+            ))
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise BenchmarkFailed("redis-cli is not installed (it comes with redis-tools)")
+        argv = [cli, "--cluster", "create", *(f"127.0.0.1:{s.port}" for s in servers),
+                "--cluster-replicas", "0", "--cluster-yes"]
+        try:
+            out = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                 timeout=FORM_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise BenchmarkFailed(f"{' '.join(argv)} did not finish within {FORM_TIMEOUT:.0f}s") from None
+        if out.returncode != 0 or "All 16384 slots covered" not in out.stdout:
+            raise BenchmarkFailed(f"{' '.join(argv)} failed (exit {out.returncode}):\n"
+                                  f"{(out.stdout + out.stderr)[-2000:]}")
+        _wait_formed([s.port for s in servers], FORM_TIMEOUT)
+    except BaseException:
+        stop()
+        raise
+    return ClusterSide(role, name, servers, stop)
+
+
+def start_respkv_cluster(role: str, name: str, cfg: Config) -> ClusterSide:
+    """A local respkv cluster from :func:`respkv.cluster.launcher.up` in a temporary
+    directory (removed again by ``stop``)."""
+    workdir = tempfile.mkdtemp(prefix="respkv-cluster-")
+    try:
+        cluster = launcher.up(workdir, cfg.nodes, 0, rf=cfg.rf, routing=cfg.routing,
+                              server_args=cfg.respkv_args, timeout=FORM_TIMEOUT)
+    except launcher.LauncherError as exc:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise BenchmarkFailed(f"could not start the respkv cluster: {exc}") from None
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    # Named "node" so that benchlib finds each node's log as <dir>/node.log.
+    servers = [ServerProcess("node", n.port, cluster.process(n.index), n.dir, _owns_workdir=False)
+               for n in cluster.nodes]
+
+    def stop() -> None:
+        try:
+            cluster.stop()
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    return ClusterSide(role, name, servers, stop)
+
+
+def start_sides(cfg: Config) -> tuple[ClusterSide, ClusterSide]:
+    if cfg.reference_only:
+        target = start_redis_cluster("target", "redis-cluster(as target)", cfg.nodes, cfg.redis_args)
+    else:
+        target = start_respkv_cluster("target", "respkv-cluster", cfg)
+    try:
+        reference = start_redis_cluster("reference", "redis-cluster", cfg.nodes, cfg.redis_args)
+    except BaseException:
+        target.stop()
+        raise
+    return target, reference
+
+
+# --------------------------------------------------------------------------- #
+# Running
+# --------------------------------------------------------------------------- #
+
+
+def benchmark_args(cfg: Config, test: BenchTest, pipeline: int, requests: int) -> list[str]:
+    return [
+        "--cluster", "-c", str(cfg.clients), "-n", str(requests), "-P", str(pipeline),
+        *test.benchmark_args(), *cfg.benchmark_args,
+    ]
+
+
+def run(cfg: Config, record: dict) -> None:
+    """Start both clusters, measure alternately, and fill ``record`` in place (so
+    whatever was measured before a failure still reaches the results file)."""
+    target, reference = start_sides(cfg)
+    sides = (target, reference)
+    record["sides"] = {s.role: s.describe() for s in sides}
+    servers = [server for side in sides for server in side.servers]
+    warnings: set[str] = set()
+    try:
+        if cfg.warmup:
+            bench.log("warm-up: every test once on each cluster")
+            for test in cfg.tests:
+                for side in sides:
+                    result = benchlib.run_redis_benchmark(
+                        side.entry, benchmark_args(cfg, test, 1, WARMUP_REQUESTS),
+                        watch=servers, timeout=cfg.run_timeout,
+                    )
+                    result.row(test.label)
+                    warnings.update(f"{side.name}: {w}" for w in result.warnings)
+
+        cells = {}
+        for test in cfg.tests:
+            for pipeline in cfg.pipelines:
+                cell = {"test": test.name, "label": test.label, "pipeline": pipeline,
+                        "clients": cfg.clients, "requests": cfg.requests_for(pipeline),
+                        "samples": []}
+                record["results"].append(cell)
+                cells[test.name, pipeline] = cell
+
+        total = cfg.repeat * len(cells) * 2
+        done = 0
+        for round_no in range(1, cfg.repeat + 1):
+            for (name, pipeline), cell in cells.items():
+                test = TESTS[name]
+                args = benchmark_args(cfg, test, pipeline, cell["requests"])
+                for side in sides:
+                    result = benchlib.run_redis_benchmark(
+                        side.entry, args, watch=servers, timeout=cfg.run_timeout)
+                    row = result.row(test.label)
+                    warnings.update(f"{side.name}: {w}" for w in result.warnings)
+                    cell["samples"].append({"round": round_no, "role": side.role,
+                                            "seconds": round(result.seconds, 3), **row})
+                    done += 1
+                    bench.log(f"[{done}/{total}] round {round_no} {name} -P {pipeline} "
+                              f"{side.name}: {row['rps']:.0f} rps")
+                bench.summarize(cell)
+        benchlib.check_alive(servers)
+    finally:
+        record["warnings"] = sorted(warnings)
+        for side in sides:
+            side.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    record: dict = {
+        "kind": "clusterbench",
+        "started_at": benchlib.timestamp(),
+        "command": ["python", "-m", "tools.clusterbench", *(sys.argv[1:] if argv is None else argv)],
+        "config": {
+            "nodes": cfg.nodes,
+            "tests": [t.name for t in cfg.tests],
+            "pipelines": cfg.pipelines,
+            "clients": cfg.clients,
+            "requests": {str(p): cfg.requests_for(p) for p in cfg.pipelines},
+            "repeat": cfg.repeat,
+            "rf": cfg.rf,
+            "routing": cfg.routing,
+            "respkv_args": cfg.respkv_args,
+            "redis_args": cfg.redis_args,
+            "benchmark_args": cfg.benchmark_args,
+            "reference_only": cfg.reference_only,
+            "warmup": cfg.warmup,
+        },
+        "machine": benchlib.machine_info(),
+        "ratio_is": "target median rps / reference median rps (higher is better for the target)",
+        "results": [],
+    }
+    started = time.monotonic()
+    status = 0
+    try:
+        run(cfg, record)
+    except BenchmarkFailed as exc:
+        record["error"] = str(exc)
+        bench.log(f"FAILED: {exc}")
+        status = 1
+    except KeyboardInterrupt:
+        record["error"] = "interrupted"
+        bench.log("interrupted")
+        status = 130
+    finally:
+        record["finished_at"] = benchlib.timestamp()
+        record["wall_seconds"] = round(time.monotonic() - started, 1)
+        benchlib.write_json(cfg.json_path, record)
+    if "sides" in record:
+        bench.print_table(record)
+    for warning in record.get("warnings", []):
+        bench.log(f"warning: {warning}")
+    bench.log(f"results written to {cfg.json_path}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
