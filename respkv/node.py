@@ -34,7 +34,8 @@ from .cluster.gossip import OPERATIONS as GOSSIP_OPERATIONS
 from .cluster.gossip import Gossip, announce_ip, parse_address
 from .cluster.identity import load_or_create_node_id
 from .cluster.membership import Member
-from .cluster.state import ClusterState
+from .cluster.proxy import proxy_pool
+from .cluster.state import PROXY, ClusterState
 from .config import Config, ConfigError
 from .keyspace.blocking import BlockingRegistry
 from .keyspace.store import Keyspace
@@ -91,6 +92,8 @@ class Node:
         self.client_closed_hooks.append(self.blocking.forget)
         #: Cluster mode (see :func:`serve_cluster`); all None when standalone.
         self.cluster: ClusterState | None = None
+        #: Connections forwarding requests to coordinators (``--routing proxy``).
+        self.cluster_proxy = None
         self.cluster_gossip: Gossip | None = None
         self.cluster_bus: ClusterBus | None = None
         #: ``HOST:PORT[@BUSPORT]`` client addresses of members to join at start.
@@ -241,6 +244,8 @@ async def serve_cluster(node: Node, *, task_status=trio.TASK_STATUS_IGNORED) -> 
         async with trio.open_nursery() as nursery:
             await nursery.start(bus.serve, trio.SocketListener(bus_socket))
             await nursery.start(gossip.run)
+            if state.routing == PROXY:  # the forwarding connections live in this nursery
+                await nursery.start(proxy_pool(node).run)
             node.cluster, node.cluster_gossip, node.cluster_bus = state, gossip, bus
             node.mode = "cluster"
             if seeds:

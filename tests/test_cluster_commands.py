@@ -795,6 +795,11 @@ def test_cluster_meet_links_and_routing_between_cluster_members(tmp_path_factory
         assert set(fields) == {b"direction", b"node", b"create-time", b"events",
                                b"send-buffer-allocated", b"send-buffer-used"}
         assert ra.execute_command("CLUSTER COUNT-FAILURE-REPORTS", state_b.myself) == 0
+        pipe = ra.pipeline(transaction=True)
+        pipe.execute_command("CLUSTER MEET", "127.0.0.1", b.port, bus_b)
+        pipe.ping()
+        meet_reply, pong = pipe.execute(raise_on_error=False)
+        assert str(meet_reply) == "CLUSTER MEET cannot run inside a transaction" and pong is True
 
         deadline = time.monotonic() + 10
         while not state_b.membership.is_active(state_a.myself):  # gossip tells b about a

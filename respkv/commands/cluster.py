@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 
 DISABLED = "ERR This instance has cluster support disabled"
 
-#: Commands after which an ASKING flag survives only if a transaction is open.
+#: Commands ending a transaction, and with it an ASKING flag held through it.
 _ENDS_TRANSACTION = frozenset(["exec", "discard"])
 
 
@@ -84,22 +84,22 @@ def route_request(s, spec, args, state):
     the connection's ``ASKING`` flag, as Redis does after each command.
     """
     name = spec.name
-    asking = s.asking
-    if asking and name != "asking" and (name in _ENDS_TRANSACTION or (s.multi is None and name != "multi")):
+    was_asking = s.asking
+    if was_asking and name != "asking" and (name in _ENDS_TRANSACTION or (s.multi is None and name != "multi")):
         s.asking = False
         s.refresh_fast()
     if name == "exec":
-        return None if s.multi is None else _route_exec(s, state, asking)
+        return None if s.multi is None else _route_exec(s, state, was_asking)
     slot = request_slot(spec, args)
     if slot < 0:
         return None if slot == NO_KEYS else _refuse(s, CROSSSLOT_ERROR)
     topology = state.topology
-    where = place(topology, slot, relaxed=asking or (s.readonly and not spec.is_write))
+    where = place(topology, slot, relaxed=was_asking or (s.readonly and not spec.is_write))
     if where is None:
         return None
     if where.__class__ is bytes:
         return _refuse(s, where)
-    if state.routing == PROXY and not asking and name != "watch":
+    if state.routing == PROXY and not was_asking and name != "watch":
         if s.multi is not None:
             return None  # queued: EXEC decides where the transaction runs
         return _forward(s, state, slot, where, [args], exclusive="blocking" in spec.flags)
@@ -107,7 +107,11 @@ def route_request(s, spec, args, state):
 
 
 def _route_exec(s, state, asking: bool):
-    """EXEC's check: every queued key in one slot, and where that slot runs."""
+    """EXEC's check: every queued key in one slot, and where that slot runs.
+
+    ``asking``: the connection sent ASKING before MULTI (served as any ASKING
+    request: here if this node holds the slot, never forwarded).
+    """
     queued = s.multi
     slot = requests_slot(queued)
     if slot == NO_KEYS:
@@ -240,7 +244,7 @@ def cluster_countkeysinslot(s, args):
     slot = _slot_arg(args[2])
     if not 0 <= slot < SLOT_COUNT:
         raise CommandError("ERR Invalid slot")
-    return reply.integer(_count_in_slot(s.ks, slot))
+    return reply.integer(s.ks.count_in_slot(slot))
 
 
 @command("cluster|getkeysinslot", "Returns the key names in a hash slot.", group="cluster", since="3.0.0")
@@ -250,24 +254,9 @@ def cluster_getkeysinslot(s, args):
     count = _slot_arg(args[3])
     if not 0 <= slot < SLOT_COUNT or count < 0:
         raise CommandError("ERR Invalid slot or number of keys")
-    return reply.bulk_array(_keys_in_slot(s.ks, slot, count))
+    return reply.bulk_array(s.ks.keys_in_slot(slot, count))
 
 
-def _count_in_slot(ks, slot: int) -> int:
-    counter = getattr(ks, "count_in_slot", None)
-    return counter(slot) if counter is not None else len(ks.slots[slot])
-
-
-def _keys_in_slot(ks, slot: int, count: int) -> list[bytes]:
-    lister = getattr(ks, "keys_in_slot", None)
-    if lister is not None:
-        return list(lister(slot, count))
-    keys = []
-    for key in ks.slots[slot]:
-        if len(keys) >= count:
-            break
-        keys.append(key)
-    return keys
 
 
 @command("cluster|count-failure-reports", "Returns the number of active failure reports active for a node.",
@@ -318,7 +307,8 @@ async def cluster_meet(s, args):
     """Meet the member at ``ip port [bus-port]``; argument errors use Redis's texts.
 
     Unlike Redis, which answers ``OK`` and handshakes in the background, the reply
-    waits for the meeting: ``OK`` once the member answered, else an error.
+    waits for the meeting: ``OK`` once the member answered, else an error.  So it
+    cannot run inside ``MULTI``/``EXEC``, where nothing may wait.
     """
     _state(s)
     if len(args) > 5:
@@ -341,6 +331,8 @@ async def cluster_meet(s, args):
     gossip = s.node.cluster_gossip
     if gossip is None:
         raise CommandError("ERR The cluster bus is not running")
+    if s.in_exec:  # EXEC runs its commands without waiting, and meeting waits
+        raise CommandError("ERR CLUSTER MEET cannot run inside a transaction")
     try:
         await gossip.meet(host, port, bus_port)
     except Exception as exc:  # MeetError and whatever the bus raised; never Cancelled
