@@ -42,7 +42,8 @@ class BenchSession:
     def __init__(self, keyspace: Keyspace) -> None:
         self.ks = keyspace
         self.proto = RESP2
-        self.node = SimpleNamespace(stats=SimpleNamespace(keyspace_hits=0, keyspace_misses=0))
+        self.stats = SimpleNamespace(keyspace_hits=0, keyspace_misses=0)
+        self.node = SimpleNamespace(stats=self.stats)
 
 
 def member(i: int) -> bytes:
