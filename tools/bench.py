@@ -147,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Options whose value starts with '-' need the '=' form, "
         "e.g. --respkv-arg=--some-flag.",
     )
+    add_run_options(parser)
+    benchlib.add_common_options(parser, "bench")
+    return parser
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """What to run: tests, depths, clients, requests, repeats (shared with clusterbench)."""
     parser.add_argument(
         "--tests", action="append", metavar="LIST",
         help=f"comma-separated tests (default: {','.join(DEFAULT_TESTS)}; "
@@ -171,34 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"runs per server and test; the median is reported (default: {DEFAULT_REPEAT})",
     )
     parser.add_argument(
-        "--json", metavar="PATH",
-        help=f"where to write results (default: {benchlib.RESULTS_DIR}/bench-<timestamp>.json)",
-    )
-    parser.add_argument(
-        "--respkv-arg", action="append", default=[], metavar="ARG",
-        help="extra argument for the respkv node (repeatable)",
-    )
-    parser.add_argument(
-        "--redis-arg", action="append", default=[], metavar="ARG",
-        help="extra argument for redis-server (repeatable)",
-    )
-    parser.add_argument(
         "--benchmark-args", default="", metavar="STRING",
         help="extra redis-benchmark arguments for every run, e.g. \"-r 100000 -d 100\"",
-    )
-    parser.add_argument(
-        "--reference-only", action="store_true",
-        help="benchmark a second redis-server in respkv's place (ratios should be ~1.0)",
     )
     parser.add_argument(
         "--no-warmup", action="store_true",
         help="skip the short untimed pass over all tests before measuring",
     )
-    parser.add_argument(
-        "--run-timeout", type=float, default=600.0, metavar="SECONDS",
-        help="give up on a single redis-benchmark run after this long (default: 600)",
-    )
-    return parser
 
 
 @dataclass
@@ -220,6 +206,14 @@ class Config:
 def parse_args(argv: list[str] | None = None) -> Config:
     parser = build_parser()
     ns = parser.parse_args(argv)
+    if ns.reference_only and ns.respkv_arg:
+        parser.error("--respkv-arg makes no sense with --reference-only")
+    return Config(**run_settings(parser, ns, "bench"))
+
+
+def run_settings(parser: argparse.ArgumentParser, ns: argparse.Namespace, kind: str) -> dict:
+    """Validate the options of :func:`add_run_options` and ``add_common_options``;
+    return them as the keyword arguments of a driver's ``Config``."""
     names = _split_list(ns.tests) or list(DEFAULT_TESTS)
     unknown = [n for n in names if n.lower() not in TESTS]
     if unknown:
@@ -232,15 +226,13 @@ def parse_args(argv: list[str] | None = None) -> Config:
         parser.error("--pipeline depths must be at least 1")
     if ns.clients < 1 or ns.repeat < 1:
         parser.error("--clients and --repeat must be at least 1")
-    if ns.reference_only and ns.respkv_arg:
-        parser.error("--respkv-arg makes no sense with --reference-only")
-    return Config(
+    return dict(
         tests=[TESTS[n.lower()] for n in dict.fromkeys(names)],
         pipelines=list(dict.fromkeys(pipelines)),
         clients=ns.clients,
         requests_for=parse_requests(ns.requests),
         repeat=ns.repeat,
-        json_path=ns.json or benchlib.default_json_path("bench"),
+        json_path=ns.json or benchlib.default_json_path(kind),
         respkv_args=ns.respkv_arg,
         redis_args=ns.redis_arg,
         benchmark_args=shlex.split(ns.benchmark_args),

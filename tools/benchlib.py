@@ -380,3 +380,29 @@ def format_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str
     lines = [render(text_rows[0]), render(["-" * w for w in widths])]
     lines.extend(render(r) for r in text_rows[1:])
     return "\n".join(lines)
+
+
+def add_common_options(parser, kind: str) -> None:
+    """Options every benchmark driver has: results file, extra server arguments,
+    the reference-only mode (a second reference server in respkv's place, whose
+    ratios show the machine's noise) and the per-run time limit."""
+    parser.add_argument(
+        "--json", metavar="PATH",
+        help=f"where to write results (default: {RESULTS_DIR}/{kind}-<timestamp>.json)",
+    )
+    parser.add_argument(
+        "--respkv-arg", action="append", default=[], metavar="ARG",
+        help="extra argument for the respkv node(s) (repeatable)",
+    )
+    parser.add_argument(
+        "--redis-arg", action="append", default=[], metavar="ARG",
+        help="extra argument for redis-server (repeatable)",
+    )
+    parser.add_argument(
+        "--reference-only", action="store_true",
+        help="measure a second reference server in respkv's place (ratios should be ~1.0)",
+    )
+    parser.add_argument(
+        "--run-timeout", type=float, default=600.0, metavar="SECONDS",
+        help="give up on a single redis-benchmark run after this long (default: 600)",
+    )

@@ -25,7 +25,6 @@ the benchmark runs and result files :mod:`tools.benchlib`'s.
 from __future__ import annotations
 
 import argparse
-import shlex
 import shutil
 import subprocess
 import sys
@@ -65,41 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--nodes", type=int, default=DEFAULT_NODES,
                         help=f"nodes (masters) per cluster (default: {DEFAULT_NODES})")
-    parser.add_argument(
-        "--tests", action="append", metavar="LIST",
-        help=f"comma-separated tests (default: {','.join(DEFAULT_TESTS)}; known: {','.join(TESTS)})",
-    )
-    parser.add_argument(
-        "--pipeline", action="append", metavar="LIST",
-        help="comma-separated pipeline depths, redis-benchmark -P "
-        f"(default: {','.join(map(str, DEFAULT_PIPELINES))})",
-    )
-    parser.add_argument("--clients", type=int, default=DEFAULT_CLIENTS,
-                        help=f"parallel connections, redis-benchmark -c (default: {DEFAULT_CLIENTS})")
-    parser.add_argument(
-        "--requests", action="append", metavar="N|P=N",
-        help="requests per run, redis-benchmark -n; N for all depths or P=N for depth P "
-        f"(default: {bench.default_requests(1)} at -P 1, {bench.default_requests(16)} otherwise)",
-    )
-    parser.add_argument("--repeat", type=int, default=DEFAULT_REPEAT,
-                        help=f"runs per cluster and test; the median is reported (default: {DEFAULT_REPEAT})")
-    parser.add_argument("--json", metavar="PATH",
-                        help=f"where to write results (default: {benchlib.RESULTS_DIR}/clusterbench-<timestamp>.json)")
     parser.add_argument("--rf", type=int, help="respkv replication factor (server default if omitted)")
     parser.add_argument("--routing", choices=launcher.ROUTINGS,
                         help="respkv routing (server default if omitted)")
-    parser.add_argument("--respkv-arg", action="append", default=[], metavar="ARG",
-                        help="extra argument for every respkv node (repeatable)")
-    parser.add_argument("--redis-arg", action="append", default=[], metavar="ARG",
-                        help="extra argument for every redis-server (repeatable)")
-    parser.add_argument("--benchmark-args", default="", metavar="STRING",
-                        help="extra redis-benchmark arguments for every run, e.g. \"-r 100000 -d 100\"")
-    parser.add_argument("--reference-only", action="store_true",
-                        help="benchmark a second Redis Cluster in respkv's place (ratios should be ~1.0)")
-    parser.add_argument("--no-warmup", action="store_true",
-                        help="skip the short untimed pass over all tests before measuring")
-    parser.add_argument("--run-timeout", type=float, default=600.0, metavar="SECONDS",
-                        help="give up on a single redis-benchmark run after this long (default: 600)")
+    bench.add_run_options(parser)
+    benchlib.add_common_options(parser, "clusterbench")
     return parser
 
 
@@ -125,39 +94,11 @@ class Config:
 def parse_args(argv: list[str] | None = None) -> Config:
     parser = build_parser()
     ns = parser.parse_args(argv)
-    names = bench._split_list(ns.tests) or list(DEFAULT_TESTS)
-    unknown = [n for n in names if n.lower() not in TESTS]
-    if unknown:
-        parser.error(f"unknown test(s) {', '.join(unknown)}; known: {', '.join(TESTS)}")
-    try:
-        pipelines = [int(p) for p in bench._split_list(ns.pipeline)] or list(DEFAULT_PIPELINES)
-    except ValueError:
-        parser.error("--pipeline takes integers")
-    if any(p < 1 for p in pipelines):
-        parser.error("--pipeline depths must be at least 1")
     if ns.nodes < 3:
         parser.error("--nodes must be at least 3 (redis-cli --cluster create needs 3 masters)")
-    if ns.clients < 1 or ns.repeat < 1:
-        parser.error("--clients and --repeat must be at least 1")
     if ns.reference_only and (ns.respkv_arg or ns.rf is not None or ns.routing is not None):
         parser.error("--respkv-arg, --rf and --routing make no sense with --reference-only")
-    return Config(
-        nodes=ns.nodes,
-        tests=[TESTS[n.lower()] for n in dict.fromkeys(names)],
-        pipelines=list(dict.fromkeys(pipelines)),
-        clients=ns.clients,
-        requests_for=bench.parse_requests(ns.requests),
-        repeat=ns.repeat,
-        json_path=ns.json or benchlib.default_json_path("clusterbench"),
-        rf=ns.rf,
-        routing=ns.routing,
-        respkv_args=ns.respkv_arg,
-        redis_args=ns.redis_arg,
-        benchmark_args=shlex.split(ns.benchmark_args),
-        reference_only=ns.reference_only,
-        warmup=not ns.no_warmup,
-        run_timeout=ns.run_timeout,
-    )
+    return Config(nodes=ns.nodes, rf=ns.rf, routing=ns.routing, **bench.run_settings(parser, ns, "clusterbench"))
 
 
 # --------------------------------------------------------------------------- #

@@ -46,22 +46,6 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default: \"{DEFAULT_BENCHMARK_ARGS}\")",
     )
     parser.add_argument(
-        "--json", metavar="PATH",
-        help=f"where to write results (default: {benchlib.RESULTS_DIR}/membench-<timestamp>.json)",
-    )
-    parser.add_argument(
-        "--respkv-arg", action="append", default=[], metavar="ARG",
-        help="extra argument for the respkv node (repeatable)",
-    )
-    parser.add_argument(
-        "--redis-arg", action="append", default=[], metavar="ARG",
-        help="extra argument for redis-server (repeatable)",
-    )
-    parser.add_argument(
-        "--reference-only", action="store_true",
-        help="measure a second redis-server in respkv's place (ratio should be ~1.0)",
-    )
-    parser.add_argument(
         "--settle", type=float, default=1.0, metavar="SECONDS",
         help="wait this long before each memory reading (default: 1.0)",
     )
@@ -69,10 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--fail-above", type=float, metavar="RATIO",
         help="exit with status 2 when the ratio is above RATIO (e.g. 1.5)",
     )
-    parser.add_argument(
-        "--run-timeout", type=float, default=600.0, metavar="SECONDS",
-        help="give up on the redis-benchmark run after this long (default: 600)",
-    )
+    benchlib.add_common_options(parser, "membench")
     return parser
 
 
