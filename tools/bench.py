@@ -407,11 +407,21 @@ def print_table(record: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
+    return drive("bench", argv, cfg, run)
+
+
+def drive(kind: str, argv: list[str] | None, cfg, run_all, **extra_config) -> int:
+    """Run ``run_all(cfg, record)``, then write the JSON record and print the table.
+
+    Shared by the throughput drivers; ``extra_config`` adds driver-specific settings
+    to the record.  Returns the exit status (1 when a run failed).
+    """
     record: dict = {
-        "kind": "bench",
+        "kind": kind,
         "started_at": benchlib.timestamp(),
-        "command": ["python", "-m", "tools.bench", *(sys.argv[1:] if argv is None else argv)],
+        "command": ["python", "-m", f"tools.{kind}", *(sys.argv[1:] if argv is None else argv)],
         "config": {
+            **extra_config,
             "tests": [t.name for t in cfg.tests],
             "pipelines": cfg.pipelines,
             "clients": cfg.clients,
@@ -430,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     status = 0
     try:
-        run(cfg, record)
+        run_all(cfg, record)
     except BenchmarkFailed as exc:
         record["error"] = str(exc)
         log(f"FAILED: {exc}")

@@ -285,51 +285,7 @@ def run(cfg: Config, record: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
-    record: dict = {
-        "kind": "clusterbench",
-        "started_at": benchlib.timestamp(),
-        "command": ["python", "-m", "tools.clusterbench", *(sys.argv[1:] if argv is None else argv)],
-        "config": {
-            "nodes": cfg.nodes,
-            "tests": [t.name for t in cfg.tests],
-            "pipelines": cfg.pipelines,
-            "clients": cfg.clients,
-            "requests": {str(p): cfg.requests_for(p) for p in cfg.pipelines},
-            "repeat": cfg.repeat,
-            "rf": cfg.rf,
-            "routing": cfg.routing,
-            "respkv_args": cfg.respkv_args,
-            "redis_args": cfg.redis_args,
-            "benchmark_args": cfg.benchmark_args,
-            "reference_only": cfg.reference_only,
-            "warmup": cfg.warmup,
-        },
-        "machine": benchlib.machine_info(),
-        "ratio_is": "target median rps / reference median rps (higher is better for the target)",
-        "results": [],
-    }
-    started = time.monotonic()
-    status = 0
-    try:
-        run(cfg, record)
-    except BenchmarkFailed as exc:
-        record["error"] = str(exc)
-        bench.log(f"FAILED: {exc}")
-        status = 1
-    except KeyboardInterrupt:
-        record["error"] = "interrupted"
-        bench.log("interrupted")
-        status = 130
-    finally:
-        record["finished_at"] = benchlib.timestamp()
-        record["wall_seconds"] = round(time.monotonic() - started, 1)
-        benchlib.write_json(cfg.json_path, record)
-    if "sides" in record:
-        bench.print_table(record)
-    for warning in record.get("warnings", []):
-        bench.log(f"warning: {warning}")
-    bench.log(f"results written to {cfg.json_path}")
-    return status
+    return bench.drive("clusterbench", argv, cfg, run, nodes=cfg.nodes, rf=cfg.rf, routing=cfg.routing)
 
 
 if __name__ == "__main__":
