@@ -142,8 +142,21 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in [
               doc="This node's share of the ring relative to other members (tokens = weight x cluster-vnodes)."),
     Directive("cluster-vnodes", 1024, _parse_int, mutable=False, minimum=1, maximum=16384,
               doc="Ring tokens per unit of weight; every member must use the same value (MEET refuses others)."),
-    Directive("replication-factor", 1, _parse_int, mutable=False, minimum=1, maximum=16,
-              doc="Nodes in each slot's preference list (master and replicas), capped at the member count."),
+    Directive("replication-factor", 3, _parse_int, mutable=False, minimum=1, maximum=16,
+              doc="N: nodes in each slot's preference list (coordinator and replicas), capped at the member count; "
+                  "above 1, every key is versioned and replicated (cluster mode only)."),
+    Directive("read-quorum", 2, _parse_int, minimum=1, maximum=16,
+              doc="R: replicas (the coordinator included) that must answer a read; capped at N; "
+                  "a connection may override it with CONSISTENCY."),
+    Directive("write-quorum", 2, _parse_int, minimum=1, maximum=16,
+              doc="W: replicas (the coordinator included) that must acknowledge a write before it is "
+                  "reported done; capped at N; a connection may override it with CONSISTENCY."),
+    Directive("request-timeout", 1000, _parse_int, minimum=1, maximum=3_600_000,
+              doc="Milliseconds a coordinator waits for R or W replicas before answering -NOQUORUM."),
+    Directive("max-siblings", 16, _parse_int, mutable=False, minimum=1, maximum=1000,
+              doc="Concurrent versions kept per key; beyond it the oldest are dropped (counted in INFO replication)."),
+    Directive("tombstone-grace", 60000, _parse_int, minimum=0, maximum=2**31,
+              doc="Milliseconds a deletion's tombstone is kept after every replica acknowledged it."),
     Directive("cluster-routing", "redirect", _parse_routing, mutable=False,
               doc="redirect: answer MOVED for slots another node coordinates; proxy: forward the command there."),
 ]}

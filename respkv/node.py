@@ -41,6 +41,10 @@ from .keyspace.blocking import BlockingRegistry
 from .keyspace.store import Keyspace
 from .net.server import open_listener, serve_clients
 from .peer.bus import ClusterBus
+from .replication.coordinator import OPERATIONS as REPLICATION_OPERATIONS
+from .replication.coordinator import Coordinator
+from .replication.store import VersionStore
+from .replication.vclock import actor_of
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +104,8 @@ class Node:
         self.cluster_join: list[str] = []
         #: Cluster bus operations: op -> handler(peer_id, op, args), as the bus calls it.
         self.bus_operations: dict = {}
+        #: The replication coordinator, in cluster mode with replication-factor > 1.
+        self.replication: Coordinator | None = None
 
     # -- key-change observers (WATCH, blocked clients) ---------------------------
 
@@ -203,6 +209,19 @@ async def serve_node(node: Node, *, task_status=trio.TASK_STATUS_IGNORED) -> Non
             task_status.started(node.port)
 
 
+def start_replication(node: Node, state: ClusterState, bus: ClusterBus) -> Coordinator:
+    """Install versioned, replicated request execution on ``node`` (see replication)."""
+    store = VersionStore(node.keyspace, actor_of(state.myself), node.config["max-siblings"])
+    coordinator = Coordinator(node, state, bus, store)
+    node.keyspace.on_flush = store.clear
+    node.add_key_observer(coordinator.observe)
+    for op in REPLICATION_OPERATIONS:
+        node.bus_operations[op] = coordinator.handle
+    node.replication = coordinator
+    state.replicated = True
+    return coordinator
+
+
 def cluster_bus_port(config: Config, client_port: int) -> int:
     """The bus port to bind: ``cluster-port``, else client port + 10000.
 
@@ -246,6 +265,8 @@ async def serve_cluster(node: Node, *, task_status=trio.TASK_STATUS_IGNORED) -> 
             await nursery.start(gossip.run)
             if state.routing == PROXY:  # the forwarding connections live in this nursery
                 await nursery.start(proxy_pool(node).run)
+            if config["replication-factor"] > 1:
+                await nursery.start(start_replication(node, state, bus).run)
             node.cluster, node.cluster_gossip, node.cluster_bus = state, gossip, bus
             node.mode = "cluster"
             if seeds:

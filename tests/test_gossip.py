@@ -695,7 +695,7 @@ def test_cluster_defaults():
     assert config["cluster-announce-ip"] == ""
     assert config["cluster-weight"] == 1
     assert config["cluster-vnodes"] == 1024
-    assert config["replication-factor"] == 1
+    assert config["replication-factor"] == 3
     assert config["cluster-routing"] == "redirect"
 
 

@@ -237,6 +237,7 @@ def fast_path(table: CommandTable, state) -> tuple[dict[bytes, CommandSpec], byt
     if view is None or view[0] is not state or view[1] is not topology:
         if len(_SERVED) >= 64:
             _SERVED.clear()
-        served = state.served if cluster_ok(topology) else _NOTHING_SERVED
+        # With replication every keyed request needs the coordinator's general path.
+        served = state.served if cluster_ok(topology) and not state.replicated else _NOTHING_SERVED
         view = _SERVED[id(state)] = (state, topology, served)
     return entry[1], view[2]

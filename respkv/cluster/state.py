@@ -59,6 +59,8 @@ class ClusterState:
         self.on_change: list[Callable[[Topology], None]] = []
         self.topology: Topology
         self.served = bytearray(SLOT_COUNT)
+        #: True once keyed requests go through the replication coordinator.
+        self.replicated = False
         self._rebuild()
 
     # -- changes ----------------------------------------------------------------

@@ -243,7 +243,7 @@ def _stats(node) -> list[tuple[str, object]]:
 
 
 def _replication(node) -> list[tuple[str, object]]:
-    return [
+    fields: list[tuple[str, object]] = [
         ("role", "master"),
         ("connected_slaves", 0),
         ("master_failover_state", "no-failover"),
@@ -251,6 +251,32 @@ def _replication(node) -> list[tuple[str, object]]:
         ("second_repl_offset", -1),
         ("repl_backlog_active", 0),
     ]
+    config = node.config
+    fields += [
+        ("replication_factor", config["replication-factor"]),
+        ("read_quorum", config["read-quorum"]),
+        ("write_quorum", config["write-quorum"]),
+        ("request_timeout", config["request-timeout"]),
+        ("max_siblings", config["max-siblings"]),
+    ]
+    coordinator = getattr(node, "replication", None)
+    fields.append(("replication_enabled", int(coordinator is not None)))
+    if coordinator is not None:
+        store = coordinator.store
+        quorums = coordinator.quorums(None)
+        fields += [
+            ("effective_n", quorums.n),
+            ("effective_r", quorums.r),
+            ("effective_w", quorums.w),
+            *coordinator.stats.items(),
+            ("versioned_keys", len(store.records)),
+            ("keys_with_siblings", store.sibling_count()),
+            ("siblings_dropped", store.siblings_dropped),
+            ("versions_applied", store.versions_applied),
+            ("tombstones_purged", store.tombstones_purged),
+            ("hints_pending", coordinator.hint_count()),
+        ]
+    return fields
 
 
 def _cpu(process: ProcessSample) -> list[tuple[str, object]]:

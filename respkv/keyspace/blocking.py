@@ -323,6 +323,9 @@ def blocking_command(name: str, summary: str, deny_reply: Callable[[object], byt
 
         handler.__name__ = handler.__qualname__ = core.__name__
         handler.__doc__ = core.__doc__
+        # The replication coordinator runs the core itself, to version what it pops.
+        handler.core = core
+        handler.deny_reply = deny_reply
         command(name, summary, **meta)(handler)
         return core
 

@@ -50,6 +50,8 @@ class Keyspace:
         self._heap: list[tuple[int, bytes]] = []
         #: Called with the key after every change of a key's value or existence.
         self.on_modified: Callable[[bytes], None] | None = None
+        #: Called after FLUSHALL/FLUSHDB emptied the keyspace (replication's records).
+        self.on_flush: Callable[[], None] | None = None
         self.expired_keys = 0  # statistics: keys removed because they expired
         #: key → (value object, OBJECT ENCODING name) for strings whose Redis encoding
         #: depends on how they were made, not only on their bytes (APPEND/SETRANGE
@@ -130,6 +132,8 @@ class Keyspace:
         self.expires.clear()
         self._heap.clear()
         self._encoding_hints.clear()
+        if self.on_flush is not None:
+            self.on_flush()
         for key in keys:
             self.on_modified(key)
         return count

@@ -35,6 +35,7 @@ from ..commands.cluster import route_request
 from ..commands.table import CloseConnection, CommandError, CommandSpec
 from ..commands.transactions import IMMEDIATE_IN_MULTI
 from ..protocol import reply
+from ..replication.coordinator import Deferred
 from ..protocol.reader import ProtocolError, QueryBufferFull, RequestReader
 from ..protocol.reply import RESP2
 from .poller import CLOSE
@@ -106,6 +107,10 @@ class ClientSession:
         #: serves it while a command waits (see net.poller).
         self.poller = None
         self.cancel_scope: trio.CancelScope | None = None
+        #: Replication: this connection's (R, W) override (CONSISTENCY), and the
+        #: replies of the current batch still waiting for replicas.
+        self.consistency: tuple[int, int] | None = None
+        self.waiting = None
 
     # -- public helpers for handlers -------------------------------------------------
 
@@ -165,6 +170,12 @@ class ClientSession:
         blocking = self.node.blocking
         if blocking.ready:  # a batch cut short by an exception still serves them
             blocking.serve_ready()
+        replication = self.node.replication
+        if replication is not None:
+            if self.waiting is not None:  # replies waiting for replicas
+                return self._send_settled(out, close)
+            if replication.queued:
+                replication.flush()
         if out:
             payload = b"".join(out)
             self.stats.net_output_bytes += len(payload)
@@ -238,6 +249,10 @@ class ClientSession:
                         continue
                 result = self.execute(args)
                 if result.__class__ is not bytes:
+                    if result.__class__ is Deferred:  # settled before the batch's replies leave
+                        append(result)
+                        i += 1
+                        continue
                     return batch, i, result
                 append(result)
                 if ready_keys:
@@ -256,7 +271,7 @@ class ClientSession:
             while pending is not None:
                 batch, index, awaitable = pending
                 if out:
-                    await self._send(b"".join(out))
+                    await self._send(b"".join(await self._settled(out)))
                     out = []
                 out.append(await awaitable)
                 if self.node.blocking.ready:
@@ -267,7 +282,20 @@ class ClientSession:
         if self.node.blocking.ready:
             self.node.blocking.serve_ready()
         if out:
-            await self._send(b"".join(out))
+            await self._send(b"".join(await self._settled(out)))
+        return close or self.closing
+
+    async def _settled(self, out: list) -> list:
+        """``out`` with replies waiting for replicas (Deferred) resolved."""
+        replication = self.node.replication
+        if replication is None or (self.waiting is None and not replication.queued):
+            return out
+        return await replication.settle(self, out)
+
+    async def _send_settled(self, out: list, close: bool) -> bool:
+        """Send a batch's replies once those waiting for replicas are settled."""
+        if out:
+            await self._send(b"".join(await self._settled(out)))
         return close or self.closing
 
     async def _send_then(self, payload: bytes, sent: int, close: bool) -> bool:
@@ -333,6 +361,9 @@ class ClientSession:
         if self.multi is not None and spec.name not in IMMEDIATE_IN_MULTI:
             self.multi.append((spec, args))
             return reply.QUEUED
+        replication = self.node.replication
+        if replication is not None and (spec.first_key > 0 or spec.movable_keys or spec.name == "exec"):
+            return replication.execute(self, spec, args)
         if spec.is_async:
             return self._run_async(spec, args)
         try:

@@ -57,12 +57,23 @@ class PeerError(Exception):
 
 
 class _Waiter:
-    __slots__ = ("event", "answer", "error")
+    """A request's answer slot: an event for ``request``, or a callback for ``request_nowait``."""
 
-    def __init__(self) -> None:
-        self.event = trio.Event()
+    __slots__ = ("event", "answer", "error", "callback")
+
+    def __init__(self, callback: Callable | None = None) -> None:
+        self.event = trio.Event() if callback is None else None
         self.answer: list[bytes] | None = None
         self.error: Exception | None = None
+        self.callback = callback
+
+    def settle(self, answer: list[bytes] | None, error: Exception | None) -> None:
+        self.answer = answer
+        self.error = error
+        if self.callback is not None:
+            self.callback(answer, error)
+        else:
+            self.event.set()
 
 
 class PeerLink:
@@ -116,6 +127,22 @@ class PeerLink:
             raise PeerUnavailable(f"{self.peer_id}: no answer within {timeout}s")
         return waiter.answer
 
+    def request_nowait(self, op: bytes, args, callback: Callable) -> bool:
+        """Send a request; ``callback(answer, error)`` runs when it is settled.
+
+        The callback runs synchronously in the link's reader (or when the
+        connection is lost, with :class:`PeerUnavailable`), so it must not block.
+        Returns False, without calling back, if there is no connection.  Callers
+        that need a deadline keep their own: an unanswered request settles only
+        when its connection closes.
+        """
+        if self.stream is None:
+            return False
+        request_id = next(self._ids)
+        self._pending[request_id] = _Waiter(callback)
+        self._enqueue(wire.encode(wire.REQUEST, request_id, op, args))
+        return True
+
     # -- a connection's life ------------------------------------------------------------
 
     async def run(
@@ -154,10 +181,9 @@ class PeerLink:
                 self.stream = None
                 self.dialed_by = None
                 self._outbox.clear()
-                for waiter in self._pending.values():
-                    waiter.error = PeerUnavailable(f"{self.peer_id}: connection lost")
-                    waiter.event.set()
-                self._pending.clear()
+                pending, self._pending = self._pending, {}
+                for waiter in pending.values():
+                    waiter.settle(None, PeerUnavailable(f"{self.peer_id}: connection lost"))
                 self._closed.set()
             with trio.CancelScope(shield=True):
                 await stream.aclose()
@@ -186,15 +212,16 @@ class PeerLink:
 
     def _dispatch(self, parts, nursery: trio.Nursery) -> None:
         kind, request_id, op, args = parts
+        if self.peer_id in self.bus.cut_peers:
+            return  # cut while frames were in flight: they are lost, as on a real partition
         self.received_frames += 1
         if kind == wire.ANSWER or kind == wire.ERROR:
-            waiter = self._pending.get(request_id)
+            waiter = self._pending.pop(request_id, None)
             if waiter is not None:
                 if kind == wire.ANSWER:
-                    waiter.answer = args
+                    waiter.settle(args, None)
                 else:
-                    waiter.error = PeerError(b" ".join(args).decode("utf-8", "replace"))
-                waiter.event.set()
+                    waiter.settle(None, PeerError(b" ".join(args).decode("utf-8", "replace")))
             return
         try:
             result = self.bus.handler(self.peer_id, op, args)
@@ -231,6 +258,27 @@ class ClusterBus:
         self._dialing: set[str] = set()
         #: peer id → (host, bus port) to dial; kept current by membership.
         self.addresses: dict[str, tuple[str, int]] = {}
+        #: Peers whose links are cut on purpose (fault injection, ``BUSFAULT``):
+        #: no connection to them is dialed, accepted or kept.
+        self.cut_peers: set[str] = set()
+
+    # -- fault injection -------------------------------------------------------------
+
+    def cut(self, peer_ids) -> None:
+        """Cut this node's links to ``peer_ids`` until :meth:`heal` (a partition)."""
+        for peer_id in peer_ids:
+            self.cut_peers.add(peer_id)
+            link = self.links.get(peer_id)
+            if link is not None and link.stream is not None and self._nursery is not None:
+                self._nursery.start_soon(link.stream.aclose)
+
+    def heal(self, peer_ids=None) -> None:
+        """Allow links to ``peer_ids`` (all cut ones if None) again; dialers reconnect."""
+        healed = set(self.cut_peers) if peer_ids is None else set(peer_ids) & self.cut_peers
+        self.cut_peers -= healed
+        for peer_id in healed:
+            if peer_id in self.addresses:
+                self.keep_connected(peer_id)
 
     def link(self, peer_id: str) -> PeerLink:
         link = self.links.get(peer_id)
@@ -254,6 +302,8 @@ class ClusterBus:
             if op != HELLO or not args:
                 raise wire.BusProtocolError("first frame must be HELLO")
             peer_id = args[0].decode()
+            if peer_id in self.cut_peers:
+                raise wire.BusProtocolError(f"link to {peer_id} is cut")
             await stream.send_all(wire.encode(wire.NOTIFY, 0, HELLO, [self.node_id.encode()]))
         except (trio.TooSlowError, trio.BrokenResourceError, wire.BusProtocolError, ConnectionError, UnicodeError) as exc:
             log.debug("refused a bus connection: %r", exc)
@@ -276,6 +326,8 @@ class ClusterBus:
                 if op != HELLO or not args:
                     raise wire.BusProtocolError("expected HELLO")
                 peer_id = args[0].decode()
+                if peer_id in self.cut_peers:
+                    raise wire.BusProtocolError(f"link to {peer_id} is cut")
             except BaseException:
                 await stream.aclose()
                 raise

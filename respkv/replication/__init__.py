@@ -1,0 +1,1 @@
+"""Replication: vector clocks, versions, quorums (pure) and the replica/coordinator shells."""

@@ -1,0 +1,539 @@
+"""The coordinator: runs client requests against RF replicas, over the cluster bus.
+
+Theory of operation
+-------------------
+With ``replication-factor`` above 1, every keyed request a node serves as its
+slot's coordinator goes through :meth:`Coordinator.execute`.  The command's own
+handler runs against the local keyspace exactly as on a single node, while the
+coordinator records which keys it changed (the keyspace's change signal).  Then:
+
+* **Writes** (a key changed): for each changed key the
+  :class:`~respkv.replication.store.VersionStore` makes a new version (the local
+  causal context with this node's clock entry incremented) and the key's new record,
+  whole value included, is queued for every other live replica of the slot.  The
+  reply waits for W acknowledgements (this node's write is the first).
+* **Reads** (a ``readonly`` command, R above 1): the reply is computed locally at
+  once; the other live replicas are asked whether they hold the same versions of
+  the keys (a digest per key, not the values).  Those holding something else send
+  their record back; it is reconciled into the local store, and if that changed
+  the local record the command runs again on the merged state before it replies.
+  Replicas found stale get the merged record (read repair), without the client
+  waiting for it.
+
+Replies that wait are :class:`Deferred` placeholders in the session's reply list;
+the session keeps running the rest of its pipeline, then calls :meth:`flush`, which
+sends each peer *one* ``REPL``/``RREAD`` request for everything the batch queued for
+it, and waits once for all placeholders of the batch.  So a pipeline of 16 writes
+costs one round trip, and the bus puts the frames of all sessions into one send.
+
+Answers come back through callbacks of :meth:`PeerLink.request_nowait`, which
+update each placeholder's :class:`~respkv.replication.quorum.Tally`; a placeholder
+still pending at ``request-timeout`` has missed its quorum and answers
+``-NOQUORUM``.  A missed quorum does not undo the write: the versions written stay
+where they landed, as in Dynamo, but the client is not told the write was done.
+
+A replica that did not acknowledge (down, cut off, failed) gets a **hint**: the key
+is remembered for it, and the hand-off loop ships the key's current record once
+the replica is reachable again.  Tombstones that every replica acknowledged are
+purged everywhere after ``tombstone-grace``.
+
+Bus operations: ``REPL key record ...`` (reconcile records, answer an empty ack),
+``RREAD key digest ...`` (per key: empty if the digest matches, ``-`` for no
+record, else the record) and ``PURGE key clock`` (a notification).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import trio
+
+from ..cluster.routing import request_keys
+from ..cluster.slots import key_slot
+from ..commands.table import CommandError
+from ..peer.bus import PeerUnavailable
+from ..protocol import reply
+from . import quorum
+from .quorum import PENDING, REACHED, Quorums, Tally
+from .store import VersionStore
+from .versions import decode_record, digest, encode_record
+
+log = logging.getLogger(__name__)
+
+REPL = b"REPL"
+RREAD = b"RREAD"
+PURGE = b"PURGE"
+OPERATIONS = (REPL, RREAD, PURGE)
+
+NO_RECORD = b"-"
+SAME = b""
+
+#: Hinted keys shipped to a peer per hand-off request, and the loop's period.
+HANDOFF_BATCH = 512
+HANDOFF_INTERVAL = 0.5
+
+
+class ReplyBatch:
+    """The placeholders of one session batch still waiting for their replicas."""
+
+    __slots__ = ("pending", "event")
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self.event = trio.Event()
+
+    def settled_one(self) -> None:
+        self.pending -= 1
+        if self.pending == 0:
+            self.event.set()
+
+
+class Deferred:
+    """A reply that waits for replicas (see the module doc)."""
+
+    __slots__ = ("reply", "tally", "kind", "batch", "settled", "changed", "spec", "args", "on_full")
+
+    def __init__(self, reply_bytes: bytes, tally: Tally, kind: str, spec=None, args=None) -> None:
+        self.reply = reply_bytes
+        self.tally = tally
+        self.kind = kind
+        self.batch: ReplyBatch | None = None
+        self.settled = tally.outcome() != PENDING
+        self.changed = False  # a read merged newer versions: run the command again
+        self.spec = spec
+        self.args = args
+        #: Called once every replica asked has acknowledged (tombstone purging).
+        self.on_full: Callable[[], None] | None = None
+
+    def ack(self) -> None:
+        self.tally.ack()
+        self._update()
+        if self.on_full is not None and self.tally.answered == self.tally.asked:
+            self.on_full()
+
+    def fail(self) -> None:
+        self.tally.fail()
+        self._update()
+
+    def _update(self) -> None:
+        if not self.settled and self.tally.outcome() != PENDING:
+            self.settled = True
+            if self.batch is not None:
+                self.batch.settled_one()
+
+    def result(self, session) -> bytes:
+        """The reply once settled or timed out."""
+        tally = self.tally
+        if tally.outcome() != REACHED:
+            return reply.error(quorum.noquorum_error(self.kind, tally.needed, tally.answered))
+        if self.changed:
+            try:
+                return self.spec.handler(session, self.args)
+            except CommandError as exc:
+                return reply.error(str(exc))
+        return self.reply
+
+
+class _Outgoing:
+    """What one session batch queued for one peer: one REPL and one RREAD request."""
+
+    __slots__ = ("repl_args", "repl_waiting", "repl_keys", "reads")
+
+    def __init__(self) -> None:
+        self.repl_args: list[bytes] = []
+        self.repl_waiting: list[Deferred] = []
+        self.repl_keys: list[bytes] = []
+        self.reads: list[tuple[Deferred, list[bytes], list[bytes]]] = []
+
+
+class Coordinator:
+    """Replicated request execution and the replica side of it, for one node."""
+
+    def __init__(self, node, state, bus, store: VersionStore) -> None:
+        self.node = node
+        self.state = state
+        self.bus = bus
+        self.store = store
+        self.myself = state.myself
+        #: Keys changed by the command now running (None outside commands).
+        self.recording: list[bytes] | None = None
+        #: Causal contexts passed by RESOLVE for the command now running.
+        self.contexts: dict = {}
+        self._outgoing: dict[str, _Outgoing] = {}
+        #: peer id → keys whose latest record it may lack (hinted hand-off).
+        self.hints: dict[str, set[bytes]] = {}
+        #: (due Unix ms, key, tombstone clock) for tombstones every replica holds.
+        self._purges: list[tuple[int, bytes, bytes]] = []
+        self.stats = {
+            "replicated_writes": 0,
+            "write_quorum_missed": 0,
+            "read_quorum_missed": 0,
+            "read_repairs": 0,
+            "hints_delivered": 0,
+        }
+
+    # -- settings ----------------------------------------------------------------------
+
+    def quorums(self, session) -> Quorums:
+        """N/R/W for ``session``'s requests (its CONSISTENCY override, else the config)."""
+        config = self.node.config
+        override = session.consistency if session is not None else None
+        r, w = override or (config["read-quorum"], config["write-quorum"])
+        return quorum.effective(self.state.topology.rf, len(self.state.topology.membership.active()), r, w)
+
+    def observe(self, key: bytes) -> None:
+        """The keyspace's change signal (installed as a key observer)."""
+        if self.recording is not None:
+            self.recording.append(key)
+
+    # -- running requests ----------------------------------------------------------------
+
+    def execute(self, session, spec, args):
+        """Run a routed request here as coordinator; bytes, a Deferred or an awaitable."""
+        handler = spec.handler
+        core = getattr(handler, "core", None)  # blocking commands: run their core now
+        self.recording = changed = []
+        waits = None
+        try:
+            try:
+                if core is not None:
+                    outcome = core(session, args)
+                    if outcome.__class__ is bytes:
+                        result = outcome
+                    elif session.in_exec:
+                        result = handler.deny_reply(session)
+                    else:
+                        result, waits = None, outcome
+                else:
+                    result = handler(session, args)
+            except CommandError as exc:
+                result = reply.error(str(exc))
+            blocking = self.node.blocking
+            if blocking.ready:  # clients served by this write belong to its versions
+                blocking.serve_ready()
+        finally:
+            self.recording = None
+        if changed:
+            deferred = self._write(session, changed, result)
+        elif "readonly" in spec.flags and result is not None and result[:1] != b"-":
+            deferred = self._read(session, spec, args, result)
+        else:
+            deferred = None
+        if waits is not None:
+            return session.node.blocking.wait(session, waits)
+        if deferred is None:
+            return result
+        return deferred
+
+    def _attach(self, session, deferred: Deferred) -> Deferred | bytes:
+        if deferred.settled:
+            return deferred.result(session)
+        batch = session.waiting
+        if batch is None:
+            batch = session.waiting = ReplyBatch()
+        batch.pending += 1
+        deferred.batch = batch
+        return deferred
+
+    def _write(self, session, keys: list[bytes], result: bytes | None):
+        store = self.store
+        now = self.node.keyspace.clock_ms()
+        contexts = self.contexts
+        shipped: list[bytes] = []
+        shipped_keys: list[bytes] = []
+        tombstones: list[tuple[bytes, bytes]] = []
+        for key in dict.fromkeys(keys):
+            record = store.written(key, now, contexts.pop(key, None) if contexts else None)
+            if record is None:
+                continue
+            shipped.append(key)
+            shipped.append(encode_record(record))
+            shipped_keys.append(key)
+            if len(record) == 1 and record[0].tombstone:
+                tombstones.append((key, record[0].clock))
+        contexts.clear()
+        if not shipped_keys:
+            return result
+        self.stats["replicated_writes"] += 1
+        slot = key_slot(shipped_keys[0])
+        topology = self.state.topology
+        live = topology.nodes_for(slot)
+        peers = [node_id for node_id in live if node_id != self.myself]
+        for node_id in topology.ring.preference_lists(topology.rf)[slot]:
+            if node_id not in live:
+                self._hint(node_id, shipped_keys)
+        q = self.quorums(session)
+        deferred = Deferred(result, Tally(q.w, 1 + len(peers), 1), "write")
+        if tombstones:
+            grace = self.node.config["tombstone-grace"]
+            deferred.on_full = lambda: self._purges.extend((now + grace, k, c) for k, c in tombstones)
+            if not peers:
+                deferred.on_full()
+        for peer in peers:
+            out = self._outgoing.get(peer)
+            if out is None:
+                out = self._outgoing[peer] = _Outgoing()
+            out.repl_args.extend(shipped)
+            out.repl_waiting.append(deferred)
+            out.repl_keys.extend(shipped_keys)
+        if result is None:
+            return None  # a blocking command that waits: nothing to reply yet
+        if not deferred.settled:
+            return self._attach(session, deferred)
+        if deferred.tally.outcome() != REACHED:
+            self.stats["write_quorum_missed"] += 1
+        return deferred.result(session)
+
+    def _read(self, session, spec, args, result: bytes):
+        q = self.quorums(session)
+        if q.r <= 1:
+            return None
+        keys = request_keys(spec, args) if spec.first_key > 0 or spec.movable_keys else []
+        if not keys:
+            return None
+        slot = key_slot(keys[0])
+        topology = self.state.topology
+        if topology.coordinator(slot) != self.myself:
+            return None  # a READONLY connection reading a replica's own copy
+        peers = [node_id for node_id in topology.nodes_for(slot) if node_id != self.myself]
+        store = self.store
+        digests = [store.digest(key) for key in keys]
+        deferred = Deferred(result, Tally(q.r, 1 + len(peers), 1), "read", spec, args)
+        for peer in peers:
+            out = self._outgoing.get(peer)
+            if out is None:
+                out = self._outgoing[peer] = _Outgoing()
+            out.reads.append((deferred, keys, digests))
+        return self._attach(session, deferred)
+
+    @property
+    def queued(self) -> bool:
+        return bool(self._outgoing)
+
+    def flush(self) -> None:
+        """Send every peer what the batch queued for it: one REPL, one RREAD."""
+        outgoing, self._outgoing = self._outgoing, {}
+        for peer, out in outgoing.items():
+            link = self.bus.links.get(peer)
+            if out.repl_args:
+                callback = _ReplAnswer(self, peer, out.repl_waiting, out.repl_keys)
+                if link is None or not link.request_nowait(REPL, out.repl_args, callback):
+                    callback(None, PeerUnavailable(peer))
+            if out.reads:
+                args: list[bytes] = []
+                for _, keys, digests in out.reads:
+                    for key, key_digest in zip(keys, digests):
+                        args.append(key)
+                        args.append(key_digest)
+                callback = _ReadAnswer(self, peer, out.reads)
+                if link is None or not link.request_nowait(RREAD, args, callback):
+                    callback(None, PeerUnavailable(peer))
+
+    async def settle(self, session, out: list) -> list:
+        """Wait for the session batch's placeholders; ``out`` with their replies."""
+        if self._outgoing:
+            self.flush()
+        batch = session.waiting
+        session.waiting = None
+        if batch is not None and batch.pending:
+            with trio.move_on_after(self.node.config["request-timeout"] / 1000):
+                await batch.event.wait()
+        replies = []
+        for item in out:
+            if item.__class__ is Deferred:
+                if item.tally.outcome() != REACHED:
+                    self.stats[f"{item.kind}_quorum_missed"] += 1
+                item = item.result(session)
+            replies.append(item)
+        return replies
+
+    # -- answers ---------------------------------------------------------------------------
+
+    def _hint(self, peer: str, keys: list[bytes]) -> None:
+        hinted = self.hints.get(peer)
+        if hinted is None:
+            hinted = self.hints[peer] = set()
+        hinted.update(keys)
+
+    def _merge_answer(self, keys: list[bytes], answers: list[bytes]) -> tuple[bool, list[bytes]]:
+        """Reconcile a replica's RREAD answers; (local changed, keys the peer lacks)."""
+        store = self.store
+        changed = False
+        stale: list[bytes] = []
+        for key, answer in zip(keys, answers):
+            if answer == SAME:
+                continue
+            if answer == NO_RECORD:
+                if store.record(key) is not None:
+                    stale.append(key)
+                continue
+            remote = decode_record(answer)
+            if store.apply(key, remote):
+                changed = True
+            if store.digest(key) != digest(remote):
+                stale.append(key)
+        return changed, stale
+
+    def repair(self, peer: str, keys: list[bytes]) -> None:
+        """Ship the current records of ``keys`` to ``peer`` (read repair, hand-off)."""
+        args = self._records_args(keys)
+        if not args:
+            return
+        link = self.bus.links.get(peer)
+        self.stats["read_repairs"] += len(args) // 2
+        callback = _ReplAnswer(self, peer, [], keys)
+        if link is None or not link.request_nowait(REPL, args, callback):
+            callback(None, PeerUnavailable(peer))
+
+    def _records_args(self, keys) -> list[bytes]:
+        args: list[bytes] = []
+        for key in keys:
+            record = self.store.full_record(key)
+            if record is not None:
+                args.append(key)
+                args.append(encode_record(record))
+        return args
+
+    # -- the replica side ------------------------------------------------------------------
+
+    def handle(self, peer_id: str, op: bytes, args: list[bytes]) -> list[bytes]:
+        """Serve one bus request (see the module doc)."""
+        store = self.store
+        if len(args) % 2:
+            raise ValueError(f"{op.decode()} needs key/value pairs")
+        if op == REPL:
+            for i in range(0, len(args), 2):
+                store.apply(args[i], decode_record(args[i + 1]))
+            return []
+        if op == RREAD:
+            answers = []
+            for i in range(0, len(args), 2):
+                key = args[i]
+                record = store.record(key)
+                if digest(record) == args[i + 1]:
+                    answers.append(SAME)
+                elif record is None:
+                    answers.append(NO_RECORD)
+                else:
+                    answers.append(encode_record(store.full_record(key)))
+            return answers
+        if op == PURGE:
+            store.purge(args[0], args[1])
+            return []
+        raise ValueError(f"unknown replication operation {op!r}")
+
+    # -- background work ---------------------------------------------------------------------
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Hand hinted keys off to returning replicas; purge acknowledged tombstones."""
+        task_status.started()
+        while True:
+            await trio.sleep(HANDOFF_INTERVAL)
+            self.hand_off()
+            self.purge_due(self.node.keyspace.clock_ms())
+
+    def hand_off(self) -> None:
+        """Ship hinted keys to every hinted peer that is reachable and live again."""
+        topology = self.state.topology
+        for peer, keys in list(self.hints.items()):
+            link = self.bus.links.get(peer)
+            if not keys:
+                del self.hints[peer]
+                continue
+            if link is None or not link.connected or not topology.is_live(peer):
+                continue
+            batch = []
+            while keys and len(batch) < HANDOFF_BATCH:
+                key = keys.pop()
+                if peer in topology.nodes_for(key_slot(key)):
+                    batch.append(key)
+            args = self._records_args(batch)
+            if args:
+                self.stats["hints_delivered"] += len(args) // 2
+                callback = _ReplAnswer(self, peer, [], batch)
+                if not link.request_nowait(REPL, args, callback):
+                    callback(None, PeerUnavailable(peer))
+
+    def purge_due(self, now_ms: int) -> None:
+        """Drop tombstones whose grace period is over, here and on their replicas."""
+        if not self._purges:
+            return
+        due = [entry for entry in self._purges if entry[0] <= now_ms]
+        if not due:
+            return
+        self._purges = [entry for entry in self._purges if entry[0] > now_ms]
+        topology = self.state.topology
+        for _, key, clock in due:
+            if not self.store.purge(key, clock):
+                continue
+            for peer in topology.nodes_for(key_slot(key)):
+                link = self.bus.links.get(peer)
+                if peer != self.myself and link is not None:
+                    link.notify(PURGE, [key, clock])
+
+    def hint_count(self) -> int:
+        return sum(len(keys) for keys in self.hints.values())
+
+
+class _ReplAnswer:
+    """Callback of one REPL request: count acks, hint the keys of a failed one."""
+
+    __slots__ = ("coordinator", "peer", "waiting", "keys")
+
+    def __init__(self, coordinator: Coordinator, peer: str, waiting: list[Deferred], keys: list[bytes]) -> None:
+        self.coordinator = coordinator
+        self.peer = peer
+        self.waiting = waiting
+        self.keys = keys
+
+    def __call__(self, answer, error) -> None:
+        if error is None:
+            for deferred in self.waiting:
+                deferred.ack()
+            return
+        log.debug("replication to %s failed: %r", self.peer, error)
+        self.coordinator._hint(self.peer, self.keys)
+        for deferred in self.waiting:
+            deferred.fail()
+
+
+class _ReadAnswer:
+    """Callback of one RREAD request: merge what differs, count answers, repair."""
+
+    __slots__ = ("coordinator", "peer", "reads")
+
+    def __init__(self, coordinator: Coordinator, peer: str, reads) -> None:
+        self.coordinator = coordinator
+        self.peer = peer
+        self.reads = reads
+
+    def __call__(self, answer, error) -> None:
+        if error is None:
+            total = sum(len(keys) for _, keys, _ in self.reads)
+            if len(answer) != total:
+                error = ValueError(f"RREAD answered {len(answer)} entries for {total} keys")
+        if error is not None:
+            log.debug("replica read from %s failed: %r", self.peer, error)
+            for deferred, _, _ in self.reads:
+                deferred.fail()
+            return
+        coordinator = self.coordinator
+        offset = 0
+        stale: list[bytes] = []
+        for deferred, keys, _ in self.reads:
+            answers = answer[offset : offset + len(keys)]
+            offset += len(keys)
+            try:
+                changed, lacking = coordinator._merge_answer(keys, answers)
+            except ValueError as exc:
+                log.warning("bad record from %s: %s", self.peer, exc)
+                deferred.fail()
+                continue
+            if changed:
+                deferred.changed = True
+            stale.extend(lacking)
+            deferred.ack()
+        if stale:
+            coordinator.repair(self.peer, stale)
+

@@ -1,0 +1,181 @@
+"""A replica's version records, kept beside its keyspace.
+
+Theory of operation
+-------------------
+With replication on, every key this node holds has a record (see
+:mod:`respkv.replication.versions`): its siblings, each with a vector clock.  The
+keyspace keeps serving commands unchanged because it holds exactly one value per
+key, the record's **winner**, "materialized": decoded into the keyspace's own
+value classes, with its expiry.  The winner's version keeps ``value=None`` here
+(its value is the keyspace's); the other siblings keep their encoded values.  A
+tombstone or expired winner means the key is absent from the keyspace.
+
+The store changes records in three ways:
+
+* :meth:`VersionStore.written`: the coordinator ran a command that changed a key;
+  the new version supersedes the versions of the given context (by default all the
+  coordinator holds) and is what gets shipped to the replicas;
+* :meth:`VersionStore.apply`: a record arrived from another node (replication,
+  read repair, hand-off): it is reconciled with the local record and the winner is
+  materialized again if it changed;
+* :meth:`VersionStore.purge`: a tombstone every replica holds is dropped after
+  its grace period.
+
+Nothing here does I/O; the coordinator (:mod:`respkv.replication.coordinator`)
+moves records between nodes.
+"""
+
+from __future__ import annotations
+
+from . import vclock
+from .codec import decode_value, encode_value
+from .versions import DEFAULT_MAX_SIBLINGS, Record, Version, context, digest, reconcile, supersede, winner
+
+
+class VersionStore:
+    """Per-key version records of this node, and the keyspace values they stand for."""
+
+    def __init__(self, keyspace, actor: bytes, max_siblings: int = DEFAULT_MAX_SIBLINGS) -> None:
+        self.keyspace = keyspace
+        self.actor = actor
+        self.max_siblings = max_siblings
+        self.records: dict[bytes, Record] = {}
+        #: Statistics for INFO replication.
+        self.siblings_dropped = 0
+        self.versions_applied = 0
+        self.tombstones_purged = 0
+
+    def clear(self) -> None:
+        """Forget every record (FLUSHALL / FLUSHDB, which are node-local)."""
+        self.records.clear()
+
+    # -- reading -------------------------------------------------------------------------
+
+    def record(self, key: bytes) -> Record | None:
+        return self.records.get(key)
+
+    def digest(self, key: bytes) -> bytes:
+        return digest(self.records.get(key))
+
+    def full_record(self, key: bytes) -> Record | None:
+        """The record with every version's value filled in (for shipping or SIBLINGS)."""
+        record = self.records.get(key)
+        if record is None:
+            return None
+        return tuple(self._filled(key, v) for v in record)
+
+    def _filled(self, key: bytes, version: Version) -> Version:
+        if version.value is not None:
+            return version
+        value = self.keyspace.get(key)
+        # A materialized winner gone from the keyspace has expired: no value to ship.
+        return version.with_value(b"" if value is None else encode_value(value))
+
+    def causalcontext(self, key: bytes) -> vclock.VClock:
+        record = self.records.get(key)
+        return vclock.EMPTY if record is None else context(record)
+
+    # -- writes by this node as coordinator ------------------------------------------------
+
+    def written(self, key: bytes, now_ms: int, seen: vclock.VClock | None = None) -> Record | None:
+        """Version the keyspace's current state of ``key`` after a command changed it.
+
+        ``seen`` is the write's causal context: None for a plain command (it
+        supersedes every version held here), or the context a client passed to
+        ``RESOLVE`` (concurrent versions it did not see stay as siblings).  Returns
+        the new record with values filled in, ready to ship, or None when nothing
+        changed that replicas need (the key only expired).
+        """
+        ks = self.keyspace
+        value = ks.get(key)
+        old = self.records.get(key)
+        if value is None and (old is None or not winner(old).live(now_ms)):
+            if seen is None or old is None:
+                return None  # no value before, none now: only an expiry happened
+        context = context(old) if (seen is None and old is not None) else (seen or vclock.EMPTY)
+        clock = vclock.prune(vclock.increment(context, self.actor, now_ms), now_ms)
+        new = Version(
+            vclock.encode(clock),
+            now_ms,
+            self.actor,
+            tombstone=value is None,
+            expire_at=(ks.deadline(key) or 0) if value is not None else 0,
+            value=None if value is not None else b"",
+        )
+        if seen is None:
+            record: Record = (new,)
+        else:
+            record = supersede(old, seen, new)
+        self._install(key, record, materialized=new)
+        return tuple(self._filled(key, v) for v in record)
+
+    def dematerialize(self, key: bytes) -> None:
+        """Give the winner its encoded value back, before a command overwrites the
+        keyspace value while that version may survive as a sibling (RESOLVE)."""
+        record = self.records.get(key)
+        if record is not None and any(v.value is None for v in record):
+            self.records[key] = tuple(self._filled(key, v) for v in record)
+
+    # -- records from other nodes ----------------------------------------------------------
+
+    def apply(self, key: bytes, incoming: Record) -> bool:
+        """Reconcile ``incoming`` into the local record; True if the local one changed."""
+        old = self.records.get(key)
+        if old is None:
+            merged, dropped = reconcile([incoming], self.max_siblings)
+        else:
+            if digest(old) == digest(incoming):
+                return False
+            merged, dropped = reconcile([old, incoming], self.max_siblings)
+            if digest(merged) == digest(old):
+                return False
+        self.siblings_dropped += dropped
+        self.versions_applied += 1
+        current = None
+        if old is not None:
+            for v in old:
+                if v.value is None:
+                    current = v
+        if current is not None and winner(merged) is not current:
+            # The materialized version may survive as a sibling: keep its value.
+            merged = tuple(self._filled(key, v) if v is current else v for v in merged)
+            current = None
+        self._install(key, merged, materialized=current)
+        return True
+
+    def purge(self, key: bytes, clock: bytes) -> bool:
+        """Drop ``key``'s record if it is still exactly the tombstone ``clock``."""
+        record = self.records.get(key)
+        if record is not None and len(record) == 1 and record[0].tombstone and record[0].clock == clock:
+            del self.records[key]
+            self.tombstones_purged += 1
+            return True
+        return False
+
+    # -- materializing ------------------------------------------------------------------------
+
+    def _install(self, key: bytes, record: Record, materialized: Version | None) -> None:
+        """Store ``record`` and make the keyspace hold its winner.
+
+        ``materialized`` is the version whose value the keyspace holds right now
+        (None if it holds no version of this record).
+        """
+        ks = self.keyspace
+        best = winner(record)
+        now = ks.clock_ms()
+        if best is materialized:
+            self.records[key] = record
+            return
+        if best.live(now):
+            ks.set(key, decode_value(best.value))
+            if best.expire_at:
+                ks.set_deadline(key, best.expire_at)
+            record = tuple(v.with_value(None) if v is best else v for v in record)
+        else:
+            ks.delete(key)
+        self.records[key] = record
+
+    def sibling_count(self) -> int:
+        """Keys holding more than one version."""
+        return sum(1 for record in self.records.values() if len(record) > 1)
+

@@ -1,0 +1,195 @@
+"""Versioned values and siblings: what a replica keeps of a key, and how records merge.
+
+Theory of operation
+-------------------
+Each replica keeps, per key, a **record**: the tuple of versions of the key that no
+other version it knows supersedes.  Usually that is one version; after writes that
+did not see each other (a partition, two coordinators) it is several **siblings**.
+A :class:`Version` is one write's result: its vector clock, when and by whom it was
+written (``stamp``, ``actor``), its absolute expiry, whether it is a **tombstone**
+(the key was deleted; the tombstone carries the deletion's clock so an older value
+cannot come back), and the encoded value.
+
+``reconcile`` merges records from several replicas: the union of their versions,
+minus every version whose clock another one dominates, so a stale copy is replaced
+and concurrent ones are all kept.  Siblings are bounded (``max_siblings``): beyond
+it the oldest are dropped and counted, a policy chosen over refusing writes so a
+key always stays writable.
+
+Stock clients see one value: ``winner`` picks the sibling with the newest stamp,
+ties broken by the writer's node id, the same choice on every node.  A write
+supersedes exactly the versions its causal context (a merged clock) has seen
+(``supersede``): a plain command uses the context of every version its coordinator
+holds; ``RESOLVE`` passes the context a client read with ``SIBLINGS``, so a sibling
+written since stays.
+
+``digest`` names a record's set of versions in a few bytes per sibling, so a
+coordinator can ask a replica "do you hold the same?" without shipping values.
+``encode_record``/``decode_record`` are the wire form.  Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from . import vclock
+
+#: Siblings kept per key unless configured (``max-siblings``).
+DEFAULT_MAX_SIBLINGS = 16
+
+
+class Version:
+    """One version of a key (see the module doc).
+
+    ``value`` is the encoded value (:mod:`respkv.replication.codec`), ``b""`` for a
+    tombstone; a replica's store sets it to None for the version it keeps live in
+    its keyspace, so the value is not held twice.
+    """
+
+    __slots__ = ("clock", "stamp", "actor", "tombstone", "expire_at", "value")
+
+    def __init__(
+        self,
+        clock: bytes,
+        stamp: int,
+        actor: bytes,
+        tombstone: bool = False,
+        expire_at: int = 0,
+        value: bytes | None = b"",
+    ) -> None:
+        self.clock = clock  # vclock.encode() of the version's clock
+        self.stamp = stamp  # Unix ms of the write
+        self.actor = actor  # the coordinating node's actor id
+        self.tombstone = tombstone
+        self.expire_at = expire_at  # absolute Unix ms, 0 for none
+        self.value = value
+
+    def __repr__(self) -> str:
+        kind = "tombstone" if self.tombstone else f"value={self.value!r}"
+        return f"Version({vclock.decode(self.clock)}, stamp={self.stamp}, {kind}, expire_at={self.expire_at})"
+
+    def live(self, now_ms: int) -> bool:
+        """Whether this version holds a value at ``now_ms`` (not deleted, not expired)."""
+        return not self.tombstone and (not self.expire_at or self.expire_at > now_ms)
+
+    def with_value(self, value: bytes | None) -> "Version":
+        """The same version holding ``value``."""
+        return Version(self.clock, self.stamp, self.actor, self.tombstone, self.expire_at, value)
+
+
+Record = tuple[Version, ...]
+
+
+def _order(version: Version) -> tuple[int, bytes, bytes]:
+    return version.stamp, version.actor, version.clock
+
+
+def winner(record: Record) -> Version:
+    """The sibling plain clients see: newest stamp, ties by writer id (then clock)."""
+    return max(record, key=_order)
+
+
+def context(record: Record) -> vclock.VClock:
+    """The causal context of a record: the merge of its siblings' clocks."""
+    if len(record) == 1:
+        return vclock.decode(record[0].clock)
+    return vclock.merge(*[vclock.decode(v.clock) for v in record])
+
+
+def digest(record: Record | None) -> bytes:
+    """A short name of the record's set of versions (empty for no record)."""
+    if not record:
+        return b""
+    if len(record) == 1:
+        return record[0].clock
+    return b"|".join(sorted(v.clock for v in record))
+
+
+def reconcile(records: list[Record], max_siblings: int = DEFAULT_MAX_SIBLINGS) -> tuple[Record, int]:
+    """Merge replicas' records: every version no other version dominates.
+
+    Returns the merged record (siblings in ``winner`` order, oldest first) and how
+    many concurrent siblings were dropped to respect ``max_siblings``.  Equal versions
+    count once; the first record's copy is kept (a replica passes its own first, so
+    its locally materialized version keeps ``value=None``).
+    """
+    by_clock: dict[bytes, Version] = {}
+    for record in records:
+        for version in record:
+            by_clock.setdefault(version.clock, version)
+    if len(by_clock) == 1:
+        return tuple(by_clock.values()), 0
+    decoded = [(v, vclock.decode(v.clock)) for v in by_clock.values()]
+    kept = [
+        v
+        for v, clock in decoded
+        if not any(other is not v and vclock.dominates(c, clock) for other, c in decoded)
+    ]
+    kept.sort(key=_order)
+    dropped = max(0, len(kept) - max_siblings)
+    return tuple(kept[dropped:]), dropped
+
+
+def supersede(record: Record | None, seen: vclock.VClock, new: Version) -> Record:
+    """``record`` after a write ``new`` whose causal context is ``seen``.
+
+    Versions ``seen`` descends are replaced; concurrent ones stay as siblings.
+    """
+    if not record:
+        return (new,)
+    kept = [v for v in record if not vclock.descends(seen, vclock.decode(v.clock))]
+    if not kept:
+        return (new,)
+    kept.append(new)
+    kept.sort(key=_order)
+    return tuple(kept)
+
+
+def same_versions(a: Record | None, b: Record | None) -> bool:
+    """Whether two records hold exactly the same versions."""
+    return digest(a) == digest(b)
+
+
+# -- wire form ---------------------------------------------------------------------------
+
+_HEADER = struct.Struct("<HIQQ20sB")
+_COUNT = struct.Struct("<H")
+_TOMBSTONE = 1
+
+
+def encode_record(record: Record) -> bytes:
+    """The wire form of ``record``; every version's ``value`` must be bytes."""
+    parts = [_COUNT.pack(len(record))]
+    pack = _HEADER.pack
+    for v in record:
+        value = v.value
+        parts.append(pack(len(v.clock), len(value), v.stamp, v.expire_at, v.actor, _TOMBSTONE if v.tombstone else 0))
+        parts.append(v.clock)
+        parts.append(value)
+    return b"".join(parts)
+
+
+def decode_record(blob: bytes) -> Record:
+    """The record encoded in ``blob``; ValueError if it is malformed."""
+    try:
+        (count,) = _COUNT.unpack_from(blob, 0)
+        offset = _COUNT.size
+        versions = []
+        for _ in range(count):
+            clock_len, value_len, stamp, expire_at, actor, flags = _HEADER.unpack_from(blob, offset)
+            offset += _HEADER.size
+            clock = blob[offset : offset + clock_len]
+            offset += clock_len
+            value = blob[offset : offset + value_len]
+            offset += value_len
+            if len(clock) != clock_len or len(value) != value_len:
+                raise ValueError("truncated version record")
+            vclock.decode(clock)  # validates
+            versions.append(Version(clock, stamp, actor, bool(flags & _TOMBSTONE), expire_at, value))
+    except struct.error as exc:
+        raise ValueError(f"truncated version record: {exc}") from None
+    if offset != len(blob):
+        raise ValueError("trailing bytes after version record")
+    if not versions:
+        raise ValueError("empty version record")
+    return tuple(versions)
