@@ -71,7 +71,7 @@ class VersionStore:
         # A materialized winner gone from the keyspace has expired: no value to ship.
         return version.with_value(b"" if value is None else encode_value(value))
 
-    def causalcontext(self, key: bytes) -> vclock.VClock:
+    def causal_context(self, key: bytes) -> vclock.VClock:
         record = self.records.get(key)
         return vclock.EMPTY if record is None else context(record)
 
@@ -92,8 +92,8 @@ class VersionStore:
         if value is None and (old is None or not winner(old).live(now_ms)):
             if seen is None or old is None:
                 return None  # no value before, none now: only an expiry happened
-        context = context(old) if (seen is None and old is not None) else (seen or vclock.EMPTY)
-        clock = vclock.prune(vclock.increment(context, self.actor, now_ms), now_ms)
+        base = context(old) if (seen is None and old is not None) else (seen or vclock.EMPTY)
+        clock = vclock.prune(vclock.increment(base, self.actor, now_ms), now_ms)
         new = Version(
             vclock.encode(clock),
             now_ms,

@@ -1,0 +1,179 @@
+"""Replication end to end: real 3-node clusters with RF=3, W=2, R=2 (the defaults).
+
+* A node killed with SIGKILL: every write acknowledged before and after the kill
+  stays readable through redis-py's ``RedisCluster``; restarted (empty: there is no
+  persistence yet), the node converges by read repair for the keys read.
+* A partition made with ``tools/faults.py``: node A is cut off, key k is written
+  on both sides with W=1, the partition heals, ``SIBLINGS k`` shows both values,
+  ``GET k`` the deterministic winner everywhere, and a ``RESOLVE`` with the
+  context leaves exactly one version on every node.
+
+Every wait polls with a deadline; clusters run on free ports with a 1000 ms node
+timeout, as in ``test_cluster_e2e``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from respkv.cluster import launcher
+from tools import faults
+
+from .test_cluster_e2e import HOST, UP_TIMEOUT, cluster_nodes, coordinators, key_slot, poll, start_cluster
+
+pytestmark = pytest.mark.cluster
+
+#: Seconds for failure detection and healing to show, generous for two shared cores.
+CONVERGE = 30.0
+
+
+def local(port: int) -> redis.Redis:
+    """A READONLY connection: reads answer from this node's own copy."""
+    client = redis.Redis(host=HOST, port=port, socket_timeout=10)
+    client.execute_command("READONLY")
+    return client
+
+
+def flags_of(port: int, node_id: str) -> set[str]:
+    for line in cluster_nodes(port):
+        if line.node_id == node_id:
+            return set(line.flags)
+    return set()
+
+
+def write_acknowledged(rc: RedisCluster, key: str, value: str, deadline: float) -> bool:
+    """SET until one attempt is acknowledged (True) or the deadline passes."""
+    while time.monotonic() < deadline:
+        try:
+            if rc.set(key, value):
+                return True
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, redis.exceptions.ClusterError):
+            time.sleep(0.1)
+    return False
+
+
+def test_kill_one_node_keeps_every_acknowledged_write_readable(tmp_path):
+    cluster = start_cluster(tmp_path / "c")
+    try:
+        rc = RedisCluster(host=HOST, port=cluster.nodes[0].port, socket_timeout=5)
+        acknowledged: dict[str, str] = {}
+        for i in range(300):
+            key, value = f"before:{i}", f"v{i}"
+            assert rc.set(key, value)
+            acknowledged[key] = value
+
+        victim = cluster.nodes[1]
+        victim_id = launcher.command(HOST, victim.port, "CLUSTER", "MYID").decode()
+        cluster.kill_node(victim.index)
+        deadline = time.monotonic() + CONVERGE
+        for i in range(300):
+            key, value = f"after:{i}", f"w{i}"
+            if write_acknowledged(rc, key, value, deadline):
+                acknowledged[key] = value
+        assert len(acknowledged) == 600, "writes kept failing after the node died"
+
+        def all_readable():
+            try:
+                return all(rc.get(key) == value.encode() for key, value in acknowledged.items())
+            except (redis.ConnectionError, redis.exceptions.ClusterError):
+                return False
+
+        assert poll(all_readable, CONVERGE, interval=0.2)
+
+        # Restarted on its directory the node comes back empty (no persistence yet).
+        cluster.start_node(victim.index)
+        cluster.wait_ready(UP_TIMEOUT)
+        others = [node.port for node in cluster.nodes if node is not victim]
+        assert poll(lambda: all("fail" not in flags_of(p, victim_id) and "fail?" not in flags_of(p, victim_id)
+                                for p in others), CONVERGE)
+        rc = RedisCluster(host=HOST, port=cluster.nodes[0].port, socket_timeout=5)
+        assert poll(all_readable, CONVERGE, interval=0.2)
+
+        # Every key read is now on the restarted node too (read repair, hand-off).
+        restarted = local(victim.port)
+
+        def victim_converged():
+            return all(restarted.get(key) == value.encode() for key, value in acknowledged.items())
+
+        assert poll(victim_converged, CONVERGE, interval=0.2)
+        info = restarted.info("replication")
+        assert info["versioned_keys"] >= len(acknowledged)
+    finally:
+        cluster.stop()
+
+
+def sibling_values(reply) -> list[bytes | None]:
+    return sorted((s[b"value"] for s in reply[1]), key=lambda v: v or b"")
+
+
+def test_partition_keeps_both_writes_as_siblings_until_resolved(tmp_path):
+    cluster = start_cluster(tmp_path / "c")
+    try:
+        ports = [node.port for node in cluster.nodes]
+        addresses = [f"{HOST}:{port}" for port in ports]
+        owner = coordinators(ports[0])
+        # k is coordinated by node A; the other side will coordinate it once A is failed.
+        a_port = ports[0]
+        key = next(f"k{i}" for i in range(10000) if owner[key_slot(f"k{i}")] == a_port)
+        a_id = faults.node_id(addresses[0])
+        rest = ports[1:]
+
+        faults.isolate(addresses[0], addresses)
+        assert faults.status(addresses)[addresses[0]], "A has no cut links"
+        # The majority side fails A; A alone can only suspect the others.
+        assert poll(lambda: all("fail" in flags_of(p, a_id) for p in rest), CONVERGE)
+
+        side_a = redis.Redis(host=HOST, port=a_port, socket_timeout=10)
+        side_a.execute_command("CONSISTENCY", "W", "1")
+        assert side_a.set(key, "from-a")
+        b_port = coordinators(rest[0])[key_slot(key)]
+        assert b_port in rest
+        side_b = redis.Redis(host=HOST, port=b_port, socket_timeout=10)
+        side_b.execute_command("CONSISTENCY", "W", "1")
+        assert side_b.set(key, "from-b")
+
+        faults.heal(addresses)
+        ids = [faults.node_id(address) for address in addresses]
+
+        def healed():
+            return all(not (flags_of(p, i) & {"fail", "fail?"}) for p in ports for i in ids)
+
+        assert poll(healed, CONVERGE)
+        assert coordinators(ports[1])[key_slot(key)] == a_port
+
+        rc = RedisCluster(host=HOST, port=ports[1], socket_timeout=5)
+        both = [b"from-a", b"from-b"]
+        assert poll(lambda: sibling_values(rc.execute_command("SIBLINGS", key)) == both, CONVERGE)
+        reply = rc.execute_command("SIBLINGS", key)
+        context = reply[0]
+        winners = [s for s in reply[1] if s[b"winner"] == 1]
+        assert len(winners) == 1
+        newest = max(reply[1], key=lambda s: (s[b"timestamp"], s[b"clock"][-1][0]))
+        assert winners[0] is newest
+        assert rc.get(key) == winners[0][b"value"]
+
+        # Every node converges on the same two siblings and the same winner.
+        def everywhere(expected_values, expected_get):
+            def check():
+                for port in ports:
+                    node = local(port)
+                    if sibling_values(node.execute_command("SIBLINGS", key)) != expected_values:
+                        return False
+                    if node.get(key) != expected_get:
+                        return False
+                return True
+            return check
+
+        assert poll(everywhere(both, winners[0][b"value"]), CONVERGE)
+
+        assert rc.execute_command("RESOLVE", key, context, "merged") in (b"OK", "OK", True)
+        assert rc.get(key) == b"merged"
+        assert poll(everywhere([b"merged"], b"merged"), CONVERGE)
+        one = local(ports[2]).execute_command("SIBLINGS", key)
+        assert len(one[1]) == 1 and one[1][0][b"tombstone"] == 0
+    finally:
+        cluster.stop()
