@@ -157,3 +157,34 @@ def test_frames_round_trip():
     assert [wire.split(f) for f in reader.parse(frame)] == [(wire.REQUEST, 42, b"PUT", [b"k", b"", b"\x00\xff"])]
     with pytest.raises(wire.BusProtocolError):
         wire.split([b"X", b"1", b"op"])
+
+
+def test_frame_reader_takes_frames_split_anywhere():
+    frames = [
+        wire.encode(wire.REQUEST, 7, b"REPL", [b"k", b"", b"\r\n*99999999\r\n$2147483648\r\n"]),
+        wire.encode(wire.ANSWER, 7, b""),
+    ]
+    data = b"".join(frames)
+    for size in (1, 2, 3, 7, len(data)):
+        reader = wire.new_reader()
+        got = []
+        for i in range(0, len(data), size):
+            got += reader.parse(data[i : i + size])
+        assert [wire.split(f) for f in got] == [
+            (wire.REQUEST, 7, b"REPL", [b"k", b"", b"\r\n*99999999\r\n$2147483648\r\n"]),
+            (wire.ANSWER, 7, b"", []),
+        ]
+        assert reader.idle
+
+
+@pytest.mark.parametrize("data", [b":1\r\n", b"*0\r\n", b"*1\r\n:5\r\n", b"*1\r\n*1\r\n$1\r\na\r\n", b"!oops\r\n"])
+def test_frame_reader_refuses_what_is_not_an_array_of_bulk_strings(data):
+    with pytest.raises(wire.BusProtocolError):
+        wire.new_reader().parse(data)
+
+
+def test_frame_reader_bounds_an_unfinished_frame():
+    reader = wire.FrameReader(max_buffered=1000)
+    assert reader.parse(b"*1\r\n$2147483648\r\n") == []  # announced, not allocated
+    with pytest.raises(wire.BusProtocolError):
+        reader.parse(b"x" * 2000)

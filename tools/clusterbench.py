@@ -5,6 +5,7 @@ Usage (from the repository root)::
 
     python -m tools.clusterbench                   # 3-node respkv vs 3-master Redis Cluster
     python -m tools.clusterbench --reference-only  # Redis Cluster vs Redis Cluster
+    python -m tools.clusterbench --rf 3 --reference-rf 1   # replication's cost: RF=3 vs RF=1
 
 Both clusters run on this machine at the same time, on free ports: the respkv one
 started by :mod:`respkv.cluster.launcher` exactly as ``respkv cluster up`` starts
@@ -13,6 +14,10 @@ by ``redis-cli --cluster create ... --cluster-replicas 0``.  ``redis-benchmark
 --cluster`` is pointed at the first node of each; it reads ``CLUSTER NODES``,
 spreads its clients over the masters and tags its keys so that every master gets
 a share.
+
+With ``--reference-rf N`` the reference is a second respkv cluster of the same
+size started with replication factor N instead of a Redis Cluster, so the ratio is
+what replication costs (e.g. RF=3 with W=2/R=2 against RF=1).
 
 As with :mod:`tools.bench`, what counts is the ratio of the two throughputs
 measured in one run: the clusters are measured alternately and every measurement
@@ -65,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--nodes", type=int, default=DEFAULT_NODES,
                         help=f"nodes (masters) per cluster (default: {DEFAULT_NODES})")
     parser.add_argument("--rf", type=int, help="respkv replication factor (server default if omitted)")
+    parser.add_argument("--reference-rf", type=int,
+                        help="compare against a respkv cluster with this replication factor "
+                             "instead of a Redis Cluster")
     parser.add_argument("--routing", choices=launcher.ROUTINGS,
                         help="respkv routing (server default if omitted)")
     bench.add_run_options(parser)
@@ -82,6 +90,7 @@ class Config:
     repeat: int
     json_path: str
     rf: int | None
+    reference_rf: int | None
     routing: str | None
     respkv_args: list[str]
     redis_args: list[str]
@@ -98,7 +107,11 @@ def parse_args(argv: list[str] | None = None) -> Config:
         parser.error("--nodes must be at least 3 (redis-cli --cluster create needs 3 masters)")
     if ns.reference_only and (ns.respkv_arg or ns.rf is not None or ns.routing is not None):
         parser.error("--respkv-arg, --rf and --routing make no sense with --reference-only")
-    return Config(nodes=ns.nodes, rf=ns.rf, routing=ns.routing, **bench.run_settings(parser, ns, "clusterbench"))
+    if ns.reference_only and ns.reference_rf is not None:
+        parser.error("--reference-rf and --reference-only exclude each other")
+    if ns.reference_rf is not None and ns.reference_rf < 1:
+        parser.error("--reference-rf must be at least 1")
+    return Config(nodes=ns.nodes, rf=ns.rf, reference_rf=ns.reference_rf, routing=ns.routing, **bench.run_settings(parser, ns, "clusterbench"))
 
 
 # --------------------------------------------------------------------------- #
@@ -179,12 +192,12 @@ def start_redis_cluster(role: str, name: str, nodes: int, extra: list[str]) -> C
     return ClusterSide(role, name, servers, stop)
 
 
-def start_respkv_cluster(role: str, name: str, cfg: Config) -> ClusterSide:
+def start_respkv_cluster(role: str, name: str, cfg: Config, rf: int | None) -> ClusterSide:
     """A local respkv cluster from :func:`respkv.cluster.launcher.up` in a temporary
     directory (removed again by ``stop``)."""
     workdir = tempfile.mkdtemp(prefix="respkv-cluster-")
     try:
-        cluster = launcher.up(workdir, cfg.nodes, 0, rf=cfg.rf, routing=cfg.routing,
+        cluster = launcher.up(workdir, cfg.nodes, 0, rf=rf, routing=cfg.routing,
                               server_args=cfg.respkv_args, timeout=FORM_TIMEOUT)
     except launcher.LauncherError as exc:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -209,9 +222,13 @@ def start_sides(cfg: Config) -> tuple[ClusterSide, ClusterSide]:
     if cfg.reference_only:
         target = start_redis_cluster("target", "redis-cluster(as target)", cfg.nodes, cfg.redis_args)
     else:
-        target = start_respkv_cluster("target", "respkv-cluster", cfg)
+        target = start_respkv_cluster("target", "respkv-cluster", cfg, cfg.rf)
     try:
-        reference = start_redis_cluster("reference", "redis-cluster", cfg.nodes, cfg.redis_args)
+        if cfg.reference_rf is not None:
+            reference = start_respkv_cluster(
+                "reference", f"respkv-cluster(rf={cfg.reference_rf})", cfg, cfg.reference_rf)
+        else:
+            reference = start_redis_cluster("reference", "redis-cluster", cfg.nodes, cfg.redis_args)
     except BaseException:
         target.stop()
         raise
@@ -285,7 +302,8 @@ def run(cfg: Config, record: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
-    return bench.drive("clusterbench", argv, cfg, run, nodes=cfg.nodes, rf=cfg.rf, routing=cfg.routing)
+    return bench.drive("clusterbench", argv, cfg, run, nodes=cfg.nodes, rf=cfg.rf,
+                       reference_rf=cfg.reference_rf, routing=cfg.routing)
 
 
 if __name__ == "__main__":

@@ -79,8 +79,13 @@ def request_keys(spec: CommandSpec, args: list[bytes]) -> list[bytes]:
 
 def request_slot(spec: CommandSpec, args: list[bytes]) -> int:
     """The one slot of the request's keys, :data:`NO_KEYS` or :data:`CROSS_SLOT`."""
-    if spec.first_key <= 0 and not spec.movable_keys:
+    first = spec.first_key
+    if spec.movable_keys:
+        return _common_slot(request_keys(spec, args), NO_KEYS)
+    if first <= 0:
         return NO_KEYS
+    if spec.last_key == first:  # one key at a fixed position: the common case
+        return key_slot(args[first]) if len(args) > first else NO_KEYS
     return _common_slot(request_keys(spec, args), NO_KEYS)
 
 

@@ -11,6 +11,12 @@ readable.  It then asks the set which clients have data and lets each session ha
 its bytes synchronously: receive, run the complete requests, send the replies.  One
 trio wake-up serves every client that became ready, as in Redis's event loop.
 
+With replication, a write's reply waits for replicas: the session *parks* (its
+socket leaves the set) and the bus reader that receives the last acknowledgement
+sends the replies and puts the socket back; no task is started.  What the sessions
+of one round queued for other nodes is flushed at the end of the round, so every
+peer gets one request for all of them.
+
 Most commands never wait, so sessions almost always finish synchronously.  When one
 must wait — a blocking pop, a reply that does not fit in the socket buffer, later a
 request to another node — the session returns the rest of its work as a coroutine;
@@ -31,6 +37,9 @@ log = logging.getLogger(__name__)
 
 #: ``on_readable``'s answer when the connection is to be closed.
 CLOSE = object()
+#: ``on_readable``'s answer when the session waits for other nodes without a task:
+#: its socket leaves the set until the session calls :meth:`ClientPoller.unpark`.
+PARK = object()
 _EVENTS = select.EPOLLIN | select.EPOLLRDHUP
 _MAX_EVENTS = 1024
 #: Rounds of ready clients served back to back before yielding to other tasks.
@@ -83,20 +92,39 @@ class ClientPoller:
                                 continue
                             if outcome is CLOSE:
                                 self.close(session)
+                            elif outcome is PARK:
+                                self._unregister(session)
                             else:
                                 self._detach(session, outcome)
+                        replication = self.node.replication
+                        if replication is not None and replication.queued:
+                            # One request per peer for every session served this round.
+                            replication.flush()
         finally:
             for session in list(self.node.clients.values()):
                 self.close(session)
             epoll.close()
 
-    def _detach(self, session, work) -> None:
-        """Serve ``session`` in a task of its own until ``work`` is done."""
+    def _unregister(self, session) -> None:
         fd = session.sock.fileno()
         del self._by_fd[fd]
         self._epoll.unregister(fd)
+
+    def _detach(self, session, work) -> None:
+        """Serve ``session`` in a task of its own until ``work`` is done."""
+        self._unregister(session)
+        self.run_parked(session, work)
+
+    def run_parked(self, session, work) -> None:
+        """Finish a parked session's ``work`` in a task (its socket is out of the set)."""
         session.cancel_scope = trio.CancelScope()
         self._nursery.start_soon(self._run_detached, session, work)
+
+    def unpark(self, session) -> None:
+        """Put a parked session's socket back into the set."""
+        fd = session.sock.fileno()
+        self._by_fd[fd] = session
+        self._epoll.register(fd, _EVENTS)
 
     async def _run_detached(self, session, work) -> None:
         close = True

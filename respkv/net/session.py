@@ -38,7 +38,7 @@ from ..protocol import reply
 from ..replication.coordinator import Deferred
 from ..protocol.reader import ProtocolError, QueryBufferFull, RequestReader
 from ..protocol.reply import RESP2
-from .poller import CLOSE
+from .poller import CLOSE, PARK
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,8 @@ class ClientSession:
         #: replies of the current batch still waiting for replicas.
         self.consistency: tuple[int, int] | None = None
         self.waiting = None
+        #: (replies, close after them) of a batch parked until its replicas answer.
+        self.parked: tuple[list, bool] | None = None
 
     # -- public helpers for handlers -------------------------------------------------
 
@@ -170,12 +172,12 @@ class ClientSession:
         blocking = self.node.blocking
         if blocking.ready:  # a batch cut short by an exception still serves them
             blocking.serve_ready()
-        replication = self.node.replication
-        if replication is not None:
-            if self.waiting is not None:  # replies waiting for replicas
-                return self._send_settled(out, close)
-            if replication.queued:
-                replication.flush()
+        waiting = self.waiting
+        if waiting is not None:  # replies waiting for replicas
+            self.waiting = None
+            if waiting.pending:  # the poller flushes the requests after this round
+                return self._park(waiting, out, close)
+            out = self.node.replication.resolve(self, out)
         if out:
             payload = b"".join(out)
             self.stats.net_output_bytes += len(payload)
@@ -203,6 +205,8 @@ class ClientSession:
         else:
             # Only keyless and one-key commands, and which slots run here at once.
             plain_specs, served = cluster_fast_path(node.table, cluster)
+        replication = node.replication
+        runs = replication.runs if replication is not None else None
         ready_keys = self.node.blocking.ready
         serve_ready = self.node.blocking.serve_ready
         reader = self.reader
@@ -216,6 +220,12 @@ class ClientSession:
             i = start
             while i < count:
                 args = batch[i]
+                if runs is not None and self.fast and (run := runs.get(args[0])) is not None:
+                    # Replication: runs of pipelined GETs/SETs share one placeholder.
+                    end = run(self, batch, i, out)
+                    if end > i:
+                        i = end
+                        continue
                 # Fast path: a known, synchronous, non-container command with the
                 # right arity on an authenticated connection outside MULTI; in
                 # cluster mode, with no key or a key of a slot this node serves.
@@ -284,6 +294,48 @@ class ClientSession:
         if out:
             await self._send(b"".join(await self._settled(out)))
         return close or self.closing
+
+    # -- waiting for replicas without a task ----------------------------------------
+
+    def _park(self, waiting, out: list, close: bool):
+        """Hold this batch's replies until its replicas answered (see replication).
+
+        The session leaves the poller's set (so its later requests wait, in order)
+        and the batch's last answer, or its timeout, calls :meth:`_unpark` from the
+        cluster bus's reader: no task is started for the wait.
+        """
+        self.parked = (out, close)
+        waiting.on_settled = self._unpark
+        self.node.replication.park(waiting)
+        return PARK
+
+    def _unpark(self) -> None:
+        """Send the replies of a parked batch and give the socket back to the poller."""
+        parked = self.parked
+        if parked is None:
+            return
+        self.parked = None
+        poller = self.poller
+        if self.closing or poller is None:
+            return
+        out, close = parked
+        payload = b"".join(self.node.replication.resolve(self, out))
+        sent = 0
+        if payload:
+            self.stats.net_output_bytes += len(payload)
+            try:
+                sent = self.sock.send(payload)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                poller.close(self)
+                return
+        if sent < len(payload):
+            poller.run_parked(self, self._send_then(payload, sent, close))
+        elif close or self.closing:
+            poller.close(self)
+        else:
+            poller.unpark(self)
 
     async def _settled(self, out: list) -> list:
         """``out`` with replies waiting for replicas (Deferred) resolved."""

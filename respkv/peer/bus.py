@@ -33,6 +33,8 @@ import errno
 import inspect
 import itertools
 import logging
+import os
+import socket
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -89,6 +91,10 @@ class PeerLink:
         self._pending: dict[int, _Waiter] = {}
         self._ids = itertools.count(1)
         self._closed = trio.Event()
+        #: A plain socket sharing the connection, for sends made without waiting
+        #: (see _enqueue); None while not connected.
+        self._raw: socket.socket | None = None
+        self._writing = False
         self.sent_frames = 0
         self.received_frames = 0
 
@@ -99,6 +105,26 @@ class PeerLink:
     # -- sending -------------------------------------------------------------------
 
     def _enqueue(self, frame: bytes) -> None:
+        """Send ``frame`` now if the socket takes it, else queue it for the writer.
+
+        Sending from the caller saves two trio task switches per message (waking
+        the writer, then the reader on the other side sees it a switch earlier);
+        on this path that bookkeeping costs more than the system call.  Frames go
+        out in order: a direct send happens only while nothing is queued or being
+        written by the writer task.
+        """
+        raw = self._raw
+        if raw is not None and not self._outbox and not self._writing:
+            try:
+                sent = raw.send(frame)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                sent = 0  # the writer meets the same error and ends the link
+            if sent == len(frame):
+                self.sent_frames += 1
+                return
+            frame = frame[sent:]
         self._outbox.append(frame)
         self._outbox_ready.set()
 
@@ -161,6 +187,9 @@ class PeerLink:
         self.stream = stream
         self.dialed_by = dialed_by
         self._closed = trio.Event()
+        if self._raw is not None:
+            self._raw.close()
+        self._raw = socket.socket(fileno=os.dup(stream.socket.fileno()))
         task_status.started()
         try:
             async with trio.open_nursery() as nursery:
@@ -180,6 +209,9 @@ class PeerLink:
             if self.stream is stream:
                 self.stream = None
                 self.dialed_by = None
+                if self._raw is not None:
+                    self._raw.close()
+                    self._raw = None
                 self._outbox.clear()
                 pending, self._pending = self._pending, {}
                 for waiter in pending.values():
@@ -197,7 +229,11 @@ class PeerLink:
             self._outbox_ready = trio.Event()
             frames, self._outbox = self._outbox, []
             self.sent_frames += len(frames)
-            await stream.send_all(b"".join(frames))
+            self._writing = True
+            try:
+                await stream.send_all(b"".join(frames))
+            finally:
+                self._writing = False
 
     async def _read_loop(self, stream: trio.SocketStream, reader, nursery: trio.Nursery) -> None:
         while True:

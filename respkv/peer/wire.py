@@ -9,23 +9,21 @@ Every message between nodes is one RESP array ``[kind, id, op, arg...]``:
   notifications), decimal;
 * ``op`` names the operation (``HELLO``, ``PING``, ``PUT``, ...), empty in answers.
 
-Using RESP keeps the bus debuggable with ordinary tools and lets the node parse it
-with the same bounded :class:`~respkv.protocol.reader.RequestReader` that guards the
-client port, so a stranger talking to the bus port cannot make a node allocate
-more than the reader's limits.
+Using RESP keeps the bus debuggable with ordinary tools; :class:`FrameReader`
+parses it with hiredis, bounded by the bytes it may buffer, so a stranger talking
+to the bus port cannot make a node allocate more than that.
 """
 
 from __future__ import annotations
 
-from ..protocol.reader import RequestReader
+import hiredis
 
 REQUEST = b"Q"
 NOTIFY = b"N"
 ANSWER = b"R"
 ERROR = b"E"
 
-#: Bus frames may carry whole values; the same limits as client requests apply.
-MAX_FRAME_ARG = 512 * 1024 * 1024
+#: Most bytes buffered for one unfinished frame (frames carry whole values).
 MAX_BUFFERED = 1024 * 1024 * 1024
 
 
@@ -41,8 +39,47 @@ def encode(kind: bytes, request_id: int, op: bytes, args: list[bytes] | tuple[by
     return b"".join(parts)
 
 
-def new_reader() -> RequestReader:
-    return RequestReader(max_bulk=MAX_FRAME_ARG, max_query_buffer=MAX_BUFFERED)
+class FrameReader:
+    """Sans-IO parser of bus frames: hiredis, bounded by the bytes it buffers.
+
+    Unlike client connections, where every chunk is checked against Redis's exact
+    rules and error texts, the bus talks to peers running this same code, so a
+    frame only has to be well formed: a non-empty array of bulk strings.  Frames
+    spanning several reads stay inside hiredis (which allocates as bytes arrive, not
+    from announced lengths); more than :data:`MAX_BUFFERED` bytes held for an
+    unfinished frame is a protocol error that ends the connection.
+    """
+
+    def __init__(self, max_buffered: int = MAX_BUFFERED) -> None:
+        self._reader = hiredis.Reader()
+        self.max_buffered = max_buffered
+        #: True when no partial frame is buffered.
+        self.idle = True
+
+    def parse(self, data: bytes) -> list[list[bytes]]:
+        """Take received bytes; return every frame they complete."""
+        reader = self._reader
+        reader.feed(data)
+        frames = []
+        try:
+            while (frame := reader.gets()) is not False:
+                if frame.__class__ is not list or not frame or any(arg.__class__ is not bytes for arg in frame):
+                    raise BusProtocolError("a bus frame must be an array of bulk strings")
+                frames.append(frame)
+        except hiredis.ProtocolError as exc:
+            raise BusProtocolError(f"malformed bus frame: {exc}") from None
+        self.idle = not reader.has_data()
+        if not self.idle and reader.len() > self.max_buffered:
+            raise BusProtocolError(f"a bus frame exceeds {self.max_buffered} bytes")
+        return frames
+
+    def read_batch(self) -> list[list[bytes]]:
+        """Nothing: :meth:`parse` returns every complete frame at once."""
+        return []
+
+
+def new_reader() -> FrameReader:
+    return FrameReader()
 
 
 def split(frame: list[bytes]) -> tuple[bytes, int, bytes, list[bytes]]:

@@ -37,7 +37,9 @@ is remembered for it, and the hand-off loop ships the key's current record once
 the replica is reachable again.  Tombstones that every replica acknowledged are
 purged everywhere after ``tombstone-grace``.
 
-Bus operations: ``REPL key record ...`` (reconcile records, answer an empty ack),
+Bus operations: ``REPL key parent record ...`` (apply records, answer an empty
+ack; ``parent`` names the versions the coordinator superseded, so a replica
+holding exactly those replaces them without comparing clocks),
 ``RREAD key digest ...`` (per key: empty if the digest matches, ``-`` for no
 record, else the record) and ``PURGE key clock`` (a notification).
 """
@@ -45,18 +47,20 @@ record, else the record) and ``PURGE key clock`` (a notification).
 from __future__ import annotations
 
 import logging
+import math
+from collections import deque
 from collections.abc import Callable
 
 import trio
 
-from ..cluster.routing import request_keys
+from ..cluster.routing import cluster_ok, request_keys
 from ..cluster.slots import key_slot
 from ..commands.table import CommandError
 from ..peer.bus import PeerUnavailable
 from ..protocol import reply
 from . import quorum
 from .quorum import PENDING, REACHED, Quorums, Tally
-from .store import VersionStore
+from .store import RECONCILE, VersionStore
 from .versions import decode_record, digest, encode_record
 
 log = logging.getLogger(__name__)
@@ -72,29 +76,51 @@ SAME = b""
 #: Hinted keys shipped to a peer per hand-off request, and the loop's period.
 HANDOFF_BATCH = 512
 HANDOFF_INTERVAL = 0.5
+#: Seconds between checks for parked batches past their deadline.
+EXPIRY_TICK = 0.01
 
 
 class ReplyBatch:
-    """The placeholders of one session batch still waiting for their replicas."""
+    """The placeholders of one session batch still waiting for their replicas.
 
-    __slots__ = ("pending", "event")
+    When the last one settles (or the batch times out) ``finish`` wakes whoever
+    waits: ``on_settled`` for a parked session, ``event`` for one in a task.
+    """
+
+    __slots__ = ("pending", "event", "on_settled", "deadline", "done")
 
     def __init__(self) -> None:
         self.pending = 0
-        self.event = trio.Event()
+        self.event: trio.Event | None = None
+        self.on_settled: Callable[[], None] | None = None
+        self.deadline = math.inf
+        self.done = False
 
     def settled_one(self) -> None:
         self.pending -= 1
         if self.pending == 0:
+            self.finish()
+
+    def finish(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self.event is not None:
             self.event.set()
+        if self.on_settled is not None:
+            self.on_settled()
 
 
 class Deferred:
-    """A reply that waits for replicas (see the module doc)."""
+    """The reply (or replies, for a run of requests) that waits for replicas.
 
-    __slots__ = ("reply", "tally", "kind", "batch", "settled", "changed", "spec", "args", "on_full")
+    ``requests`` are the requests it answers, for running them again when a read
+    merged newer versions from a replica; ``reply`` is their local replies.
+    """
 
-    def __init__(self, reply_bytes: bytes, tally: Tally, kind: str, spec=None, args=None) -> None:
+    __slots__ = ("reply", "tally", "kind", "batch", "settled", "changed", "spec", "requests", "on_full")
+
+    def __init__(self, reply_bytes: bytes, tally: Tally, kind: str, spec=None, requests=()) -> None:
         self.reply = reply_bytes
         self.tally = tally
         self.kind = kind
@@ -102,7 +128,7 @@ class Deferred:
         self.settled = tally.outcome() != PENDING
         self.changed = False  # a read merged newer versions: run the command again
         self.spec = spec
-        self.args = args
+        self.requests = requests
         #: Called once every replica asked has acknowledged (tombstone purging).
         self.on_full: Callable[[], None] | None = None
 
@@ -126,12 +152,16 @@ class Deferred:
         """The reply once settled or timed out."""
         tally = self.tally
         if tally.outcome() != REACHED:
-            return reply.error(quorum.noquorum_error(self.kind, tally.needed, tally.answered))
+            error = reply.error(quorum.noquorum_error(self.kind, tally.needed, tally.answered))
+            return error * max(1, len(self.requests))
         if self.changed:
-            try:
-                return self.spec.handler(session, self.args)
-            except CommandError as exc:
-                return reply.error(str(exc))
+            replies = []
+            for args in self.requests:
+                try:
+                    replies.append(self.spec.handler(session, args))
+                except CommandError as exc:
+                    replies.append(reply.error(str(exc)))
+            return b"".join(replies)
         return self.reply
 
 
@@ -161,6 +191,14 @@ class Coordinator:
         #: Causal contexts passed by RESOLVE for the command now running.
         self.contexts: dict = {}
         self._outgoing: dict[str, _Outgoing] = {}
+        #: Per topology snapshot: Quorums by (R, W) wanted, placement by slot.
+        self._cached_for = None
+        self._quorums: dict[tuple[int, int], Quorums] = {}
+        self._placements: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        #: Replicated run handlers by command name (see _make_runs); sessions use them.
+        self.runs = self._make_runs(node.table)
+        #: Batches of parked sessions, oldest first, for their timeouts.
+        self._parked: deque[ReplyBatch] = deque()
         #: peer id → keys whose latest record it may lack (hinted hand-off).
         self.hints: dict[str, set[bytes]] = {}
         #: (due Unix ms, key, tombstone clock) for tombstones every replica holds.
@@ -179,8 +217,39 @@ class Coordinator:
         """N/R/W for ``session``'s requests (its CONSISTENCY override, else the config)."""
         config = self.node.config
         override = session.consistency if session is not None else None
-        r, w = override or (config["read-quorum"], config["write-quorum"])
-        return quorum.effective(self.state.topology.rf, len(self.state.topology.membership.active()), r, w)
+        wanted = override or (config["read-quorum"], config["write-quorum"])
+        self._check_topology()
+        q = self._quorums.get(wanted)
+        if q is None:
+            topology = self.state.topology
+            q = self._quorums[wanted] = quorum.effective(
+                topology.rf, len(topology.membership.active()), wanted[0], wanted[1]
+            )
+        return q
+
+    def _check_topology(self) -> None:
+        """Drop what was cached for an older topology snapshot."""
+        if self.state.topology is not self._cached_for:
+            self._cached_for = self.state.topology
+            self._quorums = {}
+            self._placements = {}
+
+    def _placement(self, slot: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """``(live peers, failed preferred nodes)`` of ``slot``, cached per topology."""
+        self._check_topology()
+        entry = self._placements.get(slot)
+        if entry is None:
+            topology = self.state.topology
+            live = topology.nodes_for(slot)
+            # Sorted: slots replicated to the same nodes share one placement.
+            peers = tuple(sorted(node_id for node_id in live if node_id != self.myself))
+            down = tuple(
+                node_id
+                for node_id in topology.ring.preference_lists(topology.rf)[slot]
+                if node_id not in live and node_id != self.myself
+            )
+            entry = self._placements[slot] = (peers, down)
+        return entry
 
     def observe(self, key: bytes) -> None:
         """The keyspace's change signal (installed as a key observer)."""
@@ -226,6 +295,105 @@ class Coordinator:
             return result
         return deferred
 
+    # -- runs of pipelined requests -------------------------------------------------------
+
+    def _make_runs(self, table) -> dict[bytes, Callable]:
+        """Replicated versions of the commands that serve pipelined runs (GET, SET)."""
+        runs = {}
+        for name, spec in table.plain_specs.items():
+            if spec.run_handler is not None and spec.first_key > 0 and spec.first_key == spec.last_key:
+                runs[name] = self._run_for(spec)
+        return runs
+
+    def _run_for(self, spec) -> Callable:
+        base = spec.run_handler
+        position = spec.first_key
+        write = spec.is_write
+
+        def run(session, batch, i, out):
+            """Serve the run of ``spec`` requests from ``batch[i]`` whose keys this node
+            coordinates with one placement; one placeholder answers for all of them."""
+            state = self.state
+            if not cluster_ok(state.topology):
+                return i
+            served = state.served
+            placement = self._placement
+            name = batch[i][0]
+            count = len(batch)
+            end = i
+            first = None
+            while end < count:
+                args = batch[end]
+                if args[0] != name or len(args) <= position:
+                    break
+                slot = key_slot(args[position])
+                if not served[slot]:
+                    break
+                where = placement(slot)
+                if first is None:
+                    first = where
+                elif where != first:
+                    break
+                end += 1
+            if end == i:
+                return i
+            mark = len(out)
+            done = i + base(session, batch[i:end], 0, out)
+            if done == i:
+                return i
+            requests = batch[i:done]
+            local = b"".join(out[mark:])
+            del out[mark:]
+            if write:
+                out.append(self._write_run(session, requests, position, local, first))
+            else:
+                out.append(self._read_run(session, spec, requests, position, local, first[0]))
+            return done
+
+        return run
+
+    def _write_run(self, session, requests, position: int, local: bytes, placement):
+        store = self.store
+        now = self.node.keyspace.clock_ms()
+        shipped: list[bytes] = []
+        keys = list(dict.fromkeys([args[position] for args in requests]))
+        written_by = store.written
+        for key in keys:
+            written = written_by(key, now)
+            if written is not None:
+                shipped.append(key)
+                shipped.append(written[0])
+                shipped.append(written[1])
+        self.stats["replicated_writes"] += len(requests)
+        peers, down = placement
+        for node_id in down:
+            self._hint(node_id, keys)
+        q = self.quorums(session)
+        deferred = Deferred(local, Tally(q.w, 1 + len(peers), 1), "write", None, requests)
+        for peer in peers:
+            out = self._outgoing.get(peer)
+            if out is None:
+                out = self._outgoing[peer] = _Outgoing()
+            out.repl_args.extend(shipped)
+            out.repl_waiting.append(deferred)
+            out.repl_keys.extend(keys)
+        return self._attach(session, deferred)
+
+    def _read_run(self, session, spec, requests, position: int, local: bytes, peers):
+        q = self.quorums(session)
+        if q.r <= 1 or not peers:
+            return local
+        store = self.store
+        keys = [args[position] for args in requests]
+        digests = [store.digest(key) for key in keys]
+        deferred = Deferred(local, Tally(q.r, 1 + len(peers), 1), "read", spec, requests)
+        for peer in peers:
+            out = self._outgoing.get(peer)
+            if out is None:
+                out = self._outgoing[peer] = _Outgoing()
+            out.reads.append((deferred, keys, digests))
+        return self._attach(session, deferred)
+
     def _attach(self, session, deferred: Deferred) -> Deferred | bytes:
         if deferred.settled:
             return deferred.result(session)
@@ -243,28 +411,28 @@ class Coordinator:
         shipped: list[bytes] = []
         shipped_keys: list[bytes] = []
         tombstones: list[tuple[bytes, bytes]] = []
-        for key in dict.fromkeys(keys):
-            record = store.written(key, now, contexts.pop(key, None) if contexts else None)
-            if record is None:
+        records = store.records
+        for key in (keys if len(keys) == 1 else dict.fromkeys(keys)):
+            written = store.written(key, now, contexts.pop(key, None) if contexts else None)
+            if written is None:
                 continue
             shipped.append(key)
-            shipped.append(encode_record(record))
+            shipped.append(written[0])
+            shipped.append(written[1])
             shipped_keys.append(key)
-            if len(record) == 1 and record[0].tombstone:
+            record = records[key]
+            if record[0].tombstone and len(record) == 1:
                 tombstones.append((key, record[0].clock))
-        contexts.clear()
+        if contexts:
+            contexts.clear()
         if not shipped_keys:
             return result
         self.stats["replicated_writes"] += 1
-        slot = key_slot(shipped_keys[0])
-        topology = self.state.topology
-        live = topology.nodes_for(slot)
-        peers = [node_id for node_id in live if node_id != self.myself]
-        for node_id in topology.ring.preference_lists(topology.rf)[slot]:
-            if node_id not in live:
-                self._hint(node_id, shipped_keys)
+        peers, down = self._placement(key_slot(shipped_keys[0]))
+        for node_id in down:
+            self._hint(node_id, shipped_keys)
         q = self.quorums(session)
-        deferred = Deferred(result, Tally(q.w, 1 + len(peers), 1), "write")
+        deferred = Deferred(result, Tally(q.w, 1 + len(peers), 1), "write", None, [None])
         if tombstones:
             grace = self.node.config["tombstone-grace"]
             deferred.on_full = lambda: self._purges.extend((now + grace, k, c) for k, c in tombstones)
@@ -293,13 +461,12 @@ class Coordinator:
         if not keys:
             return None
         slot = key_slot(keys[0])
-        topology = self.state.topology
-        if topology.coordinator(slot) != self.myself:
+        if self.state.topology.coordinator(slot) != self.myself:
             return None  # a READONLY connection reading a replica's own copy
-        peers = [node_id for node_id in topology.nodes_for(slot) if node_id != self.myself]
+        peers = self._placement(slot)[0]
         store = self.store
         digests = [store.digest(key) for key in keys]
-        deferred = Deferred(result, Tally(q.r, 1 + len(peers), 1), "read", spec, args)
+        deferred = Deferred(result, Tally(q.r, 1 + len(peers), 1), "read", spec, [args])
         for peer in peers:
             out = self._outgoing.get(peer)
             if out is None:
@@ -330,15 +497,8 @@ class Coordinator:
                 if link is None or not link.request_nowait(RREAD, args, callback):
                     callback(None, PeerUnavailable(peer))
 
-    async def settle(self, session, out: list) -> list:
-        """Wait for the session batch's placeholders; ``out`` with their replies."""
-        if self._outgoing:
-            self.flush()
-        batch = session.waiting
-        session.waiting = None
-        if batch is not None and batch.pending:
-            with trio.move_on_after(self.node.config["request-timeout"] / 1000):
-                await batch.event.wait()
+    def resolve(self, session, out: list) -> list:
+        """``out`` with every placeholder replaced by its reply (settled or not)."""
         replies = []
         for item in out:
             if item.__class__ is Deferred:
@@ -347,6 +507,34 @@ class Coordinator:
                 item = item.result(session)
             replies.append(item)
         return replies
+
+    async def settle(self, session, out: list) -> list:
+        """Wait for the session batch's placeholders; ``out`` with their replies."""
+        if self._outgoing:
+            self.flush()
+        batch = session.waiting
+        session.waiting = None
+        if batch is not None and batch.pending:
+            batch.event = trio.Event()
+            with trio.move_on_after(self.node.config["request-timeout"] / 1000):
+                await batch.event.wait()
+            batch.done = True
+        return self.resolve(session, out)
+
+    def park(self, batch: ReplyBatch) -> None:
+        """Time out ``batch`` after ``request-timeout`` unless it settles first."""
+        batch.deadline = trio.current_time() + self.node.config["request-timeout"] / 1000
+        self._parked.append(batch)
+
+    async def _expire_parked(self) -> None:
+        """Finish parked batches whose deadline passed (their replies say NOQUORUM)."""
+        parked = self._parked
+        while True:
+            await trio.sleep(EXPIRY_TICK)
+            now = trio.current_time()
+            # Deadlines are (nearly) in arrival order: stop at the first one not due.
+            while parked and (parked[0].done or parked[0].deadline <= now):
+                parked.popleft().finish()
 
     # -- answers ---------------------------------------------------------------------------
 
@@ -381,7 +569,7 @@ class Coordinator:
         if not args:
             return
         link = self.bus.links.get(peer)
-        self.stats["read_repairs"] += len(args) // 2
+        self.stats["read_repairs"] += len(args) // 3
         callback = _ReplAnswer(self, peer, [], keys)
         if link is None or not link.request_nowait(REPL, args, callback):
             callback(None, PeerUnavailable(peer))
@@ -392,6 +580,7 @@ class Coordinator:
             record = self.store.full_record(key)
             if record is not None:
                 args.append(key)
+                args.append(RECONCILE)
                 args.append(encode_record(record))
         return args
 
@@ -400,12 +589,15 @@ class Coordinator:
     def handle(self, peer_id: str, op: bytes, args: list[bytes]) -> list[bytes]:
         """Serve one bus request (see the module doc)."""
         store = self.store
+        if op == REPL:
+            if len(args) % 3:
+                raise ValueError("REPL needs key, parent, record triples")
+            apply_shipped = store.apply_shipped
+            for i in range(0, len(args), 3):
+                apply_shipped(args[i], args[i + 1], args[i + 2])
+            return []
         if len(args) % 2:
             raise ValueError(f"{op.decode()} needs key/value pairs")
-        if op == REPL:
-            for i in range(0, len(args), 2):
-                store.apply(args[i], decode_record(args[i + 1]))
-            return []
         if op == RREAD:
             answers = []
             for i in range(0, len(args), 2):
@@ -426,12 +618,15 @@ class Coordinator:
     # -- background work ---------------------------------------------------------------------
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """Hand hinted keys off to returning replicas; purge acknowledged tombstones."""
-        task_status.started()
-        while True:
-            await trio.sleep(HANDOFF_INTERVAL)
-            self.hand_off()
-            self.purge_due(self.node.keyspace.clock_ms())
+        """Time out parked batches; hand hinted keys off to returning replicas;
+        purge acknowledged tombstones."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._expire_parked)
+            task_status.started()
+            while True:
+                await trio.sleep(HANDOFF_INTERVAL)
+                self.hand_off()
+                self.purge_due(self.node.keyspace.clock_ms())
 
     def hand_off(self) -> None:
         """Ship hinted keys to every hinted peer that is reachable and live again."""
@@ -450,7 +645,7 @@ class Coordinator:
                     batch.append(key)
             args = self._records_args(batch)
             if args:
-                self.stats["hints_delivered"] += len(args) // 2
+                self.stats["hints_delivered"] += len(args) // 3
                 callback = _ReplAnswer(self, peer, [], batch)
                 if not link.request_nowait(REPL, args, callback):
                     callback(None, PeerUnavailable(peer))

@@ -29,7 +29,23 @@ from __future__ import annotations
 
 from . import vclock
 from .codec import decode_value, encode_value
-from .versions import DEFAULT_MAX_SIBLINGS, Record, Version, context, digest, reconcile, supersede, winner
+from .versions import (
+    DEFAULT_MAX_SIBLINGS,
+    Record,
+    Version,
+    context,
+    decode_record,
+    digest,
+    encode_record,
+    encode_single,
+    reconcile,
+    supersede,
+    winner,
+)
+
+
+#: The ``parent`` of a shipped record that must be reconciled, never replace blindly.
+RECONCILE = b"*"
 
 
 class VersionStore:
@@ -77,37 +93,60 @@ class VersionStore:
 
     # -- writes by this node as coordinator ------------------------------------------------
 
-    def written(self, key: bytes, now_ms: int, seen: vclock.VClock | None = None) -> Record | None:
+    def written(self, key: bytes, now_ms: int, seen: vclock.VClock | None = None) -> tuple[bytes, bytes] | None:
         """Version the keyspace's current state of ``key`` after a command changed it.
 
         ``seen`` is the write's causal context: None for a plain command (it
         supersedes every version held here), or the context a client passed to
         ``RESOLVE`` (concurrent versions it did not see stay as siblings).  Returns
-        the new record with values filled in, ready to ship, or None when nothing
-        changed that replicas need (the key only expired).
+        ``(parent, record)`` to ship: the digest of the versions the write replaced
+        (:data:`RECONCILE` for RESOLVE, whose record must be merged) and the wire
+        form of the new record; None when nothing changed that replicas need (the
+        key only expired).
         """
         ks = self.keyspace
         value = ks.get(key)
-        old = self.records.get(key)
+        records = self.records
+        old = records.get(key)
         if value is None and (old is None or not winner(old).live(now_ms)):
             if seen is None or old is None:
                 return None  # no value before, none now: only an expiry happened
-        base = context(old) if (seen is None and old is not None) else (seen or vclock.EMPTY)
-        clock = vclock.prune(vclock.increment(base, self.actor, now_ms), now_ms)
+        if seen is not None:
+            return RECONCILE, self._written_in_context(key, value, old, seen, now_ms)
+        # A plain write: the new version supersedes everything held here.
+        actor = self.actor
+        if old is None:
+            parent = b""
+            clock = vclock.encode(((actor, 1, now_ms),))
+        elif len(old) == 1:
+            parent = old[0].clock
+            clock = vclock.increment_encoded(parent, actor, now_ms)
+            if len(clock) > vclock.SMALL_CLOCK * vclock.ENTRY_SIZE:
+                clock = vclock.encode(vclock.prune(vclock.decode(clock), now_ms))
+        else:
+            parent = digest(old)
+            clock = vclock.encode(vclock.prune(vclock.increment(context(old), actor, now_ms), now_ms))
+        if value is None:
+            new = Version(clock, now_ms, actor, True, 0, b"")
+            records[key] = (new,)
+            return parent, encode_single(new, b"")
+        new = Version(clock, now_ms, actor, False, ks.deadline(key) or 0, None)
+        records[key] = (new,)
+        return parent, encode_single(new, encode_value(value))
+
+    def _written_in_context(self, key: bytes, value, old: Record | None, seen: vclock.VClock, now_ms: int) -> bytes:
+        clock = vclock.prune(vclock.increment(seen, self.actor, now_ms), now_ms)
+        live = value is not None
         new = Version(
             vclock.encode(clock),
             now_ms,
             self.actor,
-            tombstone=value is None,
-            expire_at=(ks.deadline(key) or 0) if value is not None else 0,
-            value=None if value is not None else b"",
+            tombstone=not live,
+            expire_at=(self.keyspace.deadline(key) or 0) if live else 0,
+            value=None if live else b"",
         )
-        if seen is None:
-            record: Record = (new,)
-        else:
-            record = supersede(old, seen, new)
-        self._install(key, record, materialized=new)
-        return tuple(self._filled(key, v) for v in record)
+        self._install(key, supersede(old, seen, new), materialized=new)
+        return encode_record(self.full_record(key))
 
     def dematerialize(self, key: bytes) -> None:
         """Give the winner its encoded value back, before a command overwrites the
@@ -117,6 +156,28 @@ class VersionStore:
             self.records[key] = tuple(self._filled(key, v) for v in record)
 
     # -- records from other nodes ----------------------------------------------------------
+
+    def apply_shipped(self, key: bytes, parent: bytes, blob: bytes) -> bool:
+        """Apply a record a coordinator wrote over the versions named by ``parent``.
+
+        ``parent`` is the digest of the record the coordinator superseded (or
+        :data:`RECONCILE`).  When this replica holds exactly those versions the new
+        record replaces them without comparing clocks: the common case, kept cheap.
+        Otherwise the records are reconciled.  True if the local record changed.
+        """
+        old = self.records.get(key)
+        if parent != RECONCILE:
+            if old is None:
+                held = b""
+            elif len(old) == 1:
+                held = old[0].clock
+            else:
+                held = digest(old)
+            if held == parent:
+                self.versions_applied += 1
+                self._install(key, decode_record(blob), None)
+                return True
+        return self.apply(key, decode_record(blob))
 
     def apply(self, key: bytes, incoming: Record) -> bool:
         """Reconcile ``incoming`` into the local record; True if the local one changed."""
@@ -136,10 +197,6 @@ class VersionStore:
             for v in old:
                 if v.value is None:
                     current = v
-        if current is not None and winner(merged) is not current:
-            # The materialized version may survive as a sibling: keep its value.
-            merged = tuple(self._filled(key, v) if v is current else v for v in merged)
-            current = None
         self._install(key, merged, materialized=current)
         return True
 
@@ -158,19 +215,22 @@ class VersionStore:
         """Store ``record`` and make the keyspace hold its winner.
 
         ``materialized`` is the version whose value the keyspace holds right now
-        (None if it holds no version of this record).
+        (None if it holds no version of this record).  Versions handed in are owned
+        by the store from now on (the winner's value is dropped in place).
         """
         ks = self.keyspace
-        best = winner(record)
-        now = ks.clock_ms()
+        best = record[0] if len(record) == 1 else winner(record)
         if best is materialized:
             self.records[key] = record
             return
-        if best.live(now):
+        if materialized is not None and len(record) > 1:
+            # The version the keyspace holds may stay as a sibling: keep its value.
+            record = tuple(self._filled(key, v) if v is materialized else v for v in record)
+        if not best.tombstone and (not best.expire_at or best.expire_at > ks.clock_ms()):
             ks.set(key, decode_value(best.value))
             if best.expire_at:
                 ks.set_deadline(key, best.expire_at)
-            record = tuple(v.with_value(None) if v is best else v for v in record)
+            best.value = None
         else:
             ks.delete(key)
         self.records[key] = record

@@ -36,6 +36,7 @@ VClock = tuple[Entry, ...]
 EMPTY: VClock = ()
 
 _ENTRY = struct.Struct("<20sQQ")
+_COUNTER = struct.Struct("<Q")
 ENTRY_SIZE = _ENTRY.size
 
 #: Pruning defaults (as Riak's small/big/young/old vclock settings).
@@ -91,6 +92,18 @@ def increment(clock: VClock, actor: bytes, now_ms: int) -> VClock:
     if not placed:
         entries.append((actor, 1, now_ms))
     return tuple(entries)
+
+
+def increment_encoded(blob: bytes, actor: bytes, now_ms: int) -> bytes:
+    """``encode(increment(decode(blob), actor, now_ms))``, without decoding when
+    ``actor`` already has an entry (every write after a coordinator's first)."""
+    at = blob.find(actor)
+    while at >= 0 and at % ENTRY_SIZE:
+        at = blob.find(actor, at + 1)
+    if at < 0:
+        return encode(increment(decode(blob), actor, now_ms))
+    count = _COUNTER.unpack_from(blob, at + 20)[0]
+    return blob[:at] + _ENTRY.pack(actor, count + 1, now_ms) + blob[at + ENTRY_SIZE :]
 
 
 def descends(a: VClock, b: VClock) -> bool:

@@ -155,6 +155,7 @@ def same_versions(a: Record | None, b: Record | None) -> bool:
 _HEADER = struct.Struct("<HIQQ20sB")
 _COUNT = struct.Struct("<H")
 _TOMBSTONE = 1
+_ONE_HEADER = _COUNT.size + _HEADER.size
 
 
 def encode_record(record: Record) -> bytes:
@@ -169,8 +170,33 @@ def encode_record(record: Record) -> bytes:
     return b"".join(parts)
 
 
+_ONE = struct.Struct("<HHIQQ20sB")
+
+
+def encode_single(version: Version, value: bytes) -> bytes:
+    """The wire form of a one-version record holding ``value`` (the hot case)."""
+    clock = version.clock
+    return b"".join(
+        (
+            _ONE.pack(1, len(clock), len(value), version.stamp, version.expire_at, version.actor,
+                      _TOMBSTONE if version.tombstone else 0),
+            clock,
+            value,
+        )
+    )
+
+
 def decode_record(blob: bytes) -> Record:
     """The record encoded in ``blob``; ValueError if it is malformed."""
+    if blob[:2] == b"\x01\x00" and len(blob) >= _ONE_HEADER:
+        # One version, the common case: one unpack and two slices.
+        clock_len, value_len, stamp, expire_at, actor, flags = _HEADER.unpack_from(blob, 2)
+        end = _ONE_HEADER + clock_len
+        if end + value_len == len(blob) and not clock_len % vclock.ENTRY_SIZE:
+            clock = blob[_ONE_HEADER:end]
+            if clock_len > vclock.ENTRY_SIZE:
+                vclock.decode(clock)  # validates the actor order
+            return (Version(clock, stamp, actor, bool(flags & _TOMBSTONE), expire_at, blob[end:]),)
     try:
         (count,) = _COUNT.unpack_from(blob, 0)
         offset = _COUNT.size

@@ -1,0 +1,299 @@
+"""VersionStore over a real Keyspace: local writes, remote records, RESOLVE, purge, bounds."""
+
+from __future__ import annotations
+
+import pytest
+
+from respkv.keyspace.store import Keyspace
+from respkv.replication import vclock
+from respkv.replication.codec import encode_value
+from respkv.replication.store import VersionStore
+from respkv.replication.versions import Version, decode_record
+
+LOCAL = b"\x01" * 20
+REMOTE = b"\x02" * 20
+OTHER = b"\x03" * 20
+START = 1_000_000
+KEY = b"k"
+
+
+@pytest.fixture
+def now():
+    return [START]
+
+
+@pytest.fixture
+def ks(now):
+    return Keyspace(clock_ms=lambda: now[0])
+
+
+@pytest.fixture
+def store(ks):
+    return VersionStore(ks, actor=LOCAL, max_siblings=3)
+
+
+def remote(clock, stamp, value=b"remote", actor=REMOTE, expire_at=0, tombstone=False):
+    """A version as it arrives from another node (value encoded)."""
+    return Version(vclock.encode(clock), stamp, actor, tombstone, expire_at, b"" if tombstone else encode_value(value))
+
+
+def written_record(store, key, now_ms, seen=None):
+    """The record ``store.written`` ships, decoded (None when nothing is shipped)."""
+    shipped = store.written(key, now_ms, seen=seen)
+    return None if shipped is None else decode_record(shipped[1])
+
+
+def write(store, ks, now, value, at=None):
+    """Set ``value`` in the keyspace and version it as this node's write."""
+    ks.set(KEY, value)
+    return written_record(store, KEY, now[0] if at is None else at)
+
+
+def clock_of(version):
+    return vclock.decode(version.clock)
+
+
+# -- local writes --------------------------------------------------------------------------
+
+
+def test_written_names_the_versions_it_replaced(store, ks, now):
+    ks.set(KEY, b"one")
+    parent, _ = store.written(KEY, now[0])
+    assert parent == b""  # nothing was held before
+    (first,) = store.record(KEY)
+    ks.set(KEY, b"two")
+    parent, _ = store.written(KEY, now[0] + 1)
+    assert parent == first.clock
+    # A replica holding exactly the parent replaces it without reconciling.
+    other_ks = Keyspace(clock_ms=lambda: now[0])
+    replica = VersionStore(other_ks, REMOTE)
+    ks.set(KEY, b"three")
+    parent, blob = store.written(KEY, now[0] + 2)
+    assert replica.apply_shipped(KEY, parent, blob)  # parent unknown here: reconciled
+    assert other_ks.get(KEY) == b"three"
+
+
+def test_first_write_creates_one_version(store, ks, now):
+    ks.set(KEY, b"hello")
+    ks.set_deadline(KEY, START + 5_000)
+    shipped = written_record(store, KEY, now[0])
+    assert len(shipped) == 1
+    assert shipped[0].value == b"shello"
+    (kept,) = store.record(KEY)
+    assert kept.value is None  # materialized: the keyspace holds it
+    assert clock_of(kept) == ((LOCAL, 1, START),)
+    assert (kept.stamp, kept.actor, kept.tombstone) == (START, LOCAL, False)
+    assert kept.expire_at == START + 5_000 == ks.deadline(KEY)
+    assert store.full_record(KEY)[0].value == b"shello"
+
+
+def test_second_write_increments_and_supersedes(store, ks, now):
+    write(store, ks, now, b"one")
+    now[0] += 10
+    shipped = write(store, ks, now, b"two")
+    assert len(shipped) == 1 and len(store.record(KEY)) == 1
+    assert clock_of(shipped[0]) == ((LOCAL, 2, START + 10),)
+    assert shipped[0].value == b"stwo"
+    assert store.causal_context(KEY) == ((LOCAL, 2, START + 10),)
+
+
+def test_delete_writes_tombstone(store, ks, now):
+    write(store, ks, now, b"one")
+    now[0] += 10
+    ks.delete(KEY)
+    (tombstone,) = written_record(store, KEY, now[0])
+    assert tombstone.tombstone and tombstone.value == b""
+    assert tombstone.expire_at == 0
+    assert clock_of(tombstone) == ((LOCAL, 2, START + 10),)
+    assert store.record(KEY)[0].tombstone
+
+
+def test_never_versioned_absent_key_writes_nothing(store, now):
+    assert written_record(store, b"absent", now[0]) is None
+    assert store.record(b"absent") is None
+    assert store.causal_context(b"absent") == vclock.EMPTY
+
+
+def test_pure_expiry_writes_nothing(store, ks, now):
+    ks.set(KEY, b"short")
+    ks.set_deadline(KEY, START + 100)
+    written_record(store, KEY, now[0])
+    before = store.record(KEY)
+    now[0] += 100
+    assert ks.get(KEY) is None
+    assert written_record(store, KEY, now[0]) is None
+    assert store.record(KEY) is before
+
+
+# -- records from other nodes ------------------------------------------------------------------
+
+
+def test_apply_dominating_record_materializes_it(store, ks, now):
+    write(store, ks, now, b"local")
+    stamp = START + 5
+    incoming = (remote(vclock.increment(store.causal_context(KEY), REMOTE, stamp), stamp, expire_at=START + 60_000),)
+    assert store.apply(KEY, incoming)
+    assert ks.get(KEY) == b"remote"
+    assert ks.deadline(KEY) == START + 60_000
+    (kept,) = store.record(KEY)
+    assert kept.value is None and kept.actor == REMOTE
+    assert store.full_record(KEY)[0].value == b"sremote"
+    assert store.versions_applied == 1
+
+
+def test_apply_into_empty_store(store, ks, now):
+    incoming = (remote(((REMOTE, 1, START),), START),)
+    assert store.apply(KEY, incoming)
+    assert ks.get(KEY) == b"remote"
+    assert ks.deadline(KEY) is None
+
+
+def test_apply_older_record_changes_nothing(store, ks, now):
+    write(store, ks, now, b"one")
+    now[0] += 10
+    write(store, ks, now, b"two")
+    before = store.record(KEY)
+    stale = (remote(((LOCAL, 1, START),), START + 999, b"one", actor=LOCAL),)  # newer stamp, older clock
+    assert not store.apply(KEY, stale)
+    assert store.record(KEY) is before
+    assert ks.get(KEY) == b"two"
+    assert store.versions_applied == 0
+
+
+@pytest.mark.parametrize(("offset", "shown"), [(100, b"remote"), (-100, b"local")])
+def test_apply_concurrent_record_keeps_siblings(store, ks, now, offset, shown):
+    write(store, ks, now, b"local")
+    stamp = START + offset
+    assert store.apply(KEY, (remote(((REMOTE, 1, stamp),), stamp),))
+    record = store.record(KEY)
+    assert len(record) == 2
+    assert ks.get(KEY) == shown  # the newest stamp wins
+    values = {v.actor: v.value for v in record}
+    winner_actor = REMOTE if shown == b"remote" else LOCAL
+    loser_actor = LOCAL if winner_actor == REMOTE else REMOTE
+    assert values[winner_actor] is None
+    assert values[loser_actor] == b"s" + (b"local" if loser_actor == LOCAL else b"remote")
+    assert {v.value for v in store.full_record(KEY)} == {b"slocal", b"sremote"}
+    assert store.sibling_count() == 1
+
+
+def test_apply_same_record_twice(store, ks, now):
+    write(store, ks, now, b"local")
+    incoming = (remote(((REMOTE, 1, START + 1),), START + 1),)
+    assert store.apply(KEY, incoming)
+    after = store.record(KEY)
+    assert not store.apply(KEY, incoming)
+    assert store.record(KEY) is after
+    assert store.versions_applied == 1
+
+
+def test_apply_dominating_tombstone_deletes(store, ks, now):
+    write(store, ks, now, b"local")
+    clock = vclock.increment(store.causal_context(KEY), REMOTE, START + 1)
+    assert store.apply(KEY, (remote(clock, START + 1, tombstone=True),))
+    assert ks.get(KEY) is None
+    assert store.record(KEY)[0].tombstone
+
+
+# -- RESOLVE ---------------------------------------------------------------------------------
+
+
+def _two_siblings(store, ks, now, remote_stamp):
+    write(store, ks, now, b"local")
+    seen = store.causal_context(KEY)  # the client saw only the local sibling
+    unseen = remote(((REMOTE, 1, remote_stamp),), remote_stamp)
+    store.apply(KEY, (unseen,))
+    return seen, unseen
+
+
+def _resolve(store, ks, now, seen, value):
+    store.dematerialize(KEY)  # as the RESOLVE command does
+    ks.set(KEY, value)
+    return written_record(store, KEY, now[0], seen=seen)
+
+
+def test_resolve_keeps_unseen_sibling(store, ks, now):
+    seen, unseen = _two_siblings(store, ks, now, START + 1)
+    now[0] += 10
+    shipped = _resolve(store, ks, now, seen, b"resolved")
+    assert {v.clock for v in store.record(KEY)} == {unseen.clock, vclock.encode(((LOCAL, 2, START + 10),))}
+    assert {v.value for v in shipped} == {b"sremote", b"sresolved"}
+    assert ks.get(KEY) == b"resolved"
+
+
+def test_resolve_with_full_context_leaves_one_version(store, ks, now):
+    _two_siblings(store, ks, now, START + 1)
+    now[0] += 10
+    shipped = _resolve(store, ks, now, store.causal_context(KEY), b"resolved")
+    assert len(shipped) == 1 and shipped[0].value == b"sresolved"
+    assert clock_of(shipped[0]) == ((LOCAL, 2, START + 10), (REMOTE, 1, START + 1))
+
+
+@pytest.mark.parametrize("remote_stamp", [START + 10, START + 5_000], ids=["same-ms", "skewed-clock"])
+def test_resolve_keeps_new_value_when_unseen_sibling_wins(store, ks, now, remote_stamp):
+    seen, unseen = _two_siblings(store, ks, now, remote_stamp)
+    now[0] += 10  # the remote sibling's stamp is >= now (REMOTE > LOCAL breaks the tie)
+    _resolve(store, ks, now, seen, b"resolved")
+    assert ks.get(KEY) == b"remote"  # the unseen sibling is the winner plain clients see
+    values = {v.clock: v.value for v in store.full_record(KEY)}
+    assert values[unseen.clock] == b"sremote"
+    assert values[vclock.encode(((LOCAL, 2, START + 10),))] == b"sresolved"
+
+
+# -- purge, bounds, clear ------------------------------------------------------------------------
+
+
+def test_purge_only_exact_tombstone(store, ks, now):
+    write(store, ks, now, b"one")
+    live_clock = store.record(KEY)[0].clock
+    assert not store.purge(KEY, live_clock)  # not a tombstone
+    now[0] += 1
+    ks.delete(KEY)
+    (tombstone,) = written_record(store, KEY, now[0])
+    assert not store.purge(KEY, live_clock)  # not the tombstone's clock
+    assert not store.purge(b"other", tombstone.clock)  # no record
+    assert store.purge(KEY, tombstone.clock)
+    assert store.record(KEY) is None
+    assert store.tombstones_purged == 1
+
+
+def test_purge_skips_tombstone_with_sibling(store, ks, now):
+    write(store, ks, now, b"one")
+    now[0] += 1
+    ks.delete(KEY)
+    (tombstone,) = written_record(store, KEY, now[0])
+    store.apply(KEY, (remote(((REMOTE, 1, START + 2),), START + 2),))
+    assert not store.purge(KEY, tombstone.clock)
+    assert len(store.record(KEY)) == 2
+
+
+def test_max_siblings_drops_oldest_applied_one_by_one(store, ks, now):
+    write(store, ks, now, b"local")  # oldest stamp
+    for i in range(1, 5):
+        actor = bytes([0x10 + i]) * 20
+        store.apply(KEY, (remote(((actor, 1, START + i),), START + i, b"v%d" % i, actor),))
+    record = store.record(KEY)
+    assert [v.stamp for v in record] == [START + 2, START + 3, START + 4]
+    assert store.siblings_dropped == 2
+    assert ks.get(KEY) == b"v4"
+    assert [v.value is None for v in record] == [False, False, True]
+
+
+def test_max_siblings_bounds_one_incoming_record(store, ks):
+    incoming = tuple(
+        remote(((bytes([0x10 + i]) * 20, 1, START + i),), START + i, b"v%d" % i, bytes([0x10 + i]) * 20)
+        for i in range(5)
+    )
+    assert store.apply(KEY, incoming)
+    assert len(store.record(KEY)) == 3
+    assert store.siblings_dropped == 2
+    assert ks.get(KEY) == b"v4"
+
+
+def test_clear_forgets_records(store, ks, now):
+    write(store, ks, now, b"one")
+    store.apply(b"x", (remote(((REMOTE, 1, START),), START),))
+    store.clear()
+    assert store.records == {}
+    assert store.record(KEY) is None
+    assert store.digest(KEY) == b""
