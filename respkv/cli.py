@@ -31,7 +31,7 @@ def _server_parser(sub) -> None:
                    help="client address of a member to join (repeatable; its bus port is PORT+10000 "
                         "unless written HOST:PORT@BUSPORT or the member is configured otherwise)")
     p.add_argument("--weight", help="this node's ring weight (cluster-weight, default 1)")
-    p.add_argument("--rf", help="replication factor (replication-factor, default 1)")
+    p.add_argument("--rf", help="replication factor N (replication-factor, default 3)")
     p.add_argument("--routing", help="redirect or proxy (cluster-routing, default redirect)")
     p.add_argument("--cluster-port", help="cluster bus port (default: client port + 10000)")
     p.add_argument("--node-timeout", help="milliseconds of silence before a member is suspected (default 5000)")

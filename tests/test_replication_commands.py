@@ -1,0 +1,255 @@
+"""SIBLINGS, RESOLVE, CONSISTENCY and BUSFAULT on real nodes, through redis-py.
+
+Two nodes: a standalone one (no replication: one version per key, RESOLVE is a
+plain SET/DEL) and a one-member cluster with ``replication-factor 3`` (N is capped
+at 1, but every key is versioned).  On the cluster node, concurrent versions are
+made by handing the node a record "from another node" through its ``REPL`` bus
+operation, run in the node's own thread, exactly as the bus would deliver it.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import hiredis
+import pytest
+import redis
+import trio
+
+from respkv.replication import vclock
+from respkv.replication.codec import encode_value
+from respkv.replication.coordinator import REPL
+from respkv.replication.store import RECONCILE
+from respkv.replication.versions import Version, encode_record
+
+from .conftest import NodeThread
+
+OTHER = "f" * 40  # a node id "elsewhere" that wrote concurrently
+
+
+@pytest.fixture(scope="module")
+def cluster_node(tmp_path_factory):
+    server = NodeThread(tmp_path_factory.mktemp("rnode"), **{"cluster-enabled": True}).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=[3, 2], ids=["resp3", "resp2"])
+def rc(request, cluster_node):
+    client = cluster_node.client(protocol=request.param)
+    client.flushall()
+    yield client
+    client.close()
+
+
+def as_dict(sibling) -> dict:
+    """A sibling as a dict in both protocols (RESP2 gives a flat list)."""
+    if isinstance(sibling, dict):
+        return sibling
+    return dict(zip(sibling[::2], sibling[1::2]))
+
+
+def deliver(server: NodeThread, key: bytes, value: bytes, stamp: int, clock=None) -> None:
+    """Hand the node a version written by OTHER, as its bus would."""
+    clock = clock or ((vclock.actor_of(OTHER), 1, stamp),)
+    record = (Version(vclock.encode(clock), stamp, vclock.actor_of(OTHER), False, 0, encode_value(value)),)
+    coordinator = server.node.replication
+    trio.from_thread.run_sync(
+        coordinator.handle, OTHER, REPL, [key, RECONCILE, encode_record(record)], trio_token=server._token
+    )
+
+
+# -- standalone ----------------------------------------------------------------------------
+
+
+def test_standalone_siblings_is_the_one_value(r):
+    assert r.execute_command("SIBLINGS", "k") == [b"", []]
+    r.set("k", "v", px=100000)
+    context, siblings = r.execute_command("SIBLINGS", "k")
+    assert context == b""
+    (one,) = [as_dict(s) for s in siblings]
+    assert one[b"value"] == b"v" and one[b"type"] == b"string" and one[b"winner"] == 1
+    assert one[b"tombstone"] == 0 and one[b"clock"] == [] and one[b"expireat"] > 0
+
+
+def test_standalone_resolve_is_set_or_del(r):
+    assert r.execute_command("RESOLVE", "k", "", "v") in (b"OK", True)
+    assert r.get("k") == b"v"
+    assert r.execute_command("RESOLVE", "k", "") in (b"OK", True)
+    assert r.exists("k") == 0
+
+
+@pytest.mark.parametrize(
+    "args, error",
+    [
+        (("RESOLVE", "k", "zz", "v"), "invalid causal context"),
+        (("RESOLVE", "k", "abc", "v"), "invalid causal context"),  # odd hex
+        (("RESOLVE", "k", "00" * 35, "v"), "invalid causal context"),  # not 36-byte entries
+        (("RESOLVE", "k", "", "v", "extra"), "syntax error"),
+        (("RESOLVE", "k"), "wrong number of arguments for 'resolve' command"),
+        (("SIBLINGS",), "wrong number of arguments for 'siblings' command"),
+        (("SIBLINGS", "a", "b"), "wrong number of arguments for 'siblings' command"),
+        (("CONSISTENCY", "R"), "syntax error"),
+        (("CONSISTENCY", "Q", "1"), "syntax error"),
+        (("CONSISTENCY", "R", "0"), "R and W must be integers between 1 and 16"),
+        (("CONSISTENCY", "W", "17"), "R and W must be integers between 1 and 16"),
+        (("CONSISTENCY", "W", "x"), "R and W must be integers between 1 and 16"),
+        (("BUSFAULT", "CUT", "x"), "cluster support disabled"),
+    ],
+)
+def test_errors(r, args, error):
+    with pytest.raises(redis.ResponseError, match=error):
+        r.execute_command(*args)
+
+
+def test_consistency_per_connection(r, node):
+    def shown(client):
+        reply = client.execute_command("CONSISTENCY")
+        if isinstance(reply, list):
+            reply = dict(zip(reply[::2], reply[1::2]))
+        return {k.decode() if isinstance(k, bytes) else k: v for k, v in reply.items()}
+
+    assert shown(r) == {"n": 3, "r": 2, "w": 2}
+    assert r.execute_command("CONSISTENCY", "R", "1", "W", "3") in (b"OK", True)
+    assert shown(r) == {"n": 3, "r": 1, "w": 3}
+    other = node.client()
+    assert shown(other) == {"n": 3, "r": 2, "w": 2}  # only this connection changed
+    assert r.execute_command("CONSISTENCY", "W", "2") in (b"OK", True)
+    assert shown(r) == {"n": 3, "r": 1, "w": 2}
+    assert r.execute_command("CONSISTENCY", "DEFAULT") in (b"OK", True)
+    assert shown(r) == {"n": 3, "r": 2, "w": 2}
+
+
+def raw_command(port: int, *args: bytes):
+    """One request over a plain socket, its reply parsed by hiredis (no client callbacks)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in args))
+        reader = hiredis.Reader()
+        while (parsed := reader.gets()) is False:
+            reader.feed(sock.recv(65536))
+        return parsed
+
+
+def test_custom_commands_are_in_command_with_their_keys(r, node):
+    for name, arity, first in (("siblings", 2, 1), ("resolve", -3, 1), ("consistency", -1, 0), ("busfault", -2, 0)):
+        (entry,) = raw_command(node.port, b"COMMAND", b"INFO", name.encode())
+        assert entry[0] == name.encode()
+        assert (entry[1], entry[3], entry[4]) == (arity, first, first)  # arity, first and last key
+    assert raw_command(node.port, b"COMMAND", b"GETKEYS", b"SIBLINGS", b"user:1") == [b"user:1"]
+    assert raw_command(node.port, b"COMMAND", b"GETKEYS", b"RESOLVE", b"user:2", b"00", b"v") == [b"user:2"]
+
+
+# -- versioned (one-member cluster) -----------------------------------------------------------
+
+
+def test_writes_get_clocks_and_deletes_tombstones(rc, cluster_node):
+    rc.set("k", "one")
+    context, (first,) = rc.execute_command("SIBLINGS", "k")
+    first = as_dict(first)
+    my_id = cluster_node.node.cluster.myself.encode()
+    assert [c[:2] for c in first[b"clock"]] == [[my_id, 1]]
+    assert vclock.decode(bytes.fromhex(context.decode())) == ((bytes.fromhex(my_id.decode()), 1, first[b"timestamp"]),)
+    rc.set("k", "two")
+    _, (second,) = rc.execute_command("SIBLINGS", "k")
+    assert [c[:2] for c in as_dict(second)[b"clock"]] == [[my_id, 2]]
+    rc.delete("k")
+    _, (tomb,) = rc.execute_command("SIBLINGS", "k")
+    tomb = as_dict(tomb)
+    assert tomb[b"tombstone"] == 1 and tomb[b"value"] is None and tomb[b"type"] == b"none"
+    assert rc.get("k") is None
+
+
+def test_concurrent_versions_are_siblings_and_resolve_supersedes_what_it_saw(rc, cluster_node):
+    rc.set("k", "mine")
+    _, (mine,) = rc.execute_command("SIBLINGS", "k")
+    deliver(cluster_node, b"k", b"theirs", as_dict(mine)[b"timestamp"] + 1000)
+    context, siblings = rc.execute_command("SIBLINGS", "k")
+    siblings = [as_dict(s) for s in siblings]
+    assert sorted(s[b"value"] for s in siblings) == [b"mine", b"theirs"]
+    (winner,) = [s for s in siblings if s[b"winner"] == 1]
+    assert winner[b"value"] == b"theirs"  # the newer timestamp
+    assert rc.get("k") == b"theirs"
+
+    # A third version arrives after the client read the context: it must survive.
+    later = winner[b"timestamp"] + 1000
+    deliver(cluster_node, b"k", b"later", later, clock=((vclock.actor_of(OTHER), 2, later),))
+    # OTHER:2 descends OTHER:1, so "theirs" is replaced; "mine" stays concurrent.
+    _, now = rc.execute_command("SIBLINGS", "k")
+    assert sorted(as_dict(s)[b"value"] for s in now) == [b"later", b"mine"]
+
+    assert rc.execute_command("RESOLVE", "k", context, "merged") in (b"OK", True)
+    _, after = rc.execute_command("SIBLINGS", "k")
+    assert sorted(as_dict(s)[b"value"] for s in after) == [b"later", b"merged"]
+
+    # Resolving with the full context leaves exactly one version.
+    context, _ = rc.execute_command("SIBLINGS", "k")
+    assert rc.execute_command("RESOLVE", "k", context, "final") in (b"OK", True)
+    _, (only,) = rc.execute_command("SIBLINGS", "k")
+    assert as_dict(only)[b"value"] == b"final" and rc.get("k") == b"final"
+
+
+def test_plain_write_supersedes_all_siblings_held(rc, cluster_node):
+    rc.set("k", "mine")
+    deliver(cluster_node, b"k", b"theirs", 1)
+    assert len(rc.execute_command("SIBLINGS", "k")[1]) == 2
+    rc.set("k", "plain")
+    _, (only,) = rc.execute_command("SIBLINGS", "k")
+    assert as_dict(only)[b"value"] == b"plain"
+
+
+def test_resolve_without_value_deletes_with_a_tombstone(rc, cluster_node):
+    rc.set("k", "mine")
+    deliver(cluster_node, b"k", b"theirs", 1)
+    context, _ = rc.execute_command("SIBLINGS", "k")
+    assert rc.execute_command("RESOLVE", "k", context) in (b"OK", True)
+    _, (only,) = rc.execute_command("SIBLINGS", "k")
+    assert as_dict(only)[b"tombstone"] == 1
+    assert rc.exists("k") == 0
+
+
+def test_siblings_of_other_types_render_as_their_read_commands(rc, cluster_node):
+    rc.hset("h", mapping={"f": "v"})
+    rc.rpush("l", "a", "b")
+    rc.sadd("s", "x")
+    rc.zadd("z", {"m": 1.5})
+    rc.set("e", "v", px=100000)
+    values = {key: as_dict(rc.execute_command("SIBLINGS", key)[1][0]) for key in ("h", "l", "s", "z", "e")}
+    assert values["h"][b"type"] == b"hash" and values["h"][b"value"] in ({b"f": b"v"}, [b"f", b"v"])
+    assert values["l"][b"value"] == [b"a", b"b"]
+    assert values["s"][b"value"] in ({b"x"}, [b"x"])
+    assert values["z"][b"value"] in ([[b"m", 1.5]], [[b"m", b"1.5"]])
+    assert values["e"][b"expireat"] > 0
+
+
+def test_info_replication_shows_settings_and_counters(rc):
+    rc.set("k", "v")
+    info = rc.info("replication")
+    assert info["replication_enabled"] == 1
+    assert (info["replication_factor"], info["read_quorum"], info["write_quorum"]) == (3, 2, 2)
+    assert (info["effective_n"], info["effective_r"], info["effective_w"]) == (1, 1, 1)  # one member
+    assert info["versioned_keys"] >= 1 and info["replicated_writes"] >= 1
+
+
+def test_config_set_quorums_at_run_time(rc):
+    try:
+        assert rc.config_set("write-quorum", 1)
+        assert rc.config_get("write-quorum") == {"write-quorum": "1"} or rc.config_get("write-quorum") == {
+            b"write-quorum": b"1"
+        }
+        with pytest.raises(redis.ResponseError):
+            rc.config_set("replication-factor", 2)  # fixed at start-up
+    finally:
+        rc.config_set("write-quorum", 2)
+
+
+def test_busfault_cut_heal_list(rc):
+    peer = "e" * 40
+    assert rc.execute_command("BUSFAULT", "LIST") == []
+    assert rc.execute_command("BUSFAULT", "CUT", peer) in (b"OK", True)
+    assert rc.execute_command("BUSFAULT", "LIST") in ([peer.encode()], [peer])
+    assert rc.execute_command("BUSFAULT", "HEAL") in (b"OK", True)
+    assert rc.execute_command("BUSFAULT", "LIST") == []
+    with pytest.raises(redis.ResponseError, match="syntax error"):
+        rc.execute_command("BUSFAULT", "CUT")
+    with pytest.raises(redis.ResponseError, match="syntax error"):
+        rc.execute_command("BUSFAULT", "NOPE")
