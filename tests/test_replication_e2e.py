@@ -102,6 +102,9 @@ def test_kill_one_node_keeps_every_acknowledged_write_readable(tmp_path):
         assert poll(victim_converged, CONVERGE, interval=0.2)
         info = restarted.info("replication")
         assert info["versioned_keys"] >= len(acknowledged)
+        # The keys written before the kill had no hints for it: reads repaired them.
+        repairs = sum(redis.Redis(host=HOST, port=p).info("replication")["read_repairs"] for p in others)
+        assert repairs > 0
     finally:
         cluster.stop()
 
@@ -177,3 +180,94 @@ def test_partition_keeps_both_writes_as_siblings_until_resolved(tmp_path):
         assert len(one[1]) == 1 and one[1][0][b"tombstone"] == 0
     finally:
         cluster.stop()
+
+
+# --------------------------------------------------------------------------- #
+# One cluster shared by the tests that leave it healthy
+# --------------------------------------------------------------------------- #
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    cluster = start_cluster(tmp_path_factory.mktemp("shared"))
+    yield cluster
+    cluster.stop()
+
+
+def owner_and_replicas(cluster, key: str) -> tuple[int, list[int]]:
+    ports = [node.port for node in cluster.nodes]
+    owner = coordinators(ports[0])[key_slot(key)]
+    return owner, [p for p in ports if p != owner]
+
+
+def test_ttls_replicate_as_absolute_expiry(shared):
+    rc = RedisCluster(host=HOST, port=shared.nodes[0].port, socket_timeout=5)
+    assert rc.set("ttl-key", "v", px=600_000)
+    owner, replicas = owner_and_replicas(shared, "ttl-key")
+    deadline = redis.Redis(host=HOST, port=owner).execute_command("PEXPIRETIME", "ttl-key")
+    assert deadline > 0
+    assert poll(lambda: all(local(p).execute_command("PEXPIRETIME", "ttl-key") == deadline for p in replicas),
+                CONVERGE)
+    rc.persist("ttl-key")
+    assert poll(lambda: all(local(p).ttl("ttl-key") == -1 for p in replicas), CONVERGE)
+
+
+def test_delete_replicates_a_tombstone_that_is_purged_after_the_grace(shared):
+    ports = [node.port for node in shared.nodes]
+    for port in ports:
+        redis.Redis(host=HOST, port=port).config_set("tombstone-grace", 300)
+    try:
+        rc = RedisCluster(host=HOST, port=ports[0], socket_timeout=5)
+        rc.set("gone", "v")
+        assert rc.delete("gone") == 1
+        owner, replicas = owner_and_replicas(shared, "gone")
+        siblings = rc.execute_command("SIBLINGS", "gone")
+        assert siblings[1] and siblings[1][0][b"tombstone"] == 1
+        # Every replica got the tombstone, so after the grace it is purged everywhere.
+        assert poll(lambda: all(local(p).execute_command("SIBLINGS", "gone") == [b"", []] for p in ports),
+                    CONVERGE)
+        assert redis.Redis(host=HOST, port=owner).info("replication")["tombstones_purged"] >= 1
+    finally:
+        for port in ports:
+            redis.Redis(host=HOST, port=port).config_set("tombstone-grace", 60000)
+
+
+def test_below_the_write_quorum_the_client_gets_noquorum(shared):
+    ports = [node.port for node in shared.nodes]
+    addresses = [f"{HOST}:{p}" for p in ports]
+    owner, replicas = owner_and_replicas(shared, "nq")
+    client = redis.Redis(host=HOST, port=owner, socket_timeout=10)
+    for replica in replicas:
+        faults.cut(f"{HOST}:{owner}", f"{HOST}:{replica}")
+    try:
+        client.execute_command("CONSISTENCY", "W", "2")
+        with pytest.raises(redis.ResponseError, match="NOQUORUM write quorum not reached: 1 of 2"):
+            client.set("nq", "v")
+        client.execute_command("CONSISTENCY", "R", "3")
+        with pytest.raises(redis.ResponseError, match="NOQUORUM read quorum not reached"):
+            client.get("nq")
+        client.execute_command("CONSISTENCY", "W", "1", "R", "1")
+        assert client.set("nq", "w1") and client.get("nq") == b"w1"
+        assert client.info("replication")["hints_pending"] >= 1
+    finally:
+        faults.heal(addresses)
+    # The hints are handed off once the links are back.
+    assert poll(lambda: all(local(p).get("nq") == b"w1" for p in replicas), CONVERGE)
+
+
+def test_a_stale_replica_converges_when_its_link_heals(shared):
+    ports = [node.port for node in shared.nodes]
+    addresses = [f"{HOST}:{p}" for p in ports]
+    owner, (stale, _) = owner_and_replicas(shared, "rr")
+    rc = RedisCluster(host=HOST, port=ports[0], socket_timeout=5)
+    rc.set("rr", "old")
+    assert poll(lambda: local(stale).get("rr") == b"old", CONVERGE)
+    # Cut one replica off the owner only: the write still reaches W=2 through the other.
+    faults.cut(f"{HOST}:{owner}", f"{HOST}:{stale}")
+    try:
+        assert redis.Redis(host=HOST, port=owner, socket_timeout=10).set("rr", "new")
+        assert local(stale).get("rr") == b"old"
+    finally:
+        faults.heal(addresses)
+    # Hinted hand-off (or a read through the owner) brings the replica up to date.
+    assert poll(lambda: local(stale).get("rr") == b"new" and rc.get("rr") == b"new", CONVERGE)

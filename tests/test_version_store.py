@@ -8,7 +8,7 @@ from respkv.keyspace.store import Keyspace
 from respkv.replication import vclock
 from respkv.replication.codec import encode_value
 from respkv.replication.store import VersionStore
-from respkv.replication.versions import Version, decode_record
+from respkv.replication.versions import Version, decode_record, encode_record
 
 LOCAL = b"\x01" * 20
 REMOTE = b"\x02" * 20
@@ -297,3 +297,39 @@ def test_clear_forgets_records(store, ks, now):
     assert store.records == {}
     assert store.record(KEY) is None
     assert store.digest(KEY) == b""
+
+
+@pytest.mark.parametrize(
+    "value, expire_at",
+    [(b"plain", 0), (b"with-ttl", START + 60_000)],
+)
+def test_apply_shipped_over_the_parent_replaces_it(store, ks, now, value, expire_at):
+    write(store, ks, now, b"before")
+    (held,) = store.record(KEY)
+    clock = vclock.increment(vclock.decode(held.clock), REMOTE, now[0] + 1)
+    incoming = remote(clock, now[0] + 1, value=value, expire_at=expire_at)
+    assert store.apply_shipped(KEY, held.clock, encode_record((incoming,)))
+    assert ks.get(KEY) == value
+    assert ks.deadline(KEY) == (expire_at or None)
+    (kept,) = store.record(KEY)
+    assert kept.clock == incoming.clock and kept.value is None
+
+
+def test_apply_shipped_installs_other_types_and_tombstones(store, ks, now):
+    from respkv.commands.hashes import Hash
+
+    value = Hash()
+    dict.update(value, {b"f": b"v"})
+    first = remote(((REMOTE, 1, START),), START, value=value)
+    assert store.apply_shipped(KEY, b"", encode_record((first,)))
+    assert dict(ks.get(KEY)) == {b"f": b"v"}
+    tomb = remote(((REMOTE, 2, START + 1),), START + 1, tombstone=True)
+    assert store.apply_shipped(KEY, first.clock, encode_record((tomb,)))
+    assert ks.get(KEY) is None and store.record(KEY)[0].tombstone
+
+
+def test_apply_shipped_with_another_parent_reconciles(store, ks, now):
+    write(store, ks, now, b"mine")
+    other = remote(((REMOTE, 1, START + 5),), START + 5, value=b"theirs")
+    assert store.apply_shipped(KEY, b"some-other-parent", encode_record((other,)))
+    assert len(store.record(KEY)) == 2  # concurrent: both kept

@@ -31,12 +31,29 @@ class BusProtocolError(Exception):
     """A frame that is not ``[kind, id, op, args...]``."""
 
 
-def encode(kind: bytes, request_id: int, op: bytes, args: list[bytes] | tuple[bytes, ...] = ()) -> bytes:
+class Prepared:
+    """Arguments encoded ahead of time (``encode_args``), to send to several peers."""
+
+    __slots__ = ("count", "body")
+
+    def __init__(self, count: int, body: bytes) -> None:
+        self.count = count
+        self.body = body
+
+
+def encode_args(args: list[bytes] | tuple[bytes, ...]) -> bytes:
+    """The RESP bulk strings of ``args``, back to back (a frame's tail)."""
+    return b"".join([b"$%d\r\n%b\r\n" % (len(arg), arg) for arg in args])
+
+
+def encode(kind: bytes, request_id: int, op: bytes, args: list[bytes] | tuple[bytes, ...] | Prepared = ()) -> bytes:
     rid = b"%d" % request_id
-    parts = [b"*%d\r\n$1\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (3 + len(args), kind, len(rid), rid, len(op), op)]
-    for arg in args:
-        parts.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
-    return b"".join(parts)
+    if args.__class__ is Prepared:
+        count, body = args.count, args.body
+    else:
+        count, body = len(args), encode_args(args)
+    head = b"*%d\r\n$1\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (3 + count, kind, len(rid), rid, len(op), op)
+    return head + body
 
 
 class FrameReader:
@@ -63,8 +80,11 @@ class FrameReader:
         frames = []
         try:
             while (frame := reader.gets()) is not False:
-                if frame.__class__ is not list or not frame or any(arg.__class__ is not bytes for arg in frame):
+                if frame.__class__ is not list or not frame:
                     raise BusProtocolError("a bus frame must be an array of bulk strings")
+                for arg in frame:
+                    if arg.__class__ is not bytes:
+                        raise BusProtocolError("a bus frame must be an array of bulk strings")
                 frames.append(frame)
         except hiredis.ProtocolError as exc:
             raise BusProtocolError(f"malformed bus frame: {exc}") from None

@@ -56,6 +56,7 @@ import trio
 from ..cluster.routing import cluster_ok, request_keys
 from ..cluster.slots import key_slot
 from ..commands.table import CommandError
+from ..peer import wire
 from ..peer.bus import PeerUnavailable
 from ..protocol import reply
 from . import quorum
@@ -166,15 +167,26 @@ class Deferred:
 
 
 class _Outgoing:
-    """What one session batch queued for one peer: one REPL and one RREAD request."""
+    """What one round queued for one peer: one REPL and one RREAD request.
 
-    __slots__ = ("repl_args", "repl_waiting", "repl_keys", "reads")
+    REPL arguments are kept encoded (``wire.encode_args``): a write's records are
+    encoded once and the same bytes go to every replica.
+    """
+
+    __slots__ = ("repl_parts", "repl_count", "repl_waiting", "repl_keys", "reads")
 
     def __init__(self) -> None:
-        self.repl_args: list[bytes] = []
+        self.repl_parts: list[bytes] = []
+        self.repl_count = 0
         self.repl_waiting: list[Deferred] = []
         self.repl_keys: list[bytes] = []
         self.reads: list[tuple[Deferred, list[bytes], list[bytes]]] = []
+
+    def add_records(self, encoded: bytes, count: int, deferred: Deferred, keys: list[bytes]) -> None:
+        self.repl_parts.append(encoded)
+        self.repl_count += count
+        self.repl_waiting.append(deferred)
+        self.repl_keys.extend(keys)
 
 
 class Coordinator:
@@ -262,6 +274,8 @@ class Coordinator:
         """Run a routed request here as coordinator; bytes, a Deferred or an awaitable."""
         handler = spec.handler
         core = getattr(handler, "core", None)  # blocking commands: run their core now
+        if spec.is_async and core is None:
+            return session._run_async(spec, args)  # no keyed command of this kind writes
         self.recording = changed = []
         waits = None
         try:
@@ -364,20 +378,29 @@ class Coordinator:
                 shipped.append(key)
                 shipped.append(written[0])
                 shipped.append(written[1])
+        if not shipped:
+            return local
         self.stats["replicated_writes"] += len(requests)
         peers, down = placement
         for node_id in down:
             self._hint(node_id, keys)
         q = self.quorums(session)
         deferred = Deferred(local, Tally(q.w, 1 + len(peers), 1), "write", None, requests)
-        for peer in peers:
-            out = self._outgoing.get(peer)
-            if out is None:
-                out = self._outgoing[peer] = _Outgoing()
-            out.repl_args.extend(shipped)
-            out.repl_waiting.append(deferred)
-            out.repl_keys.extend(keys)
+        self._ship(peers, shipped, deferred, keys)
         return self._attach(session, deferred)
+
+    def _ship(self, peers, shipped: list[bytes], deferred: Deferred, keys: list[bytes]) -> None:
+        """Queue ``shipped`` (key, parent, record triples) for every peer."""
+        if not peers or not shipped:
+            return
+        encoded = wire.encode_args(shipped)
+        count = len(shipped)
+        outgoing = self._outgoing
+        for peer in peers:
+            out = outgoing.get(peer)
+            if out is None:
+                out = outgoing[peer] = _Outgoing()
+            out.add_records(encoded, count, deferred, keys)
 
     def _read_run(self, session, spec, requests, position: int, local: bytes, peers):
         q = self.quorums(session)
@@ -438,13 +461,7 @@ class Coordinator:
             deferred.on_full = lambda: self._purges.extend((now + grace, k, c) for k, c in tombstones)
             if not peers:
                 deferred.on_full()
-        for peer in peers:
-            out = self._outgoing.get(peer)
-            if out is None:
-                out = self._outgoing[peer] = _Outgoing()
-            out.repl_args.extend(shipped)
-            out.repl_waiting.append(deferred)
-            out.repl_keys.extend(shipped_keys)
+        self._ship(peers, shipped, deferred, shipped_keys)
         if result is None:
             return None  # a blocking command that waits: nothing to reply yet
         if not deferred.settled:
@@ -483,9 +500,10 @@ class Coordinator:
         outgoing, self._outgoing = self._outgoing, {}
         for peer, out in outgoing.items():
             link = self.bus.links.get(peer)
-            if out.repl_args:
+            if out.repl_count:
                 callback = _ReplAnswer(self, peer, out.repl_waiting, out.repl_keys)
-                if link is None or not link.request_nowait(REPL, out.repl_args, callback):
+                records = wire.Prepared(out.repl_count, b"".join(out.repl_parts))
+                if link is None or not link.request_nowait(REPL, records, callback):
                     callback(None, PeerUnavailable(peer))
             if out.reads:
                 args: list[bytes] = []

@@ -152,19 +152,21 @@ def same_versions(a: Record | None, b: Record | None) -> bool:
 
 # -- wire form ---------------------------------------------------------------------------
 
-_HEADER = struct.Struct("<HIQQ20sB")
+#: One version's header: clock length, value length, stamp, expiry, actor, flags.
+VERSION_HEADER = struct.Struct("<HIQQ20sB")
 _COUNT = struct.Struct("<H")
-_TOMBSTONE = 1
-_ONE_HEADER = _COUNT.size + _HEADER.size
+TOMBSTONE_FLAG = 1
+#: Where a one-version record's clock starts (after the count and the header).
+ONE_VERSION_START = _COUNT.size + VERSION_HEADER.size
 
 
 def encode_record(record: Record) -> bytes:
     """The wire form of ``record``; every version's ``value`` must be bytes."""
     parts = [_COUNT.pack(len(record))]
-    pack = _HEADER.pack
+    pack = VERSION_HEADER.pack
     for v in record:
         value = v.value
-        parts.append(pack(len(v.clock), len(value), v.stamp, v.expire_at, v.actor, _TOMBSTONE if v.tombstone else 0))
+        parts.append(pack(len(v.clock), len(value), v.stamp, v.expire_at, v.actor, TOMBSTONE_FLAG if v.tombstone else 0))
         parts.append(v.clock)
         parts.append(value)
     return b"".join(parts)
@@ -179,7 +181,7 @@ def encode_single(version: Version, value: bytes) -> bytes:
     return b"".join(
         (
             _ONE.pack(1, len(clock), len(value), version.stamp, version.expire_at, version.actor,
-                      _TOMBSTONE if version.tombstone else 0),
+                      TOMBSTONE_FLAG if version.tombstone else 0),
             clock,
             value,
         )
@@ -188,22 +190,22 @@ def encode_single(version: Version, value: bytes) -> bytes:
 
 def decode_record(blob: bytes) -> Record:
     """The record encoded in ``blob``; ValueError if it is malformed."""
-    if blob[:2] == b"\x01\x00" and len(blob) >= _ONE_HEADER:
+    if blob[:2] == b"\x01\x00" and len(blob) >= ONE_VERSION_START:
         # One version, the common case: one unpack and two slices.
-        clock_len, value_len, stamp, expire_at, actor, flags = _HEADER.unpack_from(blob, 2)
-        end = _ONE_HEADER + clock_len
+        clock_len, value_len, stamp, expire_at, actor, flags = VERSION_HEADER.unpack_from(blob, 2)
+        end = ONE_VERSION_START + clock_len
         if end + value_len == len(blob) and not clock_len % vclock.ENTRY_SIZE:
-            clock = blob[_ONE_HEADER:end]
+            clock = blob[ONE_VERSION_START:end]
             if clock_len > vclock.ENTRY_SIZE:
                 vclock.decode(clock)  # validates the actor order
-            return (Version(clock, stamp, actor, bool(flags & _TOMBSTONE), expire_at, blob[end:]),)
+            return (Version(clock, stamp, actor, bool(flags & TOMBSTONE_FLAG), expire_at, blob[end:]),)
     try:
         (count,) = _COUNT.unpack_from(blob, 0)
         offset = _COUNT.size
         versions = []
         for _ in range(count):
-            clock_len, value_len, stamp, expire_at, actor, flags = _HEADER.unpack_from(blob, offset)
-            offset += _HEADER.size
+            clock_len, value_len, stamp, expire_at, actor, flags = VERSION_HEADER.unpack_from(blob, offset)
+            offset += VERSION_HEADER.size
             clock = blob[offset : offset + clock_len]
             offset += clock_len
             value = blob[offset : offset + value_len]
@@ -211,7 +213,7 @@ def decode_record(blob: bytes) -> Record:
             if len(clock) != clock_len or len(value) != value_len:
                 raise ValueError("truncated version record")
             vclock.decode(clock)  # validates
-            versions.append(Version(clock, stamp, actor, bool(flags & _TOMBSTONE), expire_at, value))
+            versions.append(Version(clock, stamp, actor, bool(flags & TOMBSTONE_FLAG), expire_at, value))
     except struct.error as exc:
         raise ValueError(f"truncated version record: {exc}") from None
     if offset != len(blob):
