@@ -214,6 +214,7 @@ def start_replication(node: Node, state: ClusterState, bus: ClusterBus) -> Coord
     store = VersionStore(node.keyspace, actor_of(state.myself), node.config["max-siblings"])
     coordinator = Coordinator(node, state, bus, store)
     node.keyspace.on_flush = store.clear
+    node.keyspace.on_expire = coordinator.expired
     node.add_key_observer(coordinator.observe)
     for op in REPLICATION_OPERATIONS:
         node.bus_operations[op] = coordinator.handle

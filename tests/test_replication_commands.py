@@ -10,6 +10,7 @@ operation, run in the node's own thread, exactly as the bus would deliver it.
 from __future__ import annotations
 
 import socket
+import time
 
 import hiredis
 import pytest
@@ -253,3 +254,18 @@ def test_busfault_cut_heal_list(rc):
         rc.execute_command("BUSFAULT", "CUT")
     with pytest.raises(redis.ResponseError, match="syntax error"):
         rc.execute_command("BUSFAULT", "NOPE")
+
+
+def test_records_of_expired_keys_are_forgotten_after_the_grace(rc):
+    rc.config_set("tombstone-grace", 0)
+    try:
+        rc.set("short", "v", px=50)
+        assert rc.info("replication")["versioned_keys"] == 1
+        deadline = time.monotonic() + 10
+        while rc.info("replication")["versioned_keys"] and time.monotonic() < deadline:
+            rc.exists("short")  # expires it lazily once due
+            time.sleep(0.05)
+        assert rc.info("replication")["versioned_keys"] == 0
+        assert rc.execute_command("SIBLINGS", "short") == [b"", []]
+    finally:
+        rc.config_set("tombstone-grace", 60000)

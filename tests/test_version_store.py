@@ -333,3 +333,16 @@ def test_apply_shipped_with_another_parent_reconciles(store, ks, now):
     other = remote(((REMOTE, 1, START + 5),), START + 5, value=b"theirs")
     assert store.apply_shipped(KEY, b"some-other-parent", encode_record((other,)))
     assert len(store.record(KEY)) == 2  # concurrent: both kept
+
+
+def test_an_expired_record_is_forgotten_only_while_unchanged(store, ks, now):
+    ks.set(KEY, b"v")
+    ks.set_deadline(KEY, START + 100)
+    store.written(KEY, now[0])
+    assert store.expired_clock(KEY, now[0]) is None  # still live
+    now[0] = START + 100
+    clock = store.expired_clock(KEY, now[0])
+    assert clock is not None
+    assert not store.forget_expired(KEY, b"another clock", now[0])
+    assert store.forget_expired(KEY, clock, now[0])
+    assert store.record(KEY) is None

@@ -52,6 +52,8 @@ class Keyspace:
         self.on_modified: Callable[[bytes], None] | None = None
         #: Called after FLUSHALL/FLUSHDB emptied the keyspace (replication's records).
         self.on_flush: Callable[[], None] | None = None
+        #: Called with a key that expired (lazily or actively), after it is removed.
+        self.on_expire: Callable[[bytes], None] | None = None
         self.expired_keys = 0  # statistics: keys removed because they expired
         #: key → (value object, OBJECT ENCODING name) for strings whose Redis encoding
         #: depends on how they were made, not only on their bytes (APPEND/SETRANGE
@@ -146,6 +148,8 @@ class Keyspace:
         self.expired_keys += 1
         if self.on_modified is not None:
             self.on_modified(key)
+        if self.on_expire is not None:
+            self.on_expire(key)
 
     def expire_due(self, limit: int) -> int:
         """Active expiry: remove up to ``limit`` keys whose deadline has passed.

@@ -180,16 +180,22 @@ class ClientSession:
             out = self.node.replication.resolve(self, out)
         if out:
             payload = b"".join(out)
-            self.stats.net_output_bytes += len(payload)
-            try:
-                sent = self.sock.send(payload)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
+            sent = self._send_now(payload)
+            if sent < 0:
                 return CLOSE
             if sent < len(payload):
                 return self._send_then(payload, sent, close)
         return CLOSE if close or self.closing else None
+
+    def _send_now(self, payload: bytes) -> int:
+        """Send what the socket takes of ``payload`` without waiting; -1 if it broke."""
+        self.stats.net_output_bytes += len(payload)
+        try:
+            return self.sock.send(payload)
+        except BlockingIOError:
+            return 0
+        except OSError:
+            return -1
 
     def _run_all(self, batch, start: int, out: list[bytes]):
         """Run ``batch[start:]`` and every further complete request, appending replies.
@@ -320,16 +326,10 @@ class ClientSession:
             return
         out, close = parked
         payload = b"".join(self.node.replication.resolve(self, out))
-        sent = 0
-        if payload:
-            self.stats.net_output_bytes += len(payload)
-            try:
-                sent = self.sock.send(payload)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                poller.close(self)
-                return
+        sent = self._send_now(payload) if payload else 0
+        if sent < 0:
+            poller.close(self)
+            return
         if sent < len(payload):
             poller.run_parked(self, self._send_then(payload, sent, close))
         elif close or self.closing:

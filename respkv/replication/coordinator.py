@@ -215,6 +215,8 @@ class Coordinator:
         self.hints: dict[str, set[bytes]] = {}
         #: (due Unix ms, key, tombstone clock) for tombstones every replica holds.
         self._purges: list[tuple[int, bytes, bytes]] = []
+        #: (due Unix ms, key, clock) for records of keys that expired, oldest first.
+        self._expired: deque[tuple[int, bytes, bytes]] = deque()
         self.stats = {
             "replicated_writes": 0,
             "write_quorum_missed": 0,
@@ -410,16 +412,22 @@ class Coordinator:
         keys = [args[position] for args in requests]
         digests = [store.digest(key) for key in keys]
         deferred = Deferred(local, Tally(q.r, 1 + len(peers), 1), "read", spec, requests)
+        return self._ask(session, peers, deferred, keys, digests)
+
+    def _ask(self, session, peers, deferred: Deferred, keys: list[bytes], digests: list[bytes]):
+        """Queue the digest check of ``keys`` for every peer; ``deferred`` waits for R."""
+        outgoing = self._outgoing
         for peer in peers:
-            out = self._outgoing.get(peer)
+            out = outgoing.get(peer)
             if out is None:
-                out = self._outgoing[peer] = _Outgoing()
+                out = outgoing[peer] = _Outgoing()
             out.reads.append((deferred, keys, digests))
         return self._attach(session, deferred)
 
     def _attach(self, session, deferred: Deferred) -> Deferred | bytes:
+        """``deferred`` joined to the session's waiting batch, or its reply if settled."""
         if deferred.settled:
-            return deferred.result(session)
+            return self.resolve(session, [deferred])[0]
         batch = session.waiting
         if batch is None:
             batch = session.waiting = ReplyBatch()
@@ -456,7 +464,9 @@ class Coordinator:
             self._hint(node_id, shipped_keys)
         q = self.quorums(session)
         deferred = Deferred(result, Tally(q.w, 1 + len(peers), 1), "write", None, [None])
-        if tombstones:
+        if tombstones and not down:
+            # Purged only once every preferred replica has it: a failed one that
+            # missed the deletion could otherwise bring the old value back.
             grace = self.node.config["tombstone-grace"]
             deferred.on_full = lambda: self._purges.extend((now + grace, k, c) for k, c in tombstones)
             if not peers:
@@ -464,11 +474,7 @@ class Coordinator:
         self._ship(peers, shipped, deferred, shipped_keys)
         if result is None:
             return None  # a blocking command that waits: nothing to reply yet
-        if not deferred.settled:
-            return self._attach(session, deferred)
-        if deferred.tally.outcome() != REACHED:
-            self.stats["write_quorum_missed"] += 1
-        return deferred.result(session)
+        return self._attach(session, deferred)
 
     def _read(self, session, spec, args, result: bytes):
         q = self.quorums(session)
@@ -484,12 +490,7 @@ class Coordinator:
         store = self.store
         digests = [store.digest(key) for key in keys]
         deferred = Deferred(result, Tally(q.r, 1 + len(peers), 1), "read", spec, [args])
-        for peer in peers:
-            out = self._outgoing.get(peer)
-            if out is None:
-                out = self._outgoing[peer] = _Outgoing()
-            out.reads.append((deferred, keys, digests))
-        return self._attach(session, deferred)
+        return self._ask(session, peers, deferred, keys, digests)
 
     @property
     def queued(self) -> bool:
@@ -637,14 +638,16 @@ class Coordinator:
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Time out parked batches; hand hinted keys off to returning replicas;
-        purge acknowledged tombstones."""
+        purge acknowledged tombstones and the records of expired keys."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._expire_parked)
             task_status.started()
             while True:
                 await trio.sleep(HANDOFF_INTERVAL)
                 self.hand_off()
-                self.purge_due(self.node.keyspace.clock_ms())
+                now = self.node.keyspace.clock_ms()
+                self.purge_due(now)
+                self.forget_expired_due(now)
 
     def hand_off(self) -> None:
         """Ship hinted keys to every hinted peer that is reachable and live again."""
@@ -684,6 +687,24 @@ class Coordinator:
                 link = self.bus.links.get(peer)
                 if peer != self.myself and link is not None:
                     link.notify(PURGE, [key, clock])
+
+    def expired(self, key: bytes) -> None:
+        """The keyspace expired ``key``: forget its record after ``tombstone-grace``.
+
+        The record is kept that long so a replica that has not expired the key yet
+        cannot hand the old value back by read repair in the meantime.
+        """
+        now = self.node.keyspace.clock_ms()
+        clock = self.store.expired_clock(key, now)
+        if clock is not None:
+            self._expired.append((now + self.node.config["tombstone-grace"], key, clock))
+
+    def forget_expired_due(self, now_ms: int) -> None:
+        """Drop the records of keys that expired more than the grace period ago."""
+        expired = self._expired
+        while expired and expired[0][0] <= now_ms:
+            _, key, clock = expired.popleft()
+            self.store.forget_expired(key, clock, now_ms)
 
     def hint_count(self) -> int:
         return sum(len(keys) for keys in self.hints.values())

@@ -230,6 +230,20 @@ class VersionStore:
             return True
         return False
 
+    def expired_clock(self, key: bytes, now_ms: int) -> bytes | None:
+        """The clock of ``key``'s record if it is one version that has expired."""
+        record = self.records.get(key)
+        if record is not None and len(record) == 1 and not record[0].tombstone and not record[0].live(now_ms):
+            return record[0].clock
+        return None
+
+    def forget_expired(self, key: bytes, clock: bytes, now_ms: int) -> bool:
+        """Drop the record of a key that expired (every replica expires it on its own)."""
+        if self.expired_clock(key, now_ms) == clock:
+            del self.records[key]
+            return True
+        return False
+
     # -- materializing ------------------------------------------------------------------------
 
     def _install(self, key: bytes, record: Record, materialized: Version | None) -> None:
@@ -247,7 +261,8 @@ class VersionStore:
         if materialized is not None and len(record) > 1:
             # The version the keyspace holds may stay as a sibling: keep its value.
             record = tuple(self._filled(key, v) if v is materialized else v for v in record)
-        if not best.tombstone and (not best.expire_at or best.expire_at > ks.clock_ms()):
+        # An empty value is a version that had expired where it was read (no value).
+        if not best.tombstone and best.value and (not best.expire_at or best.expire_at > ks.clock_ms()):
             ks.set(key, decode_value(best.value))
             if best.expire_at:
                 ks.set_deadline(key, best.expire_at)
