@@ -156,7 +156,8 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in [
     Directive("max-siblings", 16, _parse_int, mutable=False, minimum=1, maximum=1000,
               doc="Concurrent versions kept per key; beyond it the oldest are dropped (counted in INFO replication)."),
     Directive("tombstone-grace", 60000, _parse_int, minimum=0, maximum=2**31,
-              doc="Milliseconds a deletion's tombstone is kept after every replica acknowledged it."),
+              doc="Milliseconds a deletion's tombstone is kept after every replica acknowledged it, "
+                  "and an expired key's version record after it expired."),
     Directive("cluster-routing", "redirect", _parse_routing, mutable=False,
               doc="redirect: answer MOVED for slots another node coordinates; proxy: forward the command there."),
 ]}
