@@ -16,6 +16,11 @@ handler.  Most handlers are synchronous and return their encoded reply at once. 
 to the poller as a coroutine, which runs as a task; replies still leave in request
 order, and the socket returns to the poller when the batch is done.
 
+With replication, keyed requests go through the node's coordinator, and a reply
+that waits for replicas is a placeholder in the batch's reply list: the batch keeps
+running, then the session *parks* (leaves the poller without a task) until its
+replicas answered (see :mod:`respkv.replication.coordinator`).
+
 A malformed request gets its ``-ERR Protocol error: ...`` after the replies of the
 requests before it, then the connection closes.  Nothing here swallows
 ``trio.Cancelled``: node shutdown cancels the poller and every task it started.
@@ -35,9 +40,9 @@ from ..commands.cluster import route_request
 from ..commands.table import CloseConnection, CommandError, CommandSpec
 from ..commands.transactions import IMMEDIATE_IN_MULTI
 from ..protocol import reply
-from ..replication.coordinator import Deferred
 from ..protocol.reader import ProtocolError, QueryBufferFull, RequestReader
 from ..protocol.reply import RESP2
+from ..replication.coordinator import Deferred
 from .poller import CLOSE, PARK
 
 log = logging.getLogger(__name__)
@@ -343,12 +348,6 @@ class ClientSession:
         if replication is None or (self.waiting is None and not replication.queued):
             return out
         return await replication.settle(self, out)
-
-    async def _send_settled(self, out: list, close: bool) -> bool:
-        """Send a batch's replies once those waiting for replicas are settled."""
-        if out:
-            await self._send(b"".join(await self._settled(out)))
-        return close or self.closing
 
     async def _send_then(self, payload: bytes, sent: int, close: bool) -> bool:
         """Finish sending a reply that did not fit in the socket buffer."""

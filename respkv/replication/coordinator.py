@@ -338,18 +338,22 @@ class Coordinator:
             count = len(batch)
             end = i
             first = None
+            last_key = None
             while end < count:
                 args = batch[end]
                 if args[0] != name or len(args) <= position:
                     break
-                slot = key_slot(args[position])
-                if not served[slot]:
-                    break
-                where = placement(slot)
-                if first is None:
-                    first = where
-                elif where != first:
-                    break
+                key = args[position]
+                if key != last_key:  # pipelines often repeat one key: check it once
+                    slot = key_slot(key)
+                    if not served[slot]:
+                        break
+                    where = placement(slot)
+                    if first is None:
+                        first = where
+                    elif where != first:
+                        break
+                    last_key = key
                 end += 1
             if end == i:
                 return i
@@ -409,7 +413,7 @@ class Coordinator:
         if q.r <= 1 or not peers:
             return local
         store = self.store
-        keys = [args[position] for args in requests]
+        keys = list(dict.fromkeys([args[position] for args in requests]))
         digests = [store.digest(key) for key in keys]
         deferred = Deferred(local, Tally(q.r, 1 + len(peers), 1), "read", spec, requests)
         return self._ask(session, peers, deferred, keys, digests)
