@@ -271,3 +271,19 @@ def test_a_stale_replica_converges_when_its_link_heals(shared):
         faults.heal(addresses)
     # Hinted hand-off (or a read through the owner) brings the replica up to date.
     assert poll(lambda: local(stale).get("rr") == b"new" and rc.get("rr") == b"new", CONVERGE)
+
+
+def test_faults_command_line_cuts_reports_and_heals(shared, capsys):
+    addresses = [f"{HOST}:{node.port}" for node in shared.nodes]
+    assert faults.main(["cut", addresses[0], addresses[1]]) == 0
+    try:
+        assert faults.main(["status", "--cluster", *addresses]) == 0
+        shown = capsys.readouterr().out.splitlines()
+        ids = [faults.node_id(address) for address in addresses]
+        assert shown[0] == f"{addresses[0]}: {ids[1]}"
+        assert shown[1] == f"{addresses[1]}: {ids[0]}"
+        assert shown[2] == f"{addresses[2]}: -"
+    finally:
+        assert faults.main(["heal", "--cluster", *addresses]) == 0
+    assert all(not cut for cut in faults.status(addresses).values())
+    assert faults.main(["status", "--cluster", "127.0.0.1:1"]) == 1  # nobody there: an error, not a crash
