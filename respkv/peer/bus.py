@@ -87,6 +87,9 @@ class PeerLink:
         self.stream: trio.SocketStream | None = None
         self.dialed_by: str | None = None  # node id of the side that opened the connection
         self._outbox: list[bytes] = []
+        #: Bytes in ``_outbox`` and in the send under way: what the peer has not
+        #: taken yet (senders of bulk traffic check it to stay bounded).
+        self.backlog = 0
         self._outbox_ready = trio.Event()
         self._pending: dict[int, _Waiter] = {}
         self._ids = itertools.count(1)
@@ -126,6 +129,7 @@ class PeerLink:
                 return
             frame = frame[sent:]
         self._outbox.append(frame)
+        self.backlog += len(frame)
         self._outbox_ready.set()
 
     def notify(self, op: bytes, args: list[bytes] | tuple[bytes, ...] = ()) -> bool:
@@ -213,6 +217,7 @@ class PeerLink:
                     self._raw.close()
                     self._raw = None
                 self._outbox.clear()
+                self.backlog = 0
                 pending, self._pending = self._pending, {}
                 for waiter in pending.values():
                     waiter.settle(None, PeerUnavailable(f"{self.peer_id}: connection lost"))
@@ -229,11 +234,13 @@ class PeerLink:
             self._outbox_ready = trio.Event()
             frames, self._outbox = self._outbox, []
             self.sent_frames += len(frames)
+            data = b"".join(frames)
             self._writing = True
             try:
-                await stream.send_all(b"".join(frames))
+                await stream.send_all(data)
             finally:
                 self._writing = False
+                self.backlog = max(0, self.backlog - len(data))
 
     async def _read_loop(self, stream: trio.SocketStream, reader, nursery: trio.Nursery) -> None:
         while True:

@@ -77,6 +77,8 @@ SAME = b""
 #: Hinted keys shipped to a peer per hand-off request, and the loop's period.
 HANDOFF_BATCH = 512
 HANDOFF_INTERVAL = 0.5
+#: Bytes a peer link may hold unsent before writes for that peer become hints.
+MAX_BACKLOG = 64 * 1024 * 1024
 #: Seconds between checks for parked batches past their deadline.
 EXPIRY_TICK = 0.01
 
@@ -507,9 +509,13 @@ class Coordinator:
             link = self.bus.links.get(peer)
             if out.repl_count:
                 callback = _ReplAnswer(self, peer, out.repl_waiting, out.repl_keys)
-                records = wire.Prepared(out.repl_count, b"".join(out.repl_parts))
-                if link is None or not link.request_nowait(REPL, records, callback):
-                    callback(None, PeerUnavailable(peer))
+                if link is not None and link.backlog > MAX_BACKLOG:
+                    # The peer does not keep up: hint instead of queueing without bound.
+                    callback(None, PeerUnavailable(f"{peer}: {link.backlog} bytes not yet sent"))
+                else:
+                    records = wire.Prepared(out.repl_count, b"".join(out.repl_parts))
+                    if link is None or not link.request_nowait(REPL, records, callback):
+                        callback(None, PeerUnavailable(peer))
             if out.reads:
                 args: list[bytes] = []
                 for _, keys, digests in out.reads:
@@ -661,7 +667,7 @@ class Coordinator:
             if not keys:
                 del self.hints[peer]
                 continue
-            if link is None or not link.connected or not topology.is_live(peer):
+            if link is None or not link.connected or not topology.is_live(peer) or link.backlog > MAX_BACKLOG:
                 continue
             batch = []
             while keys and len(batch) < HANDOFF_BATCH:
