@@ -148,13 +148,12 @@ class RequestReader:
                     break
             else:
                 return self._to_exact(data)  # the chunk ends inside a request
+            join = b"".join  # raises TypeError unless every argument is bytes
             for req in batch:
                 if req.__class__ is not list or not req:
                     return self._to_exact(data)
-                for arg in req:
-                    if arg.__class__ is not bytes:
-                        return self._to_exact(data)
-        except hiredis.ProtocolError:
+                join(req)  # copies at most len(data) bytes; cheaper than a Python loop
+        except (hiredis.ProtocolError, TypeError):
             return self._to_exact(data)
         return batch
 
