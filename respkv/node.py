@@ -13,7 +13,11 @@ In cluster mode (``cluster-enabled yes``) :func:`serve_cluster` joins that nurse
 before clients are accepted: it reads the node id from the data directory, opens
 the cluster bus listener, installs ``node.cluster`` (the
 :class:`~respkv.cluster.state.ClusterState` sessions route by) and runs the bus,
-the gossip loop and the ``--join`` attempts in a nursery of its own.
+the gossip loop and the ``--join`` attempts in a nursery of its own.  With
+``replication-factor`` above 1, :func:`start_replication` also installs the
+replication coordinator (``node.replication``): it hooks the keyspace's change,
+expiry and flush signals, answers the replication bus operations, and runs its
+timeouts and hand-off loop in that nursery.
 """
 
 from __future__ import annotations

@@ -17,7 +17,9 @@ touching them; heap entries whose key got a new deadline since are stale and ski
 and the heap is rebuilt when stale entries outnumber live ones.
 
 Writers report changes through :meth:`Keyspace.signal_modified`, which ``WATCH`` and
-blocked clients hook into by registering a callback in ``on_modified``.
+blocked clients hook into by registering a callback in ``on_modified``.  Replication
+also hooks ``on_expire`` (a key expired) and ``on_flush`` (FLUSHALL/FLUSHDB) to keep
+its version records in step.
 """
 
 from __future__ import annotations
