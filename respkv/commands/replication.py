@@ -22,11 +22,12 @@ cluster clients (redis-py's ``RedisCluster``) route them like ``GET`` and ``SET`
 from __future__ import annotations
 
 from ..errors import SYNTAX
+from ..keyspace.store import TYPE_NAMES
 from ..protocol import reply
 from ..replication import vclock
-from ..replication.codec import decode_value
+from ..replication.codec import decode_value, encode_value
 from ..replication.quorum import effective
-from ..replication.versions import winner
+from ..replication.versions import Version, winner
 from .numbers import parse_int
 from .table import CommandError, command
 
@@ -62,8 +63,6 @@ def _render_value(proto, value) -> bytes:
 
 
 def _type_name(value) -> bytes:
-    from ..keyspace.store import TYPE_NAMES
-
     return TYPE_NAMES[value.__class__]
 
 
@@ -112,9 +111,6 @@ def siblings(s, args):
         value = s.ks.get(key)
         if value is None:
             return reply.array([reply.bulk(b""), reply.array([])])
-        from ..replication.codec import encode_value
-        from ..replication.versions import Version
-
         version = Version(b"", 0, b"", False, s.ks.deadline(key) or 0, encode_value(value))
         return reply.array([reply.bulk(b""), reply.array([_sibling(proto, version, True, now)])])
     record = coordinator.store.full_record(key)
