@@ -25,6 +25,7 @@ from respkv.node import Node, start_replication
 from respkv.peer.bus import PeerUnavailable
 from respkv.replication import coordinator as coordinator_module
 from respkv.replication.coordinator import REPL, RREAD, Deferred
+from respkv.replication.versions import is_operation
 from respkv.replication.store import VersionStore
 from respkv.replication.vclock import actor_of
 
@@ -222,3 +223,54 @@ async def test_a_deleted_key_becomes_a_tombstone_purged_after_every_replica_acke
     node.replication.purge_due(node.keyspace.clock_ms() + 1)
     assert node.replication.store.record(key) is None
     assert [op for op, _ in bus.links[B].sent][-1] == coordinator_module.PURGE
+
+
+def replica_node(node_id: str) -> Node:
+    """Another member with the same three-member view, as a replica answering REPLs."""
+    node = Node(Config(**{"cluster-enabled": True}))
+    state = ClusterState(Member(node_id, "127.0.0.1", 7001, 17001), rf=3)
+    state.merge(Membership([Member(ME, "127.0.0.1", 7000, 17000), Member(C if node_id == B else B, "127.0.0.1", 7002, 17002)]))
+    node.cluster = state
+    start_replication(node, state, FakeBus())
+    return node
+
+
+async def test_pushes_onto_a_collection_ship_the_command_not_the_value(cluster):
+    node, session, bus = cluster
+    replica = replica_node(B)
+    bus.links[B].answer = lambda op, args: replica.replication.handle(ME, op, args)
+    (key,) = my_keys(node, 1, prefix="list")
+    assert run(node, session, (b"RPUSH", key, *[b"x%d" % i for i in range(1000)])) == [b":1000\r\n"]
+    assert is_operation(bus.links[B].sent[-1][1][2])  # a new key: both run it on nothing
+    assert run(node, session, (b"LPUSH", key, b"head")) == [b":1001\r\n"]
+    op, args = bus.links[B].sent[-1]
+    assert op == REPL and is_operation(args[2]) and len(args[2]) < 200  # the command, not 1001 elements
+    assert list(replica.keyspace.get(key)) == list(node.keyspace.get(key))
+    assert replica.replication.store.record(key)[0].clock == node.replication.store.record(key)[0].clock
+    assert run(node, session, (b"LPOP", key)) == [b"$4\r\nhead\r\n"]
+    assert list(replica.keyspace.get(key)) == list(node.keyspace.get(key))
+
+
+async def test_a_replica_without_the_prior_version_gets_the_whole_record(cluster):
+    node, session, bus = cluster
+    replica = replica_node(B)
+    bus.links[B].answer = lambda op, args: replica.replication.handle(ME, op, args)
+    (key,) = my_keys(node, 1, prefix="set")
+    run(node, session, (b"SADD", key, b"a", b"b"))
+    replica.replication.store.clear()  # B lost its copy (a restart, say)
+    replica.keyspace.flush()
+    bus.links[B].sent.clear()
+    assert run(node, session, (b"SADD", key, b"c")) == [b":1\r\n"]
+    (first, second) = bus.links[B].sent
+    assert is_operation(first[1][2])
+    assert second[1][0] == key and not is_operation(second[1][2])  # the record, resent whole
+    assert sorted(replica.keyspace.get(key)) == [b"a", b"b", b"c"]
+
+
+async def test_commands_with_expiring_values_ship_the_value(cluster):
+    node, session, bus = cluster
+    (key,) = my_keys(node, 1, prefix="h")
+    run(node, session, (b"HSET", key, b"f", b"v"))
+    run(node, session, (b"PEXPIRE", key, b"100000"))
+    run(node, session, (b"HSET", key, b"g", b"w"))
+    assert not is_operation(bus.links[B].sent[-1][1][2])

@@ -12,7 +12,10 @@ from respkv.replication.versions import (
     Version,
     context,
     decode_record,
+    encode_operation,
     encode_single,
+    is_operation,
+    decode_operation,
     digest,
     encode_record,
     reconcile,
@@ -279,3 +282,21 @@ def test_encode_single_matches_encode_record(tombstone):
     assert encode_single(version, value) == encode_record((version.with_value(value),))
     (decoded,) = decode_record(encode_single(version, value))
     assert (decoded.clock, decoded.tombstone, decoded.value) == (clock, tombstone, value)
+
+
+def test_operations_round_trip_and_are_told_from_records():
+    clock = vclock.encode(((b"\x04" * 20, 3, 77),))
+    version = Version(clock, 77, b"\x04" * 20, False, 0, None)
+    args = [b"LPUSH", b"list", b"", b"\r\n\x00"]
+    blob = encode_operation(version, args)
+    assert is_operation(blob) and not is_operation(encode_single(version, b"sv"))
+    decoded, command = decode_operation(blob)
+    assert command == args
+    assert (decoded.clock, decoded.stamp, decoded.actor, decoded.tombstone) == (clock, 77, b"\x04" * 20, False)
+    for cut in range(len(blob)):
+        with pytest.raises(ValueError):
+            decode_operation(blob[:cut])
+    with pytest.raises(ValueError):
+        decode_operation(blob + b"x")
+    with pytest.raises(ValueError):
+        decode_operation(encode_single(version, b"sv"))  # a record is not an operation

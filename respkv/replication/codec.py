@@ -2,10 +2,12 @@
 
 Theory of operation
 -------------------
-Replicas do not re-run commands.  The coordinator applies a write to its own
-keyspace and then sends each replica the key's *new value*, so a replica never has
-to reproduce a command's logic, randomness or argument checks, and two replicas that
-receive the same blob hold the same value.  This module is the pure part of that:
+The coordinator applies a write to its own keyspace and then sends each replica
+the key's *new value*, so a replica need not reproduce a command's logic,
+randomness or clock, and two replicas that receive the same blob hold the same
+value.  (For collections changed by a few deterministic commands the coordinator
+ships the command instead, when the replica holds the same prior version; see
+:mod:`respkv.replication.coordinator`.)  This module is the pure part of that:
 :func:`encode_value` turns a value into a blob, :func:`decode_value` builds a fresh,
 independent value from one.
 

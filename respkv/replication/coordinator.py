@@ -10,8 +10,12 @@ coordinator records which keys it changed (the keyspace's change signal).  Then:
 * **Writes** (a key changed): for each changed key the
   :class:`~respkv.replication.store.VersionStore` makes a new version (the local
   causal context with this node's clock entry incremented) and the key's new record,
-  whole value included, is queued for every other live replica of the slot.  The
-  reply waits for W acknowledgements (this node's write is the first).
+  whole value included, is queued for every other live replica of the slot.  For a
+  collection changed by a deterministic one-key command (``SHIPPED_AS_COMMAND``:
+  pushes, pops, HSET, SADD, ZADD, ...) the command itself is shipped instead, with
+  the new version: a replica holding the version it was applied to runs it too,
+  and a replica that does not answers the key, which then gets its whole record.
+  The reply waits for W acknowledgements (this node's write is the first).
 * **Reads** (a ``readonly`` command, R above 1): the reply is computed locally at
   once; the other live replicas are asked whether they hold the same versions of
   the keys (a digest per key, not the values).  Those holding something else send
@@ -21,10 +25,10 @@ coordinator records which keys it changed (the keyspace's change signal).  Then:
   waiting for it.
 
 Replies that wait are :class:`Deferred` placeholders in the session's reply list;
-the session keeps running the rest of its pipeline, then calls :meth:`flush`, which
-sends each peer *one* ``REPL``/``RREAD`` request for everything the batch queued for
-it, and waits once for all placeholders of the batch.  So a pipeline of 16 writes
-costs one round trip, and the bus puts the frames of all sessions into one send.
+the session keeps running the rest of its pipeline, then parks; at the end of its
+round the poller calls :meth:`flush`, which sends each peer *one* ``REPL``/``RREAD``
+request for everything the round's sessions queued for it.  So a pipeline of 16
+writes costs one round trip, shared with every other client served in that round.
 
 Answers come back through callbacks of :meth:`PeerLink.request_nowait`, which
 update each placeholder's :class:`~respkv.replication.quorum.Tally`; a placeholder
@@ -37,9 +41,10 @@ is remembered for it, and the hand-off loop ships the key's current record once
 the replica is reachable again.  Tombstones that every replica acknowledged are
 purged everywhere after ``tombstone-grace``.
 
-Bus operations: ``REPL key parent record ...`` (apply records, answer an empty
-ack; ``parent`` names the versions the coordinator superseded, so a replica
-holding exactly those replaces them without comparing clocks),
+Bus operations: ``REPL key parent record ...`` (apply records or run shipped
+commands, answer the keys whose command could not run; ``parent`` names the
+versions the coordinator superseded, so a replica holding exactly those replaces
+them without comparing clocks),
 ``RREAD key digest ...`` (per key: empty if the digest matches, ``-`` for no
 record, else the record) and ``PURGE key clock`` (a notification).
 """
@@ -59,10 +64,11 @@ from ..commands.table import CommandError
 from ..peer import wire
 from ..peer.bus import PeerUnavailable
 from ..protocol import reply
+from ..protocol.reply import RESP2
 from . import quorum
 from .quorum import PENDING, REACHED, Quorums, Tally
 from .store import RECONCILE, VersionStore
-from .versions import decode_record, digest, encode_record
+from .versions import decode_operation, decode_record, digest, encode_record, is_operation
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +83,16 @@ SAME = b""
 #: Hinted keys shipped to a peer per hand-off request, and the loop's period.
 HANDOFF_BATCH = 512
 HANDOFF_INTERVAL = 0.5
+#: Single-key commands whose result depends only on the key's prior value and the
+#: arguments (no clock, no randomness): for a collection, replicas holding the same
+#: prior version run the command instead of receiving the whole new value.
+SHIPPED_AS_COMMAND = frozenset(
+    """lpush rpush lpushx rpushx lpop rpop lset linsert lrem ltrim
+    hset hsetnx hmset hdel hincrby hincrbyfloat
+    sadd srem
+    zadd zrem zincrby zremrangebyscore zremrangebyrank zremrangebylex zpopmin zpopmax""".split()
+)
+
 #: Bytes a peer link may hold unsent before writes for that peer become hints.
 MAX_BACKLOG = 64 * 1024 * 1024
 #: Seconds between checks for parked batches past their deadline.
@@ -209,6 +225,8 @@ class Coordinator:
         self._cached_for = None
         self._quorums: dict[tuple[int, int], Quorums] = {}
         self._placements: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        #: What shipped commands run as: a session-like view of this node.
+        self._replica_context = ReplicaContext(node)
         #: Replicated run handlers by command name (see _make_runs); sessions use them.
         self.runs = self._make_runs(node.table)
         #: Batches of parked sessions, oldest first, for their timeouts.
@@ -302,7 +320,7 @@ class Coordinator:
         finally:
             self.recording = None
         if changed:
-            deferred = self._write(session, changed, result)
+            deferred = self._write(session, changed, result, spec, args)
         elif "readonly" in spec.flags and result is not None and result[:1] != b"-":
             deferred = self._read(session, spec, args, result)
         else:
@@ -441,8 +459,12 @@ class Coordinator:
         deferred.batch = batch
         return deferred
 
-    def _write(self, session, keys: list[bytes], result: bytes | None):
+    def _write(self, session, keys: list[bytes], result: bytes | None, spec=None, args=None):
         store = self.store
+        # One key changed by a command replicas can run themselves: offer it to them.
+        operation = (
+            args if spec is not None and spec.name in SHIPPED_AS_COMMAND and len(set(keys)) == 1 else None
+        )
         now = self.node.keyspace.clock_ms()
         contexts = self.contexts
         shipped: list[bytes] = []
@@ -450,7 +472,7 @@ class Coordinator:
         tombstones: list[tuple[bytes, bytes]] = []
         records = store.records
         for key in (keys if len(keys) == 1 else dict.fromkeys(keys)):
-            written = store.written(key, now, contexts.pop(key, None) if contexts else None)
+            written = store.written(key, now, contexts.pop(key, None) if contexts else None, operation)
             if written is None:
                 continue
             shipped.append(key)
@@ -619,12 +641,21 @@ class Coordinator:
         """Serve one bus request (see the module doc)."""
         store = self.store
         if op == REPL:
+            # Answers the keys whose shipped command could not run here (this
+            # replica does not hold the version it applies to): the coordinator
+            # sends their whole records instead.
             if len(args) % 3:
                 raise ValueError("REPL needs key, parent, record triples")
             apply_shipped = store.apply_shipped
+            missing = []
             for i in range(0, len(args), 3):
-                apply_shipped(args[i], args[i + 1], args[i + 2])
-            return []
+                blob = args[i + 2]
+                if is_operation(blob):
+                    if not self._run_shipped(args[i], args[i + 1], blob):
+                        missing.append(args[i])
+                else:
+                    apply_shipped(args[i], args[i + 1], blob)
+            return missing
         if len(args) % 2:
             raise ValueError(f"{op.decode()} needs key/value pairs")
         if op == RREAD:
@@ -643,6 +674,21 @@ class Coordinator:
             store.purge(args[0], args[1])
             return []
         raise ValueError(f"unknown replication operation {op!r}")
+
+    def _run_shipped(self, key: bytes, parent: bytes, blob: bytes) -> bool:
+        """Run a command a coordinator shipped for ``key``; False if it cannot run here."""
+        if self.store.held(key) != parent:
+            return False
+        version, command = decode_operation(blob)
+        spec = self.node.table.lookup(command[0])
+        if spec is None or spec.name not in SHIPPED_AS_COMMAND or spec.first_key != 1 or command[1:2] != [key]:
+            raise ValueError(f"{command[0]!r} cannot be shipped as a command")
+        try:
+            spec.handler(self._replica_context, command)
+        except CommandError:
+            return False  # cannot happen on the same prior value; recover with the record
+        self.store.operation_applied(key, version)
+        return True
 
     # -- background work ---------------------------------------------------------------------
 
@@ -720,6 +766,23 @@ class Coordinator:
         return sum(len(keys) for keys in self.hints.values())
 
 
+class ReplicaContext:
+    """What a command handler needs of a session, for commands shipped by coordinators.
+
+    Handlers read the keyspace, the node and counters through their session; a
+    replica running a shipped command has no client, so it hands them this.
+    """
+
+    proto = RESP2
+    in_exec = False
+    multi = None
+
+    def __init__(self, node) -> None:
+        self.node = node
+        self.ks = node.keyspace
+        self.stats = type(node.stats)()  # counters of its own: not client traffic
+
+
 class _ReplAnswer:
     """Callback of one REPL request: count acks, hint the keys of a failed one."""
 
@@ -733,6 +796,15 @@ class _ReplAnswer:
 
     def __call__(self, answer, error) -> None:
         if error is None:
+            if answer:
+                # Shipped commands the replica could not run: send those records whole,
+                # and count this replica's acknowledgement when they are in.
+                resend = self.coordinator._records_args(answer)
+                callback = _ReplAnswer(self.coordinator, self.peer, self.waiting, list(answer))
+                link = self.coordinator.bus.links.get(self.peer)
+                if link is None or not link.request_nowait(REPL, resend, callback):
+                    callback(None, PeerUnavailable(self.peer))
+                return
             for deferred in self.waiting:
                 deferred.ack()
             return

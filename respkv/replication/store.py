@@ -38,6 +38,7 @@ from .versions import (
     context,
     decode_record,
     digest,
+    encode_operation,
     encode_record,
     encode_single,
     reconcile,
@@ -95,7 +96,9 @@ class VersionStore:
 
     # -- writes by this node as coordinator ------------------------------------------------
 
-    def written(self, key: bytes, now_ms: int, seen: vclock.VClock | None = None) -> tuple[bytes, bytes] | None:
+    def written(
+        self, key: bytes, now_ms: int, seen: vclock.VClock | None = None, operation: list[bytes] | None = None
+    ) -> tuple[bytes, bytes] | None:
         """Version the keyspace's current state of ``key`` after a command changed it.
 
         ``seen`` is the write's causal context: None for a plain command (it
@@ -105,6 +108,11 @@ class VersionStore:
         (:data:`RECONCILE` for RESOLVE, whose record must be merged) and the wire
         form of the new record; None when nothing changed that replicas need (the
         key only expired).
+
+        ``operation`` is the command that made the change, if replicas may run it
+        instead of receiving the value: it is shipped when the value is a
+        collection (costly to send whole) and neither the old nor the new version
+        expires (a replica's clock must not decide what the command finds).
         """
         ks = self.keyspace
         value = ks.get(key)
@@ -134,7 +142,32 @@ class VersionStore:
             return parent, encode_single(new, b"")
         new = Version(clock, now_ms, actor, False, ks.deadline(key) or 0, None)
         records[key] = (new,)
+        if (
+            operation is not None
+            and value.__class__ is not bytes
+            and not new.expire_at
+            and (old is None or (len(old) == 1 and not old[0].expire_at))
+        ):
+            return parent, encode_operation(new, operation)
         return parent, encode_single(new, encode_value(value))
+
+    def held(self, key: bytes) -> bytes:
+        """The digest of what this replica holds of ``key`` (compared with parents)."""
+        old = self.records.get(key)
+        if old is None:
+            return b""
+        return old[0].clock if len(old) == 1 else digest(old)
+
+    def operation_applied(self, key: bytes, version: Version) -> None:
+        """Record ``version`` as the result of a shipped command just run here."""
+        ks = self.keyspace
+        if version.expire_at:
+            ks.set_deadline(key, version.expire_at)
+        else:
+            ks.persist(key)
+        version.value = None
+        self.records[key] = (version,)
+        self.versions_applied += 1
 
     def _written_in_context(self, key: bytes, value, old: Record | None, seen: vclock.VClock, now_ms: int) -> bytes:
         clock = vclock.prune(vclock.increment(seen, self.actor, now_ms), now_ms)
@@ -167,15 +200,8 @@ class VersionStore:
         record replaces them without comparing clocks: the common case, kept cheap.
         Otherwise the records are reconciled.  True if the local record changed.
         """
-        old = self.records.get(key)
         if parent != RECONCILE:
-            if old is None:
-                held = b""
-            elif len(old) == 1:
-                held = old[0].clock
-            else:
-                held = digest(old)
-            if held == parent:
+            if self.held(key) == parent:
                 self.versions_applied += 1
                 if not self._install_plain_string(key, blob):
                     self._install(key, decode_record(blob), None)

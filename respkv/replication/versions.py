@@ -188,6 +188,58 @@ def encode_single(version: Version, value: bytes) -> bytes:
     )
 
 
+def encode_operation(version: Version, args: list[bytes]) -> bytes:
+    """The wire form of a new version made by running command ``args``.
+
+    Shipped instead of the value when the command is cheaper to send than its
+    result (a push onto a long list): a replica holding the same prior version runs
+    the same command.  It starts with a record count of 0, which no record has.
+    """
+    clock = version.clock
+    return b"".join(
+        (
+            _ONE.pack(0, len(clock), len(args), version.stamp, version.expire_at, version.actor,
+                      TOMBSTONE_FLAG if version.tombstone else 0),
+            clock,
+            struct.pack(f"<{len(args)}I", *map(len, args)),
+            *args,
+        )
+    )
+
+
+def is_operation(blob: bytes) -> bool:
+    """Whether ``blob`` is an operation (``encode_operation``), not a record."""
+    return blob[:2] == b"\x00\x00"
+
+
+def decode_operation(blob: bytes) -> tuple[Version, list[bytes]]:
+    """The version and command of an operation blob; ValueError if malformed."""
+    try:
+        count, clock_len, argc, stamp, expire_at, actor, flags = _ONE.unpack_from(blob, 0)
+        if count != 0 or not argc:
+            raise ValueError("not an operation")
+        offset = _ONE.size
+        clock = blob[offset : offset + clock_len]
+        offset += clock_len
+        lengths = struct.unpack_from(f"<{argc}I", blob, offset)
+        offset += 4 * argc
+    except struct.error as exc:
+        raise ValueError(f"truncated operation: {exc}") from None
+    if len(clock) != clock_len:
+        raise ValueError("truncated operation")
+    vclock.decode(clock)  # validates
+    args = []
+    for length in lengths:
+        arg = blob[offset : offset + length]
+        if len(arg) != length:
+            raise ValueError("truncated operation")
+        args.append(arg)
+        offset += length
+    if offset != len(blob):
+        raise ValueError("trailing bytes after operation")
+    return Version(clock, stamp, actor, bool(flags & TOMBSTONE_FLAG), expire_at, None), args
+
+
 def decode_record(blob: bytes) -> Record:
     """The record encoded in ``blob``; ValueError if it is malformed."""
     if blob[:2] == b"\x01\x00" and len(blob) >= ONE_VERSION_START:
