@@ -287,3 +287,27 @@ def test_faults_command_line_cuts_reports_and_heals(shared, capsys):
         assert faults.main(["heal", "--cluster", *addresses]) == 0
     assert all(not cut for cut in faults.status(addresses).values())
     assert faults.main(["status", "--cluster", "127.0.0.1:1"]) == 1  # nobody there: an error, not a crash
+
+
+def test_collections_changed_by_shipped_commands_converge_on_every_replica(shared):
+    rc = RedisCluster(host=HOST, port=shared.nodes[0].port, socket_timeout=5)
+    pipe = rc.pipeline()
+    for i in range(300):
+        pipe.rpush("coll:{l}", f"e{i}")
+        pipe.hset("coll:{h}", f"f{i % 50}", i)
+        pipe.zadd("coll:{z}", {f"m{i % 70}": i})
+    pipe.execute()
+    rc.lpop("coll:{l}", 5)
+    rc.hdel("coll:{h}", "f1")
+    rc.zpopmin("coll:{z}")
+    ports = [node.port for node in shared.nodes]
+
+    def same_everywhere():
+        views = []
+        for port in ports:
+            node = local(port)
+            views.append((node.lrange("coll:{l}", 0, -1), node.hgetall("coll:{h}"),
+                          node.zrange("coll:{z}", 0, -1, withscores=True)))
+        return all(view == views[0] for view in views) and len(views[0][0]) == 295
+    assert poll(same_everywhere, CONVERGE)
+    assert local(ports[0]).zrange("coll:{z}", 0, 0) == [b"m21"]  # m20 (score 230) was popped
