@@ -14,6 +14,8 @@ from __future__ import annotations
 import socket
 
 import pytest
+import trio
+import trio.testing
 
 from respkv.cluster.membership import Member, Membership
 from respkv.cluster.slots import key_slot
@@ -274,3 +276,32 @@ async def test_commands_with_expiring_values_ship_the_value(cluster):
     run(node, session, (b"PEXPIRE", key, b"100000"))
     run(node, session, (b"HSET", key, b"g", b"w"))
     assert not is_operation(bus.links[B].sent[-1][1][2])
+
+
+async def test_a_transaction_is_versioned_and_shipped_as_values(cluster):
+    node, session, bus = cluster
+    a, b = my_keys(node, 2, prefix="{t}")
+    replies = run(node, session, (b"MULTI",), (b"SET", a, b"1"), (b"RPUSH", b, b"x"), (b"EXEC",))
+    assert b"".join(replies) == b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n:1\r\n"
+    (request,) = bus.links[B].sent
+    op, args = request
+    assert op == REPL and args[0::3] == [a, b]
+    assert not any(is_operation(blob) for blob in args[2::3])  # EXEC ships values
+
+
+async def test_a_push_that_serves_a_blocked_client_ships_the_result(cluster):
+    node, session, bus = cluster
+    (key,) = my_keys(node, 1, prefix="q")
+    run(node, session, (b"RPUSH", key, b"a"))
+    run(node, session, (b"LPOP", key))
+    waiter_sock, other = socket.socketpair()
+    waiter = ClientSession(node, waiter_sock, 2, "127.0.0.1:3", "127.0.0.1:2")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(node.blocking.wait, waiter, node.table.lookup(b"BLPOP").handler.core(waiter, [b"BLPOP", key, b"0"]))
+        await trio.testing.wait_all_tasks_blocked()
+        assert run(node, session, (b"RPUSH", key, b"b", b"c")) == [b":2\r\n"]
+        op, args = bus.links[B].sent[-1]
+        assert not is_operation(args[2])  # RPUSH alone would leave "b" on the replicas
+        assert node.keyspace.get(key) is not None and list(node.keyspace.get(key)) == [b"c"]
+    waiter_sock.close()
+    other.close()

@@ -315,12 +315,15 @@ class Coordinator:
             except CommandError as exc:
                 result = reply.error(str(exc))
             blocking = self.node.blocking
-            if blocking.ready:  # clients served by this write belong to its versions
+            served_blocked = bool(blocking.ready)
+            if served_blocked:  # clients served by this write belong to its versions
                 blocking.serve_ready()
         finally:
             self.recording = None
         if changed:
-            deferred = self._write(session, changed, result, spec, args)
+            # A pop served to a blocked client is part of the change: the command
+            # alone would not reproduce it, so its result is shipped.
+            deferred = self._write(session, changed, result, None if served_blocked else spec, args)
         elif "readonly" in spec.flags and result is not None and result[:1] != b"-":
             deferred = self._read(session, spec, args, result)
         else:
