@@ -25,13 +25,13 @@ import os
 import platform
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
+from respkv.cluster import launcher
 from tools.procs import ServerProcess
 
 #: Where result files go unless the caller names one; ignored by git.
@@ -236,55 +236,24 @@ def run_redis_benchmark(
 
 
 # --------------------------------------------------------------------------- #
-# A minimal RESP client
+# One command to a server
 # --------------------------------------------------------------------------- #
-
-
-def _encode(args: Sequence[str | bytes | int]) -> bytes:
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        if isinstance(arg, int):
-            arg = str(arg)
-        if isinstance(arg, str):
-            arg = arg.encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
-    return b"".join(out)
-
-
-def _read_reply(f):
-    line = f.readline()
-    if not line.endswith(b"\r\n"):
-        raise BenchmarkFailed(f"connection closed mid-reply ({line!r})")
-    kind, body = line[:1], line[1:-2]
-    if kind == b"+":
-        return body.decode()
-    if kind == b"-":
-        raise BenchmarkFailed(f"server replied with an error: {body.decode(errors='replace')}")
-    if kind == b":":
-        return int(body)
-    if kind == b"$":
-        size = int(body)
-        if size < 0:
-            return None
-        data = f.read(size + 2)
-        return data[:-2]
-    if kind == b"*":
-        count = int(body)
-        return None if count < 0 else [_read_reply(f) for _ in range(count)]
-    raise BenchmarkFailed(f"unexpected reply line {line!r}")
 
 
 def command(port: int, *args: str | bytes | int, timeout: float = 30.0):
     """Send one command to ``127.0.0.1:port`` over RESP2 and return the reply.
 
-    Deliberately tiny: a client library would send handshake commands (``HELLO``,
-    ``CLIENT SETINFO``) that a server under development may not implement yet,
-    and the drivers only need a number or two back.
+    Deliberately tiny (the launcher's one-shot client): a client library would send
+    handshake commands (``HELLO``, ``CLIENT SETINFO``) that a server under
+    development may not implement yet, and the drivers only need a number or two
+    back.  Error replies and a connection closed mid-reply are benchmark failures.
     """
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(_encode(args))
-        with sock.makefile("rb") as f:
-            return _read_reply(f)
+    try:
+        return launcher.command("127.0.0.1", port, *args, timeout=timeout)
+    except launcher.ReplyError as exc:
+        raise BenchmarkFailed(f"server replied with an error: {exc}") from None
+    except ConnectionResetError as exc:
+        raise BenchmarkFailed(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- #
