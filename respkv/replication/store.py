@@ -31,12 +31,11 @@ from . import vclock
 from .codec import decode_value, encode_value
 from .versions import (
     DEFAULT_MAX_SIBLINGS,
-    ONE_VERSION_START,
-    VERSION_HEADER,
     Record,
     Version,
     context,
     decode_record,
+    decode_single,
     digest,
     encode_operation,
     encode_record,
@@ -203,28 +202,17 @@ class VersionStore:
         if parent != RECONCILE:
             if self.held(key) == parent:
                 self.versions_applied += 1
-                if not self._install_plain_string(key, blob):
+                single = decode_single(blob)
+                if single is None:
                     self._install(key, decode_record(blob), None)
+                elif single.tombstone or single.expire_at or single.value[:1] != b"s":
+                    self._install(key, (single,), None)
+                else:  # a string without expiry, the bulk of replication traffic
+                    self.keyspace.set(key, single.value[1:])
+                    single.value = None
+                    self.records[key] = (single,)
                 return True
         return self.apply(key, decode_record(blob))
-
-    def _install_plain_string(self, key: bytes, blob: bytes) -> bool:
-        """Install a one-version record of a string without expiry, the bulk of
-        replication traffic, without building the record twice; False if ``blob``
-        is anything else (the general path then decodes it)."""
-        if blob[:2] != b"\x01\x00" or len(blob) < ONE_VERSION_START:
-            return False
-        clock_len, value_len, stamp, expire_at, actor, flags = VERSION_HEADER.unpack_from(blob, 2)
-        end = ONE_VERSION_START + clock_len
-        if flags or expire_at or end + value_len != len(blob) or blob[end : end + 1] != b"s":
-            return False
-        if clock_len != vclock.ENTRY_SIZE:
-            if not clock_len or clock_len % vclock.ENTRY_SIZE:
-                return False
-            vclock.decode(blob[ONE_VERSION_START:end])  # validates the actor order
-        self.keyspace.set(key, blob[end + 1 :])
-        self.records[key] = (Version(blob[ONE_VERSION_START:end], stamp, actor, False, 0, None),)
-        return True
 
     def apply(self, key: bytes, incoming: Record) -> bool:
         """Reconcile ``incoming`` into the local record; True if the local one changed."""

@@ -240,17 +240,26 @@ def decode_operation(blob: bytes) -> tuple[Version, list[bytes]]:
     return Version(clock, stamp, actor, bool(flags & TOMBSTONE_FLAG), expire_at, None), args
 
 
+def decode_single(blob: bytes) -> Version | None:
+    """The version of a well-formed one-version record, the common case, in one
+    unpack and two slices; None for anything else (``decode_record`` decides)."""
+    if blob[:2] != b"\x01\x00" or len(blob) < ONE_VERSION_START:
+        return None
+    clock_len, value_len, stamp, expire_at, actor, flags = VERSION_HEADER.unpack_from(blob, 2)
+    end = ONE_VERSION_START + clock_len
+    if end + value_len != len(blob) or clock_len % vclock.ENTRY_SIZE:
+        return None
+    clock = blob[ONE_VERSION_START:end]
+    if clock_len > vclock.ENTRY_SIZE:
+        vclock.decode(clock)  # validates the actor order
+    return Version(clock, stamp, actor, bool(flags & TOMBSTONE_FLAG), expire_at, blob[end:])
+
+
 def decode_record(blob: bytes) -> Record:
     """The record encoded in ``blob``; ValueError if it is malformed."""
-    if blob[:2] == b"\x01\x00" and len(blob) >= ONE_VERSION_START:
-        # One version, the common case: one unpack and two slices.
-        clock_len, value_len, stamp, expire_at, actor, flags = VERSION_HEADER.unpack_from(blob, 2)
-        end = ONE_VERSION_START + clock_len
-        if end + value_len == len(blob) and not clock_len % vclock.ENTRY_SIZE:
-            clock = blob[ONE_VERSION_START:end]
-            if clock_len > vclock.ENTRY_SIZE:
-                vclock.decode(clock)  # validates the actor order
-            return (Version(clock, stamp, actor, bool(flags & TOMBSTONE_FLAG), expire_at, blob[end:]),)
+    single = decode_single(blob)
+    if single is not None:
+        return (single,)
     try:
         (count,) = _COUNT.unpack_from(blob, 0)
         offset = _COUNT.size
