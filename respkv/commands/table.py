@@ -70,6 +70,7 @@ class CommandSpec:
     is_async: bool = False
     #: Derived at registration: flags as booleans the session checks per request.
     is_write: bool = False
+    is_readonly: bool = False
     no_auth: bool = False
     deny_oom: bool = False
     #: Optional ``run_handler(session, batch, i, out) -> end``: serves the run of
@@ -181,6 +182,7 @@ def command(
             is_async=handler is not None and inspect.iscoroutinefunction(handler),
             run_handler=run_handler,
             is_write="write" in spec_flags,
+            is_readonly="readonly" in spec_flags,
             no_auth="no_auth" in spec_flags,
             deny_oom="denyoom" in spec_flags,
             min_args=abs(spec_arity),

@@ -54,7 +54,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import trio
 
@@ -324,7 +324,7 @@ class Coordinator:
             # A pop served to a blocked client is part of the change: the command
             # alone would not reproduce it, so its result is shipped.
             deferred = self._write(session, changed, result, None if served_blocked else spec, args)
-        elif "readonly" in spec.flags and result is not None and result[:1] != b"-":
+        elif spec.is_readonly and result is not None and result[:1] != b"-":
             deferred = self._read(session, spec, args, result)
         else:
             deferred = None
@@ -538,18 +538,14 @@ class Coordinator:
                     # The peer does not keep up: hint instead of queueing without bound.
                     callback(None, PeerUnavailable(f"{peer}: {link.backlog} bytes not yet sent"))
                 else:
-                    records = wire.Prepared(out.repl_count, b"".join(out.repl_parts))
-                    if link is None or not link.request_nowait(REPL, records, callback):
-                        callback(None, PeerUnavailable(peer))
+                    self._request(peer, REPL, wire.Prepared(out.repl_count, b"".join(out.repl_parts)), callback)
             if out.reads:
                 args: list[bytes] = []
                 for _, keys, digests in out.reads:
                     for key, key_digest in zip(keys, digests):
                         args.append(key)
                         args.append(key_digest)
-                callback = _ReadAnswer(self, peer, out.reads)
-                if link is None or not link.request_nowait(RREAD, args, callback):
-                    callback(None, PeerUnavailable(peer))
+                self._request(peer, RREAD, args, _ReadAnswer(self, peer, out.reads))
 
     def resolve(self, session, out: list) -> list:
         """``out`` with every placeholder replaced by its reply (settled or not)."""
@@ -618,14 +614,22 @@ class Coordinator:
         return changed, stale
 
     def repair(self, peer: str, keys: list[bytes]) -> None:
-        """Ship the current records of ``keys`` to ``peer`` (read repair, hand-off)."""
+        """Ship the current records of ``keys`` to a stale ``peer`` (read repair)."""
+        self.stats["read_repairs"] += self.send_records(peer, keys)
+
+    def send_records(self, peer: str, keys: list[bytes], waiting: Sequence[Deferred] = ()) -> int:
+        """Ship the whole current records of ``keys`` to ``peer``; ``waiting``
+        placeholders count its acknowledgement.  Returns how many records went."""
         args = self._records_args(keys)
-        if not args:
-            return
+        if args or waiting:
+            self._request(peer, REPL, args, _ReplAnswer(self, peer, list(waiting), keys))
+        return len(args) // 3
+
+    def _request(self, peer: str, op: bytes, args, callback) -> None:
+        """Send ``op`` to ``peer``; ``callback`` gets the answer, or PeerUnavailable
+        at once when there is no connection."""
         link = self.bus.links.get(peer)
-        self.stats["read_repairs"] += len(args) // 3
-        callback = _ReplAnswer(self, peer, [], keys)
-        if link is None or not link.request_nowait(REPL, args, callback):
+        if link is None or not link.request_nowait(op, args, callback):
             callback(None, PeerUnavailable(peer))
 
     def _records_args(self, keys) -> list[bytes]:
@@ -723,12 +727,7 @@ class Coordinator:
                 key = keys.pop()
                 if peer in topology.nodes_for(key_slot(key)):
                     batch.append(key)
-            args = self._records_args(batch)
-            if args:
-                self.stats["hints_delivered"] += len(args) // 3
-                callback = _ReplAnswer(self, peer, [], batch)
-                if not link.request_nowait(REPL, args, callback):
-                    callback(None, PeerUnavailable(peer))
+            self.stats["hints_delivered"] += self.send_records(peer, batch)
 
     def purge_due(self, now_ms: int) -> None:
         """Drop tombstones whose grace period is over, here and on their replicas."""
@@ -802,11 +801,7 @@ class _ReplAnswer:
             if answer:
                 # Shipped commands the replica could not run: send those records whole,
                 # and count this replica's acknowledgement when they are in.
-                resend = self.coordinator._records_args(answer)
-                callback = _ReplAnswer(self.coordinator, self.peer, self.waiting, list(answer))
-                link = self.coordinator.bus.links.get(self.peer)
-                if link is None or not link.request_nowait(REPL, resend, callback):
-                    callback(None, PeerUnavailable(self.peer))
+                self.coordinator.send_records(self.peer, list(answer), self.waiting)
                 return
             for deferred in self.waiting:
                 deferred.ack()
