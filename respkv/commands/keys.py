@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 from ..errors import DB_INDEX_OUT_OF_RANGE, NO_SUCH_KEY, NOT_INTEGER, SYNTAX, invalid_expire
 from ..keyspace.glob import compile_glob
+from ..cluster.slots import SLOT_COUNT
 from ..keyspace.store import TYPE_NAMES
 from ..protocol import reply
 from . import numbers
@@ -307,7 +308,7 @@ def scan(s, args):
     cursor = parse_cursor(args[1])
     count, match, wanted_type = parse_scan_options(args, 2, True)
     ks = s.ks
-    if cursor >= len(ks.slots):
+    if cursor >= SLOT_COUNT:
         return b"*2\r\n$1\r\n0\r\n*0\r\n"
     next_cursor, candidates = ks.scan(cursor, count)
     found = []

@@ -13,9 +13,6 @@ clients and the conformance scripts observe which error wins.
 
 from __future__ import annotations
 
-from binascii import crc_hqx
-
-from ..cluster.slots import SLOT_MASK, hash_tag
 from ..errors import NOT_INTEGER, OVERFLOW, SYNTAX, WRONGTYPE, invalid_expire
 from ..protocol import reply
 from ..protocol.reply import BULK_HEADERS
@@ -122,7 +119,7 @@ _TOO_LONG = "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
 # -- GET / SET and friends --------------------------------------------------------------
 
 
-def _get_run(s, batch, i, out, _headers=BULK_HEADERS, _crc=crc_hqx, _tag=hash_tag):
+def _get_run(s, batch, i, out, _headers=BULK_HEADERS):
     """GET for a run of pipelined GETs from ``batch[i]`` on (see CommandSpec.run_handler).
 
     Stops at the first request that is not a plain GET or that finds another type,
@@ -133,7 +130,7 @@ def _get_run(s, batch, i, out, _headers=BULK_HEADERS, _crc=crc_hqx, _tag=hash_ta
     """
     name = batch[i][0]
     ks = s.ks
-    slots = ks.slots
+    lookup = ks.data.get
     expires = ks.expires
     append = out.append
     count = len(batch)
@@ -146,7 +143,7 @@ def _get_run(s, batch, i, out, _headers=BULK_HEADERS, _crc=crc_hqx, _tag=hash_ta
         if expires and key in expires:
             value = ks.get(key)
         else:
-            value = slots[_crc(_tag(key) if 123 in key else key, 0) & SLOT_MASK].get(key)
+            value = lookup(key)
         if value.__class__ is bytes:
             hits += 1
             n = len(value)
@@ -177,16 +174,27 @@ def get(s, args):
 
 
 def _set_run(s, batch, i, out):
-    """Plain ``SET key value`` for a run of pipelined SETs (see CommandSpec.run_handler)."""
+    """Plain ``SET key value`` for a run of pipelined SETs (see CommandSpec.run_handler).
+
+    While a store needs no bookkeeping (see :meth:`Keyspace.stores_are_plain`) the
+    run stores straight into the keyspace's dictionary; otherwise each SET goes
+    through :meth:`Keyspace.set`.
+    """
     name = batch[i][0]
-    ks_set = s.ks.set
+    ks = s.ks
     append = out.append
     count = len(batch)
+    plain = ks.stores_are_plain()
+    data = ks.data
+    ks_set = ks.set
     while i < count:
         args = batch[i]
         if len(args) != 3 or args[0] != name:
             break
-        ks_set(args[1], args[2])
+        if plain:
+            data[args[1]] = args[2]
+        else:
+            ks_set(args[1], args[2])
         append(reply.OK)
         i += 1
     return i

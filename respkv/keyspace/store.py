@@ -2,12 +2,17 @@
 
 Theory of operation
 -------------------
-Values live in 16384 dictionaries, one per Redis Cluster hash slot, so everything
-that works slot by slot later (cluster ownership, ``CLUSTER GETKEYSINSLOT``, hand-off
-and anti-entropy) can reach a slot's keys directly, and ``SCAN`` can walk the keyspace
-slot by slot with a cursor that survives concurrent writes.  The value's Python type
-is its Redis type (``bytes`` is a string; see :data:`TYPE_NAMES`), so a string key
-costs one dictionary entry and two ``bytes`` objects, nothing more.
+Values live in one dictionary, ``data``, so a lookup is a single hash probe (no
+slot computation on the request path).  The value's Python type is its Redis type
+(``bytes`` is a string; see :data:`TYPE_NAMES`), so a string key costs one dictionary
+entry and two ``bytes`` objects, nothing more.
+
+What works slot by slot — ``SCAN``'s cursor, which must survive concurrent writes,
+``RANDOMKEY``, ``CLUSTER COUNTKEYSINSLOT``/``GETKEYSINSLOT`` — uses a :class:`SlotIndex`:
+the keys of each Redis Cluster hash slot.  It is built on first use (one pass over
+the keys) and from then on kept exact by every insert and removal, so nodes that
+never walk their keys pay neither its memory nor its upkeep.  ``SCAN`` returns whole
+slots, so a key present for a whole walk is returned at least once.
 
 Expiry is kept beside the data: ``expires`` maps each volatile key to its deadline
 (absolute Unix milliseconds).  Lookups expire lazily: a key found past its deadline is
@@ -27,11 +32,9 @@ from __future__ import annotations
 import heapq
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-from binascii import crc_hqx
-
-from ..cluster.slots import SLOT_COUNT, SLOT_MASK, hash_tag, key_slot
+from ..cluster.slots import SLOT_COUNT, key_slot
 
 #: Redis type name of each value class stored in the keyspace.
 TYPE_NAMES: dict[type, bytes] = {bytes: b"string"}
@@ -47,7 +50,9 @@ class Keyspace:
     def __init__(self, clock_ms: Callable[[], int] = wall_clock_ms) -> None:
         #: Current time in Unix milliseconds; tests inject a fake one.
         self.clock_ms = clock_ms
-        self.slots: list[dict[bytes, object]] = [{} for _ in range(SLOT_COUNT)]
+        #: Every key's value (expired keys linger until found or actively expired).
+        self.data: dict[bytes, object] = {}
+        self._slot_index: SlotIndex | None = None
         self.expires: dict[bytes, int] = {}
         self._heap: list[tuple[int, bytes]] = []
         #: Called with the key after every change of a key's value or existence.
@@ -66,10 +71,9 @@ class Keyspace:
 
     # -- reading -------------------------------------------------------------------
 
-    def get(self, key: bytes, _crc=crc_hqx):
+    def get(self, key: bytes):
         """The live value of ``key``, or ``None``."""
-        # key_slot() inlined: this is the hottest line of the server (123 is "{").
-        value = self.slots[_crc(hash_tag(key) if 123 in key else key, 0) & SLOT_MASK].get(key)
+        value = self.data.get(key)
         if value is not None and self.expires and key in self.expires:
             if self.expires[key] <= self.clock_ms():
                 self._expire(key)
@@ -84,26 +88,37 @@ class Keyspace:
         return self.expires.get(key)
 
     def dbsize(self) -> int:
-        return sum(map(len, self.slots))
+        return len(self.data)
 
     def volatile_count(self) -> int:
         return len(self.expires)
 
     # -- writing -------------------------------------------------------------------
 
-    def set(self, key: bytes, value, keep_ttl: bool = False, _crc=crc_hqx) -> None:
+    def set(self, key: bytes, value, keep_ttl: bool = False) -> None:
         """Store ``value``; like Redis ``SET``, this clears any TTL unless ``keep_ttl``."""
-        self.slots[_crc(hash_tag(key) if 123 in key else key, 0) & SLOT_MASK][key] = value
+        if self._slot_index is not None and key not in self.data:
+            self._slot_index.add(key)
+        self.data[key] = value
         if not keep_ttl and self.expires:
             self.expires.pop(key, None)
         if self.on_modified is not None:
             self.on_modified(key)
 
+    def stores_are_plain(self) -> bool:
+        """Whether storing a value is just ``data[key] = value`` for now.
+
+        True while no key has a deadline (that a store would clear), nobody observes
+        changes and no slot index is kept.  Hot loops that store many values use
+        this to skip :meth:`set`'s checks.
+        """
+        return not self.expires and self.on_modified is None and self._slot_index is None
+
     def delete(self, key: bytes) -> bool:
         """Remove ``key``; True if a live key was removed."""
         if self.get(key) is None:
             return False
-        del self.slots[key_slot(key)][key]
+        self._remove(key)
         if self.expires:
             self.expires.pop(key, None)
         if self.on_modified is not None:
@@ -130,9 +145,9 @@ class Keyspace:
     def flush(self) -> int:
         """Remove every key; returns how many there were."""
         count = self.dbsize()
-        keys = list(self.iter_keys()) if self.on_modified is not None else ()
-        for d in self.slots:
-            d.clear()
+        keys = list(self.data) if self.on_modified is not None else ()
+        self.data.clear()
+        self._slot_index = None
         self.expires.clear()
         self._heap.clear()
         self._encoding_hints.clear()
@@ -144,8 +159,15 @@ class Keyspace:
 
     # -- expiry ----------------------------------------------------------------------
 
+    def _remove(self, key: bytes) -> None:
+        """Forget a stored key's value (its deadline is the caller's business)."""
+        del self.data[key]
+        if self._slot_index is not None:
+            self._slot_index.discard(key)
+
     def _expire(self, key: bytes) -> None:
-        self.slots[key_slot(key)].pop(key, None)
+        if key in self.data:
+            self._remove(key)
         del self.expires[key]
         self.expired_keys += 1
         if self.on_modified is not None:
@@ -175,15 +197,19 @@ class Keyspace:
 
     # -- iteration -------------------------------------------------------------------
 
-    def iter_keys(self) -> Iterator[bytes]:
+    def iter_keys(self) -> list[bytes]:
         """Every stored key (expired ones included; callers filter with ``get``)."""
-        for d in self.slots:
-            if d:
-                yield from list(d)
+        return list(self.data)
 
     def live_keys(self) -> list[bytes]:
         """Every live key, expiring the dead ones found on the way."""
         return [k for k in self.iter_keys() if self.get(k) is not None]
+
+    def slot_index(self) -> SlotIndex:
+        """The keys by hash slot, built now if this is its first use."""
+        if self._slot_index is None:
+            self._slot_index = SlotIndex(self.data)
+        return self._slot_index
 
     def scan(self, cursor: int, count: int) -> tuple[int, list[bytes]]:
         """Visit whole slots from ``cursor`` until ``count`` keys were seen.
@@ -192,26 +218,27 @@ class Keyspace:
         expired ones included.  A key present for the whole walk is returned at
         least once because a slot is always returned whole.
         """
-        slots = self.slots
+        slots = self.slot_index().slots
         keys: list[bytes] = []
         slot = cursor
         while slot < SLOT_COUNT and len(keys) < count:
-            d = slots[slot]
-            if d:
-                keys.extend(d)
+            members = slots[slot]
+            if members:
+                keys.extend(members)
             slot += 1
         return (0 if slot >= SLOT_COUNT else slot), keys
 
     def random_key(self) -> bytes | None:
         """A live key chosen at random, or ``None`` in an empty keyspace."""
         for _ in range(100):
-            if not self.dbsize():
+            if not self.data:
                 return None
+            slots = self.slot_index().slots
             start = random.randrange(SLOT_COUNT)
             for i in range(SLOT_COUNT):
-                d = self.slots[(start + i) & (SLOT_COUNT - 1)]
-                if d:
-                    key = random.choice(list(d))
+                members = slots[(start + i) & (SLOT_COUNT - 1)]
+                if members:
+                    key = random.choice(list(members))
                     if self.get(key) is not None:
                         return key
                     break
@@ -225,7 +252,7 @@ class Keyspace:
         hints[key] = (value, encoding)
         if len(hints) > self._hints_sweep_at:
             for k, (v, _) in list(hints.items()):
-                if self.slots[key_slot(k)].get(k) is not v:
+                if self.data.get(k) is not v:
                     del hints[k]
             self._hints_sweep_at = max(4096, 2 * len(hints))
 
@@ -242,8 +269,37 @@ class Keyspace:
     # -- slots -------------------------------------------------------------------------
 
     def count_in_slot(self, slot: int) -> int:
-        return len(self.slots[slot])
+        members = self.slot_index().slots[slot]
+        return len(members) if members else 0
 
     def keys_in_slot(self, slot: int, count: int) -> list[bytes]:
-        d = self.slots[slot]
-        return [k for _, k in zip(range(count), d)]
+        members = self.slot_index().slots[slot] or ()
+        return [k for _, k in zip(range(count), members)]
+
+
+class SlotIndex:
+    """The stored keys of each hash slot (a set per non-empty slot, else None)."""
+
+    __slots__ = ("slots",)
+
+    def __init__(self, keys) -> None:
+        self.slots: list[set[bytes] | None] = [None] * SLOT_COUNT
+        for key in keys:
+            self.add(key)
+
+    def add(self, key: bytes) -> None:
+        """Record a key that was just stored."""
+        slot = key_slot(key)
+        members = self.slots[slot]
+        if members is None:
+            self.slots[slot] = {key}
+        else:
+            members.add(key)
+
+    def discard(self, key: bytes) -> None:
+        """Forget a key that was just removed."""
+        slot = key_slot(key)
+        members = self.slots[slot]
+        members.discard(key)
+        if not members:
+            self.slots[slot] = None

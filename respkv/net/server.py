@@ -1,15 +1,16 @@
-"""The client listener: accept connections and run one session task per client.
+"""The client listener: accept connections and hand them to the node's poller.
 
-Accepts with trio's socket layer, then hands each client to the node's poller as a
-plain non-blocking socket (see ``poller``): on the request path every microsecond
-counts.
+Each client becomes a plain non-blocking socket served by the poller (see
+``poller``): on the request path every microsecond counts.
 Accepted sockets get ``TCP_NODELAY`` like Redis's, and a client beyond ``maxclients``
 is told ``-ERR max number of clients reached`` and closed.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import socket as stdlib_socket
 
 import trio
@@ -20,6 +21,11 @@ from .session import ClientSession
 log = logging.getLogger(__name__)
 
 MAX_CLIENTS_ERROR = b"-ERR max number of clients reached\r\n"
+#: Connections taken per wake-up before the poller gets its turn again.
+ACCEPT_BURST = 256
+#: How long to stop accepting when the process is out of descriptors or memory.
+RESOURCE_PAUSE = 0.1
+_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 async def open_listener(bind: str, port: int, backlog: int = 511) -> trio.socket.SocketType:
@@ -42,32 +48,53 @@ def _format_addr(addr) -> str:
 
 
 async def serve_clients(node, listener: trio.socket.SocketType, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Accept clients on ``listener`` forever and hand them to the poller."""
+    """Accept clients on ``listener`` forever and hand them to the poller.
+
+    Every pending connection is taken at each wake-up.  Accepting one per trio
+    scheduling round (as ``await listener.accept()`` does) would make clients that
+    connect together — a benchmark's or a pool's fifty — wait behind whole bursts
+    of the poller, hundreds of milliseconds for the last of them.
+    """
     laddr = _format_addr(listener.getsockname())
     poller = ClientPoller(node)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(poller.run)
-        task_status.started()
-        while True:
-            sock, addr = await listener.accept()
-            node.stats.connections_received += 1
-            if len(node.clients) >= node.config["maxclients"]:
-                node.stats.rejected_connections += 1
-                nursery.start_soon(_refuse, sock)
-                continue
-            try:
-                sock.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY, 1)
-            except OSError:  # pragma: no cover - e.g. unix sockets
-                pass
-            raw = stdlib_socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
-            raw.setblocking(False)
-            poller.add(ClientSession(node, raw, node.next_client_id(), _format_addr(addr), laddr))
+    raw_listener = stdlib_socket.socket(
+        listener.family, listener.type, listener.proto, fileno=os.dup(listener.fileno())
+    )
+    raw_listener.setblocking(False)
+    with raw_listener:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(poller.run)
+            task_status.started()
+            while True:
+                await trio.lowlevel.wait_readable(raw_listener)
+                for _ in range(ACCEPT_BURST):
+                    try:
+                        sock, addr = raw_listener.accept()
+                    except BlockingIOError:
+                        break
+                    except OSError as exc:
+                        if exc.errno in _OUT_OF_RESOURCES:
+                            # Out of descriptors or buffers: let clients leave first.
+                            log.error("cannot accept a client: %s", exc)
+                            await trio.sleep(RESOURCE_PAUSE)
+                        break  # otherwise the client went away before its accept
+                    _admit(node, poller, sock, addr, laddr)
 
 
-async def _refuse(sock: trio.socket.SocketType) -> None:
-    with sock:
-        with trio.move_on_after(1):
-            try:
-                await sock.send(MAX_CLIENTS_ERROR)
-            except OSError:
-                pass
+def _admit(node, poller: ClientPoller, sock: stdlib_socket.socket, addr, laddr: str) -> None:
+    """Serve an accepted connection, or refuse it beyond ``maxclients``."""
+    sock.setblocking(False)
+    node.stats.connections_received += 1
+    if len(node.clients) >= node.config["maxclients"]:
+        node.stats.rejected_connections += 1
+        try:
+            sock.send(MAX_CLIENTS_ERROR)  # a new socket's buffer always takes it
+        except OSError:
+            pass
+        sock.close()
+        return
+    try:
+        sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
+    except OSError:  # pragma: no cover - e.g. unix sockets
+        pass
+    poller.add(ClientSession(node, sock, node.next_client_id(), _format_addr(addr), laddr))

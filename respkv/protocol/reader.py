@@ -52,6 +52,10 @@ UNAUTH_MAX_ARGS = 10
 UNAUTH_MAX_BULK = 16 * 1024
 _INT_MAX = 2**31 - 1
 
+#: What hiredis's ``gets`` answers while no whole request is buffered.
+_NO_REPLY = object()
+#: An empty request, fed after a chunk to learn whether it ended between requests.
+_PROBE = b"*0\r\n"
 #: An array header hiredis must not see: it would preallocate the list.
 _BIG_ARRAY = re.compile(rb"\*[0-9]{5}").search
 
@@ -109,7 +113,7 @@ class RequestReader:
         #: While True the pre-AUTH limits apply and only the exact path runs.
         self.unauthenticated = unauthenticated
         self._big_bulk = _big_bulk_for(max_bulk)
-        self._hiredis = hiredis.Reader()
+        self._hiredis = hiredis.Reader(notEnoughData=_NO_REPLY)
         self._exact = False
         self._buf = bytearray()
         self._pos = 0
@@ -138,16 +142,18 @@ class RequestReader:
             return self._exact_batch()
         hiredis_reader = self._hiredis
         hiredis_reader.feed(data)
-        gets = hiredis_reader.gets
-        has_data = hiredis_reader.has_data
-        batch = []
         try:
-            while (req := gets()) is not False:
-                batch.append(req)
-                if not has_data():
-                    break
-            else:
-                return self._to_exact(data)  # the chunk ends inside a request
+            batch = list(iter(hiredis_reader.gets, _NO_REPLY))
+            # Did the chunk end between two requests?  Bytes hiredis has not taken
+            # say no.  Otherwise hiredis may still hold the header of an array whose
+            # elements have not arrived: then the probe (an empty request) becomes
+            # one of them instead of coming back as an empty list of its own.
+            if hiredis_reader.has_data():
+                return self._to_exact(data)
+            hiredis_reader.feed(_PROBE)
+            probe = hiredis_reader.gets()
+            if probe.__class__ is not list or probe:
+                return self._to_exact(data)
             join = b"".join  # raises TypeError unless every argument is bytes
             for req in batch:
                 if req.__class__ is not list or not req:
@@ -185,7 +191,7 @@ class RequestReader:
         self._buf = bytearray(chunk)
         self._pos = 0
         self._argc = -1
-        self._hiredis = hiredis.Reader()
+        self._hiredis = hiredis.Reader(notEnoughData=_NO_REPLY)
         self._exact = True
         return self._exact_batch()
 
