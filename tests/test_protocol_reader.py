@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from respkv.protocol.reader import ProtocolError, QueryBufferFull, RequestReader
+from respkv.protocol.reader import ProtocolError, QueryBufferFull, RequestReader, well_formed
 
 
 def encode(*args: bytes) -> bytes:
@@ -14,17 +14,24 @@ def encode(*args: bytes) -> bytes:
     return out
 
 
-def drain(reader: RequestReader) -> list[list[bytes]]:
-    """Every further request the reader holds (after ``parse``)."""
-    out = []
-    while not reader.idle and (batch := reader.read_batch()):
-        out.extend(batch)
+def feed(reader: RequestReader, data: bytes, out: list | None = None) -> list[list[bytes]]:
+    """Hand ``data`` to the reader the way a session does; all requests it yields.
+
+    Like the session, this takes a request only once it is well formed and on the
+    first that is not lets the exact path take over from it (``reparse``).  The
+    requests go to ``out`` as they come, so a caller sees those before an error.
+    """
+    out = [] if out is None else out
+    batch = reader.parse(data)
+    while batch:
+        for i, request in enumerate(batch):
+            if not well_formed(request):
+                batch = reader.reparse(i)
+                break
+            out.append(request)
+        else:
+            batch = reader.read_batch() if not reader.idle else []
     return out
-
-
-def feed(reader: RequestReader, data: bytes) -> list[list[bytes]]:
-    """Hand ``data`` to the reader the way a session does; all requests it yields."""
-    return reader.parse(data) + drain(reader)
 
 
 def parse_in_chunks(data: bytes, size: int, **kwargs) -> list[list[bytes]]:
@@ -110,9 +117,7 @@ def errors_of(data: bytes, **kwargs) -> tuple[list[list[bytes]], str]:
     reader = RequestReader(**kwargs)
     got = []
     with pytest.raises(ProtocolError) as info:
-        got.extend(reader.parse(data))
-        while batch := reader.read_batch():
-            got.extend(batch)
+        feed(reader, data, got)
     return got, str(info.value)
 
 

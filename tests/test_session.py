@@ -204,3 +204,77 @@ def test_maxmemory_refuses_writes_but_not_reads(tmp_path):
                 assert time.monotonic() < deadline
     finally:
         node.stop()
+
+
+# -- malformed requests inside pipelined runs ---------------------------------------------
+#
+# The reader's fast path hands the session hiredis's view of a chunk without checking
+# every argument; the session and the run handlers check what they use and let the
+# exact path take over at the first malformed request.  These pipelines put one in
+# the middle of a run, on each kind of node whose run handlers differ.
+
+NODE_KINDS = {
+    "standalone": {},
+    "cluster": {"cluster-enabled": True, "replication-factor": 1},
+    "replicated": {"cluster-enabled": True},  # one member: N is capped at 1
+}
+
+
+@pytest.fixture(scope="module", params=list(NODE_KINDS), ids=list(NODE_KINDS))
+def any_node(request, tmp_path_factory):
+    server = NodeThread(tmp_path_factory.mktemp(request.param), **NODE_KINDS[request.param]).start()
+    yield server
+    server.stop()
+
+
+def _set(key: bytes, value: bytes) -> bytes:
+    return b"*3\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(key), key, len(value), value)
+
+
+def _get(key: bytes) -> bytes:
+    return b"*2\r\n$3\r\nGET\r\n$%d\r\n%b\r\n" % (len(key), key)
+
+
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        (b"*3\r\n$3\r\nSET\r\n$4\r\n{k}1\r\n:5\r\n", b"expected '$', got ':'"),
+        (b"*3\r\n$3\r\nSET\r\n*1\r\n$1\r\nx\r\n$1\r\nv\r\n", b"expected '$', got '*'"),
+        (b"*3\r\n$3\r\nSET\r\n$4\r\n{k}1\r\n$-1\r\n", b"invalid bulk length"),
+    ],
+    ids=["integer", "nested", "null"],
+)
+def test_malformed_set_in_a_run_stores_nothing_of_it(any_node, bad, reason):
+    other = any_node.client()
+    other.delete("{k}1", "{k}2")
+    with raw_client(any_node) as sock:
+        sock.sendall(_set(b"{k}1", b"a") + _set(b"{k}2", b"b") + bad + _set(b"{k}1", b"after"))
+        expected = b"+OK\r\n+OK\r\n-ERR Protocol error: " + reason + b"\r\n"
+        assert read_until_closed(sock) == expected
+    assert other.mget("{k}1", "{k}2") == [b"a", b"b"]  # nothing stored from or after it
+    assert other.ping() is True
+    other.close()
+
+
+def test_malformed_get_in_a_run_answers_the_requests_before_it(any_node):
+    other = any_node.client()
+    other.set("{k}1", "v")
+    bad = b"*2\r\n$3\r\nGET\r\n*1\r\n$4\r\n{k}1\r\n"
+    with raw_client(any_node) as sock:
+        sock.sendall(_get(b"{k}1") + _get(b"{k}1") + bad + _get(b"{k}1"))
+        expected = b"$1\r\nv\r\n$1\r\nv\r\n-ERR Protocol error: expected '$', got '*'\r\n"
+        assert read_until_closed(sock) == expected
+    other.close()
+
+
+def test_a_line_between_pipelined_requests_is_an_inline_command(any_node):
+    """``:5`` after a request is, for Redis, an inline command (hiredis: an integer)."""
+    other = any_node.client()
+    other.set("{k}1", "v")
+    with raw_client(any_node) as sock:
+        sock.sendall(_get(b"{k}1") + b":5\r\n" + _get(b"{k}1") + b"PING\r\n")
+        expected = b"$1\r\nv\r\n-ERR unknown command ':5', with args beginning with: \r\n$1\r\nv\r\n+PONG\r\n"
+        assert read_exactly(sock, len(expected)) == expected
+        sock.sendall(b"PING\r\n")  # the connection stays open and back on the fast path
+        assert read_exactly(sock, 7) == b"+PONG\r\n"
+    other.close()

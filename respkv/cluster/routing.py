@@ -188,21 +188,20 @@ def _bounded_run(run_handler: Callable, position: int) -> Callable:
         name = batch[i][0]
         end = i + 1
         count = len(batch)
-        if end == count or batch[end][0] != name:
-            return i  # a run of one: the session's per-request path is cheaper
         served = s.node.cluster.served
         while end < count:
             args = batch[end]
-            if args[0] != name or len(args) <= position:
+            # Requests after batch[i] may be malformed (see protocol.reader.well_formed).
+            if args.__class__ is not list or len(args) <= position or args[0] != name:
                 break
             key = args[position]
-            if not served[_crc(_tag(key) if 123 in key else key, 0) & SLOT_MASK]:  # key_slot()
+            if key.__class__ is not bytes or not served[_crc(_tag(key) if 123 in key else key, 0) & SLOT_MASK]:
                 break
             end += 1
+        if end == i + 1:
+            return i  # a run of one: the session's per-request path is cheaper
         if end == count:
             return run_handler(s, batch, i, out)
-        if end == i + 1:
-            return i
         # Hand the handler only its run (copying the run, not the batch before it).
         return i + run_handler(s, batch[i:end], 0, out)
 

@@ -134,25 +134,24 @@ def _get_run(s, batch, i, out, _headers=BULK_HEADERS):
     expires = ks.expires
     append = out.append
     count = len(batch)
-    hits = misses = 0
+    start = i
+    misses = 0
     while i < count:
         args = batch[i]
-        if len(args) != 2 or args[0] != name:
+        if args.__class__ is not list or len(args) != 2 or args[0] != name:
             break
         key = args[1]
-        if expires and key in expires:
-            value = ks.get(key)
-        else:
-            value = lookup(key)
+        if key.__class__ is not bytes:  # malformed: the session deals with it
+            break
+        value = ks.get(key) if expires and key in expires else lookup(key)
         if value.__class__ is bytes:
-            hits += 1
-            n = len(value)
-            if n < 1024:
-                append(_headers[n])
+            try:
+                append(_headers[len(value)])
+            except IndexError:  # no ready-made header for a value this long
+                append(reply.bulk(value))
+            else:
                 append(value)
                 append(b"\r\n")
-            else:
-                append(reply.bulk(value))
         elif value is None:
             misses += 1
             append(s.proto.null)
@@ -160,7 +159,7 @@ def _get_run(s, batch, i, out, _headers=BULK_HEADERS):
             break
         i += 1
     stats = s.stats
-    stats.keyspace_hits += hits
+    stats.keyspace_hits += i - start - misses
     stats.keyspace_misses += misses
     return i
 
@@ -189,12 +188,16 @@ def _set_run(s, batch, i, out):
     ks_set = ks.set
     while i < count:
         args = batch[i]
-        if len(args) != 3 or args[0] != name:
+        if args.__class__ is not list or len(args) != 3 or args[0] != name:
+            break
+        key = args[1]
+        value = args[2]
+        if key.__class__ is not bytes or value.__class__ is not bytes:  # malformed
             break
         if plain:
-            data[args[1]] = args[2]
+            data[key] = value
         else:
-            ks_set(args[1], args[2])
+            ks_set(key, value)
         append(reply.OK)
         i += 1
     return i

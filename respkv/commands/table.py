@@ -77,6 +77,9 @@ class CommandSpec:
     #: pipelined requests ``batch[i:end]`` that share this command's name in one
     #: call, appending their replies to ``out``; it may serve none (end == i) and
     #: leave unusual requests to ``handler``.  Only the hottest commands have one.
+    #: ``batch[i]`` is well formed; later requests may not be (the reader's fast
+    #: path does not check them): a run ends at the first that is not a list of
+    #: ``bytes`` of the expected shape, and the session deals with it.
     run_handler: Callable | None = None
     #: Arity as bounds on len(args), for one chained comparison on the fast path.
     min_args: int = 0

@@ -15,8 +15,13 @@ Two parsers share this job:
   for an announced array length.  So the fast path only takes a chunk that starts a
   request with ``*`` and announces no array of 10000+ elements (one regular
   expression search per chunk), only keeps the result when the chunk held whole
-  requests that are flat lists of ``bytes``, and only while the client is
-  authenticated.
+  requests, and only while the client is authenticated.  It does not look inside
+  the requests: checking every argument here would cost as much as running a GET.
+  Its consumer runs a request only once it is well formed (:func:`well_formed`:
+  a non-empty list of ``bytes``) — the session checks each request it dispatches,
+  and a run handler the arguments it takes — and on the first one that is not,
+  calls :meth:`RequestReader.reparse`, which gives the rest of the chunk to the
+  exact path (that then says what Redis would).
 * The **exact path** is a small state machine written to Redis's own rules (error
   texts, limits, inline commands, the unauthenticated limits).  It never allocates
   from an announced length: bulks are sliced out of the buffer once fully arrived.
@@ -24,9 +29,9 @@ Two parsers share this job:
 Pipelining clients and benchmarks send whole requests per read, so nearly every
 chunk takes the fast path.  The fast path returns a chunk's requests only once it
 has seen the whole chunk parse cleanly; anything else — a chunk ending inside a
-request, an inline command, an odd element — hands the whole chunk to the exact
+request, an inline command, something hiredis rejects — hands the whole chunk to the exact
 path, which carries on until its buffer drains at a request boundary; then the fast
-path resumes.  Both paths agree on every ordinary request, so the switch is
+path resumes.  Batches from the exact path are always well formed.  Both paths agree on every ordinary request, so the switch is
 invisible to the client.
 
 Known leniency: the fast path reads a RESP3 set (``~``) inside a pipelined chunk as
@@ -87,6 +92,17 @@ def _parse_length(raw: bytes | bytearray) -> int | None:
     return int(raw)
 
 
+def well_formed(request) -> bool:
+    """Whether a request from the fast path is one Redis takes: a non-empty list of bytes."""
+    if request.__class__ is not list or not request:
+        return False
+    try:
+        b"".join(request)  # raises TypeError unless every argument is bytes
+    except TypeError:
+        return False
+    return True
+
+
 class RequestReader:
     """Incremental request parser for one client connection.
 
@@ -94,11 +110,15 @@ class RequestReader:
     :attr:`idle` or an empty batch (more data needed).  Both raise
     :class:`ProtocolError` for a malformed request (the caller replies and closes)
     and :class:`QueryBufferFull` when the unparsed input outgrows ``max_query_buffer``.
+    A batch from :meth:`parse` may hold requests that are not :func:`well_formed`:
+    run them in order up to the first such one, then continue with
+    :meth:`reparse` (see the module documentation).
     """
 
     __slots__ = (
         "_hiredis", "_exact", "_buf", "_pos", "_argc", "_args", "_bulklen",
-        "_error", "_big_bulk", "max_bulk", "max_query_buffer", "unauthenticated", "idle",
+        "_error", "_big_bulk", "_last_chunk",
+        "max_bulk", "max_query_buffer", "unauthenticated", "idle",
     )
 
     def __init__(
@@ -121,6 +141,8 @@ class RequestReader:
         self._args: list[bytes] = []
         self._bulklen = -1
         self._error: ProtocolError | None = None
+        #: The chunk behind the last fast-path batch, for :meth:`reparse`.
+        self._last_chunk: bytes | None = None
         #: True when every byte received has been returned as requests: calling
         #: :meth:`read_batch` again before the next :meth:`parse` would find nothing.
         self.idle = True
@@ -154,14 +176,26 @@ class RequestReader:
             probe = hiredis_reader.gets()
             if probe.__class__ is not list or probe:
                 return self._to_exact(data)
-            join = b"".join  # raises TypeError unless every argument is bytes
-            for req in batch:
-                if req.__class__ is not list or not req:
-                    return self._to_exact(data)
-                join(req)  # copies at most len(data) bytes; cheaper than a Python loop
-        except (hiredis.ProtocolError, TypeError):
+        except hiredis.ProtocolError:
             return self._to_exact(data)
+        self._last_chunk = data
         return batch
+
+    def reparse(self, served: int) -> list[list[bytes]]:
+        """Give the rest of the last fast-path chunk to the exact path.
+
+        For a consumer that found request ``served`` of the batch :meth:`parse`
+        returned not :func:`well_formed`: the exact path parses the chunk again,
+        skips the ``served`` requests before it (already run) and returns the batch
+        from there on, or raises the :class:`ProtocolError` Redis would give.
+        """
+        chunk, self._last_chunk = self._last_chunk, None
+        if chunk is None:  # exact-path batches are always well formed
+            raise ProtocolError("malformed request")
+        self._start_exact(chunk)
+        for _ in range(served):
+            self._exact_next()
+        return self._exact_batch()
 
     def feed(self, data: bytes) -> None:
         """Add received bytes to the exact path's buffer (:meth:`parse` does the rest)."""
@@ -187,13 +221,17 @@ class RequestReader:
 
     def _to_exact(self, chunk: bytes) -> list[list[bytes]]:
         """Parse ``chunk`` again, with the exact path."""
+        self._start_exact(chunk)
+        return self._exact_batch()
+
+    def _start_exact(self, chunk: bytes) -> None:
+        """Make ``chunk`` the exact path's buffer, with a fresh hiredis for later."""
         self.idle = False
         self._buf = bytearray(chunk)
         self._pos = 0
         self._argc = -1
         self._hiredis = hiredis.Reader(notEnoughData=_NO_REPLY)
         self._exact = True
-        return self._exact_batch()
 
     def _exact_batch(self) -> list[list[bytes]]:
         if self._error is not None:

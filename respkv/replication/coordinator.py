@@ -364,9 +364,12 @@ class Coordinator:
             last_key = None
             while end < count:
                 args = batch[end]
-                if args[0] != name or len(args) <= position:
+                # Requests after batch[i] may be malformed (see protocol.reader.well_formed).
+                if args.__class__ is not list or len(args) <= position or args[0] != name:
                     break
                 key = args[position]
+                if key.__class__ is not bytes:
+                    break
                 if key != last_key:  # pipelines often repeat one key: check it once
                     slot = key_slot(key)
                     if not served[slot]:
