@@ -278,3 +278,19 @@ def test_a_line_between_pipelined_requests_is_an_inline_command(any_node):
         sock.sendall(b"PING\r\n")  # the connection stays open and back on the fast path
         assert read_exactly(sock, 7) == b"+PONG\r\n"
     other.close()
+
+
+def test_replies_larger_than_the_socket_buffer_reach_a_slow_reader_in_order(node):
+    """A round's replies are sent at its end; one the socket cannot take whole is
+    finished by a task while the node keeps serving others."""
+    other = node.client()
+    value = bytes(range(256)) * 16384  # 4 MiB: more than a socket buffer holds
+    other.set("big", value)
+    reply = b"$%d\r\n%b\r\n" % (len(value), value)
+    with raw_client(node) as sock:
+        sock.sendall(_get(b"big") * 3 + b"*1\r\n$4\r\nPING\r\n")
+        assert other.ping() is True  # served while the slow reader's replies wait
+        assert read_exactly(sock, 3 * len(reply) + 7) == reply * 3 + b"+PONG\r\n"
+        sock.sendall(b"PING\r\n")  # back with the poller afterwards
+        assert read_exactly(sock, 7) == b"+PONG\r\n"
+    other.close()

@@ -8,8 +8,15 @@ that bookkeeping costs more than parsing and running the command.  Instead, the 
 keeps its client sockets in one ``epoll`` set (registered once, level-triggered) and
 one task, the poller, waits — through trio — for that set's own descriptor to become
 readable.  It then asks the set which clients have data and lets each session handle
-its bytes synchronously: receive, run the complete requests, send the replies.  One
-trio wake-up serves every client that became ready, as in Redis's event loop.
+its bytes synchronously: receive and run the complete requests.  One trio wake-up
+serves every client that became ready, as in Redis's event loop.
+
+Replies leave at the end of the round, one ``send`` per session, as Redis writes
+its clients' replies just before it sleeps.  Sending them back to back, rather than
+one between each session's work, matters on a loopback: each send to a peer that
+sleeps in its own event loop wakes it, and a woken peer takes the rest of the round's
+replies in one go instead of being woken once per reply.  A reply the socket cannot
+take whole is finished by a task, like any other wait.
 
 With replication, a write's reply waits for replicas: the session *parks* (its
 socket leaves the set) and the bus reader that receives the last acknowledgement
@@ -54,6 +61,8 @@ class ClientPoller:
         self._epoll = select.epoll()
         self._by_fd: dict[int, object] = {}
         self._nursery: trio.Nursery | None = None
+        #: (session, reply bytes) produced this round, sent at its end.
+        self.replies: list[tuple[object, bytes]] = []
 
     def add(self, session) -> None:
         """Start serving a new session."""
@@ -96,6 +105,8 @@ class ClientPoller:
                                 self._unregister(session)
                             else:
                                 self._detach(session, outcome)
+                        if self.replies:
+                            self._send_replies()
                         replication = self.node.replication
                         if replication is not None and replication.queued:
                             # One request per peer for every session served this round.
@@ -104,6 +115,26 @@ class ClientPoller:
             for session in list(self.node.clients.values()):
                 self.close(session)
             epoll.close()
+
+    def _send_replies(self) -> None:
+        """Send the replies of this round's sessions, one ``send`` each."""
+        replies = self.replies
+        self.replies = []
+        stats = self.node.stats
+        for session, payload in replies:
+            if session.closing:
+                continue
+            size = len(payload)
+            stats.net_output_bytes += size
+            try:
+                sent = session.sock.send(payload)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self.close(session)
+                continue
+            if sent < size:  # the socket buffer is full: a task sends the rest
+                self._detach(session, session._send_then(payload, sent, False))
 
     def _unregister(self, session) -> None:
         fd = session.sock.fileno()

@@ -6,8 +6,9 @@ A session owns a plain non-blocking socket.  The node's poller (see
 :mod:`respkv.net.poller`) calls :meth:`ClientSession.on_readable` when the socket has
 data: the session receives what is there, feeds it to its
 :class:`~respkv.protocol.reader.RequestReader`, runs every complete request in order
-and sends all their replies with one ``send``.  Pipelined clients therefore cost one
-receive and one send per batch, not per command, and no trio task switch at all.
+and hands all their replies to the poller, which sends them with one ``send`` at the
+end of its round.  Pipelined clients therefore cost one receive and one send per
+batch, not per command, and no trio task switch at all.
 
 Each request goes through the same gate as in Redis: look the command up (unknown
 command/subcommand errors), check arity, check authentication, then call the
@@ -153,7 +154,9 @@ class ClientSession:
     def on_readable(self):
         """Handle what the socket has for us; called by the poller when it is readable.
 
-        Returns None to stay with the poller, ``CLOSE`` to close the connection, or
+        The replies go to the poller's ``replies``, sent at the end of its round
+        (a reply that ends the connection is sent here).  Returns None to stay with
+        the poller, ``CLOSE`` to close the connection, or
         a coroutine holding the rest of the work when a command must wait (the poller
         runs it as a task; it returns True if the connection is then to be closed).
         """
@@ -187,10 +190,14 @@ class ClientSession:
             out = self.node.replication.resolve(self, out)
         if out:
             payload = b"".join(out)
+            if not close:
+                # Sent with the other replies of this round (see ClientPoller.run).
+                self.poller.replies.append((self, payload))
+                return None
             size = len(payload)
             stats.net_output_bytes += size
             try:
-                sent = sock.send(payload)  # _send_now() inlined: one call less per batch
+                sent = sock.send(payload)
             except BlockingIOError:
                 sent = 0
             except OSError:
