@@ -105,12 +105,13 @@ class ClientPoller:
                                 self._unregister(session)
                             else:
                                 self._detach(session, outcome)
-                        if self.replies:
-                            self._send_replies()
                         replication = self.node.replication
                         if replication is not None and replication.queued:
-                            # One request per peer for every session served this round.
+                            # One request per peer for every session served this round
+                            # (first, so that replicas start on it at once).
                             replication.flush()
+                        if self.replies:
+                            self._send_replies()
         finally:
             for session in list(self.node.clients.values()):
                 self.close(session)
