@@ -22,9 +22,9 @@ import copy
 import re
 from collections.abc import Callable
 
+from ..cluster.slots import SLOT_COUNT
 from ..errors import DB_INDEX_OUT_OF_RANGE, NO_SUCH_KEY, NOT_INTEGER, SYNTAX, invalid_expire
 from ..keyspace.glob import compile_glob
-from ..cluster.slots import SLOT_COUNT
 from ..keyspace.store import TYPE_NAMES
 from ..protocol import reply
 from . import numbers

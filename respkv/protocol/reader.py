@@ -29,10 +29,11 @@ Two parsers share this job:
 Pipelining clients and benchmarks send whole requests per read, so nearly every
 chunk takes the fast path.  The fast path returns a chunk's requests only once it
 has seen the whole chunk parse cleanly; anything else — a chunk ending inside a
-request, an inline command, something hiredis rejects — hands the whole chunk to the exact
-path, which carries on until its buffer drains at a request boundary; then the fast
-path resumes.  Batches from the exact path are always well formed.  Both paths agree on every ordinary request, so the switch is
-invisible to the client.
+request, an inline command, something hiredis rejects — hands the whole chunk to
+the exact path, which carries on until its buffer drains at a request boundary;
+then the fast path resumes.  Batches from the exact path are always well formed.
+Both paths agree on every ordinary request, so the switch is invisible to the
+client.
 
 Known leniency: the fast path reads a RESP3 set (``~``) inside a pipelined chunk as
 if it were an array, where Redis would take each of its lines as an inline command.
