@@ -152,21 +152,26 @@ class _Upstream:
             except BlockingIOError:
                 await trio.lowlevel.wait_writable(sock)
 
-    async def read_reply(self) -> bytes:
-        framer = self.framer
-        sock = self.sock
+    async def receive(self) -> bool:
+        """Wait for bytes from the coordinator and frame them; False once it hung up."""
         while True:
-            reply = framer.next_reply()
-            if reply is not None:
-                return reply
-            await trio.lowlevel.wait_readable(sock)
+            await trio.lowlevel.wait_readable(self.sock)
             try:
-                data = sock.recv(_RECV_SIZE)
+                data = self.sock.recv(_RECV_SIZE)
             except BlockingIOError:
                 continue
             if not data:
+                return False
+            self.framer.feed(data)
+            return True
+
+    async def read_reply(self) -> bytes:
+        while True:
+            reply = self.framer.next_reply()
+            if reply is not None:
+                return reply
+            if not await self.receive():
                 raise ConnectionError("the coordinator closed the connection")
-            framer.feed(data)
 
     def reusable(self) -> bool:
         """Whether the idle connection is still open with nothing unexpected to read."""
@@ -285,7 +290,6 @@ class _Channel:
 
     async def _read(self, upstream: _Upstream) -> None:
         framer = upstream.framer
-        sock = upstream.sock
         waiters = self.waiters
         while True:
             reply = framer.next_reply()
@@ -299,14 +303,8 @@ class _Channel:
                     waiter.reply = reply
                     waiter.event.set()
                 reply = framer.next_reply()
-            await trio.lowlevel.wait_readable(sock)
-            try:
-                data = sock.recv(_RECV_SIZE)
-            except BlockingIOError:
-                continue
-            if not data:
+            if not await upstream.receive():
                 return
-            framer.feed(data)
 
 
 class ProxyPool:

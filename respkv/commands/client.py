@@ -351,4 +351,4 @@ _CLIENT_HELP = [
 
 @command("client|help", "Returns helpful text about the different subcommands.", since="5.0.0")
 def client_help(s, args):
-    return reply.array([reply.simple(line) for line in _CLIENT_HELP])
+    return reply.help_lines(_CLIENT_HELP)

@@ -378,4 +378,4 @@ _CLUSTER_HELP = [
 @command("cluster|help", "Returns helpful text about the different subcommands.", group="cluster", since="5.0.0")
 def cluster_help(s, args):
     _state(s)
-    return reply.array([reply.simple(line) for line in _CLUSTER_HELP])
+    return reply.help_lines(_CLUSTER_HELP)

@@ -30,10 +30,6 @@ from .numbers import parse_int
 from .table import CommandError, CommandSpec, command, container
 
 
-def _help(lines: list[str]) -> bytes:
-    return reply.array([reply.simple(line) for line in lines])
-
-
 def _config_file(node) -> str:
     """Path of the config file the node was started with, or ``""``."""
     return getattr(node.config, "path", None) or ""
@@ -207,7 +203,7 @@ _CONFIG_HELP = [
 
 @command("config|help", "Returns helpful text about the different subcommands.", group="server", since="5.0.0")
 def config_help(s, args):
-    return _help(_CONFIG_HELP)
+    return reply.help_lines(_CONFIG_HELP)
 
 
 # ---------------------------------------------------------------------- COMMAND: rendering
@@ -551,7 +547,7 @@ _COMMAND_HELP = [
 
 @command("command|help", "Returns helpful text about the different subcommands.", group="server", since="5.0.0")
 def command_help(s, args):
-    return _help(_COMMAND_HELP)
+    return reply.help_lines(_COMMAND_HELP)
 
 
 # ---------------------------------------------------------------------- keyspace-wide

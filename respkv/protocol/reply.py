@@ -63,6 +63,11 @@ def array(items: list[bytes]) -> bytes:
     return b"*%d\r\n%b" % (len(items), b"".join(items))
 
 
+def help_lines(lines: Iterable[str]) -> bytes:
+    """A ``<COMMAND> HELP`` reply: one simple string per line of text."""
+    return array([simple(line) for line in lines])
+
+
 def bulk_array(values: Iterable[bytes]) -> bytes:
     """An array of bulk strings."""
     parts = [b"$%d\r\n%b\r\n" % (len(v), v) for v in values]
