@@ -118,19 +118,9 @@ def _common_slot(keys: list[bytes], slot: int) -> int:
 
 # -- placement --------------------------------------------------------------------
 
-#: Small per-topology facts, computed once per snapshot (snapshots are immutable).
-_FACTS: dict[int, tuple[Topology, bool]] = {}
-
-
 def cluster_ok(topology: Topology) -> bool:
     """Whether ``CLUSTER INFO`` says ``cluster_state:ok`` for this snapshot."""
-    entry = _FACTS.get(id(topology))
-    if entry is None or entry[0] is not topology:
-        if len(_FACTS) >= 64:
-            _FACTS.clear()
-        ok = topology.cluster_info().startswith("cluster_state:ok\r\n")
-        entry = _FACTS[id(topology)] = (topology, ok)
-    return entry[1]
+    return topology.ok
 
 
 def place(topology: Topology, slot: int, *, relaxed: bool = False) -> None | bytes | str:

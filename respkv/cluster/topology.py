@@ -117,6 +117,7 @@ class Topology:
         "_slot_ranges",
         "_coordinated",
         "_counts",
+        "ok",
         "_cache",
     )
 
@@ -197,6 +198,8 @@ class Topology:
         # here a slot whose whole list failed still belongs to its (failed) primary.
         size = len({node_id for node_id, runs in coordinated.items() if runs} | unserved_primaries)
         self._counts = (assigned, pfail, failed, size)
+        #: ``cluster_state:ok``: every slot assigned and none without a live node.
+        self.ok = assigned == SLOT_COUNT and failed == 0
         self._cache: dict[Any, Any] = {}
 
     # -- lookups -----------------------------------------------------------------
@@ -439,7 +442,7 @@ class Topology:
         ``cluster_state`` is ``ok`` only when every slot has a live master.
         """
         assigned, pfail, failed, size = self._counts
-        state = "ok" if assigned == SLOT_COUNT and failed == 0 else "fail"
+        state = "ok" if self.ok else "fail"
         fields = [
             ("cluster_state", state),
             ("cluster_slots_assigned", assigned),

@@ -66,11 +66,9 @@ class ClientPoller:
 
     def add(self, session) -> None:
         """Start serving a new session."""
-        fd = session.sock.fileno()
         session.poller = self
         self.node.clients[session.id] = session
-        self._by_fd[fd] = session
-        self._epoll.register(fd, _EVENTS)
+        self.unpark(session)
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Serve sessions until cancelled; then close every connection."""
@@ -121,21 +119,14 @@ class ClientPoller:
         """Send the replies of this round's sessions, one ``send`` each."""
         replies = self.replies
         self.replies = []
-        stats = self.node.stats
         for session, payload in replies:
             if session.closing:
                 continue
-            size = len(payload)
-            stats.net_output_bytes += size
-            try:
-                sent = session.sock.send(payload)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
+            sent = session.send_now(payload)
+            if sent < 0:
                 self.close(session)
-                continue
-            if sent < size:  # the socket buffer is full: a task sends the rest
-                self._detach(session, session._send_then(payload, sent, False))
+            elif sent < len(payload):  # the socket buffer is full: a task sends the rest
+                self._detach(session, session.send_then(payload, sent, False))
 
     def _unregister(self, session) -> None:
         fd = session.sock.fileno()
@@ -153,7 +144,7 @@ class ClientPoller:
         self._nursery.start_soon(self._run_detached, session, work)
 
     def unpark(self, session) -> None:
-        """Put a parked session's socket back into the set."""
+        """Put a session's socket (back) into the set."""
         fd = session.sock.fileno()
         self._by_fd[fd] = session
         self._epoll.register(fd, _EVENTS)
@@ -173,9 +164,7 @@ class ClientPoller:
             if close or session.closing:
                 self.close(session)
             else:
-                fd = session.sock.fileno()
-                self._by_fd[fd] = session
-                self._epoll.register(fd, _EVENTS)
+                self.unpark(session)
 
     def close(self, session) -> None:
         """Forget ``session`` and close its connection (idempotent)."""

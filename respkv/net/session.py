@@ -160,17 +160,15 @@ class ClientSession:
         a coroutine holding the rest of the work when a command must wait (the poller
         runs it as a task; it returns True if the connection is then to be closed).
         """
-        sock = self.sock
         try:
-            data = sock.recv(RECV_SIZE)
+            data = self.sock.recv(RECV_SIZE)
         except BlockingIOError:
             return None
         except OSError:
             return CLOSE
         if not data:
             return CLOSE
-        stats = self.stats
-        stats.net_input_bytes += len(data)
+        self.stats.net_input_bytes += len(data)
         out = []
         close = False
         try:
@@ -194,19 +192,14 @@ class ClientSession:
                 # Sent with the other replies of this round (see ClientPoller.run).
                 self.poller.replies.append((self, payload))
                 return None
-            size = len(payload)
-            stats.net_output_bytes += size
-            try:
-                sent = sock.send(payload)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
+            sent = self.send_now(payload)
+            if sent < 0:
                 return CLOSE
-            if sent < size:
-                return self._send_then(payload, sent, close)
+            if sent < len(payload):
+                return self.send_then(payload, sent, close)
         return CLOSE if close or self.closing else None
 
-    def _send_now(self, payload: bytes) -> int:
+    def send_now(self, payload: bytes) -> int:
         """Send what the socket takes of ``payload`` without waiting; -1 if it broke."""
         self.stats.net_output_bytes += len(payload)
         try:
@@ -361,12 +354,12 @@ class ClientSession:
             return
         out, close = parked
         payload = b"".join(self.node.replication.resolve(self, out))
-        sent = self._send_now(payload) if payload else 0
+        sent = self.send_now(payload) if payload else 0
         if sent < 0:
             poller.close(self)
             return
         if sent < len(payload):
-            poller.run_parked(self, self._send_then(payload, sent, close))
+            poller.run_parked(self, self.send_then(payload, sent, close))
         elif close or self.closing:
             poller.close(self)
         else:
@@ -379,7 +372,7 @@ class ClientSession:
             return out
         return await replication.settle(self, out)
 
-    async def _send_then(self, payload: bytes, sent: int, close: bool) -> bool:
+    async def send_then(self, payload: bytes, sent: int, close: bool) -> bool:
         """Finish sending a reply that did not fit in the socket buffer."""
         await self._send_rest(payload, sent)
         return close or self.closing
