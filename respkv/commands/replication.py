@@ -26,7 +26,7 @@ from ..keyspace.store import TYPE_NAMES
 from ..protocol import reply
 from ..replication import vclock
 from ..replication.codec import decode_value, encode_value
-from ..replication.quorum import effective
+from ..replication.quorum import effective, requested
 from ..replication.versions import Version, winner
 from .numbers import parse_int
 from .table import CommandError, command
@@ -187,7 +187,7 @@ def consistency(s, args):
         if coordinator is not None:
             q = coordinator.quorums(s)
         else:
-            r, w = s.consistency or (config["read-quorum"], config["write-quorum"])
+            r, w = requested(config, s.consistency)
             q = effective(config["replication-factor"], config["replication-factor"], r, w)
         return s.proto.map(
             [(reply.bulk(b"n"), reply.integer(q.n)), (reply.bulk(b"r"), reply.integer(q.r)), (reply.bulk(b"w"), reply.integer(q.w))]
@@ -195,7 +195,7 @@ def consistency(s, args):
     if len(args) == 2 and args[1].upper() == b"DEFAULT":
         s.consistency = None
         return reply.OK
-    r, w = s.consistency or (config["read-quorum"], config["write-quorum"])
+    r, w = requested(config, s.consistency)
     i = 1
     given = False
     while i < len(args):

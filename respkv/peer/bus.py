@@ -247,11 +247,8 @@ class PeerLink:
             data = await stream.receive_some(65536)
             if not data:
                 return
-            batch = reader.parse(data)
-            while batch:
-                for frame in batch:
-                    self._dispatch(wire.split(frame), nursery)
-                batch = reader.read_batch() if not reader.idle else None
+            for frame in reader.parse(data):
+                self._dispatch(wire.split(frame), nursery)
 
     def _dispatch(self, parts, nursery: trio.Nursery) -> None:
         kind, request_id, op, args = parts

@@ -93,10 +93,6 @@ class FrameReader:
             raise BusProtocolError(f"a bus frame exceeds {self.max_buffered} bytes")
         return frames
 
-    def read_batch(self) -> list[list[bytes]]:
-        """Nothing: :meth:`parse` returns every complete frame at once."""
-        return []
-
 
 def new_reader() -> FrameReader:
     return FrameReader()

@@ -249,9 +249,7 @@ class Coordinator:
 
     def quorums(self, session) -> Quorums:
         """N/R/W for ``session``'s requests (its CONSISTENCY override, else the config)."""
-        config = self.node.config
-        override = session.consistency if session is not None else None
-        wanted = override or (config["read-quorum"], config["write-quorum"])
+        wanted = quorum.requested(self.node.config, session.consistency if session is not None else None)
         self._check_topology()
         q = self._quorums.get(wanted)
         if q is None:
@@ -687,7 +685,7 @@ class Coordinator:
 
     def _run_shipped(self, key: bytes, parent: bytes, blob: bytes) -> bool:
         """Run a command a coordinator shipped for ``key``; False if it cannot run here."""
-        if self.store.held(key) != parent:
+        if self.store.digest(key) != parent:
             return False
         version, command = decode_operation(blob)
         spec = self.node.table.lookup(command[0])

@@ -33,6 +33,11 @@ class Quorums:
     w: int
 
 
+def requested(config, override: tuple[int, int] | None) -> tuple[int, int]:
+    """The (R, W) asked for: a connection's CONSISTENCY override, else the configured ones."""
+    return override or (config["read-quorum"], config["write-quorum"])
+
+
 def effective(replication_factor: int, members: int, r: int, w: int) -> Quorums:
     """The settings in force: N capped at the member count, R and W at N (all >= 1)."""
     n = max(1, min(replication_factor, members))

@@ -73,6 +73,7 @@ class VersionStore:
         return self.records.get(key)
 
     def digest(self, key: bytes) -> bytes:
+        """The digest of what this replica holds of ``key`` (compared with parents)."""
         return digest(self.records.get(key))
 
     def full_record(self, key: bytes) -> Record | None:
@@ -150,13 +151,6 @@ class VersionStore:
             return parent, encode_operation(new, operation)
         return parent, encode_single(new, encode_value(value))
 
-    def held(self, key: bytes) -> bytes:
-        """The digest of what this replica holds of ``key`` (compared with parents)."""
-        old = self.records.get(key)
-        if old is None:
-            return b""
-        return old[0].clock if len(old) == 1 else digest(old)
-
     def operation_applied(self, key: bytes, version: Version) -> None:
         """Record ``version`` as the result of a shipped command just run here."""
         ks = self.keyspace
@@ -200,7 +194,7 @@ class VersionStore:
         Otherwise the records are reconciled.  True if the local record changed.
         """
         if parent != RECONCILE:
-            if self.held(key) == parent:
+            if self.digest(key) == parent:
                 self.versions_applied += 1
                 single = decode_single(blob)
                 if single is None:
@@ -220,10 +214,11 @@ class VersionStore:
         if old is None:
             merged, dropped = reconcile([incoming], self.max_siblings)
         else:
-            if digest(old) == digest(incoming):
+            held = digest(old)
+            if held == digest(incoming):
                 return False
             merged, dropped = reconcile([old, incoming], self.max_siblings)
-            if digest(merged) == digest(old):
+            if digest(merged) == held:
                 return False
         self.siblings_dropped += dropped
         self.versions_applied += 1
