@@ -30,18 +30,13 @@ from respkv.cluster.slots import key_slot
 from respkv.cluster.state import ClusterState
 from respkv.commands.cluster import shard_id
 from respkv.protocol.reply import RESP2, RESP3
+from tools.procs import free_port
 
 from .conftest import NodeThread
+from .test_routing import SLOT_VECTORS
 
 N1, N2, N3 = "1" * 40, "2" * 40, "3" * 40
 REDIS_CLI = shutil.which("redis-cli")
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (a member that is down)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def in_node(server: NodeThread, fn):
@@ -126,10 +121,6 @@ def raw(cnode):
     conn.call("FLUSHALL")
     yield conn
     conn.close()
-
-
-def nodes_of(state, key: bytes):
-    return state.topology.nodes_for(key_slot(key))
 
 
 def local_key(state, prefix="k"):
@@ -345,19 +336,7 @@ def test_suspected_node_keeps_its_slots(cnode, raw):
 # -- CLUSTER subcommands -------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "key, slot",
-    [
-        ("123456789", 12739),
-        ("foo", 12182),
-        ("user:{42}:cart", 8000),
-        ("x", 16287),
-        ("{user1000}.following", 3443),
-        ("foo{}{bar}", 8363),
-        ("foo{{bar}}zap", 4015),
-        ("foo{bar}{zap}", 5061),
-    ],
-)
+@pytest.mark.parametrize("key, slot", SLOT_VECTORS)
 def test_cluster_keyslot(cnode, raw, key, slot):
     assert raw.call("CLUSTER", "KEYSLOT", key) == b":%d\r\n" % slot
 

@@ -35,6 +35,8 @@ from respkv.cluster.topology import Topology
 from respkv.commands.server import command_keys
 from respkv.commands.table import build_table
 
+from .test_topology import TableRing
+
 TABLE = build_table()
 
 
@@ -62,19 +64,20 @@ assert key_slot(b"a") != key_slot(b"b")
 
 # -- slots of requests ------------------------------------------------------------
 
-@pytest.mark.parametrize(
-    "key, slot",
-    [
-        ("123456789", 12739),
-        ("foo", 12182),
-        ("user:{42}:cart", 8000),
-        ("x", 16287),
-        ("{user1000}.following", 3443),
-        ("foo{}{bar}", 8363),
-        ("foo{{bar}}zap", 4015),
-        ("foo{bar}{zap}", 5061),
-    ],
-)
+#: Keys and their hash slots (DESIGN.md's vectors: hash tags, empty and nested braces).
+SLOT_VECTORS = [
+    ("123456789", 12739),
+    ("foo", 12182),
+    ("user:{42}:cart", 8000),
+    ("x", 16287),
+    ("{user1000}.following", 3443),
+    ("foo{}{bar}", 8363),
+    ("foo{{bar}}zap", 4015),
+    ("foo{bar}{zap}", 5061),
+]
+
+
+@pytest.mark.parametrize("key, slot", SLOT_VECTORS)
 def test_single_key_commands_use_the_design_vectors(key, slot):
     assert slot_of("GET", key) == slot
     assert slot_of("set", key, "v") == slot
@@ -209,20 +212,6 @@ def test_transaction_slot_covers_every_queued_command():
 # -- placement ----------------------------------------------------------------------
 
 N1, N2, N3 = "1" * 40, "2" * 40, "3" * 40
-
-
-class TableRing:
-    """Preference lists laid out by hand: ``[(start, end, nodes), ...]``."""
-
-    def __init__(self, layout):
-        table = [()] * SLOT_COUNT
-        for start, end, nodes in layout:
-            table[start : end + 1] = [tuple(nodes)] * (end - start + 1)
-        self.table = tuple(table)
-        self.members = {node_id: 1 for _, _, nodes in layout for node_id in nodes}
-
-    def preference_lists(self, rf):
-        return self.table
 
 
 MEMBERSHIP = Membership(

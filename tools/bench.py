@@ -152,18 +152,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_run_options(parser: argparse.ArgumentParser) -> None:
-    """What to run: tests, depths, clients, requests, repeats (shared with clusterbench)."""
+def add_run_options(
+    parser: argparse.ArgumentParser,
+    tests: tuple[str, ...] = DEFAULT_TESTS,
+    pipelines: tuple[int, ...] = DEFAULT_PIPELINES,
+) -> None:
+    """What to run: tests, depths, clients, requests, repeats (shared with clusterbench).
+
+    ``tests`` and ``pipelines`` are the driver's defaults, used when the options
+    are not given.
+    """
     parser.add_argument(
         "--tests", action="append", metavar="LIST",
-        help=f"comma-separated tests (default: {','.join(DEFAULT_TESTS)}; "
+        help=f"comma-separated tests (default: {','.join(tests)}; "
         f"known: {','.join(TESTS)})",
     )
     parser.add_argument(
         "--pipeline", action="append", metavar="LIST",
         help="comma-separated pipeline depths, redis-benchmark -P "
-        f"(default: {','.join(map(str, DEFAULT_PIPELINES))})",
+        f"(default: {','.join(map(str, pipelines))})",
     )
+    parser.set_defaults(default_tests=tests, default_pipelines=pipelines)
     parser.add_argument(
         "--clients", type=int, default=DEFAULT_CLIENTS,
         help=f"parallel connections, redis-benchmark -c (default: {DEFAULT_CLIENTS})",
@@ -214,12 +223,12 @@ def parse_args(argv: list[str] | None = None) -> Config:
 def run_settings(parser: argparse.ArgumentParser, ns: argparse.Namespace, kind: str) -> dict:
     """Validate the options of :func:`add_run_options` and ``add_common_options``;
     return them as the keyword arguments of a driver's ``Config``."""
-    names = _split_list(ns.tests) or list(DEFAULT_TESTS)
+    names = _split_list(ns.tests) or list(ns.default_tests)
     unknown = [n for n in names if n.lower() not in TESTS]
     if unknown:
         parser.error(f"unknown test(s) {', '.join(unknown)}; known: {', '.join(TESTS)}")
     try:
-        pipelines = [int(p) for p in _split_list(ns.pipeline)] or list(DEFAULT_PIPELINES)
+        pipelines = [int(p) for p in _split_list(ns.pipeline)] or list(ns.default_pipelines)
     except ValueError:
         parser.error("--pipeline takes integers")
     if any(p < 1 for p in pipelines):

@@ -47,9 +47,6 @@ from tools.procs import ServerProcess, start_redis_server
 DEFAULT_NODES = 3
 DEFAULT_TESTS = ("set", "get")
 DEFAULT_PIPELINES = (16,)
-DEFAULT_CLIENTS = bench.DEFAULT_CLIENTS
-DEFAULT_REPEAT = bench.DEFAULT_REPEAT
-WARMUP_REQUESTS = bench.WARMUP_REQUESTS
 #: Seconds either cluster may take to form.
 FORM_TIMEOUT = 90.0
 
@@ -75,29 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
                              "instead of a Redis Cluster")
     parser.add_argument("--routing", choices=launcher.ROUTINGS,
                         help="respkv routing (server default if omitted)")
-    bench.add_run_options(parser)
+    bench.add_run_options(parser, tests=DEFAULT_TESTS, pipelines=DEFAULT_PIPELINES)
     benchlib.add_common_options(parser, "clusterbench")
     return parser
 
 
 @dataclass
-class Config:
+class Config(bench.Config):
+    """:class:`tools.bench.Config` plus the clusters' shape."""
+
     nodes: int
-    tests: list[BenchTest]
-    pipelines: list[int]
-    clients: int
-    requests_for: Callable[[int], int]
-    repeat: int
-    json_path: str
     rf: int | None
     reference_rf: int | None
     routing: str | None
-    respkv_args: list[str]
-    redis_args: list[str]
-    benchmark_args: list[str]
-    reference_only: bool
-    warmup: bool
-    run_timeout: float
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
@@ -111,7 +98,10 @@ def parse_args(argv: list[str] | None = None) -> Config:
         parser.error("--reference-rf and --reference-only exclude each other")
     if ns.reference_rf is not None and ns.reference_rf < 1:
         parser.error("--reference-rf must be at least 1")
-    return Config(nodes=ns.nodes, rf=ns.rf, reference_rf=ns.reference_rf, routing=ns.routing, **bench.run_settings(parser, ns, "clusterbench"))
+    return Config(
+        nodes=ns.nodes, rf=ns.rf, reference_rf=ns.reference_rf, routing=ns.routing,
+        **bench.run_settings(parser, ns, "clusterbench"),
+    )
 
 
 # --------------------------------------------------------------------------- #
@@ -261,7 +251,7 @@ def run(cfg: Config, record: dict) -> None:
             for test in cfg.tests:
                 for side in sides:
                     result = benchlib.run_redis_benchmark(
-                        side.entry, benchmark_args(cfg, test, 1, WARMUP_REQUESTS),
+                        side.entry, benchmark_args(cfg, test, 1, bench.WARMUP_REQUESTS),
                         watch=servers, timeout=cfg.run_timeout,
                     )
                     result.row(test.label)
