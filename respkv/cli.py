@@ -53,8 +53,10 @@ def build_config(ns: argparse.Namespace) -> Config:
             config.set_text(name, value, startup=True)
     if getattr(ns, "cluster", False):
         config.set_text("cluster-enabled", "yes", startup=True)
-    if config["cluster-enabled"] and not config["cluster-port"] and config["port"] > 65535 - 10000:
-        raise ConfigError(f"port {config['port']} leaves no room for the bus port (+10000): set --cluster-port")
+    if config["cluster-enabled"]:
+        from .node import cluster_bus_port
+
+        cluster_bus_port(config, config["port"])  # refuses a port without room for its bus port
     for address in getattr(ns, "join", None) or ():
         if not config["cluster-enabled"]:
             raise ConfigError("--join needs cluster mode (--cluster)")

@@ -35,7 +35,7 @@ from . import REDIS_VERSION, __version__
 from .commands.info import sample_process
 from .commands.table import build_table
 from .cluster.gossip import OPERATIONS as GOSSIP_OPERATIONS
-from .cluster.gossip import Gossip, announce_ip, parse_address
+from .cluster.gossip import BUS_PORT_OFFSET, Gossip, announce_ip, parse_address
 from .cluster.identity import load_or_create_node_id
 from .cluster.membership import Member
 from .cluster.proxy import proxy_pool
@@ -237,9 +237,9 @@ def cluster_bus_port(config: Config, client_port: int) -> int:
         return config["cluster-port"]
     if not config["port"]:
         return 0
-    if client_port + 10000 > 65535:
-        raise ConfigError(f"port {client_port} leaves no room for the bus port (+10000): set cluster-port")
-    return client_port + 10000
+    if client_port + BUS_PORT_OFFSET > 65535:
+        raise ConfigError(f"port {client_port} leaves no room for the bus port (+{BUS_PORT_OFFSET}): set cluster-port")
+    return client_port + BUS_PORT_OFFSET
 
 
 async def serve_cluster(node: Node, *, task_status=trio.TASK_STATUS_IGNORED) -> None:

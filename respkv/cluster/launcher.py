@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 
 import hiredis
 
+from .gossip import BUS_PORT_OFFSET
 from .slots import SLOT_COUNT
 
 #: Where ``respkv cluster`` keeps its nodes unless told otherwise (relative to the
@@ -68,8 +69,6 @@ DEFAULT_STOP_TIMEOUT = 10.0
 STATE_FILE = "cluster.json"
 #: Each node's combined stdout and stderr, inside its data directory.
 LOG_FILE = "node.log"
-#: The server's default distance between a node's client port and its bus port.
-BUS_PORT_OFFSET = 10000
 ROUTINGS = ("redirect", "proxy")
 
 _STATE_VERSION = 1
@@ -296,6 +295,16 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+def _check_ports_free(node: NodeRecord, host: str) -> None:
+    """Raise :class:`PortInUse` unless both of ``node``'s ports are free on ``host``."""
+    for port, what in ((node.port, "client"), (node.bus_port, "cluster bus")):
+        if not port_is_free(host, port):
+            raise PortInUse(
+                f"port {port} ({what} port of {node.name}) is in use on {host}; "
+                "choose another --port or stop whatever listens there"
+            )
+
+
 def find_free_base_port(count: int, host: str = DEFAULT_HOST, attempts: int = 200) -> int:
     """A port P such that P..P+count-1 and their bus ports (+10000) are all free."""
     for _ in range(attempts):
@@ -493,12 +502,7 @@ class LocalCluster:
         node = self.nodes[index]
         if self.is_running(index):
             raise ClusterRunning(f"{node.name} is already running (pid {node.pid})")
-        for port, what in ((node.port, "client"), (node.bus_port, "cluster bus")):
-            if not port_is_free(self.host, port):
-                raise PortInUse(
-                    f"port {port} ({what} port of {node.name}) is in use on {self.host}; "
-                    "choose another --port or stop whatever listens there"
-                )
+        _check_ports_free(node, self.host)
         if "--join" not in node.argv:
             others = [n for n in self.running() if n.index != index]
             if others:
@@ -760,11 +764,7 @@ def up(
     cluster = plan(directory, nodes, port, host=host, rf=rf, routing=routing,
                    node_timeout=node_timeout, server_args=server_args, python=python)
     for node in cluster.nodes:
-        for p, what in ((node.port, "client"), (node.bus_port, "cluster bus")):
-            if not port_is_free(host, p):
-                raise PortInUse(
-                    f"port {p} ({what} port of {node.name}) is in use on {host}; "
-                    "choose another --port or stop whatever listens there")
+        _check_ports_free(node, host)
     deadline = time.monotonic() + timeout
     try:
         cluster.start_node(0)

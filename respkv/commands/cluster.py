@@ -51,8 +51,8 @@ from ..cluster.routing import (
 )
 from ..cluster.slots import SLOT_COUNT, key_slot
 from ..cluster.state import PROXY
-from ..errors import NOT_INTEGER
 from ..protocol import reply
+from .args import int_arg
 from .numbers import parse_int
 from .table import CommandError, command, container
 from .transactions import end_transaction, registry
@@ -162,7 +162,7 @@ def _forward(s, state, slot: int, node_id: str, requests: list[list[bytes]], exc
 def asking(s, args):
     _state(s)
     s.asking = True
-    s.fast = False  # the next request must pass route_request, which spends the flag
+    s.refresh_fast()  # off: the next request must pass route_request, which spends the flag
     return reply.OK
 
 
@@ -231,17 +231,10 @@ def cluster_myshardid(s, args):
     return reply.bulk(shard_id(_state(s).myself).encode())
 
 
-def _slot_arg(raw: bytes) -> int:
-    value = parse_int(raw)
-    if value is None:
-        raise CommandError(NOT_INTEGER)
-    return value
-
-
 @command("cluster|countkeysinslot", "Returns the number of keys in a hash slot.", group="cluster", since="3.0.0")
 def cluster_countkeysinslot(s, args):
     _state(s)
-    slot = _slot_arg(args[2])
+    slot = int_arg(args[2])
     if not 0 <= slot < SLOT_COUNT:
         raise CommandError("ERR Invalid slot")
     return reply.integer(s.ks.count_in_slot(slot))
@@ -250,8 +243,8 @@ def cluster_countkeysinslot(s, args):
 @command("cluster|getkeysinslot", "Returns the key names in a hash slot.", group="cluster", since="3.0.0")
 def cluster_getkeysinslot(s, args):
     _state(s)
-    slot = _slot_arg(args[2])
-    count = _slot_arg(args[3])
+    slot = int_arg(args[2])
+    count = int_arg(args[3])
     if not 0 <= slot < SLOT_COUNT or count < 0:
         raise CommandError("ERR Invalid slot or number of keys")
     return reply.bulk_array(s.ks.keys_in_slot(slot, count))

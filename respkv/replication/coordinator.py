@@ -425,12 +425,15 @@ class Coordinator:
             return
         encoded = wire.encode_args(shipped)
         count = len(shipped)
-        outgoing = self._outgoing
         for peer in peers:
-            out = outgoing.get(peer)
-            if out is None:
-                out = outgoing[peer] = _Outgoing()
-            out.add_records(encoded, count, deferred, keys)
+            self._out(peer).add_records(encoded, count, deferred, keys)
+
+    def _out(self, peer: str) -> _Outgoing:
+        """What this round sends ``peer`` (flushed by the poller at the round's end)."""
+        out = self._outgoing.get(peer)
+        if out is None:
+            out = self._outgoing[peer] = _Outgoing()
+        return out
 
     def _read_run(self, session, spec, requests, position: int, local: bytes, peers):
         q = self.quorums(session)
@@ -444,12 +447,8 @@ class Coordinator:
 
     def _ask(self, session, peers, deferred: Deferred, keys: list[bytes], digests: list[bytes]):
         """Queue the digest check of ``keys`` for every peer; ``deferred`` waits for R."""
-        outgoing = self._outgoing
         for peer in peers:
-            out = outgoing.get(peer)
-            if out is None:
-                out = outgoing[peer] = _Outgoing()
-            out.reads.append((deferred, keys, digests))
+            self._out(peer).reads.append((deferred, keys, digests))
         return self._attach(session, deferred)
 
     def _attach(self, session, deferred: Deferred) -> Deferred | bytes:
