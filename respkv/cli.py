@@ -11,7 +11,7 @@ import sys
 import trio
 
 from .cluster.gossip import parse_address
-from .config import Config, ConfigError
+from .config import DIRECTIVES, Config, ConfigError
 
 _LOG_LEVELS = {"debug": logging.DEBUG, "verbose": logging.INFO, "notice": logging.INFO,
                "warning": logging.WARNING}
@@ -35,6 +35,8 @@ def _server_parser(sub) -> None:
     p.add_argument("--routing", help="redirect or proxy (cluster-routing, default redirect)")
     p.add_argument("--cluster-port", help="cluster bus port (default: client port + 10000)")
     p.add_argument("--node-timeout", help="milliseconds of silence before a member is suspected (default 5000)")
+    p.epilog = ("Any other directive of the configuration can be given as --NAME VALUE or --NAME=VALUE, "
+                "as with redis-server (e.g. --enable-debug-command yes, --cluster-secret-file FILE).")
     p.set_defaults(func=_run_server)
 
 
@@ -57,6 +59,8 @@ def build_config(ns: argparse.Namespace) -> Config:
         from .node import cluster_bus_port
 
         cluster_bus_port(config, config["port"])  # refuses a port without room for its bus port
+    for name, value in directive_args(getattr(ns, "directives", None) or []):
+        config.set_text(name, value, startup=True)
     for address in getattr(ns, "join", None) or ():
         if not config["cluster-enabled"]:
             raise ConfigError("--join needs cluster mode (--cluster)")
@@ -65,6 +69,32 @@ def build_config(ns: argparse.Namespace) -> Config:
         except ValueError as exc:
             raise ConfigError(f"--join: {exc}") from None
     return config
+
+
+def directive_args(words: list[str]) -> list[tuple[str, str]]:
+    """``--directive value`` / ``--directive=value`` pairs, as ``redis-server`` takes them.
+
+    Any directive of the configuration may be given on the command line this way
+    (``--enable-debug-command yes``, ``--protected-mode=no``); unknown names and a
+    directive without a value are configuration errors.
+    """
+    pairs = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if not word.startswith("--") or len(word) == 2:
+            raise ConfigError(f"unexpected argument {word!r} (directives are given as --name value)")
+        name, eq, value = word[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(words):
+                raise ConfigError(f"--{name} needs a value")
+            i += 1
+            value = words[i]
+        if name.lower() not in DIRECTIVES:
+            raise ConfigError(f"unknown directive '{name}'")
+        pairs.append((name, value))
+        i += 1
+    return pairs
 
 
 #: Cluster options of ``respkv server`` and the directives they set.
@@ -204,5 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     _server_parser(sub)
     _cluster_parser(sub)
-    ns = parser.parse_args(argv)
+    ns, extra = parser.parse_known_args(argv)
+    if extra and ns.command != "server":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    ns.directives = extra
     sys.exit(ns.func(ns))

@@ -81,6 +81,18 @@ def _parse_ip(text: str) -> str:
         raise ConfigError("argument must be an IP address") from None
 
 
+def _parse_debug_command(text: str) -> str:
+    t = text.lower()
+    if t not in ("no", "yes", "local"):
+        raise ConfigError("argument(s) must be one of the following: no, yes, local")
+    return t
+
+
+def _show_secret(value: object) -> str:
+    """A cluster secret is never shown, only whether one is set."""
+    return "(set)" if value else ""
+
+
 def _parse_routing(text: str) -> str:
     t = text.lower()
     if t not in ("redirect", "proxy"):
@@ -158,6 +170,20 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in [
     Directive("tombstone-grace", 60000, _parse_int, minimum=0, maximum=2**31,
               doc="Milliseconds a deletion's tombstone is kept after every replica acknowledged it, "
                   "and an expired key's version record after it expired."),
+    Directive("cluster-secret", "", show=_show_secret, mutable=False,
+              doc="Shared secret of the cluster bus: peers prove they know it (HMAC challenge) before the bus "
+                  "serves them, and nodes with different secrets refuse each other. Never sent, never shown "
+                  "(CONFIG GET says '(set)'). Empty: read cluster-secret-file, else generate one in dir."),
+    Directive("cluster-secret-file", "", mutable=False,
+              doc="File whose first line is the cluster secret (used when cluster-secret is empty); "
+                  "respkv cluster up writes one for its nodes. Empty: DIR/cluster-secret, created with a "
+                  "random secret if missing."),
+    Directive("enable-debug-command", "no", _parse_debug_command, mutable=False,
+              doc="Fault-injection commands (BUSFAULT): no = refused, yes = allowed, local = allowed "
+                  "from loopback clients only; as Redis's directive of that name for DEBUG."),
+    Directive("protected-mode", True, _parse_bool, _format_bool,
+              doc="With no requirepass set, refuse clients that do not connect from a loopback address "
+                  "(-DENIED, as Redis)."),
     Directive("cluster-routing", "redirect", _parse_routing, mutable=False,
               doc="redirect: answer MOVED for slots another node coordinates; proxy: forward the command there."),
 ]}

@@ -177,14 +177,23 @@ def test_frame_reader_takes_frames_split_anywhere():
         assert reader.idle
 
 
-@pytest.mark.parametrize("data", [b":1\r\n", b"*0\r\n", b"*1\r\n:5\r\n", b"*1\r\n*1\r\n$1\r\na\r\n", b"!oops\r\n"])
+@pytest.mark.parametrize("data", [
+    b":1\r\n", b"*1\r\n:5\r\n", b"*1\r\n*1\r\n$1\r\na\r\n", b"!oops\r\n", b"PING\r\n",
+    b"*1\r\n>536870913\r\n", b"*1\r\n%1\r\n", b"*2\r\n+REPL\r\n+k\r\n",
+])
 def test_frame_reader_refuses_what_is_not_an_array_of_bulk_strings(data):
     with pytest.raises(wire.BusProtocolError):
         wire.new_reader().parse(data)
 
 
+def test_frame_reader_skips_empty_arrays():
+    assert wire.new_reader().parse(b"*0\r\n*3\r\n$1\r\nN\r\n$1\r\n0\r\n$4\r\nPING\r\n") == [[b"N", b"0", b"PING"]]
+
+
 def test_frame_reader_bounds_an_unfinished_frame():
+    with pytest.raises(wire.BusProtocolError, match="invalid bulk length"):
+        wire.FrameReader(max_buffered=1000).parse(b"*1\r\n$2147483648\r\n")  # announced beyond the bound
     reader = wire.FrameReader(max_buffered=1000)
-    assert reader.parse(b"*1\r\n$2147483648\r\n") == []  # announced, not allocated
-    with pytest.raises(wire.BusProtocolError):
-        reader.parse(b"x" * 2000)
+    assert reader.parse(b"*2\r\n$900\r\n" + b"x" * 900 + b"\r\n$900\r\n") == []  # announced, not allocated
+    with pytest.raises(wire.BusProtocolError, match="exceeds 1000 bytes"):
+        reader.parse(b"x" * 200)

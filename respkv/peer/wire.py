@@ -10,13 +10,14 @@ Every message between nodes is one RESP array ``[kind, id, op, arg...]``:
 * ``op`` names the operation (``HELLO``, ``PING``, ``PUT``, ...), empty in answers.
 
 Using RESP keeps the bus debuggable with ordinary tools; :class:`FrameReader`
-parses it with hiredis, bounded by the bytes it may buffer, so a stranger talking
-to the bus port cannot make a node allocate more than that.
+parses it with the client request reader and its guard, bounded by the bytes it
+may buffer, so a stranger talking to the bus port cannot make a node allocate
+more than it sent.
 """
 
 from __future__ import annotations
 
-import hiredis
+from ..protocol.reader import ProtocolError, QueryBufferFull, RequestReader, well_formed
 
 REQUEST = b"Q"
 NOTIFY = b"N"
@@ -57,18 +58,20 @@ def encode(kind: bytes, request_id: int, op: bytes, args: list[bytes] | tuple[by
 
 
 class FrameReader:
-    """Sans-IO parser of bus frames: hiredis, bounded by the bytes it buffers.
+    """Sans-IO parser of bus frames: the client request reader, arrays only.
 
-    Unlike client connections, where every chunk is checked against Redis's exact
-    rules and error texts, the bus talks to peers running this same code, so a
-    frame only has to be well formed: a non-empty array of bulk strings.  Frames
-    spanning several reads stay inside hiredis (which allocates as bytes arrive, not
-    from announced lengths); more than :data:`MAX_BUFFERED` bytes held for an
-    unfinished frame is a protocol error that ends the connection.
+    Frames are parsed by :class:`~respkv.protocol.reader.RequestReader` with inline
+    commands off, so the bus sits behind the same guard as client connections: no
+    announced length or count costs memory before its bytes arrive (hiredis takes
+    only chunks the guard passed; everything else is parsed by the exact path,
+    which slices bulks out of what arrived).  A frame only has to be well formed (a
+    non-empty array of bulk strings); anything else, or more than
+    :data:`MAX_BUFFERED` bytes held for an unfinished frame, is a
+    :class:`BusProtocolError` that ends the connection.
     """
 
     def __init__(self, max_buffered: int = MAX_BUFFERED) -> None:
-        self._reader = hiredis.Reader()
+        self._reader = RequestReader(max_bulk=max_buffered, max_query_buffer=max_buffered, inline=False)
         self.max_buffered = max_buffered
         #: True when no partial frame is buffered.
         self.idle = True
@@ -76,21 +79,23 @@ class FrameReader:
     def parse(self, data: bytes) -> list[list[bytes]]:
         """Take received bytes; return every frame they complete."""
         reader = self._reader
-        reader.feed(data)
-        frames = []
+        frames: list[list[bytes]] = []
         try:
-            while (frame := reader.gets()) is not False:
-                if frame.__class__ is not list or not frame:
-                    raise BusProtocolError("a bus frame must be an array of bulk strings")
-                for arg in frame:
-                    if arg.__class__ is not bytes:
-                        raise BusProtocolError("a bus frame must be an array of bulk strings")
-                frames.append(frame)
-        except hiredis.ProtocolError as exc:
+            batch = reader.parse(data)
+            while batch:
+                for index, frame in enumerate(batch):
+                    if not well_formed(frame):  # the exact path says what is wrong
+                        frames += batch[:index]
+                        batch = reader.reparse(index)
+                        break
+                else:
+                    frames += batch
+                    batch = reader.read_batch() if not reader.idle else []
+        except ProtocolError as exc:
             raise BusProtocolError(f"malformed bus frame: {exc}") from None
-        self.idle = not reader.has_data()
-        if not self.idle and reader.len() > self.max_buffered:
-            raise BusProtocolError(f"a bus frame exceeds {self.max_buffered} bytes")
+        except QueryBufferFull:
+            raise BusProtocolError(f"a bus frame exceeds {self.max_buffered} bytes") from None
+        self.idle = reader.idle
         return frames
 
 

@@ -11,12 +11,15 @@ Two parsers share this job:
 
 * The **fast path** hands a received chunk to ``hiredis`` and pulls the finished
   arrays out of it.  hiredis parses RESP replies, not requests: it is more
-  permissive than Redis (nested arrays, integers, nulls) and it preallocates a list
-  for an announced array length.  So the fast path only takes a chunk that starts a
-  request with ``*`` and announces no array of 10000+ elements (one regular
-  expression search per chunk), only keeps the result when the chunk held whole
-  requests, and only while the client is authenticated.  It does not look inside
-  the requests: checking every argument here would cost as much as running a GET.
+  permissive than Redis (nested arrays, maps, pushes, integers, simple strings) and
+  it preallocates a list (or dict) for every aggregate header it meets, from the
+  announced count, before any element has arrived.  So no chunk reaches hiredis
+  before :func:`fast_path_safe` has passed it: the **guard**, which bounds what
+  hiredis can allocate for the chunk to a small multiple of its length and keeps
+  every type byte other than ``*`` and ``$`` (at a line start) away from it.  The
+  fast path also only keeps the result when the chunk held whole requests, and only
+  while the client is authenticated.  It does not look inside the requests:
+  checking every argument here would cost as much as running a GET.
   Its consumer runs a request only once it is well formed (:func:`well_formed`:
   a non-empty list of ``bytes``) — the session checks each request it dispatches,
   and a run handler the arguments it takes — and on the first one that is not,
@@ -35,9 +38,13 @@ then the fast path resumes.  Batches from the exact path are always well formed.
 Both paths agree on every ordinary request, so the switch is invisible to the
 client.
 
-Known leniency: the fast path reads a RESP3 set (``~``) inside a pipelined chunk as
-if it were an array, where Redis would take each of its lines as an inline command.
-No Redis client sends RESP3 aggregates as requests.
+The cluster bus (:mod:`respkv.peer.wire`) parses its frames with this same
+reader (``inline=False``), so one guard stands in front of every parser path.
+
+Known leniency: a header with leading zeros inside a bulk header (``$03``) is
+read by the fast path as the number it spells, where Redis refuses it as an
+invalid bulk length.  (Leading zeros in an array header send the chunk to the
+exact path, which refuses them.)
 """
 
 from __future__ import annotations
@@ -62,8 +69,43 @@ _INT_MAX = 2**31 - 1
 _NO_REPLY = object()
 #: An empty request, fed after a chunk to learn whether it ended between requests.
 _PROBE = b"*0\r\n"
-#: An array header hiredis must not see: it would preallocate the list.
-_BIG_ARRAY = re.compile(rb"\*[0-9]{5}").search
+#: Array headers of two or more digits (one-digit ones are bounded by their count).
+_LONG_ARRAY_HEADERS = re.compile(rb"\*(-?[0-9]{2,})").findall
+#: RESP type bytes other than ``*`` and ``$`` that hiredis would take as part of a
+#: request (aggregates it preallocates, and types it returns as bytes).
+_FOREIGN_TYPES = (b"%", b"~", b">", b"|", b"+", b"=", b"(")
+#: One of those at a line start, where it would be read as a header.
+_FOREIGN_HEADER = re.compile(rb"\n[%~>|+=(]").search
+#: What hiredis allocates at most for a one-digit array header (list object and
+#: nine slots), and the multiple of the chunk's length the fast path may allocate
+#: for headers; a chunk over that budget takes the exact path.
+_SMALL_ARRAY_COST = 128
+_ALLOCATION_BUDGET = 16
+
+
+def fast_path_safe(data: bytes) -> bool:
+    """The guard: may hiredis parse ``data`` (a chunk starting at a request boundary)?
+
+    True only if every aggregate header in the chunk is an array (``*``) header of
+    at most four digits, without leading zeros, and all of them together announce
+    no more than :data:`_ALLOCATION_BUDGET` times the chunk's length in list memory;
+    and no other type byte stands at a line start.  Bytes inside bulk payloads can
+    only make the guard refuse (the exact path then parses the chunk, correctly and
+    more slowly); they can never make it accept a chunk that costs more.  Costs a
+    handful of ``memchr`` scans and one literal-prefixed regular expression.
+    """
+    if data[0] != 42:  # not "*": an inline request, or a foreign type byte
+        return False
+    for type_byte in _FOREIGN_TYPES:
+        if type_byte in data and _FOREIGN_HEADER(data):
+            return False
+    announced = 0
+    for digits in _LONG_ARRAY_HEADERS(data):
+        if len(digits) > 4 or digits[0] == 48 or digits[:2] == b"-0":  # huge, or leading zeros
+            return False
+        announced += int(digits)
+    cost = 8 * announced + _SMALL_ARRAY_COST * data.count(b"*")
+    return cost <= _ALLOCATION_BUDGET * len(data)
 
 
 @functools.cache
@@ -86,6 +128,8 @@ def _parse_length(raw: bytes | bytearray) -> int | None:
         return None
     if raw[0] == 45:  # '-'
         digits = raw[1:]
+        if digits[:1] == b"0":  # "-0" and "-01" are refused, as by string2ll
+            return None
     else:
         digits = raw
     if not digits or not digits.isdigit() or (digits[0] == 48 and len(digits) > 1):
@@ -117,9 +161,9 @@ class RequestReader:
     """
 
     __slots__ = (
-        "_hiredis", "_exact", "_buf", "_pos", "_argc", "_args", "_bulklen",
+        "_hiredis", "_exact", "_buf", "_pos", "_argc", "_args", "_args_size", "_bulklen",
         "_error", "_big_bulk", "_last_chunk",
-        "max_bulk", "max_query_buffer", "unauthenticated", "idle",
+        "max_bulk", "max_query_buffer", "unauthenticated", "inline", "idle",
     )
 
     def __init__(
@@ -128,8 +172,11 @@ class RequestReader:
         max_bulk: int = DEFAULT_MAX_BULK,
         max_query_buffer: int = DEFAULT_MAX_QUERY_BUFFER,
         unauthenticated: bool = False,
+        inline: bool = True,
     ) -> None:
         self.max_bulk = max_bulk
+        #: Whether inline commands are taken (clients); the bus takes arrays only.
+        self.inline = inline
         self.max_query_buffer = max_query_buffer
         #: While True the pre-AUTH limits apply and only the exact path runs.
         self.unauthenticated = unauthenticated
@@ -140,6 +187,9 @@ class RequestReader:
         self._pos = 0
         self._argc = -1  # -1: at a request boundary in the exact path
         self._args: list[bytes] = []
+        #: Bytes of the arguments collected so far for the unfinished request; they
+        #: count towards the query-buffer limit, as the buffer they came from did.
+        self._args_size = 0
         self._bulklen = -1
         self._error: ProtocolError | None = None
         #: The chunk behind the last fast-path batch, for :meth:`reparse`.
@@ -157,8 +207,7 @@ class RequestReader:
         if (
             self._exact
             or self.unauthenticated
-            or data[0] != 42  # not "*": an inline request
-            or _BIG_ARRAY(data)
+            or not fast_path_safe(data)
             or (len(data) > self.max_bulk and self._big_bulk(data))
         ):
             self.feed(data)
@@ -172,12 +221,12 @@ class RequestReader:
             # elements have not arrived: then the probe (an empty request) becomes
             # one of them instead of coming back as an empty list of its own.
             if hiredis_reader.has_data():
-                return self._to_exact(data)
+                return self._keep_batch_and_tail(data, batch)
             hiredis_reader.feed(_PROBE)
             probe = hiredis_reader.gets()
             if probe.__class__ is not list or probe:
                 return self._to_exact(data)
-        except hiredis.ProtocolError:
+        except Exception:  # hiredis.ProtocolError, or a shape it cannot build
             return self._to_exact(data)
         self._last_chunk = data
         return batch
@@ -220,6 +269,31 @@ class RequestReader:
             return self._exact_batch()
         return []
 
+    def _keep_batch_and_tail(self, chunk: bytes, batch: list) -> list[list[bytes]]:
+        """The chunk ended inside a request: keep hiredis's whole requests, and give
+        only the unfinished one to the exact path.
+
+        Where the unfinished request starts is the length of the requests before it
+        as their canonical encoding; if the chunk does not have a request start
+        there (a request that was not well formed, or not canonically encoded),
+        the exact path parses the whole chunk instead.
+        """
+        offset = 0
+        for request in batch:
+            if not well_formed(request):
+                return self._to_exact(chunk)
+            offset += 3 + len(str(len(request)))
+            for arg in request:
+                size = len(arg)
+                offset += size + 5 + len(str(size))
+        if offset >= len(chunk) or chunk[offset] != 42:
+            return self._to_exact(chunk)
+        self._start_exact(chunk[offset:])
+        self._last_chunk = None
+        # An empty batch would tell the caller to wait for more data: let the exact
+        # path look at the tail now (it may already be malformed).
+        return batch if batch else self._exact_batch()
+
     def _to_exact(self, chunk: bytes) -> list[list[bytes]]:
         """Parse ``chunk`` again, with the exact path."""
         self._start_exact(chunk)
@@ -231,6 +305,7 @@ class RequestReader:
         self._buf = bytearray(chunk)
         self._pos = 0
         self._argc = -1
+        self._args_size = 0
         self._hiredis = hiredis.Reader(notEnoughData=_NO_REPLY)
         self._exact = True
 
@@ -285,7 +360,7 @@ class RequestReader:
         elif self._pos > 65536:
             del buf[: self._pos]
             self._pos = 0
-        if len(buf) > self.max_query_buffer:
+        if len(buf) + self._args_size > self.max_query_buffer:
             raise QueryBufferFull()
         return None
 
@@ -295,6 +370,8 @@ class RequestReader:
         if pos >= len(buf):
             return None
         if buf[pos] != 42:  # not '*': inline
+            if not self.inline:
+                raise ProtocolError(f"expected '*', got '{chr(buf[pos])}'")
             nl = buf.find(b"\n", pos)
             if nl >= 0 and buf.find(b"\0", pos, nl) >= 0:
                 nl = -1  # Redis looks for the newline with strchr: a NUL hides it
@@ -326,6 +403,7 @@ class RequestReader:
             raise ProtocolError("unauthenticated multibulk length")
         self._argc = count
         self._args = []
+        self._args_size = 0
         self._bulklen = -1
         return _MULTIBULK
 
@@ -357,11 +435,13 @@ class RequestReader:
                 self._pos = pos
                 return None
             args.append(bytes(buf[pos : pos + size]))
+            self._args_size += size
             pos += size + 2
             self._bulklen = -1
         self._pos = pos
         self._argc = -1
         self._args = []
+        self._args_size = 0
         return args
 
 
