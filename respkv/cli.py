@@ -11,6 +11,7 @@ import sys
 import trio
 
 from .cluster.gossip import parse_address
+from .cluster.identity import IdentityError, SecretError
 from .config import DIRECTIVES, Config, ConfigError
 
 _LOG_LEVELS = {"debug": logging.DEBUG, "verbose": logging.INFO, "notice": logging.INFO,
@@ -85,13 +86,13 @@ def directive_args(words: list[str]) -> list[tuple[str, str]]:
         if not word.startswith("--") or len(word) == 2:
             raise ConfigError(f"unexpected argument {word!r} (directives are given as --name value)")
         name, eq, value = word[2:].partition("=")
+        if name.lower() not in DIRECTIVES:
+            raise ConfigError(f"unknown directive '{name}' (from {word}); 'respkv server --help' lists the options")
         if not eq:
             if i + 1 >= len(words):
                 raise ConfigError(f"--{name} needs a value")
             i += 1
             value = words[i]
-        if name.lower() not in DIRECTIVES:
-            raise ConfigError(f"unknown directive '{name}'")
         pairs.append((name, value))
         i += 1
     return pairs
@@ -133,10 +134,36 @@ def _run_server(ns: argparse.Namespace) -> int:
     )
     try:
         trio.run(_serve_until_signalled, config, ns.join)
-    except OSError as exc:
-        print(f"respkv: {exc}", file=sys.stderr)
+    except Exception as exc:
+        reasons = _startup_failures(exc)
+        if reasons is None:
+            raise
+        for reason in reasons:
+            print(f"respkv: {reason}", file=sys.stderr)
         return 1
     return 0
+
+
+#: Failures a node reports as one line (a port in use, an unreadable secret...)
+#: rather than as a traceback.
+_EXPECTED_FAILURES = (OSError, IdentityError, SecretError, ConfigError)
+
+
+def _startup_failures(exc: Exception) -> list[str] | None:
+    """The one-line reasons behind ``exc`` (trio may group them), or None if any
+    part of it is unexpected (a bug, shown with its traceback)."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return [str(exc)] if isinstance(exc, _EXPECTED_FAILURES) else None
+    expected, rest = exc.split(_EXPECTED_FAILURES)
+    if rest is not None or expected is None:
+        return None
+    leaves = []
+    stack = [expected]
+    while stack:
+        group = stack.pop()
+        for inner in group.exceptions:
+            (stack.append(inner) if isinstance(inner, BaseExceptionGroup) else leaves.append(str(inner)))
+    return leaves
 
 
 def _cluster_parser(sub) -> None:
@@ -165,6 +192,13 @@ def _cluster_parser(sub) -> None:
     up.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                     help="extra argument for every node's respkv server (repeatable; "
                     "use the = form for values starting with '-')")
+    up.add_argument("--requirepass", metavar="PASSWORD",
+                    help="password every node requires (requirepass); the launcher keeps it in "
+                    "the cluster's record and authenticates with it (a --requirepass among the "
+                    "--server-arg values works the same)")
+    up.add_argument("--enable-debug-command", action="store_true",
+                    help="start the nodes with --enable-debug-command yes, allowing the "
+                    "fault-injection command BUSFAULT (tools/faults.py)")
     up.set_defaults(func=_cluster_up)
 
     down = actions.add_parser("down", help="stop the nodes of a local cluster")
@@ -182,9 +216,12 @@ def _cluster_up(ns: argparse.Namespace) -> int:
     from .cluster import launcher as L
 
     try:
+        server_args = list(ns.server_arg)
+        if ns.enable_debug_command:
+            server_args += ["--enable-debug-command", "yes"]
         cluster = L.up(ns.dir, ns.nodes, ns.port, rf=ns.rf, routing=ns.routing,
                        node_timeout=ns.node_timeout, timeout=ns.timeout,
-                       server_args=ns.server_arg)
+                       server_args=server_args, requirepass=ns.requirepass)
     except L.LauncherError as exc:
         print(f"respkv cluster up: {exc}", file=sys.stderr)
         return 1

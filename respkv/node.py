@@ -36,7 +36,7 @@ from .commands.info import sample_process
 from .commands.table import build_table
 from .cluster.gossip import OPERATIONS as GOSSIP_OPERATIONS
 from .cluster.gossip import BUS_PORT_OFFSET, Gossip, announce_ip, parse_address
-from .cluster.identity import load_or_create_node_id
+from .cluster.identity import load_cluster_secret, load_or_create_node_id
 from .cluster.membership import Member
 from .cluster.proxy import proxy_pool
 from .cluster.state import PROXY, ClusterState
@@ -251,6 +251,8 @@ async def serve_cluster(node: Node, *, task_status=trio.TASK_STATUS_IGNORED) -> 
     config = node.config
     seeds = [parse_address(text) for text in node.cluster_join]
     node_id = load_or_create_node_id(config["dir"])
+    secret, secret_source = load_cluster_secret(config["dir"], config["cluster-secret"], config["cluster-secret-file"])
+    log.info("cluster bus secret from %s", secret_source)
     host = await announce_ip(config["bind"], config["cluster-announce-ip"])
     bus_socket = await open_listener(config["bind"], cluster_bus_port(config, node.port))
     with bus_socket:  # closed however this ends (the bus closes it too on exit)
@@ -261,7 +263,7 @@ async def serve_cluster(node: Node, *, task_status=trio.TASK_STATUS_IGNORED) -> 
             vnodes=config["cluster-vnodes"],
             routing=config["cluster-routing"],
         )
-        bus = ClusterBus(node_id, node.handle_bus)
+        bus = ClusterBus(node_id, node.handle_bus, secret)
         gossip = Gossip(state, bus, node_timeout=config["cluster-node-timeout"] / 1000)
         for op in GOSSIP_OPERATIONS:
             node.bus_operations[op] = gossip.handle

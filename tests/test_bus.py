@@ -11,6 +11,7 @@ from respkv.peer.bus import ClusterBus, PeerError, PeerUnavailable
 
 A_ID = "a" * 40
 B_ID = "b" * 40
+SECRET = b"the cluster secret"
 
 
 def echo_handler(log):
@@ -32,9 +33,9 @@ async def _slow(args):
     return [b"done"]
 
 
-async def start_bus(nursery, node_id, handler):
+async def start_bus(nursery, node_id, handler, secret=SECRET):
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    bus = ClusterBus(node_id, handler)
+    bus = ClusterBus(node_id, handler, secret)
     await nursery.start(bus.serve, listeners[0])
     port = listeners[0].socket.getsockname()[1]
     return bus, port
@@ -129,7 +130,7 @@ async def test_the_smaller_id_redials_a_restarted_peer():
                 port_b = listeners[0].socket.getsockname()[1]
                 bus_a.addresses[B_ID] = ("127.0.0.1", port_b)
                 async with trio.open_nursery() as b_nursery:
-                    bus_b = ClusterBus(B_ID, echo_handler([]))
+                    bus_b = ClusterBus(B_ID, echo_handler([]), SECRET)
                     await b_nursery.start(bus_b.serve, listeners[0])
                     bus_a.keep_connected(B_ID)
                     while not bus_a.link(B_ID).connected:

@@ -756,7 +756,7 @@ def test_redis_cli_without_cluster_support_uses_any_node(proxied):
 
 
 def test_cluster_meet_links_and_routing_between_cluster_members(tmp_path_factory):
-    options = {"cluster-enabled": True, "cluster-node-timeout": 1000}
+    options = {"cluster-enabled": True, "cluster-node-timeout": 1000, "cluster-secret": "shared"}
     a = NodeThread(tmp_path_factory.mktemp("ma"), **options).start()
     b = NodeThread(tmp_path_factory.mktemp("mb"), **options, **{"cluster-routing": "proxy"}).start()
     try:

@@ -382,10 +382,11 @@ def test_plan_builds_the_documented_command_lines(tmp_path):
     assert [(n.port, n.bus_port) for n in c.nodes] == [(7000, 17000), (7001, 17001), (7002, 17002)]
     assert [os.path.basename(n.dir) for n in c.nodes] == ["node-0", "node-1", "node-2"]
     common = ["--rf", "2", "--routing", "proxy", "--node-timeout", "1000"]
+    secret = ["--cluster-secret-file", os.path.join(c.directory, "cluster-secret")]
     assert c.nodes[0].argv == ["python3", "-m", "respkv", "server", "--cluster", "--bind", HOST,
-                               "--port", "7000", "--dir", c.nodes[0].dir, *common]
+                               "--port", "7000", "--dir", c.nodes[0].dir, *secret, *common]
     assert c.nodes[2].argv == ["python3", "-m", "respkv", "server", "--cluster", "--bind", HOST,
-                               "--port", "7002", "--dir", c.nodes[2].dir,
+                               "--port", "7002", "--dir", c.nodes[2].dir, *secret,
                                "--join", f"{HOST}:7000", *common]
     assert c.nodes[2].log == os.path.join(c.nodes[2].dir, "node.log")
 
@@ -435,7 +436,7 @@ def test_up_reports_a_node_that_exits_with_its_log_tail(tmp_path):
         launcher.up(str(tmp_path / "c"), 2, 0, timeout=30, server_args=["--no-such-option"])
     message = str(info.value)
     assert "node-0" in message and "exited" in message
-    assert "unrecognized arguments" in message and "--no-such-option" in message
+    assert "unknown directive" in message and "--no-such-option" in message
     cluster = launcher.LocalCluster.load(str(tmp_path / "c"))
     assert cluster is not None and cluster.running() == []
 

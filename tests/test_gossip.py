@@ -522,7 +522,7 @@ class BusMember:
         listener = (await trio.open_tcp_listeners(0, host=HOST))[0]
         self.bus_port = listener.socket.getsockname()[1]
         self.state = ClusterState(Member(self.id, HOST, self.port, self.bus_port), vnodes=VNODES)
-        self.bus = ClusterBus(self.id, lambda peer, op, args: self.gossip.handle(peer, op, args))
+        self.bus = ClusterBus(self.id, lambda peer, op, args: self.gossip.handle(peer, op, args), b"secret")
         self.gossip = Gossip(self.state, self.bus, node_timeout=T)
         await nursery.start(self._serve, listener)
         return self
@@ -574,6 +574,7 @@ def cluster_config(tmp_path, name: str, **extra) -> Config:
         cluster_enabled=True,
         cluster_node_timeout=int(T * 1000),
         cluster_vnodes=VNODES,
+        cluster_secret="the test cluster's secret",
         **extra,
     )
 

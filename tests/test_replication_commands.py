@@ -2,7 +2,8 @@
 
 Two nodes: a standalone one (no replication: one version per key, RESOLVE is a
 plain SET/DEL) and a one-member cluster with ``replication-factor 3`` (N is capped
-at 1, but every key is versioned).  On the cluster node, concurrent versions are
+at 1, but every key is versioned) and ``enable-debug-command yes`` for BUSFAULT,
+which the standalone node (the default, ``no``) refuses.  On the cluster node, concurrent versions are
 made by handing the node a record "from another node" through its ``REPL`` bus
 operation, run in the node's own thread, exactly as the bus would deliver it.
 """
@@ -11,12 +12,15 @@ from __future__ import annotations
 
 import socket
 import time
+from types import SimpleNamespace
 
 import hiredis
 import pytest
 import redis
 import trio
 
+from respkv.commands.replication import busfault, debug_command_refusal
+from respkv.commands.table import CommandError
 from respkv.replication import vclock
 from respkv.replication.codec import encode_value
 from respkv.replication.coordinator import REPL
@@ -30,7 +34,9 @@ OTHER = "f" * 40  # a node id "elsewhere" that wrote concurrently
 
 @pytest.fixture(scope="module")
 def cluster_node(tmp_path_factory):
-    server = NodeThread(tmp_path_factory.mktemp("rnode"), **{"cluster-enabled": True}).start()
+    server = NodeThread(
+        tmp_path_factory.mktemp("rnode"), **{"cluster-enabled": True, "enable-debug-command": "yes"}
+    ).start()
     yield server
     server.stop()
 
@@ -95,7 +101,7 @@ def test_standalone_resolve_is_set_or_del(r):
         (("CONSISTENCY", "R", "0"), "R and W must be integers between 1 and 16"),
         (("CONSISTENCY", "W", "17"), "R and W must be integers between 1 and 16"),
         (("CONSISTENCY", "W", "x"), "R and W must be integers between 1 and 16"),
-        (("BUSFAULT", "CUT", "x"), "cluster support disabled"),
+        (("BUSFAULT", "CUT", "x"), "BUSFAULT command not allowed"),  # enable-debug-command no
     ],
 )
 def test_errors(r, args, error):
@@ -254,6 +260,90 @@ def test_busfault_cut_heal_list(rc):
         rc.execute_command("BUSFAULT", "CUT")
     with pytest.raises(redis.ResponseError, match="syntax error"):
         rc.execute_command("BUSFAULT", "NOPE")
+
+
+# -- BUSFAULT behind enable-debug-command ------------------------------------------------------
+
+#: Redis 7.0's refusal of DEBUG, with BUSFAULT in its place.
+BUSFAULT_REFUSED = (
+    'ERR BUSFAULT command not allowed. If the enable-debug-command option is set to "local", you can '
+    "run it from a local connection, otherwise you need to set this option in the configuration file, "
+    "and then restart the server."
+)
+
+
+def raw_pipeline(port: int, *commands: tuple[bytes, ...]) -> list:
+    """Send ``commands`` in one write and return their replies (hiredis-parsed)."""
+    payload = b"".join(
+        b"*%d\r\n" % len(c) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in c) for c in commands
+    )
+    replies = []
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(payload)
+        reader = hiredis.Reader()
+        while len(replies) < len(commands):
+            parsed = reader.gets()
+            if parsed is False:
+                reader.feed(sock.recv(65536))
+            else:
+                replies.append(parsed)
+    return replies
+
+
+def errors_of(replies: list) -> list[str | None]:
+    return [str(r) if isinstance(r, hiredis.ReplyError) else None for r in replies]
+
+
+def test_busfault_is_refused_by_default_with_redis_text(node):
+    """enable-debug-command no (the default): refused with Redis's text for DEBUG,
+    at queueing time inside MULTI (the transaction aborts), as Redis."""
+    (refused,) = errors_of(raw_pipeline(node.port, (b"BUSFAULT", b"LIST")))
+    assert refused == BUSFAULT_REFUSED
+    replies = errors_of(raw_pipeline(node.port, (b"MULTI",), (b"BUSFAULT", b"LIST"), (b"EXEC",)))
+    assert replies == [None, BUSFAULT_REFUSED, "EXECABORT Transaction discarded because of previous errors."]
+
+
+def test_busfault_refusal_comes_before_authentication(tmp_path):
+    server = NodeThread(tmp_path, requirepass="s3cret").start()
+    try:
+        assert errors_of(raw_pipeline(server.port, (b"BUSFAULT", b"LIST"))) == [BUSFAULT_REFUSED]
+    finally:
+        server.stop()
+
+
+def test_busfault_local_allows_loopback_clients(tmp_path):
+    server = NodeThread(
+        tmp_path, requirepass="s3cret", **{"cluster-enabled": True, "enable-debug-command": "local"}
+    ).start()
+    try:
+        # Allowed for a loopback client, so the next check speaks: authentication.
+        assert errors_of(raw_pipeline(server.port, (b"BUSFAULT", b"LIST"))) == ["NOAUTH Authentication required."]
+        assert raw_pipeline(server.port, (b"AUTH", b"s3cret"), (b"BUSFAULT", b"LIST"))[1] == []
+        client = server.client(password="s3cret")
+        assert client.execute_command("BUSFAULT", "CUT", "e" * 40) in (b"OK", True)
+        assert client.execute_command("BUSFAULT", "HEAL") in (b"OK", True)
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    "setting, local, refused",
+    [
+        ("no", True, True),
+        ("no", False, True),
+        ("local", True, False),
+        ("local", False, True),
+        ("yes", True, False),
+        ("yes", False, False),
+    ],
+)
+def test_debug_command_refusal_table(setting, local, refused):
+    session = SimpleNamespace(node=SimpleNamespace(config={"enable-debug-command": setting}), local=local)
+    assert (debug_command_refusal(session) is not None) == refused
+    if refused:
+        assert debug_command_refusal(session) == BUSFAULT_REFUSED
+        with pytest.raises(CommandError, match="BUSFAULT command not allowed"):
+            busfault(session, [b"BUSFAULT", b"LIST"])  # the fast path's own check
 
 
 def test_records_of_expired_keys_are_forgotten_after_the_grace(rc):

@@ -9,7 +9,8 @@
   context leaves exactly one version on every node.
 
 Every wait polls with a deadline; clusters run on free ports with a 1000 ms node
-timeout, as in ``test_cluster_e2e``.
+timeout, as in ``test_cluster_e2e``.  Clusters that ``tools/faults.py`` partitions
+run with ``--enable-debug-command yes`` (BUSFAULT is refused otherwise).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ pytestmark = pytest.mark.cluster
 
 #: Seconds for failure detection and healing to show, generous for two shared cores.
 CONVERGE = 30.0
+#: What ``respkv cluster up --enable-debug-command`` passes to the nodes: allows BUSFAULT.
+FAULTS_ALLOWED = ["--enable-debug-command", "yes"]
 
 
 def local(port: int) -> redis.Redis:
@@ -114,7 +117,7 @@ def sibling_values(reply) -> list[bytes | None]:
 
 
 def test_partition_keeps_both_writes_as_siblings_until_resolved(tmp_path):
-    cluster = start_cluster(tmp_path / "c")
+    cluster = start_cluster(tmp_path / "c", server_args=FAULTS_ALLOWED)
     try:
         ports = [node.port for node in cluster.nodes]
         addresses = [f"{HOST}:{port}" for port in ports]
@@ -189,7 +192,7 @@ def test_partition_keeps_both_writes_as_siblings_until_resolved(tmp_path):
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
-    cluster = start_cluster(tmp_path_factory.mktemp("shared"))
+    cluster = start_cluster(tmp_path_factory.mktemp("shared"), server_args=FAULTS_ALLOWED)
     yield cluster
     cluster.stop()
 

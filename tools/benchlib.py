@@ -240,8 +240,9 @@ def run_redis_benchmark(
 # --------------------------------------------------------------------------- #
 
 
-def command(port: int, *args: str | bytes | int, timeout: float = 30.0):
-    """Send one command to ``127.0.0.1:port`` over RESP2 and return the reply.
+def command(port: int, *args: str | bytes | int, timeout: float = 30.0, password: str | None = None):
+    """Send one command to ``127.0.0.1:port`` over RESP2 and return the reply
+    (after ``AUTH password`` on the same connection, when given).
 
     Deliberately tiny (the launcher's one-shot client): a client library would send
     handshake commands (``HELLO``, ``CLIENT SETINFO``) that a server under
@@ -249,7 +250,7 @@ def command(port: int, *args: str | bytes | int, timeout: float = 30.0):
     back.  Error replies and a connection closed mid-reply are benchmark failures.
     """
     try:
-        return launcher.command("127.0.0.1", port, *args, timeout=timeout)
+        return launcher.command("127.0.0.1", port, *args, timeout=timeout, password=password)
     except launcher.ReplyError as exc:
         raise BenchmarkFailed(f"server replied with an error: {exc}") from None
     except ConnectionResetError as exc:

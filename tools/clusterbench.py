@@ -17,7 +17,9 @@ a share.
 
 With ``--reference-rf N`` the reference is a second respkv cluster of the same
 size started with replication factor N instead of a Redis Cluster, so the ratio is
-what replication costs (e.g. RF=3 with W=2/R=2 against RF=1).
+what replication costs (e.g. RF=3 with W=2/R=2 against RF=1).  A respkv cluster
+given a password (``--respkv-arg=--requirepass=PW``) is benchmarked with
+``redis-benchmark -a PW``; the launcher learns the password from the same argument.
 
 As with :mod:`tools.bench`, what counts is the ratio of the two throughputs
 measured in one run: the clusters are measured alternately and every measurement
@@ -119,10 +121,16 @@ class ClusterSide:
     #: Every node; the first is the one redis-benchmark connects to.
     servers: list[ServerProcess]
     stop: Callable[[], None] = field(repr=False)
+    #: The nodes' password (a respkv cluster started with --respkv-arg=--requirepass=...).
+    password: str | None = field(default=None, repr=False)
 
     @property
     def entry(self) -> ServerProcess:
         return self.servers[0]
+
+    def benchmark_args(self, args: list[str]) -> list[str]:
+        """``args`` plus what redis-benchmark needs to authenticate with this side."""
+        return [*args, "-a", self.password] if self.password else list(args)
 
     def describe(self) -> dict:
         return {"name": self.name,
@@ -205,7 +213,7 @@ def start_respkv_cluster(role: str, name: str, cfg: Config, rf: int | None) -> C
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    return ClusterSide(role, name, servers, stop)
+    return ClusterSide(role, name, servers, stop, password=cluster.password)
 
 
 def start_sides(cfg: Config) -> tuple[ClusterSide, ClusterSide]:
@@ -251,7 +259,7 @@ def run(cfg: Config, record: dict) -> None:
             for test in cfg.tests:
                 for side in sides:
                     result = benchlib.run_redis_benchmark(
-                        side.entry, benchmark_args(cfg, test, 1, bench.WARMUP_REQUESTS),
+                        side.entry, side.benchmark_args(benchmark_args(cfg, test, 1, bench.WARMUP_REQUESTS)),
                         watch=servers, timeout=cfg.run_timeout,
                     )
                     result.row(test.label)
@@ -274,7 +282,7 @@ def run(cfg: Config, record: dict) -> None:
                 args = benchmark_args(cfg, test, pipeline, cell["requests"])
                 for side in sides:
                     result = benchlib.run_redis_benchmark(
-                        side.entry, args, watch=servers, timeout=cfg.run_timeout)
+                        side.entry, side.benchmark_args(args), watch=servers, timeout=cfg.run_timeout)
                     row = result.row(test.label)
                     warnings.update(f"{side.name}: {w}" for w in result.warnings)
                     cell["samples"].append({"round": round_no, "role": side.role,

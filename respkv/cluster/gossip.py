@@ -78,6 +78,7 @@ from dataclasses import dataclass
 import trio
 
 from ..peer import wire
+from ..peer.auth import AuthenticationFailed
 from ..peer.bus import CONNECT_TIMEOUT, ClusterBus, PeerError, PeerUnavailable
 from .failure import DEFAULT_NODE_TIMEOUT, FailureDetector, NodeState, suspects
 from .membership import WIRE_FIELDS, Member, Membership, is_node_id
@@ -520,6 +521,8 @@ class Gossip:
     async def _dial(self, host: str, bus_port: int) -> str:
         try:
             return await self.bus.dial(host, bus_port)
+        except AuthenticationFailed as exc:
+            raise MeetError(f"the cluster bus at {host}:{bus_port} refused the handshake: {exc}") from None
         except (OSError, trio.TooSlowError, trio.BrokenResourceError, wire.BusProtocolError) as exc:
             raise MeetError(f"cannot reach a cluster bus at {host}:{bus_port}: {exc!r}") from None
 

@@ -1,4 +1,5 @@
-"""A node's identity: the 40-hex node id kept in its data directory.
+"""A node's identity: the 40-hex node id kept in its data directory, and the
+cluster secret it proves membership with on the bus.
 
 Redis Cluster clients show and compare node ids, and the ring places a node's
 tokens by its id, so the id must survive restarts: it is created once, on first
@@ -43,3 +44,58 @@ def load_or_create_node_id(directory: str) -> str:
     if not _NODE_ID.fullmatch(node_id):
         raise IdentityError(f"{path} does not hold a 40-hex node id")
     return node_id
+
+
+# -- the cluster secret ----------------------------------------------------------------
+
+#: Where a node keeps the cluster secret it generated, inside its data directory.
+SECRET_FILE = "cluster-secret"
+
+
+class SecretError(RuntimeError):
+    """The configured cluster secret cannot be read; the message says what to do."""
+
+
+def load_cluster_secret(directory: str, secret: str = "", secret_file: str = "") -> tuple[bytes, str]:
+    """The cluster-bus secret and where it came from, as ``(secret, source)``.
+
+    ``secret`` (the ``cluster-secret`` directive) wins; else the first line of
+    ``secret_file`` (``cluster-secret-file``), which must exist and not be empty;
+    else ``<directory>/cluster-secret``, created with a random secret (readable by
+    the owner only) on first start.  A node that generated its own secret can only
+    form a cluster with nodes given the same one.
+    """
+    if secret:
+        return secret.encode(), "the cluster-secret directive"
+    if secret_file:
+        try:
+            with open(secret_file, encoding="utf-8") as f:
+                value = f.readline().strip()
+        except OSError as exc:
+            raise SecretError(f"cannot read cluster-secret-file {secret_file}: {exc.strerror}") from None
+        if not value:
+            raise SecretError(f"cluster-secret-file {secret_file} is empty: write the secret on its first line")
+        return value.encode(), secret_file
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, SECRET_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = f.readline().strip()
+        if value:
+            return value.encode(), path
+    except FileNotFoundError:
+        pass
+    value = secrets.token_hex(32)
+    write_secret_file(path, value)
+    return value.encode(), f"{path} (generated)"
+
+
+def write_secret_file(path: str, value: str) -> None:
+    """Store a secret atomically in a file only its owner can read."""
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(value + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

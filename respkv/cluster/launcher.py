@@ -9,7 +9,11 @@ one ``respkv server --cluster`` process per node, node *i* on client port
 its own data directory ``DIR/node-i`` (where the node keeps its id, so a node
 restarted on the same directory is the same node) and its log in
 ``DIR/node-i/node.log``.  Node 0 is the seed; every other node is started with
-``--join`` pointing at it, and gossip spreads the rest of the membership.
+``--join`` pointing at it, and gossip spreads the rest of the membership.  The
+nodes share one cluster-bus secret, generated on first use into
+``DIR/cluster-secret`` (readable by its owner only) and passed to every node as
+``--cluster-secret-file``; nodes started by hand join such a cluster with the
+same option.
 
 The processes are detached (a new session, stdin from ``/dev/null``, output to the
 log file) so they outlive the command that started them and a Ctrl-C in its
@@ -31,6 +35,12 @@ The same API serves the tests and the benchmark driver: :func:`up` returns a
 :class:`LocalCluster` that can also kill, restart and stop single nodes.  Talking
 to the nodes uses a minimal RESP client (hiredis parses the replies) so the
 launcher depends on nothing but the commands it asks for.
+
+Nodes that require a password (``up(requirepass=...)``, or ``--requirepass`` among
+the server arguments) get it from their command line; the launcher learns it the
+same way, keeps it in the record (written readable by its owner only) and sends
+``AUTH`` first on every connection it opens, so ``up``, ``status`` and
+:meth:`LocalCluster.wait_ready` work alike with and without one.
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ import dataclasses
 import errno
 import json
 import os
+import secrets
 import shlex
 import signal
 import socket
@@ -51,6 +62,7 @@ from dataclasses import dataclass, field
 import hiredis
 
 from .gossip import BUS_PORT_OFFSET
+from .identity import SECRET_FILE, write_secret_file
 from .slots import SLOT_COUNT
 
 #: Where ``respkv cluster`` keeps its nodes unless told otherwise (relative to the
@@ -107,25 +119,45 @@ def _encode(args: Sequence[str | bytes | int]) -> bytes:
     return b"".join(out)
 
 
-def command(host: str, port: int, *args: str | bytes | int, timeout: float = 2.0):
+def command(host: str, port: int, *args: str | bytes | int, timeout: float = 2.0,
+            password: str | None = None):
     """Send one command over RESP2 on a fresh connection and return the decoded reply.
 
-    Strings come back as ``bytes``; an error reply raises :class:`ReplyError`;
-    network trouble raises :class:`OSError` (``socket.timeout`` included).
+    With ``password``, ``AUTH password`` goes first (in the same write).  Strings
+    come back as ``bytes``; an error reply (to AUTH or the command) raises
+    :class:`ReplyError`; network trouble raises :class:`OSError`
+    (``socket.timeout`` included).
     """
+    requests = [("AUTH", password), args] if password else [args]
     with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.sendall(_encode(args))
+        sock.sendall(b"".join(_encode(r) for r in requests))
         reader = hiredis.Reader()
-        while True:
-            data = sock.recv(1 << 16)
-            if not data:
-                raise ConnectionResetError(f"{host}:{port} closed the connection mid-reply")
-            reader.feed(data)
-            reply = reader.gets()
-            if reply is not False:
-                if isinstance(reply, hiredis.ReplyError):
-                    raise ReplyError(str(reply))
-                return reply
+        for _ in requests:
+            reply = _read_reply(sock, reader, host, port)
+            if isinstance(reply, hiredis.ReplyError):
+                raise ReplyError(str(reply))
+        return reply
+
+
+def _read_reply(sock: socket.socket, reader: hiredis.Reader, host: str, port: int):
+    while (reply := reader.gets()) is False:
+        data = sock.recv(1 << 16)
+        if not data:
+            raise ConnectionResetError(f"{host}:{port} closed the connection mid-reply")
+        reader.feed(data)
+    return reply
+
+
+def requirepass_of(server_args: Sequence[str]) -> str | None:
+    """The password ``--requirepass X`` / ``--requirepass=X`` in ``server_args`` sets
+    (the last one, as the server takes it); None when there is none or it is empty."""
+    password = None
+    for i, arg in enumerate(server_args):
+        if arg == "--requirepass" and i + 1 < len(server_args):
+            password = server_args[i + 1]
+        elif arg.startswith("--requirepass="):
+            password = arg.partition("=")[2]
+    return password or None
 
 
 def parse_info(text: bytes | str) -> dict[str, str]:
@@ -235,12 +267,12 @@ class NodeReport:
         return int(value) if value is not None and value.isdigit() else None
 
 
-def probe(host: str, port: int, timeout: float = 2.0) -> NodeReport:
+def probe(host: str, port: int, timeout: float = 2.0, password: str | None = None) -> NodeReport:
     """Ask a node ``CLUSTER MYID``, ``CLUSTER INFO`` and ``CLUSTER SLOTS``."""
     try:
-        node_id = _text(command(host, port, "CLUSTER", "MYID", timeout=timeout))
-        info = parse_info(command(host, port, "CLUSTER", "INFO", timeout=timeout))
-        slots = slot_map(command(host, port, "CLUSTER", "SLOTS", timeout=timeout))
+        node_id = _text(command(host, port, "CLUSTER", "MYID", timeout=timeout, password=password))
+        info = parse_info(command(host, port, "CLUSTER", "INFO", timeout=timeout, password=password))
+        slots = slot_map(command(host, port, "CLUSTER", "SLOTS", timeout=timeout, password=password))
     except ConnectionRefusedError:
         return NodeReport(error="not listening")
     except (OSError, ReplyError) as exc:
@@ -382,12 +414,15 @@ def node_argv(
     routing: str | None = None,
     node_timeout: int | None = None,
     server_args: Sequence[str] = (),
+    secret_file: str | None = None,
 ) -> list[str]:
     """The command line of one node: ``respkv server --cluster ...`` run by
     ``python`` (the interpreter that runs the launcher, so both use one install).
     Options left as ``None`` are not passed, leaving the server's defaults."""
     argv = [python, "-m", "respkv", "server", "--cluster", "--bind", host,
             "--port", str(port), "--dir", node_dir]
+    if secret_file is not None:
+        argv += ["--cluster-secret-file", secret_file]
     for seed in join:
         argv += ["--join", seed]
     if rf is not None:
@@ -429,15 +464,26 @@ class LocalCluster:
     def seed(self) -> NodeRecord:
         return self.nodes[0]
 
+    @property
+    def password(self) -> str | None:
+        """The password the nodes require: as recorded by :func:`up`, else what the
+        recorded server arguments set (None: no password)."""
+        if "password" in self.options:
+            return self.options["password"] or None
+        return requirepass_of(self.options.get("server_args") or ())
+
     def save(self) -> None:
-        """Write the record atomically (temporary file, then rename)."""
+        """Write the record atomically (temporary file, then rename), readable by
+        its owner only: it holds the nodes' command lines and password."""
         os.makedirs(self.directory, exist_ok=True)
         data = {
             "version": _STATE_VERSION, "host": self.host, "options": self.options,
             "nodes": [n.to_json() for n in self.nodes],
         }
         tmp = self.state_path + ".tmp"
-        with open(tmp, "w") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # also when an old temporary file was left behind
+        with open(fd, "w") as f:
             json.dump(data, f, indent=2)
             f.write("\n")
         os.replace(tmp, self.state_path)
@@ -596,7 +642,7 @@ class LocalCluster:
     # -- readiness -------------------------------------------------------------
 
     def probe_all(self, timeout: float = 2.0) -> list[NodeReport]:
-        return [probe(self.host, n.port, timeout) for n in self.nodes]
+        return [probe(self.host, n.port, timeout, self.password) for n in self.nodes]
 
     def readiness(self, reports: Sequence[NodeReport]) -> list[str]:
         """Why the cluster is not ready yet, one line per unready node (empty = ready).
@@ -724,11 +770,26 @@ def plan(
             python=python, host=host, port=port + i, node_dir=node_dir,
             join=[] if i == 0 else [f"{host}:{port}"], rf=rf, routing=routing,
             node_timeout=node_timeout, server_args=server_args,
+            secret_file=os.path.join(directory, SECRET_FILE),
         )
         records.append(NodeRecord(i, port + i, port + i + BUS_PORT_OFFSET, node_dir, argv))
     options = {"rf": rf, "routing": routing, "node_timeout": node_timeout,
                "server_args": list(server_args)}
     return LocalCluster(directory=directory, host=host, nodes=records, options=options)
+
+
+def ensure_secret_file(directory: str) -> str:
+    """The cluster's bus secret file in ``directory``, generated on first use.
+
+    Every node of the cluster reads it (``--cluster-secret-file``), so they prove
+    membership to each other with one secret; an existing file is kept, so a
+    cluster brought up again on the same directory keeps its secret.
+    """
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, SECRET_FILE)
+    if not os.path.exists(path):
+        write_secret_file(path, secrets.token_hex(32))
+    return path
 
 
 def up(
@@ -743,9 +804,12 @@ def up(
     timeout: float = DEFAULT_UP_TIMEOUT,
     server_args: Sequence[str] = (),
     python: str | None = None,
+    requirepass: str | None = None,
 ) -> LocalCluster:
     """Start ``nodes`` local nodes on ports ``port``.. and wait until they form a
     ready cluster (see the module doc).  ``port=0`` picks free consecutive ports.
+    ``requirepass`` is passed to every node (after ``server_args``); the password
+    the nodes end up with, from either, is recorded and used to talk to them.
 
     Refuses (:class:`ClusterRunning`) while a cluster recorded in ``directory``
     still runs, and (:class:`PortInUse`) when a port is taken.  On any failure
@@ -761,10 +825,14 @@ def up(
                 f"stop it first with: respkv cluster down --dir {shlex.quote(directory)}")
     if port == 0:
         port = find_free_base_port(nodes, host)
+    if requirepass is not None:
+        server_args = [*server_args, f"--requirepass={requirepass}"]
     cluster = plan(directory, nodes, port, host=host, rf=rf, routing=routing,
                    node_timeout=node_timeout, server_args=server_args, python=python)
+    cluster.options["password"] = requirepass_of(server_args)
     for node in cluster.nodes:
         _check_ports_free(node, host)
+    ensure_secret_file(cluster.directory)
     deadline = time.monotonic() + timeout
     try:
         cluster.start_node(0)
@@ -829,8 +897,9 @@ def status(directory: str = DEFAULT_DIR, timeout: float = 2.0) -> ClusterStatus 
     if cluster is None:
         return None
     running = [cluster.is_running(n.index) for n in cluster.nodes]
+    password = cluster.password
     reports: list[NodeReport | None] = [
-        probe(cluster.host, n.port, timeout) if alive else None
+        probe(cluster.host, n.port, timeout, password) if alive else None
         for n, alive in zip(cluster.nodes, running)
     ]
     result = ClusterStatus(cluster=cluster, running=running, reports=reports)
@@ -839,8 +908,9 @@ def status(directory: str = DEFAULT_DIR, timeout: float = 2.0) -> ClusterStatus 
             continue
         try:
             lines = parse_cluster_nodes(command(cluster.host, node.port, "CLUSTER", "NODES",
-                                                timeout=timeout))
-            slots = command(cluster.host, node.port, "CLUSTER", "SLOTS", timeout=timeout)
+                                                timeout=timeout, password=password))
+            slots = command(cluster.host, node.port, "CLUSTER", "SLOTS", timeout=timeout,
+                            password=password)
         except (OSError, ReplyError, ValueError):
             continue
         replica: dict[str, int] = {}
@@ -897,16 +967,20 @@ def connect_hint(cluster: LocalCluster) -> str:
     seed = cluster.seed
     rel = os.path.relpath(cluster.directory)
     where = shlex.quote(rel if not rel.startswith("..") else cluster.directory)
+    # With a password, the commands ask for it rather than show it.
+    askpass = " --askpass" if cluster.password else ""
+    password = ', password=input("password: ")' if cluster.password else ""
     lines = [
-        "Connect with a cluster-aware client:",
-        f"  redis-cli -c -p {seed.port}",
+        "Connect with a cluster-aware client"
+        + (" (the nodes require the password given to cluster up):" if cluster.password else ":"),
+        f"  redis-cli -c -p {seed.port}{askpass}",
         "  python -c 'from redis.cluster import RedisCluster; "
-        f"rc = RedisCluster(host=\"{cluster.host}\", port={seed.port}); "
+        f"rc = RedisCluster(host=\"{cluster.host}\", port={seed.port}{password}); "
         "rc.set(\"hello\", \"world\"); print(rc.get(\"hello\"))'",
     ]
     if cluster.options.get("routing") == "proxy":
         lines.append(f"  (proxy routing: plain clients work on any node too, "
-                     f"e.g. redis-cli -p {seed.port})")
+                     f"e.g. redis-cli -p {seed.port}{askpass})")
     lines += [
         "",
         f"Status: respkv cluster status --dir {where}",

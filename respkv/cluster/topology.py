@@ -48,7 +48,7 @@ Nothing here does I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -433,13 +433,14 @@ class Topology:
         messages_sent: Mapping[str, int] = _EMPTY,
         messages_received: Mapping[str, int] = _EMPTY,
         links_buffer_limit_exceeded: int = 0,
+        extra: Sequence[tuple[str, int]] = (),
     ) -> str:
         """``CLUSTER INFO`` text in Redis 7.0's field order, ``\\r\\n`` after each line.
 
         ``messages_sent``/``messages_received`` count cluster bus messages by type
         (see :data:`MESSAGE_TYPES`; other names follow in sorted order); as in Redis
-        a per-type line appears only for a non-zero count, the totals always.
-        ``cluster_state`` is ``ok`` only when every slot has a live master.
+        a per-type line appears only for a non-zero count, the totals always;
+        ``extra`` fields (respkv's own) follow Redis's.  ``cluster_state`` is ``ok`` only when every slot has a live master.
         """
         assigned, pfail, failed, size = self._counts
         state = "ok" if self.ok else "fail"
@@ -462,6 +463,7 @@ class Topology:
                     fields.append((f"cluster_stats_messages_{name}_{direction}", counts[name]))
             fields.append((f"cluster_stats_messages_{direction}", sum(counts.values())))
         fields.append(("total_cluster_links_buffer_limit_exceeded", links_buffer_limit_exceeded))
+        fields.extend(extra)
         return "".join(f"{name}:{value}\r\n" for name, value in fields)
 
     def encode_cluster_info(
@@ -470,9 +472,10 @@ class Topology:
         messages_sent: Mapping[str, int] = _EMPTY,
         messages_received: Mapping[str, int] = _EMPTY,
         links_buffer_limit_exceeded: int = 0,
+        extra: Sequence[tuple[str, int]] = (),
     ) -> bytes:
         """The encoded ``CLUSTER INFO`` reply: bulk string, or verbatim in RESP3."""
-        text = self.cluster_info(messages_sent, messages_received, links_buffer_limit_exceeded)
+        text = self.cluster_info(messages_sent, messages_received, links_buffer_limit_exceeded, extra)
         return proto.verbatim(text.encode())
 
 

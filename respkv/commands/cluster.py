@@ -206,7 +206,9 @@ def cluster_nodes(s, args):
 @command("cluster|info", "Returns information about the state of a node.", group="cluster", since="3.0.0")
 def cluster_info(s, args):
     state = _state(s)
-    return state.topology.encode_cluster_info(s.proto, state.messages_sent, state.messages_received)
+    bus = s.node.cluster_bus
+    extra = () if bus is None else (("cluster_bus_handshakes_refused", bus.handshakes_refused),)
+    return state.topology.encode_cluster_info(s.proto, state.messages_sent, state.messages_received, 0, extra)
 
 
 @command("cluster|keyslot", "Returns the hash slot for a key.", group="cluster", since="3.0.0")

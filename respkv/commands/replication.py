@@ -17,6 +17,11 @@ cluster clients (redis-py's ``RedisCluster``) route them like ``GET`` and ``SET`
   without arguments, the N/R/W now in force for it.
 * ``BUSFAULT CUT node-id ... | HEAL [node-id ...] | LIST``: cut or restore this
   node's cluster-bus links, for partition tests (``tools/faults.py`` drives it).
+  A fault-injection command, so guarded like Redis's ``DEBUG``: refused unless the
+  node runs with ``enable-debug-command yes``, or ``local`` and the client connects
+  from a loopback address.  The session checks this before authentication and
+  before queueing in MULTI (:data:`PROTECTED_COMMANDS`, :func:`debug_command_refusal`),
+  as Redis does; the handler checks again for the session's fast path.
 """
 
 from __future__ import annotations
@@ -216,6 +221,22 @@ def consistency(s, args):
 
 # -- BUSFAULT ------------------------------------------------------------------------------
 
+#: Commands that ``enable-debug-command`` guards (Redis: DEBUG).
+PROTECTED_COMMANDS = frozenset({"busfault"})
+
+
+def debug_command_refusal(s, name: str = "BUSFAULT") -> str | None:
+    """Redis 7.0's error for ``name`` when ``enable-debug-command`` does not allow this
+    client (``no``; ``local`` and not a loopback client), else None."""
+    allowed = s.node.config["enable-debug-command"]
+    if allowed == "yes" or (allowed == "local" and getattr(s, "local", False)):
+        return None
+    return (
+        f'ERR {name} command not allowed. If the enable-debug-command option is set to "local", '
+        "you can run it from a local connection, otherwise you need to set this option in the "
+        "configuration file, and then restart the server."
+    )
+
 
 @command(
     "busfault",
@@ -229,6 +250,9 @@ def consistency(s, args):
     key_specs=(),
 )
 def busfault(s, args):
+    refusal = debug_command_refusal(s)
+    if refusal is not None:
+        raise CommandError(refusal)
     bus = s.node.cluster_bus
     if bus is None:
         raise CommandError("ERR This instance has cluster support disabled")

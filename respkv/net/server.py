@@ -3,7 +3,9 @@
 Each client becomes a plain non-blocking socket served by the poller (see
 ``poller``): on the request path every microsecond counts.
 Accepted sockets get ``TCP_NODELAY`` like Redis's, and a client beyond ``maxclients``
-is told ``-ERR max number of clients reached`` and closed.
+is told ``-ERR max number of clients reached`` and closed.  Under protected mode (see
+``access``) a client that does not come from a loopback address is told ``-DENIED ...``
+and closed, before anything it sent is read.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import socket as stdlib_socket
 
 import trio
 
+from .access import DENIED, protected_mode_denies
 from .poller import ClientPoller
 from .session import ClientSession
 
@@ -82,19 +85,32 @@ async def serve_clients(node, listener: trio.socket.SocketType, *, task_status=t
 
 
 def _admit(node, poller: ClientPoller, sock: stdlib_socket.socket, addr, laddr: str) -> None:
-    """Serve an accepted connection, or refuse it beyond ``maxclients``."""
+    """Serve an accepted connection, or refuse it beyond ``maxclients`` or by
+    protected mode (in that order, as Redis)."""
     sock.setblocking(False)
     node.stats.connections_received += 1
-    if len(node.clients) >= node.config["maxclients"]:
-        node.stats.rejected_connections += 1
-        try:
-            sock.send(MAX_CLIENTS_ERROR)  # a new socket's buffer always takes it
-        except OSError:
-            pass
-        sock.close()
+    config = node.config
+    if len(node.clients) >= config["maxclients"]:
+        _refuse(node, sock, MAX_CLIENTS_ERROR)
+        return
+    if protected_mode_denies(config["protected-mode"], config["requirepass"], addr[0]):
+        _refuse(node, sock, DENIED)
         return
     try:
         sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
     except OSError:  # pragma: no cover - e.g. unix sockets
         pass
     poller.add(ClientSession(node, sock, node.next_client_id(), _format_addr(addr), laddr))
+
+
+def _refuse(node, sock: stdlib_socket.socket, error: bytes) -> None:
+    """Send ``error`` to a connection that will not be served, then close it."""
+    node.stats.rejected_connections += 1
+    try:
+        sock.send(error)  # a new socket's buffer always takes it
+        # Drop what the client already sent: closing with unread data would reset
+        # the connection, which can cost the client the error it was just sent.
+        sock.recv(64 * 1024)
+    except OSError:  # BlockingIOError included: nothing was sent yet
+        pass
+    sock.close()

@@ -11,7 +11,8 @@ end of its round.  Pipelined clients therefore cost one receive and one send per
 batch, not per command, and no trio task switch at all.
 
 Each request goes through the same gate as in Redis: look the command up (unknown
-command/subcommand errors), check arity, check authentication, then call the
+command/subcommand errors), check arity, refuse fault-injection commands that
+``enable-debug-command`` does not allow, check authentication, then call the
 handler.  Most handlers are synchronous and return their encoded reply at once.  An
 ``async`` handler (one that must wait) makes the session hand the rest of the batch
 to the poller as a coroutine, which runs as a task; replies still leave in request
@@ -38,12 +39,14 @@ import trio
 from ..cluster.routing import fast_path as cluster_fast_path
 from ..cluster.slots import SLOT_MASK, hash_tag
 from ..commands.cluster import route_request
+from ..commands.replication import PROTECTED_COMMANDS, debug_command_refusal
 from ..commands.table import CloseConnection, CommandError, CommandSpec
 from ..commands.transactions import IMMEDIATE_IN_MULTI
 from ..protocol import reply
 from ..protocol.reader import ProtocolError, QueryBufferFull, RequestReader
 from ..protocol.reply import RESP2
 from ..replication.coordinator import Deferred
+from .access import host_of, is_loopback
 from .poller import CLOSE, PARK
 
 log = logging.getLogger(__name__)
@@ -77,6 +80,8 @@ class ClientSession:
         self.id = client_id
         self.addr = addr
         self.laddr = laddr
+        #: Connected from a loopback address (``enable-debug-command local``).
+        self.local = is_loopback(host_of(addr))
         self.name = b""
         self.lib_name = b""
         self.lib_ver = b""
@@ -422,6 +427,8 @@ class ClientSession:
         n = len(args)
         if (spec.arity > 0 and n != spec.arity) or n < -spec.arity or spec.handler is None:
             return self._reject(wrong_arity_error(spec.name))
+        if spec.name in PROTECTED_COMMANDS and (refusal := debug_command_refusal(self)) is not None:
+            return self._reject(refusal)  # before NOAUTH and MULTI, as Redis
         if not self.authenticated and not spec.no_auth:
             return self._reject("NOAUTH Authentication required.")
         cluster = self.node.cluster

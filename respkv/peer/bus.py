@@ -11,9 +11,15 @@ used in both directions:
   dial an address before its id is known; that connection is kept whoever opened
   it, and if both sides happen to connect at once, the one dialed by the smaller id
   wins and the other is closed.
-* **Handshake.** The dialer's first frame is ``HELLO <its id>``; the acceptor
-  answers with its own ``HELLO``.  After that the connection belongs to the
-  :class:`PeerLink` of that peer id.
+* **Handshake.** Before a connection serves anything, both ends prove that they
+  know the cluster secret (:mod:`respkv.peer.auth`): the dialer sends ``HELLO
+  <its id> <nonce>``, the acceptor answers ``HELLO <its id> <nonce> <proof>``,
+  the dialer checks that proof and sends ``PROOF <proof>``, and the acceptor,
+  having checked it, says ``READY``.  Only then does the connection belong to the
+  :class:`PeerLink` of that peer id; a connection that fails the handshake, sends
+  anything else first, or takes longer than ``CONNECT_TIMEOUT`` is closed without
+  having reached the node's handler, and at most ``MAX_HANDSHAKES`` connections
+  may be in their handshake at once.
 * **Multiplexing and batching.** Requests carry a number; answers come back with it,
   in any order, so many requests can be in flight at once.  Frames wait in the
   link's outbox and one writer task sends everything queued with a single
@@ -39,14 +45,21 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from . import wire
+from . import auth, wire
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str, bytes, list[bytes]], "list[bytes] | Awaitable[list[bytes]]"]
 
 HELLO = b"HELLO"
+PROOF = b"PROOF"
+READY = b"READY"
+DENIED = b"DENIED"
 CONNECT_TIMEOUT = 2.0
+#: Bus connections that may be in their handshake at once; more are closed at once.
+MAX_HANDSHAKES = 64
+#: Longest node id a peer may claim (ours are 40 hex digits).
+MAX_NODE_ID = 64
 REDIAL_MIN, REDIAL_MAX = 0.05, 1.0
 
 
@@ -176,11 +189,19 @@ class PeerLink:
     # -- a connection's life ------------------------------------------------------------
 
     async def run(
-        self, stream: trio.SocketStream, reader, dialed_by: str, *, task_status=trio.TASK_STATUS_IGNORED
+        self,
+        stream: trio.SocketStream,
+        reader,
+        dialed_by: str,
+        early: list[list[bytes]] = (),
+        *,
+        task_status=trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve ``stream`` for this peer until it breaks or is replaced.
 
-        ``task_status.started()`` fires once the link uses the stream (or refused it).
+        ``early`` holds frames that arrived with the end of the handshake; they are
+        served first.  ``task_status.started()`` fires once the link uses the
+        stream (or refused it).
         """
         if self.stream is not None:
             if dialed_by == self.dialed_by or min(dialed_by, self.dialed_by or dialed_by) != dialed_by:
@@ -198,6 +219,8 @@ class PeerLink:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write_loop, stream)
+                for frame in early:
+                    self._dispatch(wire.split(frame), nursery)
                 await self._read_loop(stream, reader, nursery)
                 nursery.cancel_scope.cancel()
         # Errors arrive grouped from the nursery; a broken connection just ends it.
@@ -290,9 +313,15 @@ class PeerLink:
 class ClusterBus:
     """All links of one node, the bus listener, and the dialers."""
 
-    def __init__(self, node_id: str, handler: Handler) -> None:
+    def __init__(self, node_id: str, handler: Handler, secret: bytes) -> None:
         self.node_id = node_id
         self.handler = handler
+        #: The cluster secret both ends of a connection prove they know.
+        self.secret = secret
+        self._handshakes = 0
+        #: Connections closed because the peer failed the handshake, or because
+        #: too many handshakes were under way (``CLUSTER INFO``).
+        self.handshakes_refused = 0
         self.links: dict[str, PeerLink] = {}
         self._nursery: trio.Nursery | None = None
         self._dialing: set[str] = set()
@@ -334,47 +363,93 @@ class ClusterBus:
             await trio.serve_listeners(self._accepted, [listener], handler_nursery=nursery)
 
     async def _accepted(self, stream: trio.SocketStream) -> None:
-        reader = wire.new_reader()
-        try:
-            with trio.fail_after(CONNECT_TIMEOUT):
-                frame = await _read_frame(stream, reader)
-            kind, _, op, args = wire.split(frame)
-            if op != HELLO or not args:
-                raise wire.BusProtocolError("first frame must be HELLO")
-            peer_id = args[0].decode()
-            if peer_id in self.cut_peers:
-                raise wire.BusProtocolError(f"link to {peer_id} is cut")
-            await stream.send_all(wire.encode(wire.NOTIFY, 0, HELLO, [self.node_id.encode()]))
-        except (trio.TooSlowError, trio.BrokenResourceError, wire.BusProtocolError, ConnectionError, UnicodeError) as exc:
-            log.debug("refused a bus connection: %r", exc)
+        """Serve a connection some peer opened, once it passed the handshake."""
+        if self._handshakes >= MAX_HANDSHAKES:
+            self.handshakes_refused += 1
             await stream.aclose()
             return
-        await self.link(peer_id).run(stream, reader, dialed_by=peer_id)
+        self._handshakes += 1
+        handshake = _Handshake(stream)
+        peer_id = None
+        try:
+            with trio.fail_after(CONNECT_TIMEOUT):
+                args = await handshake.expect(HELLO, 2)
+                peer_id = _peer_id(args[0])
+                dialer_nonce = args[1]
+                if not auth.valid_nonce(dialer_nonce):
+                    raise wire.BusProtocolError("HELLO needs a nonce of %d bytes" % auth.NONCE_SIZE)
+                if peer_id in self.cut_peers:
+                    raise wire.BusProtocolError(f"link to {peer_id} is cut")
+                nonce = auth.new_nonce()
+                mine = auth.proof(self.secret, auth.ACCEPTOR, peer_id, self.node_id, dialer_nonce, nonce)
+                await handshake.send(HELLO, [self.node_id.encode(), nonce, mine])
+                (offered,) = await handshake.expect(PROOF, 1)
+                expected = auth.proof(self.secret, auth.DIALER, peer_id, self.node_id, dialer_nonce, nonce)
+                try:
+                    auth.check(expected, offered)
+                except auth.AuthenticationFailed as exc:
+                    await handshake.send(DENIED, [str(exc).encode()])
+                    raise
+                await handshake.send(READY)
+        except auth.AuthenticationFailed as exc:
+            self.handshakes_refused += 1
+            log.warning("refused a bus connection from %s claiming to be node %s: %s",
+                        _remote(stream), peer_id, exc)
+            await stream.aclose()
+            return
+        except (trio.TooSlowError, trio.BrokenResourceError, wire.BusProtocolError, OSError) as exc:
+            self.handshakes_refused += 1
+            log.debug("refused a bus connection from %s: %r", _remote(stream), exc)
+            await stream.aclose()
+            return
+        finally:
+            self._handshakes -= 1
+        await self.link(peer_id).run(stream, handshake.reader, dialed_by=peer_id)
 
     async def dial(self, host: str, port: int) -> str:
         """Open a connection to ``host:port``, handshake, and run it in the background.
 
         Returns the peer's node id.  Used by MEET/--join and by the redialers.
+        Raises :class:`~respkv.peer.auth.AuthenticationFailed` when the two nodes
+        do not share the cluster secret.
         """
         assert self._nursery is not None, "bus not serving"
         with trio.fail_after(CONNECT_TIMEOUT):
             stream = await trio.open_tcp_stream(host, port)
+            handshake = _Handshake(stream)
             try:
-                reader = wire.new_reader()
-                await stream.send_all(wire.encode(wire.NOTIFY, 0, HELLO, [self.node_id.encode()]))
-                kind, _, op, args = wire.split(await _read_frame(stream, reader))
-                if op != HELLO or not args:
-                    raise wire.BusProtocolError("expected HELLO")
-                peer_id = args[0].decode()
+                nonce = auth.new_nonce()
+                await handshake.send(HELLO, [self.node_id.encode(), nonce])
+                frame = await handshake.receive()
+                if frame[2] == DENIED:
+                    raise auth.AuthenticationFailed(auth.MISMATCH_HINT)
+                args = handshake.check(frame, HELLO, 3)
+                peer_id = _peer_id(args[0])
+                acceptor_nonce, offered = args[1], args[2]
+                if not auth.valid_nonce(acceptor_nonce):
+                    raise wire.BusProtocolError("HELLO needs a nonce of %d bytes" % auth.NONCE_SIZE)
+                expected = auth.proof(self.secret, auth.ACCEPTOR, self.node_id, peer_id, nonce, acceptor_nonce)
+                auth.check(expected, offered)
                 if peer_id in self.cut_peers:
                     raise wire.BusProtocolError(f"link to {peer_id} is cut")
+                mine = auth.proof(self.secret, auth.DIALER, self.node_id, peer_id, nonce, acceptor_nonce)
+                await handshake.send(PROOF, [mine])
+                frame = await handshake.receive(final=True)
+                if frame[2] == DENIED:
+                    raise auth.AuthenticationFailed(auth.MISMATCH_HINT)
+                handshake.check(frame, READY, 0)
+            except auth.AuthenticationFailed as exc:
+                self.handshakes_refused += 1
+                log.warning("bus handshake with %s:%d failed: %s", host, port, exc)
+                await stream.aclose()
+                raise
             except BaseException:
                 await stream.aclose()
                 raise
         if peer_id == self.node_id:
             await stream.aclose()
             return peer_id
-        await self._nursery.start(self.link(peer_id).run, stream, reader, self.node_id)
+        await self._nursery.start(self.link(peer_id).run, stream, handshake.reader, self.node_id, handshake.early)
         return peer_id
 
     def keep_connected(self, peer_id: str) -> None:
@@ -401,7 +476,8 @@ class ClusterBus:
                 host, port = self.addresses[peer_id]
                 try:
                     answered = await self.dial(host, port)
-                except (OSError, trio.TooSlowError, wire.BusProtocolError, trio.BrokenResourceError) as exc:
+                except (OSError, trio.TooSlowError, wire.BusProtocolError, trio.BrokenResourceError,
+                        auth.AuthenticationFailed) as exc:
                     log.debug("dialing %s at %s:%d failed: %r", peer_id, host, port, exc)
                     answered = None
                 if answered != peer_id:  # down, or another node answers there now
@@ -411,14 +487,57 @@ class ClusterBus:
             self._dialing.discard(peer_id)
 
 
-async def _read_frame(stream: trio.SocketStream, reader) -> list[bytes]:
-    """The first frame on a fresh connection (the handshake)."""
-    while True:
-        data = await stream.receive_some(65536)
-        if not data:
-            raise trio.BrokenResourceError("closed during handshake")
-        batch = reader.parse(data)
-        if batch:
-            if len(batch) > 1 or not reader.idle:
-                raise wire.BusProtocolError("frames before the handshake completed")
-            return batch[0]
+class _Handshake:
+    """The frames of one connection's handshake, before it belongs to a link.
+
+    Until the handshake is over the peer may send exactly one frame per step;
+    anything sent ahead is a protocol error, except after the last step
+    (``final``), where frames that came along are the link's first (``early``).
+    """
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.reader = wire.new_reader()
+        self.early: list[list[bytes]] = []
+
+    async def send(self, op: bytes, args: list[bytes] | tuple[bytes, ...] = ()) -> None:
+        await self.stream.send_all(wire.encode(wire.NOTIFY, 0, op, args))
+
+    async def receive(self, *, final: bool = False) -> list[bytes]:
+        while True:
+            data = await self.stream.receive_some(65536)
+            if not data:
+                raise trio.BrokenResourceError("closed during the handshake")
+            batch = self.reader.parse(data)
+            if batch:
+                if not final and (len(batch) > 1 or not self.reader.idle):
+                    raise wire.BusProtocolError("frames before the handshake completed")
+                self.early = batch[1:]
+                wire.split(batch[0])  # a well-formed frame, or BusProtocolError
+                return batch[0]
+
+    @staticmethod
+    def check(frame: list[bytes], op: bytes, count: int) -> list[bytes]:
+        """The arguments of ``frame`` if it is the notification ``op`` with ``count`` of them."""
+        kind, _, got, args = wire.split(frame)
+        if kind != wire.NOTIFY or got != op or len(args) != count:
+            raise wire.BusProtocolError(f"expected {op.decode()} in the handshake")
+        return args
+
+    async def expect(self, op: bytes, count: int, *, final: bool = False) -> list[bytes]:
+        return self.check(await self.receive(final=final), op, count)
+
+
+def _peer_id(raw: bytes) -> str:
+    """A node id as a peer states it: printable ASCII, not empty, not too long."""
+    if not 0 < len(raw) <= MAX_NODE_ID or not raw.isascii() or not raw.isalnum():
+        raise wire.BusProtocolError("a node id must be 1 to %d letters and digits" % MAX_NODE_ID)
+    return raw.decode("ascii")
+
+
+def _remote(stream: trio.SocketStream) -> str:
+    try:
+        host, port = stream.socket.getpeername()[:2]
+    except OSError:
+        return "an unknown address"
+    return f"{host}:{port}"
