@@ -168,7 +168,7 @@ def _startup_failures(exc: Exception) -> list[str] | None:
 
 def _cluster_parser(sub) -> None:
     """``respkv cluster up|down|status``: a local cluster of node processes."""
-    from .cluster import launcher as L
+    from . import launcher as L
 
     p = sub.add_parser("cluster", help="start, inspect or stop a local cluster of nodes")
     actions = p.add_subparsers(dest="action", required=True)
@@ -213,7 +213,7 @@ def _cluster_parser(sub) -> None:
 
 
 def _cluster_up(ns: argparse.Namespace) -> int:
-    from .cluster import launcher as L
+    from . import launcher as L
 
     try:
         server_args = list(ns.server_arg)
@@ -237,7 +237,7 @@ def _cluster_up(ns: argparse.Namespace) -> int:
 
 
 def _cluster_down(ns: argparse.Namespace) -> int:
-    from .cluster import launcher as L
+    from . import launcher as L
 
     try:
         stopped = L.down(ns.dir, ns.timeout)
@@ -252,7 +252,7 @@ def _cluster_down(ns: argparse.Namespace) -> int:
 
 
 def _cluster_status(ns: argparse.Namespace) -> int:
-    from .cluster import launcher as L
+    from . import launcher as L
 
     try:
         st = L.status(ns.dir)

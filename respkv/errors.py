@@ -11,3 +11,7 @@ DB_INDEX_OUT_OF_RANGE = "ERR DB index is out of range"
 
 def invalid_expire(command: str) -> str:
     return f"ERR invalid expire time in '{command}' command"
+
+
+def wrong_arity(command: str) -> str:
+    return f"ERR wrong number of arguments for '{command}' command"

@@ -32,20 +32,21 @@ from dataclasses import dataclass
 import trio
 
 from . import REDIS_VERSION, __version__
-from .commands.info import sample_process
-from .commands.table import build_table
 from .cluster.gossip import OPERATIONS as GOSSIP_OPERATIONS
 from .cluster.gossip import BUS_PORT_OFFSET, Gossip, announce_ip, parse_address
 from .cluster.identity import load_cluster_secret, load_or_create_node_id
 from .cluster.membership import Member
 from .cluster.proxy import proxy_pool
 from .cluster.state import PROXY, ClusterState
+from .commands import FAMILIES
+from .commands.blocking import BlockingRegistry
+from .commands.info import sample_process
+from .commands.table import CommandTable, build_table
 from .config import Config, ConfigError
-from .keyspace.blocking import BlockingRegistry
 from .keyspace.store import Keyspace
 from .net.server import open_listener, serve_clients
 from .peer.bus import ClusterBus
-from .replication.coordinator import OPERATIONS as REPLICATION_OPERATIONS
+from .replication.replica import OPERATIONS as REPLICATION_OPERATIONS
 from .replication.coordinator import Coordinator
 from .replication.store import VersionStore
 from .replication.vclock import actor_of
@@ -54,6 +55,16 @@ log = logging.getLogger(__name__)
 
 #: Keys one active-expiry step may delete before yielding to clients.
 EXPIRE_STEP_KEYS = 200
+
+#: Every command family a node serves: the command layer's own, then the cluster
+#: and replication commands, which live in the layers they need (in standalone mode
+#: they answer that cluster support is disabled, as Redis does).
+COMMAND_FAMILIES = (*FAMILIES, "respkv.cluster.commands", "respkv.replication.commands")
+
+
+def build_command_table() -> CommandTable:
+    """The table of every command a node answers (and ``COMMAND`` lists)."""
+    return build_table(COMMAND_FAMILIES)
 
 
 @dataclass
@@ -77,7 +88,7 @@ class Node:
     def __init__(self, config: Config, keyspace: Keyspace | None = None) -> None:
         self.config = config
         self.keyspace = keyspace or Keyspace()
-        self.table = build_table()
+        self.table = build_command_table()
         self.clients: dict = {}
         self.stats = Stats()
         self.run_id = secrets.token_hex(20)
@@ -218,7 +229,7 @@ def start_replication(node: Node, state: ClusterState, bus: ClusterBus) -> Coord
     store = VersionStore(node.keyspace, actor_of(state.myself), node.config["max-siblings"])
     coordinator = Coordinator(node, state, bus, store)
     node.keyspace.on_flush = store.clear
-    node.keyspace.on_expire = coordinator.expired
+    node.keyspace.on_expire = coordinator.forgetting.expired
     node.add_key_observer(coordinator.observe)
     for op in REPLICATION_OPERATIONS:
         node.bus_operations[op] = coordinator.handle

@@ -1,6 +1,6 @@
 """Blocked clients: the registry's timing and order logic, and blocking commands live.
 
-The first part drives :class:`~respkv.keyspace.blocking.BlockingRegistry` directly
+The first part drives :class:`~respkv.commands.blocking.BlockingRegistry` directly
 under ``trio.testing.MockClock`` (timeouts elapse instantly and exactly) with fake
 sessions on socket pairs.  The second part runs the commands against a live node
 through redis-py and raw sockets, with one client blocked in a thread while another
@@ -19,11 +19,11 @@ import redis
 import trio
 import trio.testing
 
-from respkv.commands import lists
-from respkv.commands.lists import ListValue
+from respkv.commands import blocking_lists
+from respkv.commands.blocking import UNBLOCKED_ERROR, BlockingRegistry, parse_timeout
 from respkv.commands.table import CommandError
-from respkv.keyspace.blocking import UNBLOCKED_ERROR, BlockingRegistry, parse_timeout
 from respkv.keyspace.store import Keyspace
+from respkv.keyspace.values import ListValue
 from respkv.protocol.reply import RESP2, RESP3
 
 # -- timeout arguments -------------------------------------------------------------------
@@ -141,7 +141,7 @@ def run(fn):
 
 def blpop_block(s, *keys: bytes, timeout: bytes = b"0"):
     """The Block a BLPOP on missing keys returns (the core of the command)."""
-    block = lists.blpop(s, [b"BLPOP", *keys, timeout])
+    block = blocking_lists.blpop(s, [b"BLPOP", *keys, timeout])
     assert block.__class__ is not bytes
     return block
 
@@ -265,7 +265,7 @@ def test_blmove_chain_is_served_in_one_step(world):
             results[name] = await world.registry.wait(s, block)
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(wait, mover, lists._blmove(mover, b"src", b"dst", True, True, b"0"), "mover")
+            nursery.start_soon(wait, mover, blocking_lists._blmove(mover, b"src", b"dst", True, True, b"0"), "mover")
             await trio.testing.wait_all_tasks_blocked()
             nursery.start_soon(wait, popper, blpop_block(popper, b"dst"), "popper")
             await trio.testing.wait_all_tasks_blocked()
@@ -360,7 +360,7 @@ def test_unblock(world, error, expected):
 
 def test_forget_drops_a_leftover_waiter(world):
     s = world.session()
-    from respkv.keyspace.blocking import Block, Waiter
+    from respkv.commands.blocking import Block, Waiter
 
     async def main():
         world.registry._add(Waiter(s, Block((b"k",), lambda key: None, 0)))
@@ -535,7 +535,7 @@ def test_bzmpop_and_type_separation(r, clients, pool):
 
 def test_blocked_clients_are_never_idle(tmp_path):
     from respkv.config import Config
-    from respkv.keyspace.blocking import Block, Waiter
+    from respkv.commands.blocking import Block, Waiter
     from respkv.node import Node
 
     node = Node(Config(dir=str(tmp_path), port=0, timeout=10))

@@ -198,3 +198,24 @@ def test_frame_reader_bounds_an_unfinished_frame():
     assert reader.parse(b"*2\r\n$900\r\n" + b"x" * 900 + b"\r\n$900\r\n") == []  # announced, not allocated
     with pytest.raises(wire.BusProtocolError, match="exceeds 1000 bytes"):
         reader.parse(b"x" * 200)
+
+
+async def test_a_failing_answer_callback_does_not_end_the_link(caplog):
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            bus_a, _ = await start_bus(nursery, A_ID, echo_handler([]))
+            _, port_b = await start_bus(nursery, B_ID, echo_handler([]))
+            await bus_a.dial("127.0.0.1", port_b)
+            link = bus_a.link(B_ID)
+            called = trio.Event()
+
+            def broken(answer, error):
+                called.set()
+                raise RuntimeError("bug in a callback")
+
+            assert link.request_nowait(b"ECHO", [b"x"], broken)
+            await called.wait()
+            assert link.connected
+            assert await link.request(b"ECHO", [b"still here"]) == [b"still here"]
+            assert "callback failed" in caplog.text
+            nursery.cancel_scope.cancel()

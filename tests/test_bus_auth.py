@@ -19,14 +19,14 @@ import trio
 import trio.testing
 from redis.cluster import RedisCluster
 
-from respkv.cluster import launcher
+from respkv import launcher
 from respkv.cluster.gossip import MEET, encode_meet
 from respkv.cluster.identity import SECRET_FILE, SecretError, load_cluster_secret
 from respkv.cluster.membership import Member
+from respkv.keyspace.codec import encode_value
 from respkv.peer import auth, wire
 from respkv.peer.bus import MAX_HANDSHAKES, ClusterBus
 from respkv.replication import vclock
-from respkv.replication.codec import encode_value
 from respkv.replication.coordinator import REPL
 from respkv.replication.store import RECONCILE
 from respkv.replication.versions import Version, encode_record

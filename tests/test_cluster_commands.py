@@ -23,12 +23,12 @@ import pytest
 import redis
 import trio
 
+from respkv.cluster.commands import shard_id
 from respkv.cluster.failure import NodeState
 from respkv.cluster.membership import Member, Membership
 from respkv.cluster.proxy import ReplyFramer, encode_request
-from respkv.cluster.slots import key_slot
 from respkv.cluster.state import ClusterState
-from respkv.commands.cluster import shard_id
+from respkv.keyspace.slots import key_slot
 from respkv.protocol.reply import RESP2, RESP3
 from tools.procs import free_port
 

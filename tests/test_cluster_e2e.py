@@ -1,7 +1,7 @@
 """Cluster mode end to end: real node processes started by the launcher, stock clients.
 
 What a user of a Redis Cluster does is what these tests do: start a local cluster
-with :mod:`respkv.cluster.launcher` (as ``respkv cluster up`` does), then talk to
+with :mod:`respkv.launcher` (as ``respkv cluster up`` does), then talk to
 it with redis-py's ``RedisCluster`` in both protocols, ``redis-cli -c``,
 ``redis-benchmark --cluster`` and ``redis-cli --cluster check``, and check where
 keys land against ``CLUSTER SLOTS``.  Proxy routing, and a node killed with
@@ -29,8 +29,8 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from respkv.cluster import launcher
-from respkv.cluster.launcher import ClusterRunning, LauncherError, PortInUse
+from respkv import launcher
+from respkv.launcher import ClusterRunning, LauncherError, PortInUse
 
 NODES = 3
 NODE_TIMEOUT_MS = 1000

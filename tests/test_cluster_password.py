@@ -21,7 +21,7 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from respkv.cluster import launcher
+from respkv import launcher
 from tools import faults
 
 from .conftest import NodeThread

@@ -18,18 +18,19 @@ import trio
 import trio.testing
 
 from respkv.cluster.membership import Member, Membership
-from respkv.cluster.slots import key_slot
 from respkv.cluster.state import ClusterState
 from respkv.config import Config
+from respkv.keyspace.slots import key_slot
 from respkv.keyspace.store import Keyspace
 from respkv.net.session import ClientSession
 from respkv.node import Node, start_replication
 from respkv.peer.bus import PeerUnavailable
 from respkv.replication import coordinator as coordinator_module
 from respkv.replication.coordinator import REPL, RREAD, Deferred
-from respkv.replication.versions import is_operation
+from respkv.replication.replica import PURGE, ReplicaSide
 from respkv.replication.store import VersionStore
 from respkv.replication.vclock import actor_of
+from respkv.replication.versions import is_operation
 
 ME, B, C = "a" * 40, "b" * 40, "c" * 40
 
@@ -169,11 +170,10 @@ async def test_a_peer_far_behind_gets_hints_instead_of_more_data(cluster):
 
 def replica_answering(store: VersionStore):
     """A link answer that behaves like a real replica's store."""
-    coordinator = type("ReplicaSide", (), {})()
-    coordinator.store = store
+    replica = ReplicaSide(None, store)
 
     def answer(op, args):
-        return coordinator_module.Coordinator.handle(coordinator, B, op, args)
+        return replica.handle(B, op, args)
 
     return answer
 
@@ -222,9 +222,9 @@ async def test_a_deleted_key_becomes_a_tombstone_purged_after_every_replica_acke
     assert run(node, session, (b"DEL", key)) == [b":1\r\n"]
     (tomb,) = node.replication.store.record(key)
     assert tomb.tombstone
-    node.replication.purge_due(node.keyspace.clock_ms() + 1)
+    node.replication.forgetting.purge_due(node.keyspace.clock_ms() + 1)
     assert node.replication.store.record(key) is None
-    assert [op for op, _ in bus.links[B].sent][-1] == coordinator_module.PURGE
+    assert [op for op, _ in bus.links[B].sent][-1] == PURGE
 
 
 def replica_node(node_id: str) -> Node:

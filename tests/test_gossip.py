@@ -37,9 +37,9 @@ from respkv.cluster.gossip import (
     parse_address,
 )
 from respkv.cluster.membership import Member, Membership
-from respkv.cluster.slots import SLOT_COUNT
 from respkv.cluster.state import ClusterState
 from respkv.config import Config, ConfigError
+from respkv.keyspace.slots import SLOT_COUNT
 from respkv.node import Node, serve_node
 from respkv.peer import wire
 from respkv.peer.bus import ClusterBus, PeerError, PeerUnavailable

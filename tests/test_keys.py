@@ -46,7 +46,7 @@ def make_list(node, r):
         except redis.ResponseError as exc:
             if "unknown command" not in str(exc):
                 raise
-        from respkv.keyspace.store import TYPE_NAMES
+        from respkv.keyspace.values import TYPE_NAMES
 
         TYPE_NAMES.setdefault(_StandIn, b"list")
         value = _StandIn(item.encode() for item in items)

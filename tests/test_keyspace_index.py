@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from respkv.cluster.slots import SLOT_COUNT, key_slot
+from respkv.keyspace.slots import SLOT_COUNT, key_slot
 from respkv.keyspace.store import Keyspace
 
 

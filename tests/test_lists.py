@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 import redis
 
-from respkv.commands.lists import ListValue, _normalize_range
+from respkv.commands.lists import _normalize_range
+from respkv.keyspace.values import ListValue
 
 WRONGTYPE = "^WRONGTYPE Operation against a key holding the wrong kind of value$"
 SYNTAX = "^syntax error$"

@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from respkv.commands.numbers import (
+from respkv.keyspace.numbers import (
     ERR_HASH_NOT_FLOAT,
     ERR_INCR_NAN_OR_INFINITY,
     ERR_NAN_OR_INFINITY,

@@ -13,6 +13,7 @@ from respkv.replication.quorum import (
     effective,
     noquorum_error,
     outcome,
+    read_outcome,
     repair_targets,
 )
 
@@ -109,3 +110,23 @@ def test_noquorum_error_read():
 )
 def test_repair_targets(merged, digests, targets):
     assert repair_targets(merged, digests) == targets
+
+
+@pytest.mark.parametrize("needed, answered, failed, asked, unfound, final, expected", [
+    (2, 2, 0, 3, 0, False, REACHED),  # every key found: R is enough
+    (2, 2, 0, 3, 1, False, PENDING),  # a key nobody held yet: wait for the third replica
+    (2, 3, 0, 3, 1, False, REACHED),  # everyone answered: not found it is
+    (2, 2, 1, 3, 1, False, REACHED),  # the third failed: nobody left to ask
+    (2, 2, 0, 3, 1, True, REACHED),  # timed out with R answers: not found
+    (2, 1, 0, 3, 1, True, PENDING),  # timed out below R (the caller calls that missed)
+    (2, 1, 2, 3, 1, False, MISSED),  # too few replicas left
+])
+def test_read_outcome_never_lets_not_found_outweigh_a_version(needed, answered, failed, asked, unfound, final, expected):
+    assert read_outcome(needed, answered, failed, asked, unfound, final) == expected
+
+
+def test_tally_of_a_read_settles_when_the_missing_key_is_found():
+    tally = Tally(2, 3, 1, unfound=1)
+    assert tally.ack() == PENDING  # a second "not found"
+    tally.unfound = 0  # the third replica's answer held the key
+    assert tally.ack() == REACHED

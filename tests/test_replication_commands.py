@@ -19,10 +19,10 @@ import pytest
 import redis
 import trio
 
-from respkv.commands.replication import busfault, debug_command_refusal
 from respkv.commands.table import CommandError
+from respkv.keyspace.codec import encode_value
 from respkv.replication import vclock
-from respkv.replication.codec import encode_value
+from respkv.replication.commands import busfault, debug_command_refusal
 from respkv.replication.coordinator import REPL
 from respkv.replication.store import RECONCILE
 from respkv.replication.versions import Version, encode_record

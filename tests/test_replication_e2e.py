@@ -21,7 +21,7 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from respkv.cluster import launcher
+from respkv import launcher
 from tools import faults
 
 from .test_cluster_e2e import HOST, UP_TIMEOUT, cluster_nodes, coordinators, key_slot, poll, start_cluster

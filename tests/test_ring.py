@@ -23,7 +23,7 @@ from respkv.cluster.ring import (
     ranges,
     slot_position,
 )
-from respkv.cluster.slots import SLOT_COUNT
+from respkv.keyspace.slots import SLOT_COUNT
 
 CLUSTER_SIZES = (3, 4, 5, 8, 10)
 

@@ -25,19 +25,18 @@ from respkv.cluster.routing import (
     fast_path,
     fast_spec,
     place,
-    request_keys,
     request_slot,
     requests_slot,
 )
-from respkv.cluster.slots import SLOT_COUNT, key_slot
 from respkv.cluster.state import ClusterState
 from respkv.cluster.topology import Topology
-from respkv.commands.server import command_keys
-from respkv.commands.table import build_table
+from respkv.commands.keyspecs import command_keys, request_keys
+from respkv.keyspace.slots import SLOT_COUNT, key_slot
+from respkv.node import build_command_table
 
 from .test_topology import TableRing
 
-TABLE = build_table()
+TABLE = build_command_table()
 
 
 def spec_for(args: list[bytes]):

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from respkv.commands.info import ProcessSample, build_info, bytes_to_human, select_sections
-from respkv.commands.server import command_keys
+from respkv.commands.keyspecs import command_keys
 from respkv.commands.table import CommandSpec
 
 from .conftest import NodeThread

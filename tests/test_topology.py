@@ -26,7 +26,6 @@ import pytest
 from respkv.cluster.failure import NodeState
 from respkv.cluster.membership import Member, Membership
 from respkv.cluster.ring import Ring
-from respkv.cluster.slots import SLOT_COUNT
 from respkv.cluster.topology import (
     MESSAGE_TYPES,
     Topology,
@@ -35,6 +34,7 @@ from respkv.cluster.topology import (
     moved,
     slot_range_text,
 )
+from respkv.keyspace.slots import SLOT_COUNT
 from respkv.protocol.reply import RESP2, RESP3
 
 OK, PFAIL, FAIL = NodeState.OK, NodeState.PFAIL, NodeState.FAIL

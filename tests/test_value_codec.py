@@ -7,11 +7,9 @@ import struct
 
 import pytest
 
-from respkv.commands.hashes import Hash
-from respkv.commands.lists import ListValue
-from respkv.commands.sets import Set, build_set
+from respkv.keyspace.codec import decode_value, encode_value
+from respkv.keyspace.values import Hash, ListValue, Set, build_set
 from respkv.keyspace.zset import SortedSet
-from respkv.replication.codec import decode_value, encode_value
 
 
 def round_trip(value):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from respkv.keyspace.codec import encode_value
 from respkv.keyspace.store import Keyspace
 from respkv.replication import vclock
-from respkv.replication.codec import encode_value
 from respkv.replication.store import VersionStore
 from respkv.replication.versions import Version, decode_record, encode_record
 
@@ -316,7 +316,7 @@ def test_apply_shipped_over_the_parent_replaces_it(store, ks, now, value, expire
 
 
 def test_apply_shipped_installs_other_types_and_tombstones(store, ks, now):
-    from respkv.commands.hashes import Hash
+    from respkv.keyspace.values import Hash
 
     value = Hash()
     dict.update(value, {b"f": b"v"})

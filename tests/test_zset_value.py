@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 
-from respkv.keyspace.store import TYPE_NAMES
+from respkv.keyspace.values import TYPE_NAMES
 from respkv.keyspace.zset import (
     LEX_MAX,
     LEX_MIN,

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
-from respkv.cluster import launcher
+from respkv import launcher
 from tools.procs import ServerProcess
 
 #: Where result files go unless the caller names one; ignored by git.

@@ -8,7 +8,7 @@ Usage (from the repository root)::
     python -m tools.clusterbench --rf 3 --reference-rf 1   # replication's cost: RF=3 vs RF=1
 
 Both clusters run on this machine at the same time, on free ports: the respkv one
-started by :mod:`respkv.cluster.launcher` exactly as ``respkv cluster up`` starts
+started by :mod:`respkv.launcher` exactly as ``respkv cluster up`` starts
 it, the reference one as ``redis-server --cluster-enabled yes`` processes joined
 by ``redis-cli --cluster create ... --cluster-replicas 0``.  ``redis-benchmark
 --cluster`` is pointed at the first node of each; it reads ``CLUSTER NODES``,
@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from respkv.cluster import launcher
+from respkv import launcher
 from tools import bench, benchlib
 from tools.bench import TESTS, BenchTest
 from tools.benchlib import BenchmarkFailed
@@ -191,7 +191,7 @@ def start_redis_cluster(role: str, name: str, nodes: int, extra: list[str]) -> C
 
 
 def start_respkv_cluster(role: str, name: str, cfg: Config, rf: int | None) -> ClusterSide:
-    """A local respkv cluster from :func:`respkv.cluster.launcher.up` in a temporary
+    """A local respkv cluster from :func:`respkv.launcher.up` in a temporary
     directory (removed again by ``stop``)."""
     workdir = tempfile.mkdtemp(prefix="respkv-cluster-")
     try:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import pathlib
 
-from respkv.commands.table import CommandSpec, build_table
+from respkv.commands.table import CommandSpec
 from respkv.config import DIRECTIVES, Config
+from respkv.node import build_command_table
 
 DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs"
 
@@ -21,7 +22,7 @@ def _arity(spec: CommandSpec) -> str:
 
 
 def commands_page() -> str:
-    table = build_table()
+    table = build_command_table()
     lines = [
         "# Commands",
         "",

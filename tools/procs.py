@@ -17,25 +17,17 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
+from respkv.launcher import find_free_base_port
+
 
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that nothing listens on right now.
 
-    The port's cluster-bus twin (port + 10000) is checked too, so a respkv node
-    started in cluster mode can bind both.
+    The port's cluster-bus twin (port + 10000) is free too, so a respkv node
+    started in cluster mode can bind both; both lie below the ephemeral range, so
+    no client connection (or its TIME_WAIT remains) can take them meanwhile.
     """
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port + 10000 > 65535:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
+    return find_free_base_port(1)
 
 
 def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 20.0) -> None:

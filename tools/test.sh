@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
-# Installs what the tests need (tools/setup.sh), then runs the unit and integration
-# tests (pytest) and the differential conformance harness against redis-server.
-# Fails if either fails, or if pytest collected no tests.
+# Installs what the tests need (tools/setup.sh), checks the import contracts
+# (lint-imports, configured in pyproject.toml: the package's layers, see
+# docs/architecture.md), then runs the unit and integration tests (pytest) and the
+# differential conformance harness against redis-server.
+# Fails if any of them fails, or if pytest collected no tests.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh || exit 1
 PY=.venv/bin/python
+
+.venv/bin/lint-imports --no-cache --no-logo
+status=$?
+if [ $status -ne 0 ]; then
+    echo "test: import contracts broken (lint-imports exit $status)" >&2
+    exit $status
+fi
 
 $PY -m pytest -q -p no:cacheprovider "$@"
 status=$?

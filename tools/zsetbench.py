@@ -27,8 +27,8 @@ import sys
 import time
 from types import SimpleNamespace
 
-from respkv.commands.table import build_table
 from respkv.keyspace.store import Keyspace
+from respkv.node import build_command_table
 from respkv.protocol.reply import RESP2
 from tools import benchlib
 
@@ -91,7 +91,7 @@ def summarize(timings: list[float]) -> dict:
 
 def run(members: int, calls: int, seed: int) -> dict:
     random.seed(seed)
-    table = build_table()
+    table = build_command_table()
     session = BenchSession(Keyspace())
     build_seconds = build(session, table, members)
     zs = session.ks.get(KEY)

@@ -46,6 +46,7 @@ from collections import deque
 import trio
 
 from ..protocol import reply
+from ..protocol.limits import RECV_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,6 @@ MAX_IDLE = 8
 
 ASKING_REQUEST = b"*1\r\n$6\r\nASKING\r\n"
 
-_RECV_SIZE = 64 * 1024
 _BULK = frozenset(b"$!=")
 _AGGREGATE = frozenset(b"*~>")
 _PAIRS = frozenset(b"%|")
@@ -159,7 +159,7 @@ class _Upstream:
         while True:
             await trio.lowlevel.wait_readable(self.sock)
             try:
-                data = self.sock.recv(_RECV_SIZE)
+                data = self.sock.recv(RECV_SIZE)
             except BlockingIOError:
                 continue
             if not data:
@@ -275,8 +275,7 @@ class _Channel:
         except (OSError, trio.TooSlowError, ProxyError) as exc:
             error = exc
         finally:
-            if self.pool._channels.get(self.key) is self:
-                del self.pool._channels[self.key]
+            self.pool.channel_closed(self)
             while self.waiters:
                 waiter = self.waiters.popleft()
                 waiter.error = error
@@ -357,6 +356,11 @@ class ProxyPool:
 
     def idle_count(self) -> int:
         return sum(map(len, self._idle.values()))
+
+    def channel_closed(self, channel: _Channel) -> None:
+        """Forget ``channel``, whose connection ended, unless it was replaced already."""
+        if self._channels.get(channel.key) is channel:
+            del self._channels[channel.key]
 
     async def request(
         self, address: tuple[str, int], protocol: int, payload: bytes, replies: int, *, exclusive: bool = False

@@ -54,7 +54,7 @@ from typing import NamedTuple, TypeVar
 
 from cityhash import CityHash64
 
-from .slots import SLOT_COUNT
+from ..keyspace.slots import SLOT_COUNT
 
 #: Tokens each node places on the ring per unit of weight (see the module docstring).
 DEFAULT_VNODES = 1024

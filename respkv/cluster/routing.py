@@ -10,15 +10,15 @@ with its default ``cluster-allow-reads-when-down no``), and the slot's master mu
 be this node (else ``MOVED``).  A command naming no key runs wherever it is sent.
 This module holds those rules as functions of the command table's specs and a
 :class:`~respkv.cluster.topology.Topology`, without I/O; the session and the
-cluster command module act on the answers (see :mod:`respkv.commands.cluster`).
+cluster command module act on the answers (see :mod:`respkv.cluster.commands`).
 
-Keys are found the way ``COMMAND GETKEYS`` finds them: a command whose key
+Keys are found the way ``COMMAND GETKEYS`` finds them, by the key-spec interpreter
+beside the command table (:mod:`respkv.commands.keyspecs`): a command whose key
 positions are fixed (``movablekeys`` unset) names its keys at ``first_key``,
 ``last_key``, ``step``; a command with movable keys (``ZUNIONSTORE``, ``LMPOP``,
-``ZINTERCARD``, ...) goes through the key specs and key finders of
-:func:`respkv.commands.server.command_keys`.  A request whose arguments do not
-parse yields no keys and runs locally, where its handler answers the syntax error,
-as in Redis.
+``ZINTERCARD``, ...) goes through its key specs and key finders.  A request whose
+arguments do not parse yields no keys and runs locally, where its handler answers
+the syntax error, as in Redis.
 
 Two relaxations let a node serve a slot it does not coordinate but holds a replica
 of (it is in the slot's live preference list): a connection in ``READONLY`` mode
@@ -46,9 +46,9 @@ from binascii import crc_hqx
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
-from ..commands.server import command_keys
+from ..commands.keyspecs import request_keys
 from ..commands.table import CommandSpec, CommandTable
-from .slots import SLOT_COUNT, SLOT_MASK, hash_tag, key_slot
+from ..keyspace.slots import SLOT_COUNT, SLOT_MASK, hash_tag, key_slot
 from .topology import Topology
 
 #: :func:`request_slot` results that are not slots.
@@ -63,18 +63,6 @@ SLOT_NOT_SERVED_ERROR = b"-CLUSTERDOWN Hash slot not served\r\n"
 _NOTHING_SERVED = bytes(SLOT_COUNT)
 
 # -- keys and slots ---------------------------------------------------------------
-
-
-def key_positions(spec: CommandSpec, args: list[bytes]) -> list[int]:
-    """Indexes of the keys in request ``args`` for ``spec`` (as COMMAND GETKEYS)."""
-    if spec.movable_keys:
-        return [i for i, _ in command_keys(spec, args)]
-    return spec.key_positions(args)
-
-
-def request_keys(spec: CommandSpec, args: list[bytes]) -> list[bytes]:
-    """The keys request ``args`` names, in argument order."""
-    return [args[i] for i in key_positions(spec, args)]
 
 
 def request_slot(spec: CommandSpec, args: list[bytes]) -> int:

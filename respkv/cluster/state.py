@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from ..keyspace.slots import SLOT_COUNT
 from .failure import NodeState
 from .membership import Member, Membership
 from .ring import DEFAULT_VNODES
-from .slots import SLOT_COUNT
 from .topology import Topology
 
 REDIRECT = "redirect"

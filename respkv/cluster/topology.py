@@ -52,12 +52,12 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
+from ..keyspace.slots import SLOT_COUNT
 from ..protocol import reply
 from ..protocol.reply import RESP2, RESP3, Resp2
 from .failure import NodeState
 from .membership import Member, Membership
 from .ring import Ring, ranges
-from .slots import SLOT_COUNT
 
 #: Redis 7.0's cluster bus message types, in the order ``CLUSTER INFO`` prints them.
 MESSAGE_TYPES = (

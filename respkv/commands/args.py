@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import NOT_FLOAT, NOT_INTEGER
-from .numbers import parse_float, parse_int
+from ..keyspace.numbers import parse_float, parse_int
 from .table import CommandError
 
 

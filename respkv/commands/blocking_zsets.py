@@ -1,9 +1,9 @@
 """Blocking sorted-set pops: BZPOPMIN, BZPOPMAX, BZMPOP.
 
 These are the blocking counterparts of ZPOPMIN, ZPOPMAX and ZMPOP (in ``zsets``),
-built on the same machinery as the blocking list pops (``keyspace.blocking``): a
+built on the same machinery as the blocking list pops (``commands.blocking``): a
 synchronous core answers at once when a sorted set is there, otherwise it returns a
-:class:`~respkv.keyspace.blocking.Block` whose ``attempt`` runs the same pop when a
+:class:`~respkv.commands.blocking.Block` whose ``attempt`` runs the same pop when a
 write makes one of the keys hold a sorted set.  A sorted set appearing at a key
 wakes only clients waiting for sorted sets, a list only those waiting for lists.
 
@@ -18,13 +18,11 @@ from __future__ import annotations
 from functools import partial
 
 from ..errors import WRONGTYPE
-from ..keyspace.blocking import WAKE_TYPES, Block, blocking_command, parse_timeout
 from ..keyspace.zset import SortedSet
 from ..protocol import reply
+from .blocking import Block, blocking_command, parse_timeout
 from .table import CommandError
 from .zsets import mpop_from, parse_mpop
-
-WAKE_TYPES.add(SortedSet)
 
 
 def _null_array(s) -> bytes:

@@ -16,11 +16,11 @@ from __future__ import annotations
 import trio
 
 from ..errors import SYNTAX
-from ..net.session import RECV_SIZE
+from ..keyspace.numbers import parse_int
 from ..protocol import reply
+from ..protocol.limits import RECV_SIZE
 from .args import int_arg
 from .connection import validate_client_name
-from .numbers import parse_int
 from .table import CloseConnection, CommandError, command, container
 
 container("client", "A container for client connection commands.", since="2.4.0")

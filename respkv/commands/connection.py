@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import hmac
 
-from ..errors import DB_INDEX_OUT_OF_RANGE, NOT_INTEGER, SYNTAX
-from ..net.session import wrong_arity_error
-from .table import CloseConnection
+from ..errors import DB_INDEX_OUT_OF_RANGE, NOT_INTEGER, SYNTAX, wrong_arity
+from ..keyspace.numbers import parse_int
 from ..protocol import reply
 from ..protocol.reply import RESP2, RESP3
-from .numbers import parse_int
-from .table import CommandError, command
+from .table import CloseConnection, CommandError, command
 
 WRONGPASS = "WRONGPASS invalid username-password pair or user is disabled."
 BAD_CLIENT_NAME = "ERR Client names cannot contain spaces, newlines or special characters."
@@ -50,7 +48,7 @@ def check_password(s, username: bytes, password: bytes) -> bool:
 @command("ping", "Returns the server's liveliness response.")
 def ping(s, args):
     if len(args) > 2:
-        raise CommandError(wrong_arity_error("ping"))
+        raise CommandError(wrong_arity("ping"))
     return reply.PONG if len(args) == 1 else reply.bulk(args[1])
 
 

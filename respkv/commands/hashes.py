@@ -1,16 +1,9 @@
 """Hash commands: fields and values, counters, random fields, HSCAN.
 
-A hash is a :class:`Hash`: a ``dict`` of field → value (both ``bytes``) that also
-remembers which encoding Redis would use for it, because clients observe that
-encoding directly (``OBJECT ENCODING``) and indirectly through ordering:
-
-* a small hash is a *listpack* in Redis, an array kept in insertion order, so
-  HGETALL, HKEYS, HSCAN and friends list it in insertion order (an overwritten
-  field keeps its place, a deleted one leaves the order of the others alone).  A
-  Python ``dict`` keeps exactly that order, so we simply iterate it;
-* a hash that ever held more than 512 fields, or a field or value longer than 64
-  bytes, becomes a *hashtable* and never converts back.  Its order is random in
-  Redis, so any order is correct here.
+A hash is a :class:`~respkv.keyspace.values.Hash`: a ``dict`` of field → value (both
+``bytes``) that also remembers which encoding Redis would use for it (listpack or
+hashtable), because clients observe that encoding directly (``OBJECT ENCODING``) and
+through ordering; see :mod:`respkv.keyspace.values` for the rules.
 
 HSCAN on a listpack hash returns everything at once with cursor 0, as Redis does;
 on a hashtable it walks a bucket index (``keyspace.buckets``) whose cursors survive
@@ -26,70 +19,20 @@ HSCAN its cursor before the key and its options only after the key was found.
 from __future__ import annotations
 
 from ..errors import OVERFLOW, SYNTAX
+from ..keyspace import numbers
 from ..keyspace.buckets import index_of, pick_distinct, pick_one, pick_repeated
-from ..keyspace.store import TYPE_NAMES
+from ..keyspace.values import Hash
 from ..protocol import reply
-from . import numbers
 from .args import int_arg
-from .keys import COPIERS, ENCODINGS, parse_cursor, parse_scan_options
+from .keys import parse_cursor, parse_scan_options
 from .lookups import read_typed, write_typed
 from .table import CommandError, command
-
-#: A listpack hash turns into a hashtable past this many fields...
-LISTPACK_MAX_ENTRIES = 512
-#: ...or when a field or value longer than this many bytes is stored.
-LISTPACK_MAX_VALUE = 64
 
 _LLONG_MAX = 2**63 - 1
 _LLONG_MIN = -(2**63)
 _NOT_INTEGER_FIELD = "ERR hash value is not an integer"
 _COUNT_RANGE = f"ERR value is out of range, value must between {-_LLONG_MAX} and {_LLONG_MAX}"
 _EMPTY_SCAN = b"*2\r\n$1\r\n0\r\n*0\r\n"
-
-
-class Hash(dict):
-    """A Redis hash: field → value, plus its encoding and optional bucket index."""
-
-    __slots__ = ("hashtable", "index")
-
-    def __init__(self) -> None:
-        self.hashtable = False  # False: "listpack"
-        self.index = None  # a keyspace.buckets.BucketIndex once scanned or sampled big
-
-    def put(self, field: bytes, value: bytes) -> bool:
-        """Set a field; True if it is new.  Converts to a hashtable like Redis."""
-        if not self.hashtable and (len(field) > LISTPACK_MAX_VALUE or len(value) > LISTPACK_MAX_VALUE):
-            self.hashtable = True
-        if field in self:
-            self[field] = value
-            return False
-        self[field] = value
-        if self.index is not None:
-            self.index.add(field)
-        if len(self) > LISTPACK_MAX_ENTRIES:
-            self.hashtable = True
-        return True
-
-    def remove(self, field: bytes) -> bool:
-        """Delete a field; True if it was there."""
-        if self.pop(field, None) is None:
-            return False
-        if self.index is not None:
-            self.index.discard(field)
-        return True
-
-
-def _copy_hash(value: Hash) -> Hash:
-    """An independent copy with the same encoding (COPY keeps Redis's encoding)."""
-    copy = Hash()
-    dict.update(copy, value)
-    copy.hashtable = value.hashtable
-    return copy
-
-
-TYPE_NAMES[Hash] = b"hash"
-ENCODINGS[Hash] = lambda value: b"hashtable" if value.hashtable else b"listpack"
-COPIERS[Hash] = _copy_hash
 
 
 # -- lookups ----------------------------------------------------------------------------

@@ -1,14 +1,8 @@
 """Generic key commands: existence, deletion, types, expiry, iteration, renaming, OBJECT.
 
-These commands work on keys of every type.  Two registries let later data types plug
-in without touching this module's handlers:
-
-* :data:`ENCODINGS` maps a value class to a function giving its ``OBJECT ENCODING``
-  name (Redis's internal representation, e.g. ``listpack`` or ``hashtable``);
-* :data:`COPIERS` maps a value class to a function returning an independent copy of
-  a value, for ``COPY``.
-
-Type names for ``TYPE`` and ``SCAN ... TYPE`` come from ``keyspace.store.TYPE_NAMES``.
+These commands work on keys of every type.  What they need to know about a type
+(its name for ``TYPE`` and ``SCAN ... TYPE``, its ``OBJECT ENCODING``, how ``COPY``
+duplicates it) is declared with the value types in :mod:`respkv.keyspace.values`.
 
 Expiry semantics follow Redis 7.0: relative times are added to the current clock
 with 64-bit overflow checks (``invalid expire time``), NX/XX/GT/LT compare against
@@ -18,58 +12,21 @@ already past deletes the key at once and still answers 1.
 
 from __future__ import annotations
 
-import copy
 import re
-from collections.abc import Callable
 
-from ..cluster.slots import SLOT_COUNT
 from ..errors import DB_INDEX_OUT_OF_RANGE, NO_SUCH_KEY, NOT_INTEGER, SYNTAX, invalid_expire
+from ..keyspace import numbers
 from ..keyspace.glob import compile_glob
-from ..keyspace.store import TYPE_NAMES
+from ..keyspace.slots import SLOT_COUNT
+from ..keyspace.values import copy_value, encoding_of, type_name
 from ..protocol import reply
-from . import numbers
 from .args import int_arg
 from .lookups import lookup_read
-from .strings import EMBSTR_LIMIT
 from .table import CommandError, command, container
 
 _LLONG_MAX = 2**63 - 1
 _SHARED_INTEGERS = 10000  # Redis shares the objects of the integers 0..9999
 _SHARED_REFCOUNT = 2**31 - 1  # OBJECT REFCOUNT of a shared object (INT_MAX)
-
-
-def _string_encoding(value: bytes) -> bytes:
-    """Redis's encoding for a string, derived from its bytes: int, embstr or raw.
-
-    Redis also reports ``raw`` for a short string edited in place (APPEND, SETRANGE)
-    and ``embstr`` for a numeric result of INCRBYFLOAT; those writers leave a hint in
-    the keyspace (``Keyspace.hint_encoding``) that OBJECT ENCODING consults first.
-    """
-    if len(value) <= 20 and numbers.parse_int(value) is not None:
-        return b"int"
-    return b"embstr" if len(value) <= EMBSTR_LIMIT else b"raw"
-
-
-#: Value class → function returning its ``OBJECT ENCODING`` name.  Each data type
-#: registers its own when it is added; an unregistered class reports ``unknown``.
-ENCODINGS: dict[type, Callable[[object], bytes]] = {bytes: _string_encoding}
-
-#: Value class → function returning an independent copy (for COPY).  Immutable
-#: values can be shared.  Unregistered classes are copied with ``copy.deepcopy``,
-#: which is correct for containers of ``bytes`` but recursive, so a type built from
-#: long linked structures must register its own copier.
-COPIERS: dict[type, Callable[[object], object]] = {bytes: lambda value: value}
-
-
-def copy_value(value):
-    """An independent copy of a stored value (see :data:`COPIERS`)."""
-    copier = COPIERS.get(value.__class__)
-    return copier(value) if copier is not None else copy.deepcopy(value)
-
-
-def type_name(value) -> bytes:
-    """The Redis type name of a stored value (``string``, ``list``, ...)."""
-    return TYPE_NAMES[value.__class__]
 
 
 # -- existence and deletion -------------------------------------------------------------
@@ -419,8 +376,7 @@ def object_encoding(s, args):
     hint = s.ks.encoding_hint(args[2], value)
     if hint is not None:
         return reply.bulk(hint)
-    encoder = ENCODINGS.get(value.__class__)
-    return reply.bulk(encoder(value) if encoder is not None else b"unknown")
+    return reply.bulk(encoding_of(value))
 
 
 _NO_LFU = (

@@ -1,8 +1,7 @@
-"""List commands: pushes and pops at both ends, ranges, edits, moves, blocking pops.
+"""List commands: pushes and pops at both ends, ranges, edits, moves, multi-key pops.
 
-A list value is a :class:`ListValue`, a ``deque`` of ``bytes``: pushes and pops at
-either end are O(1), as they are on Redis's quicklist; indexed access walks from the
-nearer end.  Like Redis, a list never stays empty: the command that takes its last
+A list value is a :class:`~respkv.keyspace.values.ListValue`, a ``deque`` of
+``bytes``.  Like Redis, a list never stays empty: the command that takes its last
 element deletes the key.  Every change is reported with ``signal_modified`` (or
 implied by ``set``/``delete``) so blocked clients and ``WATCH`` see it.
 
@@ -11,41 +10,21 @@ numbers and options before looking at the key (LRANGE, LTRIM, LREM, LINSERT, LPO
 LMPOP), while LINDEX and LSET look the key up first, so a missing key or WRONGTYPE
 wins over a bad index there.
 
-The blocking variants (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP) are synchronous
-cores registered through :func:`~respkv.keyspace.blocking.blocking_command`: they
-answer at once when a list is there, or return a
-:class:`~respkv.keyspace.blocking.Block` whose ``attempt`` is the same pop run
-later, when a push makes a key ready.
+The blocking variants (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP) are in
+:mod:`respkv.commands.blocking_lists`, built from the helpers here.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from functools import partial
 from itertools import islice
 
-from ..errors import NO_SUCH_KEY, SYNTAX
-from ..keyspace.blocking import WAKE_TYPES, Block, blocking_command, parse_timeout
-from ..keyspace.store import TYPE_NAMES
-from ..net.session import wrong_arity_error
+from ..errors import NO_SUCH_KEY, SYNTAX, wrong_arity
+from ..keyspace.numbers import parse_int
+from ..keyspace.values import ListValue
 from ..protocol import reply
 from .args import int_arg
-from .keys import COPIERS, ENCODINGS
-from .numbers import parse_int
 from .lookups import read_typed, write_typed
 from .table import CommandError, command
-
-
-class ListValue(deque):
-    """A Redis list: a deque of ``bytes``, never empty while stored."""
-
-    __slots__ = ()
-
-
-TYPE_NAMES[ListValue] = b"list"
-ENCODINGS[ListValue] = lambda value: b"quicklist"  # Redis 7.0 encodes every list so
-COPIERS[ListValue] = ListValue
-WAKE_TYPES.add(ListValue)
 
 _POSITIVE = "ERR value is out of range, must be positive"
 _WHERE = {b"LEFT": True, b"RIGHT": False}  # True: the head
@@ -54,17 +33,17 @@ _WHERE = {b"LEFT": True, b"RIGHT": False}  # True: the head
 # -- lookups and argument helpers --------------------------------------------------------
 
 
-def _list_for_write(s, key: bytes) -> ListValue | None:
+def list_for_write(s, key: bytes) -> ListValue | None:
     """The list at ``key`` or None; WRONGTYPE for another type (a write lookup)."""
     return write_typed(s, key, ListValue)
 
 
 def _list_for_read(s, key: bytes) -> ListValue | None:
-    """Like :func:`_list_for_write`, counted as a read (keyspace hits/misses)."""
+    """Like :func:`list_for_write`, counted as a read (keyspace hits/misses)."""
     return read_typed(s, key, ListValue)
 
 
-def _where(raw: bytes) -> bool:
+def parse_where(raw: bytes) -> bool:
     """LEFT (True) or RIGHT (False), any case; anything else is a syntax error."""
     where = _WHERE.get(raw.upper())
     if where is None:
@@ -88,7 +67,7 @@ def _range_arg(raw: bytes, error: str) -> int:
     return value
 
 
-def _after_pop(s, key: bytes, lst: ListValue) -> None:
+def after_pop(s, key: bytes, lst: ListValue) -> None:
     """Delete the key if the list became empty, else report the change."""
     if lst:
         s.ks.signal_modified(key)
@@ -133,7 +112,7 @@ def _normalize_range(start: int, end: int, length: int) -> tuple[int, int] | Non
 
 def _push(s, args: list[bytes], left: bool, only_existing: bool) -> bytes:
     key = args[1]
-    lst = _list_for_write(s, key)
+    lst = list_for_write(s, key)
     if lst is None:
         if only_existing:
             return reply.ZERO
@@ -194,23 +173,23 @@ def rpushx(s, args):
 
 def _pop(s, args: list[bytes], left: bool) -> bytes:
     if len(args) > 3:
-        raise CommandError(wrong_arity_error("lpop" if left else "rpop"))
+        raise CommandError(wrong_arity("lpop" if left else "rpop"))
     key = args[1]
     if len(args) == 3:
         count = _positive_arg(args[2], _POSITIVE)
-        lst = _list_for_write(s, key)
+        lst = list_for_write(s, key)
         if lst is None:
             return s.proto.null_array
         if not count:
             return reply.EMPTY_ARRAY
         items = _pop_n(lst, left, count)
-        _after_pop(s, key, lst)
+        after_pop(s, key, lst)
         return reply.bulk_array(items)
-    lst = _list_for_write(s, key)
+    lst = list_for_write(s, key)
     if lst is None:
         return s.proto.null
     value = lst.popleft() if left else lst.pop()
-    _after_pop(s, key, lst)
+    after_pop(s, key, lst)
     return reply.bulk(value)
 
 
@@ -326,7 +305,7 @@ def lpos(s, args):
 )
 def lset(s, args):
     key = args[1]
-    lst = _list_for_write(s, key)
+    lst = list_for_write(s, key)
     if lst is None:
         raise CommandError(NO_SUCH_KEY)
     index = int_arg(args[2])
@@ -343,7 +322,7 @@ def lset(s, args):
 def lrem(s, args):
     count = int_arg(args[2])
     key, element = args[1], args[3]
-    lst = _list_for_write(s, key)
+    lst = list_for_write(s, key)
     if lst is None:
         return reply.ZERO
     limit = abs(count) if count else len(lst)
@@ -359,7 +338,7 @@ def lrem(s, args):
             kept.reverse()
         lst.clear()
         lst.extend(kept)
-        _after_pop(s, key, lst)
+        after_pop(s, key, lst)
     return reply.integer(removed)
 
 
@@ -372,7 +351,7 @@ def ltrim(s, args):
     start = int_arg(args[2])
     end = int_arg(args[3])
     key = args[1]
-    lst = _list_for_write(s, key)
+    lst = list_for_write(s, key)
     if lst is None:
         return reply.OK
     length = len(lst)
@@ -404,7 +383,7 @@ def linsert(s, args):
     if where not in (b"BEFORE", b"AFTER"):
         raise CommandError(SYNTAX)
     key = args[1]
-    lst = _list_for_write(s, key)
+    lst = list_for_write(s, key)
     if lst is None:
         return reply.ZERO
     try:
@@ -419,9 +398,9 @@ def linsert(s, args):
 # -- moves ---------------------------------------------------------------------------------
 
 
-def _move(s, src_key: bytes, dst_key: bytes, src: ListValue, wherefrom: bool, whereto: bool) -> bytes:
+def move_element(s, src_key: bytes, dst_key: bytes, src: ListValue, wherefrom: bool, whereto: bool) -> bytes:
     """Pop from the non-empty list ``src`` and push onto ``dst_key``'s list."""
-    dst = _list_for_write(s, dst_key)  # WRONGTYPE before anything is popped
+    dst = list_for_write(s, dst_key)  # WRONGTYPE before anything is popped
     value = src.popleft() if wherefrom else src.pop()
     _push_value(s, dst_key, dst, value, whereto)
     if not src:
@@ -432,10 +411,10 @@ def _move(s, src_key: bytes, dst_key: bytes, src: ListValue, wherefrom: bool, wh
 
 
 def _lmove(s, src_key: bytes, dst_key: bytes, wherefrom: bool, whereto: bool) -> bytes:
-    src = _list_for_write(s, src_key)
+    src = list_for_write(s, src_key)
     if src is None:
         return s.proto.null
-    return _move(s, src_key, dst_key, src, wherefrom, whereto)
+    return move_element(s, src_key, dst_key, src, wherefrom, whereto)
 
 
 @command(
@@ -444,8 +423,8 @@ def _lmove(s, src_key: bytes, dst_key: bytes, wherefrom: bool, whereto: bool) ->
     group="list", since="6.2.0",
 )
 def lmove(s, args):
-    wherefrom = _where(args[3])
-    whereto = _where(args[4])
+    wherefrom = parse_where(args[3])
+    whereto = parse_where(args[4])
     return _lmove(s, args[1], args[2], wherefrom, whereto)
 
 
@@ -461,13 +440,13 @@ def rpoplpush(s, args):
 # -- multi-key pops ------------------------------------------------------------------------
 
 
-def _parse_mpop(args: list[bytes], numkeys_at: int) -> tuple[list[bytes], bool, int]:
+def parse_mpop(args: list[bytes], numkeys_at: int) -> tuple[list[bytes], bool, int]:
     """Keys, direction and count of LMPOP/BLMPOP, numkeys at ``args[numkeys_at]``."""
     numkeys = _range_arg(args[numkeys_at], "ERR numkeys should be greater than 0")
     where_at = numkeys_at + numkeys + 1
     if where_at >= len(args):
         raise CommandError(SYNTAX)
-    left = _where(args[where_at])
+    left = parse_where(args[where_at])
     count = -1
     i = where_at + 1
     while i < len(args):
@@ -479,9 +458,9 @@ def _parse_mpop(args: list[bytes], numkeys_at: int) -> tuple[list[bytes], bool, 
     return args[numkeys_at + 1 : where_at], left, (1 if count == -1 else count)
 
 
-def _mpop_reply(s, key: bytes, lst: ListValue, left: bool, count: int) -> bytes:
+def mpop_reply(s, key: bytes, lst: ListValue, left: bool, count: int) -> bytes:
     items = _pop_n(lst, left, count)
-    _after_pop(s, key, lst)
+    after_pop(s, key, lst)
     return reply.array([reply.bulk(key), reply.bulk_array(items)])
 
 
@@ -491,118 +470,9 @@ def _mpop_reply(s, key: bytes, lst: ListValue, left: bool, count: int) -> bytes:
     group="list", since="7.0.0",
 )
 def lmpop(s, args):
-    keys, left, count = _parse_mpop(args, 1)
+    keys, left, count = parse_mpop(args, 1)
     for key in keys:
-        lst = _list_for_write(s, key)
+        lst = list_for_write(s, key)
         if lst is not None:
-            return _mpop_reply(s, key, lst, left, count)
+            return mpop_reply(s, key, lst, left, count)
     return s.proto.null_array
-
-
-# -- blocking commands -----------------------------------------------------------------------
-
-
-def _null_array(s) -> bytes:
-    return s.proto.null_array
-
-
-def _null(s) -> bytes:
-    return s.proto.null
-
-
-def _serve_pop(s, left: bool, key: bytes) -> bytes | None:
-    """A blocked BLPOP/BRPOP taking one element from the list at ``key``, if any."""
-    lst = s.ks.get(key)
-    if lst.__class__ is not ListValue:
-        return None
-    value = lst.popleft() if left else lst.pop()
-    _after_pop(s, key, lst)
-    return reply.bulk_array((key, value))
-
-
-def _bpop(s, args: list[bytes], left: bool):
-    timeout = parse_timeout(args[-1])
-    keys = args[1:-1]
-    for key in keys:
-        if _list_for_write(s, key) is not None:
-            return _serve_pop(s, left, key)
-    return Block(tuple(keys), partial(_serve_pop, s, left), timeout)
-
-
-@blocking_command(
-    "blpop",
-    "Removes and returns the first element of a list, or blocks until one is available.",
-    _null_array, group="list", since="2.0.0",
-)
-def blpop(s, args):
-    return _bpop(s, args, True)
-
-
-@blocking_command(
-    "brpop",
-    "Removes and returns the last element of a list, or blocks until one is available.",
-    _null_array, group="list", since="2.0.0",
-)
-def brpop(s, args):
-    return _bpop(s, args, False)
-
-
-def _serve_move(s, dst_key: bytes, wherefrom: bool, whereto: bool, key: bytes) -> bytes | None:
-    """A blocked BLMOVE moving one element from ``key``; WRONGTYPE ends it too."""
-    src = s.ks.get(key)
-    if src.__class__ is not ListValue:
-        return None
-    try:
-        return _move(s, key, dst_key, src, wherefrom, whereto)
-    except CommandError as exc:
-        return reply.error(str(exc))
-
-
-def _blmove(s, src_key: bytes, dst_key: bytes, wherefrom: bool, whereto: bool, raw_timeout: bytes):
-    timeout = parse_timeout(raw_timeout)
-    src = _list_for_write(s, src_key)
-    if src is not None:
-        return _move(s, src_key, dst_key, src, wherefrom, whereto)
-    return Block((src_key,), partial(_serve_move, s, dst_key, wherefrom, whereto), timeout)
-
-
-@blocking_command(
-    "blmove",
-    "Moves an element from one list to another, or blocks until one is available.",
-    _null, group="list", since="6.2.0",
-)
-def blmove(s, args):
-    wherefrom = _where(args[3])
-    whereto = _where(args[4])
-    return _blmove(s, args[1], args[2], wherefrom, whereto, args[5])
-
-
-@blocking_command(
-    "brpoplpush",
-    "Pops the last element of a list and pushes it onto another, or blocks until one is available.",
-    _null, group="list", since="2.2.0",
-)
-def brpoplpush(s, args):
-    return _blmove(s, args[1], args[2], False, True, args[3])
-
-
-def _serve_mpop(s, left: bool, count: int, key: bytes) -> bytes | None:
-    lst = s.ks.get(key)
-    if lst.__class__ is not ListValue:
-        return None
-    return _mpop_reply(s, key, lst, left, count)
-
-
-@blocking_command(
-    "blmpop",
-    "Pops elements from the first non-empty list among several keys, or blocks until one is available.",
-    _null_array, group="list", since="7.0.0",
-)
-def blmpop(s, args):
-    keys, left, count = _parse_mpop(args, 2)
-    timeout = parse_timeout(args[1])  # after the other arguments, as in Redis
-    for key in keys:
-        lst = _list_for_write(s, key)
-        if lst is not None:
-            return _mpop_reply(s, key, lst, left, count)
-    return Block(tuple(keys), partial(_serve_mpop, s, left, count), timeout)

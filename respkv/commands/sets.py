@@ -1,14 +1,9 @@
 """Set commands: membership, random members, moves, algebra (SINTER/SUNION/SDIFF), SSCAN.
 
-A set is a :class:`Set`: a Python ``set`` of ``bytes`` members that also remembers
-which encoding Redis 7.0 would use, because that encoding decides the order in which
-members are listed, and clients (and byte-exact comparisons) see that order:
-
-* an *intset* holds only integers (members that parse as signed 64-bit integers in
-  canonical form), at most 512 of them, and Redis keeps it **sorted by value**: so
-  SMEMBERS, SSCAN and friends list such a set in ascending numeric order;
-* any other set is a *hashtable*, listed in an order that is random in Redis, so any
-  order is correct here.  A set never converts back from hashtable to intset.
+A set is a :class:`~respkv.keyspace.values.Set`: a Python ``set`` of ``bytes``
+members that also remembers which encoding Redis 7.0 would use (intset or
+hashtable), because that encoding decides the order in which members are listed
+(an intset lists in ascending numeric order); see :mod:`respkv.keyspace.values`.
 
 Redis computes SUNION, SDIFF and the ``*STORE`` variants by filling a brand-new set
 (which starts as an intset) and then listing or storing it, so their results are
@@ -18,101 +13,24 @@ hashtable even when what is left would fit an intset.  SINTER lists the smallest
 input set's members in that set's order.  These rules are reproduced below.
 
 Every change of membership goes through :meth:`Set.add_member` and
-:meth:`Set.remove_member`, which maintain the encoding flag, the cached sorted order
-and the bucket index used by SSCAN and random picks (``keyspace.buckets``).
+:meth:`Set.remove_member` (see :mod:`respkv.keyspace.values`).
 """
 
 from __future__ import annotations
 
 from ..errors import SYNTAX, WRONGTYPE
 from ..keyspace.buckets import index_of, pick_distinct, pick_one, pick_repeated
-from ..keyspace.store import TYPE_NAMES
+from ..keyspace.values import Set, build_set, fits_intset
 from ..protocol import reply
 from .args import int_arg
-from .keys import COPIERS, ENCODINGS, parse_cursor, parse_scan_options
-from .numbers import parse_int
+from .keys import parse_cursor, parse_scan_options
 from .lookups import read_typed, write_typed
 from .table import CommandError, command
-
-#: An intset turns into a hashtable past this many members.
-INTSET_MAX_ENTRIES = 512
 
 _LLONG_MAX = 2**63 - 1
 _COUNT_RANGE = f"ERR value is out of range, value must between {-_LLONG_MAX} and {_LLONG_MAX}"
 _NOT_POSITIVE = "ERR value is out of range, must be positive"
 _EMPTY_SCAN = b"*2\r\n$1\r\n0\r\n*0\r\n"
-
-
-class Set(set):
-    """A Redis set: members, plus their encoding, sorted order and bucket index."""
-
-    __slots__ = ("hashtable", "order", "index")
-
-    def __init__(self) -> None:
-        self.hashtable = False  # False: "intset"
-        self.order = None  # members sorted by value, cached while an intset
-        self.index = None  # a keyspace.buckets.BucketIndex once scanned or sampled big
-
-    def add_member(self, member: bytes) -> bool:
-        """Add a member; True if it is new.  Converts to a hashtable like Redis."""
-        if member in self:
-            return False
-        self.add(member)
-        if not self.hashtable:
-            if len(self) > INTSET_MAX_ENTRIES or parse_int(member) is None:
-                self.hashtable = True
-            self.order = None
-        if self.index is not None:
-            self.index.add(member)
-        return True
-
-    def remove_member(self, member: bytes) -> bool:
-        """Remove a member; True if it was there."""
-        if member not in self:
-            return False
-        self.discard(member)
-        self.order = None
-        if self.index is not None:
-            self.index.discard(member)
-        return True
-
-    def ordered(self):
-        """The members in Redis's listing order (ascending numbers for an intset)."""
-        if self.hashtable:
-            return self
-        if self.order is None:
-            self.order = tuple(sorted(self, key=int))
-        return self.order
-
-
-def fits_intset(members) -> bool:
-    """Whether a new set holding exactly ``members`` would still be an intset."""
-    return len(members) <= INTSET_MAX_ENTRIES and all(parse_int(m) is not None for m in members)
-
-
-def build_set(members, hashtable: bool = False) -> Set:
-    """A new set of ``members`` with the encoding Redis would give it.
-
-    ``hashtable`` forces that encoding (for a result that passed through a bigger or
-    non-integer intermediate state).
-    """
-    result = Set()
-    result.update(members)
-    result.hashtable = hashtable or not fits_intset(result)
-    return result
-
-
-def _copy_set(value: Set) -> Set:
-    """An independent copy with the same encoding (COPY keeps Redis's encoding)."""
-    copy = Set()
-    copy.update(value)
-    copy.hashtable = value.hashtable
-    return copy
-
-
-TYPE_NAMES[Set] = b"set"
-ENCODINGS[Set] = lambda value: b"hashtable" if value.hashtable else b"intset"
-COPIERS[Set] = _copy_set
 
 
 # -- lookups and replies ----------------------------------------------------------------

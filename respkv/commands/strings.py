@@ -1,10 +1,11 @@
-"""String commands: GET, SET and its variants, counters, ranges, LCS.
+"""String commands: GET, SET and its variants, MGET/MSET, lengths and ranges.
 
 A string value is stored as the ``bytes`` object itself; integers stay in their
 decimal text and are parsed on each INCR, which keeps a string key as small as
 possible (see ``keyspace.store``).  Since ``bytes`` is immutable, in-place edits
 (APPEND, SETRANGE, counters) store a new object with ``keep_ttl=True``, which is how
-Redis keeps a key's TTL across those commands.
+Redis keeps a key's TTL across those commands.  The counters (INCR and friends) are
+in :mod:`respkv.commands.counters`, LCS in :mod:`respkv.commands.lcs`.
 
 Error precedence follows Redis 7.0 command by command (for instance INCRBY parses its
 increment before looking at the key, INCRBYFLOAT looks at the key first), because
@@ -13,17 +14,14 @@ clients and the conformance scripts observe which error wins.
 
 from __future__ import annotations
 
-from ..errors import NOT_INTEGER, OVERFLOW, SYNTAX, WRONGTYPE, invalid_expire
+from ..errors import SYNTAX, WRONGTYPE, invalid_expire, wrong_arity
 from ..protocol import reply
 from ..protocol.reply import BULK_HEADERS
-from . import numbers
 from .args import int_arg
-from .lookups import lookup_read, read_typed, write_typed
+from .lookups import read_typed, write_typed
 from .table import CommandError, command
 
 _LLONG_MAX = 2**63 - 1
-EMBSTR_LIMIT = 44  # longest string Redis stores "embstr" (in one allocation with its header)
-_LLONG_MIN = -(2**63)
 
 # Flags of the extended SET/GETEX option parser.
 _NX, _XX, _GET, _KEEPTTL, _PERSIST = 1, 2, 4, 8, 16
@@ -110,7 +108,8 @@ def _bulk_or_null(s, value: bytes | None) -> bytes:
     return s.proto.null if value is None else b"$%d\r\n%b\r\n" % (len(value), value)
 
 
-def _max_string(s) -> int:
+def max_string_length(s) -> int:
+    """The longest string a command may build (``proto-max-bulk-len``)."""
     return s.node.config["proto-max-bulk-len"]
 
 
@@ -344,7 +343,7 @@ def mget(s, args):
 
 def _check_pairs(args: list[bytes], name: str) -> None:
     if len(args) % 2 == 0:
-        raise CommandError(f"ERR wrong number of arguments for '{name}' command")
+        raise CommandError(wrong_arity(name))
 
 
 @command("mset", "Stores strings at several keys in one step.", group="string", since="1.0.1")
@@ -388,7 +387,7 @@ def append(s, args):
         ks.set(key, extra)
         return b":%d\r\n" % len(extra)
     total = len(value) + len(extra)
-    if total > _max_string(s):
+    if total > max_string_length(s):
         raise CommandError(_TOO_LONG)
     value = value + extra
     ks.set(key, value, keep_ttl=True)
@@ -461,7 +460,7 @@ def setrange(s, args):
     if value is None:
         if not piece:
             return reply.ZERO  # setting nothing on a missing key creates nothing
-        if offset + len(piece) > _max_string(s):
+        if offset + len(piece) > max_string_length(s):
             raise CommandError(_TOO_LONG)
         value = bytes(offset) + piece
         ks.set(key, value)
@@ -470,7 +469,7 @@ def setrange(s, args):
     if not piece:
         return b":%d\r\n" % len(value)
     end = offset + len(piece)
-    if end > _max_string(s):
+    if end > max_string_length(s):
         raise CommandError(_TOO_LONG)
     n = len(value)
     if offset >= n:
@@ -480,200 +479,3 @@ def setrange(s, args):
     ks.set(key, new, keep_ttl=True)
     ks.hint_encoding(key, new, b"raw")
     return b":%d\r\n" % len(new)
-
-
-# -- counters ---------------------------------------------------------------------------
-
-
-def _incr_by(s, key: bytes, delta: int) -> bytes:
-    """Add ``delta`` to the integer at ``key`` (0 when missing); keeps the TTL."""
-    ks = s.ks
-    value = ks.get(key)
-    if value is None:
-        n = delta
-    else:
-        if value.__class__ is not bytes:
-            raise CommandError(WRONGTYPE)
-        current = numbers.parse_int(value)
-        if current is None:
-            raise CommandError(NOT_INTEGER)
-        n = current + delta
-        if n > _LLONG_MAX or n < _LLONG_MIN:
-            raise CommandError(OVERFLOW)
-    text = b"%d" % n
-    ks.set(key, text, keep_ttl=True)
-    return b":%b\r\n" % text
-
-
-@command(
-    "incr",
-    "Adds one to the integer stored at a key (a missing key counts as 0).",
-    group="string", since="1.0.0",
-)
-def incr(s, args):
-    return _incr_by(s, args[1], 1)
-
-
-@command(
-    "decr",
-    "Subtracts one from the integer stored at a key (a missing key counts as 0).",
-    group="string", since="1.0.0",
-)
-def decr(s, args):
-    return _incr_by(s, args[1], -1)
-
-
-@command(
-    "incrby",
-    "Adds an integer to the integer stored at a key (a missing key counts as 0).",
-    group="string", since="1.0.0",
-)
-def incrby(s, args):
-    return _incr_by(s, args[1], int_arg(args[2]))
-
-
-@command(
-    "decrby",
-    "Subtracts an integer from the integer stored at a key (a missing key counts as 0).",
-    group="string", since="1.0.0",
-)
-def decrby(s, args):
-    delta = int_arg(args[2])
-    if delta == _LLONG_MIN:  # its negation does not fit; Redis checks before the key
-        raise CommandError("ERR decrement would overflow")
-    return _incr_by(s, args[1], -delta)
-
-
-@command(
-    "incrbyfloat",
-    "Adds a decimal number to the number stored at a key (a missing key counts as 0).",
-    group="string", since="2.6.0",
-)
-def incrbyfloat(s, args):
-    key = args[1]
-    value = get_string(s, key)
-    try:
-        result = numbers.incr_by_float(value, args[2])
-    except ValueError as exc:
-        raise CommandError(str(exc)) from None
-    s.ks.set(key, result, keep_ttl=True)
-    if len(result) <= EMBSTR_LIMIT:
-        s.ks.hint_encoding(key, result, b"embstr")  # never "int", even for "5001"
-    return reply.bulk(result)
-
-
-# -- LCS --------------------------------------------------------------------------------
-
-
-def _lcs_columns(a: bytes, b: bytes) -> list[int]:
-    """Bit vectors from which every LCS length of prefixes of ``a`` and ``b`` follows.
-
-    This is the bit-parallel LCS algorithm (Allison-Dix, in Hyyrö's formulation):
-    bit ``i`` of a vector stands for ``a[i]``, and one step per byte of ``b`` costs a
-    few big-integer operations instead of ``len(a)`` interpreted ones.  After the
-    ``j``-th step, the zero bits below bit ``i`` count ``LCS(a[:i], b[:j])``; see
-    :func:`_lcs_at`.  Element ``j`` of the result is the vector after ``j`` steps.
-    """
-    masks: dict[int, int] = {}
-    for i, byte in enumerate(a):
-        masks[byte] = masks.get(byte, 0) | (1 << i)
-    full = (1 << len(a)) - 1
-    v = full
-    columns = [v]
-    for byte in b:
-        u = v & masks.get(byte, 0)
-        v = ((v + u) | (v - u)) & full
-        columns.append(v)
-    return columns
-
-
-def _lcs_at(columns: list[int], i: int, j: int) -> int:
-    """``LCS(a[:i], b[:j])`` from :func:`_lcs_columns`."""
-    return i - (columns[j] & ((1 << i) - 1)).bit_count()
-
-
-@command(
-    "lcs",
-    "Computes the longest common subsequence of two strings, its length or its match ranges.",
-    group="string", since="7.0.0",
-)
-def lcs(s, args):
-    va = lookup_read(s, args[1])
-    vb = lookup_read(s, args[2])
-    if (va is not None and va.__class__ is not bytes) or (vb is not None and vb.__class__ is not bytes):
-        raise CommandError("ERR The specified keys must contain string values")
-    a = va or b""
-    b = vb or b""
-    want_len = want_idx = with_len = False
-    min_len = 0
-    i, n = 3, len(args)
-    while i < n:
-        opt = args[i].upper()
-        if opt == b"IDX":
-            want_idx = True
-        elif opt == b"LEN":
-            want_len = True
-        elif opt == b"WITHMATCHLEN":
-            with_len = True
-        elif opt == b"MINMATCHLEN" and i + 1 < n:
-            min_len = max(int_arg(args[i + 1]), 0)
-            i += 1
-        else:
-            raise CommandError(SYNTAX)
-        i += 1
-    if want_len and want_idx:
-        raise CommandError("ERR If you want both the length and indexes, please just use IDX.")
-    # Redis refuses when its (len(a)+1) x (len(b)+1) table of 32-bit counters would
-    # exceed proto-max-bulk-len, LEN included; that also bounds our bit vectors.
-    if (len(a) + 1) * (len(b) + 1) * 4 > _max_string(s):
-        raise CommandError("ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len")
-    columns = _lcs_columns(a, b)
-    if want_len:
-        return reply.integer(_lcs_at(columns, len(a), len(b)))
-    # Walk back from the end like Redis does (on a tie it moves along b), so the
-    # chosen subsequence and the match ranges are the same as Redis's.
-    i, j = len(a), len(b)
-    total = _lcs_at(columns, i, j)
-    result = bytearray(total)
-    k = total
-    matches = []
-    a_start = a_end = b_start = b_end = -1
-    while i > 0 and j > 0:
-        emit = False
-        if a[i - 1] == b[j - 1]:
-            result[k - 1] = a[i - 1]
-            if a_start < 0:
-                a_start = a_end = i - 1
-                b_start = b_end = j - 1
-            elif a_start == i and b_start == j:
-                a_start -= 1
-                b_start -= 1
-            else:
-                emit = True
-            if a_start == 0 or b_start == 0:
-                emit = True
-            k -= 1
-            i -= 1
-            j -= 1
-        else:
-            if _lcs_at(columns, i - 1, j) > _lcs_at(columns, i, j - 1):
-                i -= 1
-            else:
-                j -= 1
-            if a_start >= 0:
-                emit = True
-        if emit:
-            length = a_end - a_start + 1
-            if want_idx and (min_len == 0 or length >= min_len):
-                item = [reply.array([reply.integer(a_start), reply.integer(a_end)]),
-                        reply.array([reply.integer(b_start), reply.integer(b_end)])]
-                if with_len:
-                    item.append(reply.integer(length))
-                matches.append(reply.array(item))
-            a_start = -1
-    if want_idx:
-        return s.proto.map([
-            (reply.bulk(b"matches"), reply.array(matches)),
-            (reply.bulk(b"len"), reply.integer(total)),
-        ])
-    return reply.bulk(bytes(result))

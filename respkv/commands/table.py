@@ -22,11 +22,15 @@ requests to other nodes) are ``async def`` and flagged ``is_async``.
 
 from __future__ import annotations
 
+import importlib
 import importlib.resources
 import inspect
 import json
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+
+from . import FAMILIES
 
 _REDIS_META: dict | None = None
 
@@ -134,8 +138,8 @@ class CommandTable:
         return len(self.specs)
 
 
-#: Handlers registered by the command modules, in import order.
-REGISTRY: list[CommandSpec] = []
+#: Module name → the specs its handlers registered, in registration order.
+REGISTRY: dict[str, list[CommandSpec]] = {}
 
 
 def command(
@@ -150,12 +154,14 @@ def command(
     acl_categories: tuple[str, ...] | None = None,
     key_specs: tuple[dict, ...] | None = None,
     run_handler: Callable | None = None,
+    module: str | None = None,
 ):
     """Register the decorated function as the handler of ``name``.
 
     Metadata not given explicitly comes from Redis 7.0's facts for that command.
     A container command (``client``, ``config``, ...) registers with a ``None``
-    handler before its subcommands.
+    handler before its subcommands.  The command belongs to the family ``module``,
+    by default the module that defines the handler.
     """
 
     def register(handler: Callable | None):
@@ -192,15 +198,21 @@ def command(
             max_args=spec_arity if spec_arity > 0 else 2**31,
             movable_keys="movablekeys" in spec_flags,
         )
-        REGISTRY.append(spec)
+        family = module or handler.__module__
+        REGISTRY.setdefault(family, []).append(spec)
         return handler
 
     return register
 
 
 def container(name: str, summary: str, **kwargs) -> None:
-    """Register a command that only dispatches to its subcommands."""
-    command(name, summary, **kwargs)(None)
+    """Register a command that only dispatches to its subcommands.
+
+    It belongs to the family of the module calling this (as ``collections.namedtuple``
+    finds its module), which must also register the subcommands.
+    """
+    module = sys._getframe(1).f_globals["__name__"]
+    command(name, summary, module=module, **kwargs)(None)
 
 
 _GROUPS = {
@@ -209,15 +221,17 @@ _GROUPS = {
 }
 
 
-def build_table() -> CommandTable:
-    """Import every command module and return a table of all registered commands."""
-    import importlib
+def build_table(families: Iterable[str] = FAMILIES) -> CommandTable:
+    """A table of every command the given family modules register.
 
-    from . import FAMILIES
-
-    for family in FAMILIES:  # importing a module registers its handlers
-        importlib.import_module(f".{family}", __package__)
+    ``families`` are module names, imported here (importing a family registers its
+    handlers); a container must come before the families adding subcommands to it.
+    The default is this layer's families; a node adds the cluster and replication
+    ones (:func:`respkv.node.build_command_table`).
+    """
     table = CommandTable()
-    for spec in REGISTRY:
-        table.add(spec)
+    for family in families:
+        importlib.import_module(family)
+        for spec in REGISTRY.get(family, ()):
+            table.add(spec)
     return table

@@ -4,8 +4,8 @@ Theory of operation
 -------------------
 Values live in one dictionary, ``data``, so a lookup is a single hash probe (no
 slot computation on the request path).  The value's Python type is its Redis type
-(``bytes`` is a string; see :data:`TYPE_NAMES`), so a string key costs one dictionary
-entry and two ``bytes`` objects, nothing more.
+(``bytes`` is a string; see :mod:`respkv.keyspace.values`), so a string key costs one
+dictionary entry and two ``bytes`` objects, nothing more.
 
 What works slot by slot — ``SCAN``'s cursor, which must survive concurrent writes,
 ``RANDOMKEY``, ``CLUSTER COUNTKEYSINSLOT``/``GETKEYSINSLOT`` — uses a :class:`SlotIndex`:
@@ -35,11 +35,7 @@ import random
 import time
 from collections.abc import Callable
 
-from ..cluster.slots import SLOT_COUNT, key_slot
-
-#: Redis type name of each value class stored in the keyspace.
-TYPE_NAMES: dict[type, bytes] = {bytes: b"string"}
-
+from .slots import SLOT_COUNT, key_slot
 
 def wall_clock_ms() -> int:
     return int(time.time() * 1000)

@@ -40,8 +40,6 @@ from collections.abc import Iterator
 
 from sortedcontainers import SortedList
 
-from .store import TYPE_NAMES
-
 #: Redis 7.0 defaults of ``zset-max-listpack-entries`` and ``zset-max-listpack-value``.
 LISTPACK_MAX_ENTRIES = 128
 LISTPACK_MAX_VALUE = 64
@@ -476,5 +474,3 @@ def _cursor_score(cursor: int) -> float:
     bits = cursor ^ _SIGN if cursor & _SIGN else ~cursor & _MASK
     return struct.unpack(">d", bits.to_bytes(8, "big"))[0]
 
-
-TYPE_NAMES[SortedSet] = b"zset"

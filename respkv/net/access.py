@@ -8,7 +8,7 @@ and IPv4-mapped ``::ffff:127.x.y.z``.  Setting a password or ``CONFIG SET
 protected-mode no`` lifts it for the connections accepted afterwards.
 
 The same loopback test tells a session whether it is a *local* client, for
-``enable-debug-command local`` (see ``commands.replication``).
+``enable-debug-command local`` (see ``replication.commands``).
 """
 
 from __future__ import annotations

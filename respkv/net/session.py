@@ -36,22 +36,38 @@ from binascii import crc_hqx
 
 import trio
 
+from ..cluster.commands import route_request
 from ..cluster.routing import fast_path as cluster_fast_path
-from ..cluster.slots import SLOT_MASK, hash_tag
-from ..commands.cluster import route_request
-from ..commands.replication import PROTECTED_COMMANDS, debug_command_refusal
 from ..commands.table import CloseConnection, CommandError, CommandSpec
 from ..commands.transactions import IMMEDIATE_IN_MULTI
+from ..errors import wrong_arity
+from ..keyspace.slots import SLOT_MASK, hash_tag
 from ..protocol import reply
+from ..protocol.limits import RECV_SIZE
 from ..protocol.reader import ProtocolError, QueryBufferFull, RequestReader
 from ..protocol.reply import RESP2
-from ..replication.coordinator import Deferred
+from ..replication.commands import PROTECTED_COMMANDS, debug_command_refusal
+from ..replication.pending import Deferred
 from .access import host_of, is_loopback
 from .poller import CLOSE, PARK
 
 log = logging.getLogger(__name__)
 
-RECV_SIZE = 64 * 1024
+#: What awaiting :data:`_RUN_AGAIN` gives: run the request it stood for, now.
+RUN_AGAIN = object()
+
+
+class _RunAgainWait:
+    """The "wait" of a request that runs once the replies before it are final:
+    :meth:`ClientSession._resume` settles and sends those first, then awaits this,
+    which is done at once (and, unlike a coroutine, costs nothing if never awaited)."""
+
+    def __await__(self):
+        return RUN_AGAIN
+        yield  # a generator: awaitable, finished on the first step
+
+
+_RUN_AGAIN = _RunAgainWait()
 wait_writable = trio.lowlevel.wait_writable
 
 
@@ -63,10 +79,6 @@ def unknown_command_error(args: list[bytes]) -> str:
             break
         shown += "'" + arg[: 128 - len(shown)].decode("latin-1") + "' "
     return f"ERR unknown command '{args[0][:128].decode('latin-1')}', with args beginning with: {shown}"
-
-
-def wrong_arity_error(name: str) -> str:
-    return f"ERR wrong number of arguments for '{name}' command"
 
 
 class ClientSession:
@@ -109,7 +121,7 @@ class ClientSession:
         self.watched: set[bytes] = set()
         self.watch_dirty = False
         self.in_exec = False
-        # Cluster connection flags (see commands.cluster): ASKING holds for the next
+        # Cluster connection flags (see cluster.commands): ASKING holds for the next
         # command only; READONLY lets the connection read from a replica's slots.
         self.asking = False
         self.readonly = False
@@ -251,6 +263,14 @@ class ClientSession:
                     join(args)  # raises TypeError unless every argument is bytes
                 except TypeError:
                     break
+                waiting = self.waiting
+                if waiting is not None and waiting.reads_pending and not self._reads_only(args):
+                    # A read before this request in the pipeline still waits for its
+                    # replicas, and its reply may be computed again when they answer:
+                    # this request runs once that reply is final (see _resume).
+                    self.stats.commands_processed -= count - i
+                    self.commands_processed -= count - i
+                    return batch, i, _RUN_AGAIN
                 if runs is not None and self.fast and (run := runs.get(args[0])) is not None:
                     # Replication: runs of pipelined GETs/SETs share one placeholder.
                     end = run(self, batch, i, out)
@@ -294,6 +314,8 @@ class ClientSession:
                         append(result)
                         i += 1
                         continue
+                    self.stats.commands_processed -= count - i - 1  # counted again on resuming
+                    self.commands_processed -= count - i - 1
                     return batch, i, result
                 append(result)
                 if ready_keys:
@@ -322,7 +344,11 @@ class ClientSession:
                 if out:
                     await self._send(b"".join(await self._settled(out)))
                     out = []
-                out.append(await awaitable)
+                result = await awaitable
+                if result is RUN_AGAIN:  # the replies before it are final now
+                    pending = self._run_all(batch, index, out)
+                    continue
+                out.append(result)
                 if self.node.blocking.ready:
                     self.node.blocking.serve_ready()
                 pending = self._run_all(batch, index + 1, out)
@@ -426,7 +452,7 @@ class ClientSession:
             spec = sub
         n = len(args)
         if (spec.arity > 0 and n != spec.arity) or n < -spec.arity or spec.handler is None:
-            return self._reject(wrong_arity_error(spec.name))
+            return self._reject(wrong_arity(spec.name))
         if spec.name in PROTECTED_COMMANDS and (refusal := debug_command_refusal(self)) is not None:
             return self._reject(refusal)  # before NOAUTH and MULTI, as Redis
         if not self.authenticated and not spec.no_auth:
@@ -446,11 +472,16 @@ class ClientSession:
         if replication is not None and (spec.first_key > 0 or spec.movable_keys or spec.name == "exec"):
             return replication.execute(self, spec, args)
         if spec.is_async:
-            return self._run_async(spec, args)
+            return self.run_async(spec, args)
         try:
             return spec.handler(self, args)
         except CommandError as exc:
             return reply.error(str(exc))
+
+    def _reads_only(self, args: list[bytes]) -> bool:
+        """Whether request ``args`` only reads (so it may run before earlier reads settle)."""
+        spec = self.node.table.lookup(args[0])
+        return spec is not None and spec.is_readonly
 
     def _reject(self, message: str) -> bytes:
         """An error before the command ran; inside MULTI it dooms the transaction."""
@@ -461,7 +492,7 @@ class ClientSession:
             self.refresh_fast()
         return reply.error(message)
 
-    async def _run_async(self, spec: CommandSpec, args: list[bytes]) -> bytes:
+    async def run_async(self, spec: CommandSpec, args: list[bytes]) -> bytes:
         try:
             return await spec.handler(self, args)
         except CommandError as exc:

@@ -85,10 +85,13 @@ class _Waiter:
     def settle(self, answer: list[bytes] | None, error: Exception | None) -> None:
         self.answer = answer
         self.error = error
-        if self.callback is not None:
-            self.callback(answer, error)
-        else:
+        if self.callback is None:
             self.event.set()
+            return
+        try:
+            self.callback(answer, error)
+        except Exception:  # a bug in one caller must not end the link for all of them
+            log.exception("a cluster bus answer callback failed")
 
 
 class PeerLink:

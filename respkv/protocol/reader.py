@@ -15,8 +15,9 @@ Two parsers share this job:
   it preallocates a list (or dict) for every aggregate header it meets, from the
   announced count, before any element has arrived.  So no chunk reaches hiredis
   before :func:`fast_path_safe` has passed it: the **guard**, which bounds what
-  hiredis can allocate for the chunk to a small multiple of its length and keeps
-  every type byte other than ``*`` and ``$`` (at a line start) away from it.  The
+  hiredis can allocate for the chunk to a small multiple of its length, wherever
+  its aggregate headers are, and keeps the types hiredis returns as ``bytes``
+  (simple strings, verbatim strings, big numbers) at line starts away from it.  The
   fast path also only keeps the result when the chunk held whole requests, and only
   while the client is authenticated.  It does not look inside the requests:
   checking every argument here would cost as much as running a GET.
@@ -41,10 +42,21 @@ client.
 The cluster bus (:mod:`respkv.peer.wire`) parses its frames with this same
 reader (``inline=False``), so one guard stands in front of every parser path.
 
-Known leniency: a header with leading zeros inside a bulk header (``$03``) is
-read by the fast path as the number it spells, where Redis refuses it as an
-invalid bulk length.  (Leading zeros in an array header send the chunk to the
-exact path, which refuses them.)
+Header lines end where Redis ends them (:func:`_header_end`): at the first
+``\\r``, whose next byte is skipped unseen, unless a NUL byte comes first (Redis
+searches with ``strchr``).  hiredis wants ``\\r\\n`` and a strict number, so a
+header it accepts has neither a ``\\r`` nor a NUL before its ``\\r\\n``: both paths
+agree on every chunk the fast path keeps.  Leading zeros (``*01``, ``$03``) and
+``-0`` are refused by both, as by Redis.
+
+Known leniency: after a bulk whose announced length is off by a few bytes, Redis
+and hiredis both read the next header where the payload's last bytes put it.
+If a simple string, verbatim string or big number header lands there
+(``*2\\r\\n$3\\r\\nGETxx+foo\\r\\n``), the fast path runs ``GET foo`` where Redis
+replies ``expected '$', got '+'``.  Refusing every chunk with a ``+``, ``=`` or
+``(`` anywhere would send ordinary values (base64, URLs, text) to the exact path,
+about ten times slower per request; and the request run is one the client could
+have sent well formed.  (Aggregate headers are safe anywhere: see the guard.)
 """
 
 from __future__ import annotations
@@ -71,11 +83,14 @@ _NO_REPLY = object()
 _PROBE = b"*0\r\n"
 #: Array headers of two or more digits (one-digit ones are bounded by their count).
 _LONG_ARRAY_HEADERS = re.compile(rb"\*(-?[0-9]{2,})").findall
-#: RESP type bytes other than ``*`` and ``$`` that hiredis would take as part of a
-#: request (aggregates it preallocates, and types it returns as bytes).
-_FOREIGN_TYPES = (b"%", b"~", b">", b"|", b"+", b"=", b"(")
-#: One of those at a line start, where it would be read as a header.
-_FOREIGN_HEADER = re.compile(rb"\n[%~>|+=(]").search
+#: The other aggregate type bytes (map, set, push, attribute): hiredis preallocates
+#: for them as for arrays, twice the count for a map or an attribute.
+_FOREIGN_AGGREGATES = (b"%", b"~", b">", b"|")
+_LONG_FOREIGN_HEADERS = re.compile(rb"[%~>|](-?[0-9]{2,})").findall
+#: Type bytes hiredis returns as ``bytes``, as if they were bulk strings (simple
+#: string, verbatim string, big number), and one of them at a line start.
+_BYTES_TYPES = (b"+", b"=", b"(")
+_BYTES_HEADER = re.compile(rb"\n[+=(]").search
 #: What hiredis allocates at most for a one-digit array header (list object and
 #: nine slots), and the multiple of the chunk's length the fast path may allocate
 #: for headers; a chunk over that budget takes the exact path.
@@ -86,25 +101,40 @@ _ALLOCATION_BUDGET = 16
 def fast_path_safe(data: bytes) -> bool:
     """The guard: may hiredis parse ``data`` (a chunk starting at a request boundary)?
 
-    True only if every aggregate header in the chunk is an array (``*``) header of
-    at most four digits, without leading zeros, and all of them together announce
-    no more than :data:`_ALLOCATION_BUDGET` times the chunk's length in list memory;
-    and no other type byte stands at a line start.  Bytes inside bulk payloads can
-    only make the guard refuse (the exact path then parses the chunk, correctly and
-    more slowly); they can never make it accept a chunk that costs more.  Costs a
-    handful of ``memchr`` scans and one literal-prefixed regular expression.
+    True only if every aggregate type byte in the chunk, followed by a count of at
+    most four digits without leading zeros, or not, together announce no more than
+    :data:`_ALLOCATION_BUDGET` times the chunk's length in list memory; and no
+    simple string, verbatim string or big number header stands at a line start.
+
+    Aggregate headers are looked for everywhere, not only at line starts: hiredis,
+    like Redis, skips the two bytes after a bulk's payload without looking at them,
+    so a bulk whose announced length is off by a few bytes puts the next header
+    anywhere (``*2\\r\\n$6\\r\\nSTRLEN\\r5>536870913\\r\\n`` would otherwise cost 4 GB).
+    Bytes inside bulk payloads can only make the guard refuse (the exact path then
+    parses the chunk, correctly and more slowly); they can never make it accept a
+    chunk that costs more.  Costs a handful of ``memchr`` scans and one
+    literal-prefixed regular expression (two when a foreign aggregate byte occurs).
     """
-    if data[0] != 42:  # not "*": an inline request, or a foreign type byte
+    if data[:1] != b"*":  # an inline request, or a foreign type byte
         return False
-    for type_byte in _FOREIGN_TYPES:
-        if type_byte in data and _FOREIGN_HEADER(data):
+    for type_byte in _BYTES_TYPES:
+        if type_byte in data and _BYTES_HEADER(data):
             return False
+    headers = data.count(b"*")
+    counts = _LONG_ARRAY_HEADERS(data)
+    for type_byte in _FOREIGN_AGGREGATES:
+        if type_byte in data:  # counted twice: a map holds twice its count
+            foreign = _LONG_FOREIGN_HEADERS(data)
+            counts += foreign + foreign
+            headers += 2 * sum(map(data.count, _FOREIGN_AGGREGATES))
+            break
     announced = 0
-    for digits in _LONG_ARRAY_HEADERS(data):
+    for digits in counts:
         if len(digits) > 4 or digits[0] == 48 or digits[:2] == b"-0":  # huge, or leading zeros
             return False
-        announced += int(digits)
-    cost = 8 * announced + _SMALL_ARRAY_COST * data.count(b"*")
+        if digits[0] != 45:  # a negative count allocates nothing
+            announced += int(digits)
+    cost = 8 * announced + _SMALL_ARRAY_COST * headers
     return cost <= _ALLOCATION_BUDGET * len(data)
 
 
@@ -120,6 +150,22 @@ class ProtocolError(Exception):
 
 class QueryBufferFull(Exception):
     """The client sent more unparsed bytes than the query-buffer limit."""
+
+
+def _header_end(buf: bytearray, pos: int) -> int:
+    """Where Redis ends the header line that starts at ``pos``: the index of its ``\\r``.
+
+    Redis finds it with ``strchr(..., '\\r')`` and then skips two bytes, so a NUL
+    before the ``\\r`` hides it, and the byte after it only has to have arrived.
+    Returns -1 when there is no such ``\\r`` (the size limit then applies) and -2
+    when it is the last byte received.
+    """
+    cr = buf.find(b"\r", pos)
+    if cr < 0 or buf.find(b"\0", pos, cr) >= 0:
+        return -1
+    if cr + 1 == len(buf):
+        return -2
+    return cr
 
 
 def _parse_length(raw: bytes | bytearray) -> int | None:
@@ -385,18 +431,22 @@ class RequestReader:
             args = split_inline(line)
             if args is None:
                 raise ProtocolError("unbalanced quotes in request")
-            if self.unauthenticated and len(args) > UNAUTH_MAX_ARGS:
-                raise ProtocolError("unauthenticated multibulk length")
+            # No pre-AUTH argument limit: Redis has none for inline requests (their
+            # size limit bounds them).
             return args if args else _EMPTY
-        nl = buf.find(b"\r\n", pos)
-        if nl < 0:
-            if len(buf) - pos > INLINE_MAX:
+        cr = buf.find(13, pos)  # the header's end (see _header_end)
+        if cr < 0 or cr + 1 == len(buf):
+            if _header_end(buf, pos) == -1 and len(buf) - pos > INLINE_MAX:
                 raise ProtocolError("too big mbulk count string")
             return None
-        count = _parse_length(buf[pos + 1 : nl])
+        count = _parse_length(buf[pos + 1 : cr])
         if count is None or count > _INT_MAX:
+            if buf.find(0, pos, cr) >= 0:  # a NUL hides the "\r" from Redis
+                if len(buf) - pos > INLINE_MAX:
+                    raise ProtocolError("too big mbulk count string")
+                return None
             raise ProtocolError("invalid multibulk length")
-        self._pos = nl + 2
+        self._pos = cr + 2
         if count <= 0:
             return _EMPTY
         if self.unauthenticated and count > UNAUTH_MAX_ARGS:
@@ -414,22 +464,26 @@ class RequestReader:
         end = len(buf)
         while len(args) < self._argc:
             if self._bulklen < 0:
-                nl = buf.find(b"\r\n", pos)
-                if nl < 0:
+                cr = buf.find(13, pos)  # the header's end (see _header_end)
+                if cr < 0 or cr + 1 == end:
                     self._pos = pos
-                    if end - pos > INLINE_MAX:
+                    if _header_end(buf, pos) == -1 and end - pos > INLINE_MAX:
                         raise ProtocolError("too big bulk count string")
                     return None
-                if buf[pos] != 36:  # '$'
-                    self._pos = pos
-                    raise ProtocolError(f"expected '$', got '{chr(buf[pos])}'")
-                size = _parse_length(buf[pos + 1 : nl])
+                size = _parse_length(buf[pos + 1 : cr]) if buf[pos] == 36 else None  # '$'
                 if size is None or size < 0 or size > self.max_bulk:
+                    self._pos = pos
+                    if buf.find(0, pos, cr) >= 0:  # a NUL hides the "\r" from Redis
+                        if end - pos > INLINE_MAX:
+                            raise ProtocolError("too big bulk count string")
+                        return None
+                    if buf[pos] != 36:
+                        raise ProtocolError(f"expected '$', got '{chr(buf[pos])}'")
                     raise ProtocolError("invalid bulk length")
                 if self.unauthenticated and size > UNAUTH_MAX_BULK:
                     raise ProtocolError("unauthenticated bulk length")
                 self._bulklen = size
-                pos = nl + 2
+                pos = cr + 2
             size = self._bulklen
             if end - pos < size + 2:
                 self._pos = pos

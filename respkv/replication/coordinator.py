@@ -22,7 +22,12 @@ coordinator records which keys it changed (the keyspace's change signal).  Then:
   their record back; it is reconciled into the local store, and if that changed
   the local record the command runs again on the merged state before it replies.
   Replicas found stale get the merged record (read repair), without the client
-  waiting for it.
+  waiting for it.  A key nobody has answered with a version yet keeps the read
+  waiting for every replica asked ("not found" never outweighs a version, see
+  :func:`~respkv.replication.quorum.read_outcome`).  The session runs no later
+  write of the same client until such a read's reply is final, so it answers as
+  of its place in the pipeline.  ``EXEC`` first merges what R replicas hold of the
+  keys its queued reads read (:meth:`Coordinator.read_barrier`), then runs.
 
 Replies that wait are :class:`Deferred` placeholders in the session's reply list;
 the session keeps running the rest of its pipeline, then parks; at the end of its
@@ -52,159 +57,37 @@ record, else the record) and ``PURGE key clock`` (a notification).
 from __future__ import annotations
 
 import logging
-import math
 from collections import deque
 from collections.abc import Callable, Sequence
 
 import trio
 
-from ..cluster.routing import cluster_ok, request_keys
-from ..cluster.slots import key_slot
+from ..cluster.routing import cluster_ok
+from ..commands.keyspecs import request_keys
 from ..commands.table import CommandError
+from ..keyspace.slots import key_slot
 from ..peer import wire
 from ..peer.bus import PeerUnavailable
 from ..protocol import reply
-from ..protocol.reply import RESP2
 from . import quorum
-from .quorum import PENDING, REACHED, Quorums, Tally
+from .answers import ReadAnswer, ReplAnswer
+from .barrier import exec_after_reads, transaction_reads
+from .pending import Deferred, Outgoing, ReplyBatch
+from .forgetting import Forgetting
+from .quorum import REACHED, Quorums, Tally
+from .replica import NO_RECORD, REPL, RREAD, SAME, SHIPPED_AS_COMMAND, ReplicaSide
 from .store import RECONCILE, VersionStore
-from .versions import decode_operation, decode_record, digest, encode_record, is_operation
+from .versions import decode_record, digest, encode_record
 
 log = logging.getLogger(__name__)
-
-REPL = b"REPL"
-RREAD = b"RREAD"
-PURGE = b"PURGE"
-OPERATIONS = (REPL, RREAD, PURGE)
-
-NO_RECORD = b"-"
-SAME = b""
 
 #: Hinted keys shipped to a peer per hand-off request, and the loop's period.
 HANDOFF_BATCH = 512
 HANDOFF_INTERVAL = 0.5
-#: Single-key commands whose result depends only on the key's prior value and the
-#: arguments (no clock, no randomness): for a collection, replicas holding the same
-#: prior version run the command instead of receiving the whole new value.
-SHIPPED_AS_COMMAND = frozenset(
-    """lpush rpush lpushx rpushx lpop rpop lset linsert lrem ltrim
-    hset hsetnx hmset hdel hincrby hincrbyfloat
-    sadd srem
-    zadd zrem zincrby zremrangebyscore zremrangebyrank zremrangebylex zpopmin zpopmax""".split()
-)
-
 #: Bytes a peer link may hold unsent before writes for that peer become hints.
 MAX_BACKLOG = 64 * 1024 * 1024
 #: Seconds between checks for parked batches past their deadline.
 EXPIRY_TICK = 0.01
-
-
-class ReplyBatch:
-    """The placeholders of one session batch still waiting for their replicas.
-
-    When the last one settles (or the batch times out) ``finish`` wakes whoever
-    waits: ``on_settled`` for a parked session, ``event`` for one in a task.
-    """
-
-    __slots__ = ("pending", "event", "on_settled", "deadline", "done")
-
-    def __init__(self) -> None:
-        self.pending = 0
-        self.event: trio.Event | None = None
-        self.on_settled: Callable[[], None] | None = None
-        self.deadline = math.inf
-        self.done = False
-
-    def settled_one(self) -> None:
-        self.pending -= 1
-        if self.pending == 0:
-            self.finish()
-
-    def finish(self) -> None:
-        if self.done:
-            return
-        self.done = True
-        if self.event is not None:
-            self.event.set()
-        if self.on_settled is not None:
-            self.on_settled()
-
-
-class Deferred:
-    """The reply (or replies, for a run of requests) that waits for replicas.
-
-    ``requests`` are the requests it answers, for running them again when a read
-    merged newer versions from a replica; ``reply`` is their local replies.
-    """
-
-    __slots__ = ("reply", "tally", "kind", "batch", "settled", "changed", "spec", "requests", "on_full")
-
-    def __init__(self, reply_bytes: bytes, tally: Tally, kind: str, spec=None, requests=()) -> None:
-        self.reply = reply_bytes
-        self.tally = tally
-        self.kind = kind
-        self.batch: ReplyBatch | None = None
-        self.settled = tally.outcome() != PENDING
-        self.changed = False  # a read merged newer versions: run the command again
-        self.spec = spec
-        self.requests = requests
-        #: Called once every replica asked has acknowledged (tombstone purging).
-        self.on_full: Callable[[], None] | None = None
-
-    def ack(self) -> None:
-        self.tally.ack()
-        self._update()
-        if self.on_full is not None and self.tally.answered == self.tally.asked:
-            self.on_full()
-
-    def fail(self) -> None:
-        self.tally.fail()
-        self._update()
-
-    def _update(self) -> None:
-        if not self.settled and self.tally.outcome() != PENDING:
-            self.settled = True
-            if self.batch is not None:
-                self.batch.settled_one()
-
-    def result(self, session) -> bytes:
-        """The reply once settled or timed out."""
-        tally = self.tally
-        if tally.outcome() != REACHED:
-            error = reply.error(quorum.noquorum_error(self.kind, tally.needed, tally.answered))
-            return error * max(1, len(self.requests))
-        if self.changed:
-            replies = []
-            for args in self.requests:
-                try:
-                    replies.append(self.spec.handler(session, args))
-                except CommandError as exc:
-                    replies.append(reply.error(str(exc)))
-            return b"".join(replies)
-        return self.reply
-
-
-class _Outgoing:
-    """What one round queued for one peer: one REPL and one RREAD request.
-
-    REPL arguments are kept encoded (``wire.encode_args``): a write's records are
-    encoded once and the same bytes go to every replica.
-    """
-
-    __slots__ = ("repl_parts", "repl_count", "repl_waiting", "repl_keys", "reads")
-
-    def __init__(self) -> None:
-        self.repl_parts: list[bytes] = []
-        self.repl_count = 0
-        self.repl_waiting: list[Deferred] = []
-        self.repl_keys: list[bytes] = []
-        self.reads: list[tuple[Deferred, list[bytes], list[bytes]]] = []
-
-    def add_records(self, encoded: bytes, count: int, deferred: Deferred, keys: list[bytes]) -> None:
-        self.repl_parts.append(encoded)
-        self.repl_count += count
-        self.repl_waiting.append(deferred)
-        self.repl_keys.extend(keys)
 
 
 class Coordinator:
@@ -220,23 +103,21 @@ class Coordinator:
         self.recording: list[bytes] | None = None
         #: Causal contexts passed by RESOLVE for the command now running.
         self.contexts: dict = {}
-        self._outgoing: dict[str, _Outgoing] = {}
+        self._outgoing: dict[str, Outgoing] = {}
         #: Per topology snapshot: Quorums by (R, W) wanted, placement by slot.
         self._cached_for = None
         self._quorums: dict[tuple[int, int], Quorums] = {}
         self._placements: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
-        #: What shipped commands run as: a session-like view of this node.
-        self._replica_context = ReplicaContext(node)
+        #: Serves what other coordinators send this node as a replica.
+        self.replica = ReplicaSide(node, store)
         #: Replicated run handlers by command name (see _make_runs); sessions use them.
         self.runs = self._make_runs(node.table)
         #: Batches of parked sessions, oldest first, for their timeouts.
         self._parked: deque[ReplyBatch] = deque()
         #: peer id → keys whose latest record it may lack (hinted hand-off).
         self.hints: dict[str, set[bytes]] = {}
-        #: (due Unix ms, key, tombstone clock) for tombstones every replica holds.
-        self._purges: list[tuple[int, bytes, bytes]] = []
-        #: (due Unix ms, key, clock) for records of keys that expired, oldest first.
-        self._expired: deque[tuple[int, bytes, bytes]] = deque()
+        #: Tombstones and records of expired keys to drop once their grace is over.
+        self.forgetting = Forgetting(node, state, bus, store)
         self.stats = {
             "replicated_writes": 0,
             "write_quorum_missed": 0,
@@ -266,7 +147,7 @@ class Coordinator:
             self._quorums = {}
             self._placements = {}
 
-    def _placement(self, slot: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def placement(self, slot: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """``(live peers, failed preferred nodes)`` of ``slot``, cached per topology."""
         self._check_topology()
         entry = self._placements.get(slot)
@@ -290,12 +171,22 @@ class Coordinator:
 
     # -- running requests ----------------------------------------------------------------
 
-    def execute(self, session, spec, args):
-        """Run a routed request here as coordinator; bytes, a Deferred or an awaitable."""
+    def execute(self, session, spec, args, *, reads_merged: bool = False):
+        """Run a routed request here as coordinator; bytes, a Deferred or an awaitable.
+
+        ``EXEC`` first merges what R replicas hold of the keys its queued commands
+        read (:func:`~.barrier.read_barrier`), then runs the transaction on that state, so
+        reads inside a transaction honour R as plain reads do; ``reads_merged``
+        says that was done.
+        """
+        if spec.name == "exec" and not reads_merged:
+            keys = transaction_reads(session)
+            if keys:
+                return exec_after_reads(self, session, spec, args, keys)
         handler = spec.handler
         core = getattr(handler, "core", None)  # blocking commands: run their core now
         if spec.is_async and core is None:
-            return session._run_async(spec, args)  # no keyed command of this kind writes
+            return session.run_async(spec, args)  # no keyed command of this kind writes
         self.recording = changed = []
         waits = None
         try:
@@ -354,7 +245,7 @@ class Coordinator:
             if not cluster_ok(state.topology):
                 return i
             served = state.served
-            placement = self._placement
+            placement = self.placement
             name = batch[i][0]
             count = len(batch)
             end = i
@@ -397,27 +288,9 @@ class Coordinator:
         return run
 
     def _write_run(self, session, requests, position: int, local: bytes, placement):
-        store = self.store
-        now = self.node.keyspace.clock_ms()
-        shipped: list[bytes] = []
+        """A run of pipelined writes: the general write path, once for all of them."""
         keys = list(dict.fromkeys([args[position] for args in requests]))
-        written_by = store.written
-        for key in keys:
-            written = written_by(key, now)
-            if written is not None:
-                shipped.append(key)
-                shipped.append(written[0])
-                shipped.append(written[1])
-        if not shipped:
-            return local
-        self.stats["replicated_writes"] += len(requests)
-        peers, down = placement
-        for node_id in down:
-            self._hint(node_id, keys)
-        q = self.quorums(session)
-        deferred = Deferred(local, Tally(q.w, 1 + len(peers), 1), "write", None, requests)
-        self._ship(peers, shipped, deferred, keys)
-        return self._attach(session, deferred)
+        return self._replicate(session, keys, local, None, requests, placement)
 
     def _ship(self, peers, shipped: list[bytes], deferred: Deferred, keys: list[bytes]) -> None:
         """Queue ``shipped`` (key, parent, record triples) for every peer."""
@@ -428,28 +301,32 @@ class Coordinator:
         for peer in peers:
             self._out(peer).add_records(encoded, count, deferred, keys)
 
-    def _out(self, peer: str) -> _Outgoing:
+    def _out(self, peer: str) -> Outgoing:
         """What this round sends ``peer`` (flushed by the poller at the round's end)."""
         out = self._outgoing.get(peer)
         if out is None:
-            out = self._outgoing[peer] = _Outgoing()
+            out = self._outgoing[peer] = Outgoing()
         return out
 
     def _read_run(self, session, spec, requests, position: int, local: bytes, peers):
         q = self.quorums(session)
         if q.r <= 1 or not peers:
             return local
-        store = self.store
         keys = list(dict.fromkeys([args[position] for args in requests]))
-        digests = [store.digest(key) for key in keys]
-        deferred = Deferred(local, Tally(q.r, 1 + len(peers), 1), "read", spec, requests)
-        return self._ask(session, peers, deferred, keys, digests)
+        deferred = self.read_deferred(local, q.r, peers, keys, spec, requests)
+        return self._ask(session, peers, deferred, keys)
 
-    def _ask(self, session, peers, deferred: Deferred, keys: list[bytes], digests: list[bytes]):
+    def _ask(self, session, peers, deferred: Deferred, keys: list[bytes]):
         """Queue the digest check of ``keys`` for every peer; ``deferred`` waits for R."""
+        self.queue_reads(peers, deferred, keys)
+        return self._attach(session, deferred)
+
+    def queue_reads(self, peers, deferred: Deferred, keys: list[bytes]) -> None:
+        """Ask every peer (with this round's RREAD) for what it holds of ``keys``."""
+        store = self.store
+        digests = [store.digest(key) for key in keys]
         for peer in peers:
             self._out(peer).reads.append((deferred, keys, digests))
-        return self._attach(session, deferred)
 
     def _attach(self, session, deferred: Deferred) -> Deferred | bytes:
         """``deferred`` joined to the session's waiting batch, or its reply if settled."""
@@ -459,15 +336,28 @@ class Coordinator:
         if batch is None:
             batch = session.waiting = ReplyBatch()
         batch.pending += 1
+        if deferred.kind == "read":
+            batch.reads_pending += 1
         deferred.batch = batch
         return deferred
 
     def _write(self, session, keys: list[bytes], result: bytes | None, spec=None, args=None):
-        store = self.store
+        """A command changed ``keys``: version and replicate them (see _replicate)."""
         # One key changed by a command replicas can run themselves: offer it to them.
         operation = (
             args if spec is not None and spec.name in SHIPPED_AS_COMMAND and len(set(keys)) == 1 else None
         )
+        return self._replicate(session, keys, result, operation, [None])
+
+    def _replicate(self, session, keys, result: bytes | None, operation, requests, placement=None):
+        """The write path: version each changed key, ship the new records (or the
+        ``operation``) to the live replicas, hint the failed ones, schedule the purge
+        of tombstones, and return the placeholder that waits for W.
+
+        ``requests`` are the requests the reply answers (a run of pipelined writes
+        shares one placeholder); ``placement`` is their slot's, when known.
+        """
+        store = self.store
         now = self.node.keyspace.clock_ms()
         contexts = self.contexts
         shipped: list[bytes] = []
@@ -489,17 +379,17 @@ class Coordinator:
             contexts.clear()
         if not shipped_keys:
             return result
-        self.stats["replicated_writes"] += 1
-        peers, down = self._placement(key_slot(shipped_keys[0]))
+        self.stats["replicated_writes"] += len(requests)
+        peers, down = placement or self.placement(key_slot(shipped_keys[0]))
         for node_id in down:
-            self._hint(node_id, shipped_keys)
+            self.hint(node_id, shipped_keys)
         q = self.quorums(session)
-        deferred = Deferred(result, Tally(q.w, 1 + len(peers), 1), "write", None, [None])
+        deferred = Deferred(result, Tally(q.w, 1 + len(peers), 1), "write", None, requests)
         if tombstones and not down:
             # Purged only once every preferred replica has it: a failed one that
             # missed the deletion could otherwise bring the old value back.
             grace = self.node.config["tombstone-grace"]
-            deferred.on_full = lambda: self._purges.extend((now + grace, k, c) for k, c in tombstones)
+            deferred.on_full = lambda: self.forgetting.schedule_purges(now + grace, tombstones)
             if not peers:
                 deferred.on_full()
         self._ship(peers, shipped, deferred, shipped_keys)
@@ -517,11 +407,18 @@ class Coordinator:
         slot = key_slot(keys[0])
         if self.state.topology.coordinator(slot) != self.myself:
             return None  # a READONLY connection reading a replica's own copy
-        peers = self._placement(slot)[0]
-        store = self.store
-        digests = [store.digest(key) for key in keys]
-        deferred = Deferred(result, Tally(q.r, 1 + len(peers), 1), "read", spec, [args])
-        return self._ask(session, peers, deferred, keys, digests)
+        peers = self.placement(slot)[0]
+        deferred = self.read_deferred(result, q.r, peers, keys, spec, [args])
+        return self._ask(session, peers, deferred, keys)
+
+    def read_deferred(self, local: bytes, r: int, peers, keys: list[bytes], spec, requests) -> Deferred:
+        """The placeholder of a read of ``keys`` answered here, waiting for R of
+        ``peers`` and this node (keys held by none yet wait for every peer)."""
+        records = self.store.records
+        unfound = {key for key in keys if key not in records}
+        deferred = Deferred(local, Tally(r, 1 + len(peers), 1, len(unfound)), "read", spec, requests)
+        deferred.unfound = unfound
+        return deferred
 
     @property
     def queued(self) -> bool:
@@ -533,7 +430,7 @@ class Coordinator:
         for peer, out in outgoing.items():
             link = self.bus.links.get(peer)
             if out.repl_count:
-                callback = _ReplAnswer(self, peer, out.repl_waiting, out.repl_keys)
+                callback = ReplAnswer(self, peer, out.repl_waiting, out.repl_keys)
                 if link is not None and link.backlog > MAX_BACKLOG:
                     # The peer does not keep up: hint instead of queueing without bound.
                     callback(None, PeerUnavailable(f"{peer}: {link.backlog} bytes not yet sent"))
@@ -545,14 +442,14 @@ class Coordinator:
                     for key, key_digest in zip(keys, digests):
                         args.append(key)
                         args.append(key_digest)
-                self._request(peer, RREAD, args, _ReadAnswer(self, peer, out.reads))
+                self._request(peer, RREAD, args, ReadAnswer(self, peer, out.reads))
 
     def resolve(self, session, out: list) -> list:
         """``out`` with every placeholder replaced by its reply (settled or not)."""
         replies = []
         for item in out:
             if item.__class__ is Deferred:
-                if item.tally.outcome() != REACHED:
+                if item.tally.outcome(final=True) != REACHED:
                     self.stats[f"{item.kind}_quorum_missed"] += 1
                 item = item.result(session)
             replies.append(item)
@@ -588,13 +485,13 @@ class Coordinator:
 
     # -- answers ---------------------------------------------------------------------------
 
-    def _hint(self, peer: str, keys: list[bytes]) -> None:
+    def hint(self, peer: str, keys: list[bytes]) -> None:
         hinted = self.hints.get(peer)
         if hinted is None:
             hinted = self.hints[peer] = set()
         hinted.update(keys)
 
-    def _merge_answer(self, keys: list[bytes], answers: list[bytes]) -> tuple[bool, list[bytes]]:
+    def merge_answer(self, keys: list[bytes], answers: list[bytes]) -> tuple[bool, list[bytes]]:
         """Reconcile a replica's RREAD answers; (local changed, keys the peer lacks)."""
         store = self.store
         changed = False
@@ -622,7 +519,7 @@ class Coordinator:
         placeholders count its acknowledgement.  Returns how many records went."""
         args = self._records_args(keys)
         if args or waiting:
-            self._request(peer, REPL, args, _ReplAnswer(self, peer, list(waiting), keys))
+            self._request(peer, REPL, args, ReplAnswer(self, peer, list(waiting), keys))
         return len(args) // 3
 
     def _request(self, peer: str, op: bytes, args, callback) -> None:
@@ -645,57 +542,8 @@ class Coordinator:
     # -- the replica side ------------------------------------------------------------------
 
     def handle(self, peer_id: str, op: bytes, args: list[bytes]) -> list[bytes]:
-        """Serve one bus request (see the module doc)."""
-        store = self.store
-        if op == REPL:
-            # Answers the keys whose shipped command could not run here (this
-            # replica does not hold the version it applies to): the coordinator
-            # sends their whole records instead.
-            if len(args) % 3:
-                raise ValueError("REPL needs key, parent, record triples")
-            apply_shipped = store.apply_shipped
-            missing = []
-            for i in range(0, len(args), 3):
-                blob = args[i + 2]
-                if is_operation(blob):
-                    if not self._run_shipped(args[i], args[i + 1], blob):
-                        missing.append(args[i])
-                else:
-                    apply_shipped(args[i], args[i + 1], blob)
-            return missing
-        if len(args) % 2:
-            raise ValueError(f"{op.decode()} needs key/value pairs")
-        if op == RREAD:
-            answers = []
-            for i in range(0, len(args), 2):
-                key = args[i]
-                record = store.record(key)
-                if digest(record) == args[i + 1]:
-                    answers.append(SAME)
-                elif record is None:
-                    answers.append(NO_RECORD)
-                else:
-                    answers.append(encode_record(store.full_record(key)))
-            return answers
-        if op == PURGE:
-            store.purge(args[0], args[1])
-            return []
-        raise ValueError(f"unknown replication operation {op!r}")
-
-    def _run_shipped(self, key: bytes, parent: bytes, blob: bytes) -> bool:
-        """Run a command a coordinator shipped for ``key``; False if it cannot run here."""
-        if self.store.digest(key) != parent:
-            return False
-        version, command = decode_operation(blob)
-        spec = self.node.table.lookup(command[0])
-        if spec is None or spec.name not in SHIPPED_AS_COMMAND or spec.first_key != 1 or command[1:2] != [key]:
-            raise ValueError(f"{command[0]!r} cannot be shipped as a command")
-        try:
-            spec.handler(self._replica_context, command)
-        except CommandError:
-            return False  # cannot happen on the same prior value; recover with the record
-        self.store.operation_applied(key, version)
-        return True
+        """Serve one replication bus request as a replica (see replica)."""
+        return self.replica.handle(peer_id, op, args)
 
     # -- background work ---------------------------------------------------------------------
 
@@ -709,8 +557,8 @@ class Coordinator:
                 await trio.sleep(HANDOFF_INTERVAL)
                 self.hand_off()
                 now = self.node.keyspace.clock_ms()
-                self.purge_due(now)
-                self.forget_expired_due(now)
+                self.forgetting.purge_due(now)
+                self.forgetting.forget_expired_due(now)
 
     def hand_off(self) -> None:
         """Ship hinted keys to every hinted peer that is reachable and live again."""
@@ -729,125 +577,5 @@ class Coordinator:
                     batch.append(key)
             self.stats["hints_delivered"] += self.send_records(peer, batch)
 
-    def purge_due(self, now_ms: int) -> None:
-        """Drop tombstones whose grace period is over, here and on their replicas."""
-        if not self._purges:
-            return
-        due = [entry for entry in self._purges if entry[0] <= now_ms]
-        if not due:
-            return
-        self._purges = [entry for entry in self._purges if entry[0] > now_ms]
-        topology = self.state.topology
-        for _, key, clock in due:
-            if not self.store.purge(key, clock):
-                continue
-            for peer in topology.nodes_for(key_slot(key)):
-                link = self.bus.links.get(peer)
-                if peer != self.myself and link is not None:
-                    link.notify(PURGE, [key, clock])
-
-    def expired(self, key: bytes) -> None:
-        """The keyspace expired ``key``: forget its record after ``tombstone-grace``.
-
-        The record is kept that long so a replica that has not expired the key yet
-        cannot hand the old value back by read repair in the meantime.
-        """
-        now = self.node.keyspace.clock_ms()
-        clock = self.store.expired_clock(key, now)
-        if clock is not None:
-            self._expired.append((now + self.node.config["tombstone-grace"], key, clock))
-
-    def forget_expired_due(self, now_ms: int) -> None:
-        """Drop the records of keys that expired more than the grace period ago."""
-        expired = self._expired
-        while expired and expired[0][0] <= now_ms:
-            _, key, clock = expired.popleft()
-            self.store.forget_expired(key, clock, now_ms)
-
     def hint_count(self) -> int:
         return sum(len(keys) for keys in self.hints.values())
-
-
-class ReplicaContext:
-    """What a command handler needs of a session, for commands shipped by coordinators.
-
-    Handlers read the keyspace, the node and counters through their session; a
-    replica running a shipped command has no client, so it hands them this.
-    """
-
-    proto = RESP2
-    in_exec = False
-    multi = None
-
-    def __init__(self, node) -> None:
-        self.node = node
-        self.ks = node.keyspace
-        self.stats = type(node.stats)()  # counters of its own: not client traffic
-
-
-class _ReplAnswer:
-    """Callback of one REPL request: count acks, hint the keys of a failed one."""
-
-    __slots__ = ("coordinator", "peer", "waiting", "keys")
-
-    def __init__(self, coordinator: Coordinator, peer: str, waiting: list[Deferred], keys: list[bytes]) -> None:
-        self.coordinator = coordinator
-        self.peer = peer
-        self.waiting = waiting
-        self.keys = keys
-
-    def __call__(self, answer, error) -> None:
-        if error is None:
-            if answer:
-                # Shipped commands the replica could not run: send those records whole,
-                # and count this replica's acknowledgement when they are in.
-                self.coordinator.send_records(self.peer, list(answer), self.waiting)
-                return
-            for deferred in self.waiting:
-                deferred.ack()
-            return
-        log.debug("replication to %s failed: %r", self.peer, error)
-        self.coordinator._hint(self.peer, self.keys)
-        for deferred in self.waiting:
-            deferred.fail()
-
-
-class _ReadAnswer:
-    """Callback of one RREAD request: merge what differs, count answers, repair."""
-
-    __slots__ = ("coordinator", "peer", "reads")
-
-    def __init__(self, coordinator: Coordinator, peer: str, reads) -> None:
-        self.coordinator = coordinator
-        self.peer = peer
-        self.reads = reads
-
-    def __call__(self, answer, error) -> None:
-        if error is None:
-            total = sum(len(keys) for _, keys, _ in self.reads)
-            if len(answer) != total:
-                error = ValueError(f"RREAD answered {len(answer)} entries for {total} keys")
-        if error is not None:
-            log.debug("replica read from %s failed: %r", self.peer, error)
-            for deferred, _, _ in self.reads:
-                deferred.fail()
-            return
-        coordinator = self.coordinator
-        offset = 0
-        stale: list[bytes] = []
-        for deferred, keys, _ in self.reads:
-            answers = answer[offset : offset + len(keys)]
-            offset += len(keys)
-            try:
-                changed, lacking = coordinator._merge_answer(keys, answers)
-            except ValueError as exc:
-                log.warning("bad record from %s: %s", self.peer, exc)
-                deferred.fail()
-                continue
-            if changed:
-                deferred.changed = True
-            stale.extend(lacking)
-            deferred.ack()
-        if stale:
-            coordinator.repair(self.peer, stale)
-

@@ -10,6 +10,13 @@ be: ``REACHED`` with enough acknowledgements, ``MISSED`` once too few replicas a
 left to reach the quorum, ``PENDING`` otherwise.  A request still pending at its
 timeout has missed its quorum.
 
+A "not found" answers a read but never outweighs a version: while some key of a
+read has been found by nobody yet (``unfound``), the read waits for every replica
+it asked, even past R, since one still to answer may hold it (a replica that lost
+its data, or missed the write, must not make an acknowledged key read as nil).
+Only at the timeout, or once every replica answered or failed, does such a read
+settle on "not found" — as Riak does with ``notfound_ok`` off.
+
 Settings are capped the way Dynamo's are: N by the number of members, R and W by N.
 A connection may override R and W for itself (``CONSISTENCY``).  Nothing here does
 I/O.
@@ -53,16 +60,33 @@ def outcome(needed: int, answered: int, failed: int, asked: int) -> str:
     return PENDING
 
 
+def read_outcome(needed: int, answered: int, failed: int, asked: int, unfound: int, final: bool = False) -> str:
+    """:func:`outcome` for a read of which ``unfound`` keys no answer has held yet.
+
+    Not found never outweighs found: with such keys the read stays pending past R
+    while replicas it asked may still answer, unless ``final`` (its timeout).
+    """
+    decided = outcome(needed, answered, failed, asked)
+    if decided == REACHED and unfound and not final and answered + failed < asked:
+        return PENDING
+    return decided
+
+
 class Tally:
-    """Answers of one replicated request: counts toward its quorum."""
+    """Answers of one replicated request: counts toward its quorum.
 
-    __slots__ = ("needed", "asked", "answered", "failed")
+    ``unfound`` (reads) is how many of the request's keys no answer has held yet
+    (see :func:`read_outcome`).
+    """
 
-    def __init__(self, needed: int, asked: int, answered: int = 0) -> None:
+    __slots__ = ("needed", "asked", "answered", "failed", "unfound")
+
+    def __init__(self, needed: int, asked: int, answered: int = 0, unfound: int = 0) -> None:
         self.needed = needed
         self.asked = asked
         self.answered = answered
         self.failed = 0
+        self.unfound = unfound
 
     def ack(self) -> str:
         self.answered += 1
@@ -72,7 +96,10 @@ class Tally:
         self.failed += 1
         return self.outcome()
 
-    def outcome(self) -> str:
+    def outcome(self, final: bool = False) -> str:
+        """PENDING, REACHED or MISSED; ``final`` once the request timed out."""
+        if self.unfound:
+            return read_outcome(self.needed, self.answered, self.failed, self.asked, self.unfound, final)
         return outcome(self.needed, self.answered, self.failed, self.asked)
 
 

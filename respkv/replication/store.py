@@ -27,8 +27,8 @@ moves records between nodes.
 
 from __future__ import annotations
 
+from ..keyspace.codec import decode_value, encode_value
 from . import vclock
-from .codec import decode_value, encode_value
 from .versions import (
     DEFAULT_MAX_SIBLINGS,
     Record,

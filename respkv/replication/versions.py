@@ -41,7 +41,7 @@ DEFAULT_MAX_SIBLINGS = 16
 class Version:
     """One version of a key (see the module doc).
 
-    ``value`` is the encoded value (:mod:`respkv.replication.codec`), ``b""`` for a
+    ``value`` is the encoded value (:mod:`respkv.keyspace.codec`), ``b""`` for a
     tombstone; a replica's store sets it to None for the version it keeps live in
     its keyspace, so the value is not held twice.
     """

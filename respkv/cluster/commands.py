@@ -40,22 +40,15 @@ import hashlib
 import ipaddress
 import logging
 
-from ..cluster.proxy import forward
-from ..cluster.routing import (
-    CROSS_SLOT,
-    CROSSSLOT_ERROR,
-    NO_KEYS,
-    place,
-    request_slot,
-    requests_slot,
-)
-from ..cluster.slots import SLOT_COUNT, key_slot
-from ..cluster.state import PROXY
+from ..commands.args import int_arg
+from ..commands.table import CommandError, command, container
+from ..commands.transactions import end_transaction, registry
+from ..keyspace.numbers import parse_int
+from ..keyspace.slots import SLOT_COUNT, key_slot
 from ..protocol import reply
-from .args import int_arg
-from .numbers import parse_int
-from .table import CommandError, command, container
-from .transactions import end_transaction, registry
+from .proxy import forward
+from .routing import CROSS_SLOT, CROSSSLOT_ERROR, NO_KEYS, place, request_slot, requests_slot
+from .state import PROXY
 
 log = logging.getLogger(__name__)
 

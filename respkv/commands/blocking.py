@@ -51,19 +51,20 @@ from dataclasses import dataclass, field
 
 import trio
 
-from ..commands.numbers import parse_long_double
-from ..commands.table import CommandError, command
+from ..keyspace.numbers import parse_long_double
+from ..keyspace.values import ListValue
+from ..keyspace.zset import SortedSet
+from ..protocol.limits import RECV_SIZE
+from .table import CommandError, command
 
-#: Value classes whose appearance at a key can serve a blocked client (lists, sorted
-#: sets); each data type adds its own class when its module is imported.
-WAKE_TYPES: set[type] = set()
+#: Value classes whose appearance at a key can serve a blocked client.
+WAKE_TYPES: frozenset[type] = frozenset({ListValue, SortedSet})
 
 UNBLOCKED_ERROR = b"-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n"
 
 _TIMEOUT_NOT_FLOAT = "ERR timeout is not a float or out of range"
 _TIMEOUT_NEGATIVE = "ERR timeout is negative"
 _LLONG_MAX = (1 << 63) - 1
-_RECV_SIZE = 64 * 1024
 
 
 def parse_timeout(raw: bytes) -> int:
@@ -290,7 +291,7 @@ async def _read_while_blocked(session, pending: bytearray) -> None:
     while True:
         await trio.lowlevel.wait_readable(sock)
         try:
-            data = sock.recv(_RECV_SIZE)
+            data = sock.recv(RECV_SIZE)
         except BlockingIOError:  # pragma: no cover - spurious wakeup
             continue
         except OSError:
@@ -323,6 +324,7 @@ def blocking_command(name: str, summary: str, deny_reply: Callable[[object], byt
 
         handler.__name__ = handler.__qualname__ = core.__name__
         handler.__doc__ = core.__doc__
+        handler.__module__ = core.__module__  # the command's family is the core's module
         # The replication coordinator runs the core itself, to version what it pops.
         handler.core = core
         handler.deny_reply = deny_reply

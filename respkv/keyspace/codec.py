@@ -32,8 +32,6 @@ Decoding checks the blob completely: an unknown tag, a bad flag byte, a truncate
 or overlong blob, duplicate members or a NaN score raise :class:`ValueError`, never
 a lower-level error.
 
-The command modules that define the list, hash and set classes import much of the
-package, so they are imported on first use, not when this module is loaded.
 """
 
 from __future__ import annotations
@@ -41,14 +39,15 @@ from __future__ import annotations
 import struct
 from itertools import accumulate
 
+from sortedcontainers import SortedList
+
+from .values import Hash, ListValue, Set
+from .zset import SortedSet
+
 __all__ = ["encode_value", "decode_value"]
 
 _U32 = struct.Struct("<I")
 _FLAG_COUNT = struct.Struct("<BI")
-
-#: Value class -> encoder, and tag byte -> decoder; both filled by :func:`_load`.
-_ENCODERS: dict = {}
-_DECODERS: dict = {}
 
 
 # -- encoding -------------------------------------------------------------------------
@@ -64,10 +63,7 @@ def encode_value(value) -> bytes:
         return b"s" + value
     encoder = _ENCODERS.get(value.__class__)
     if encoder is None:
-        _load()
-        encoder = _ENCODERS.get(value.__class__)
-        if encoder is None:
-            raise TypeError(f"cannot encode a value of type {type(value).__name__}")
+        raise TypeError(f"cannot encode a value of type {type(value).__name__}")
     try:
         return encoder(value)
     except struct.error as exc:
@@ -117,10 +113,7 @@ def decode_value(blob: bytes):
         raise ValueError("malformed value blob: empty")
     decoder = _DECODERS.get(blob[:1])
     if decoder is None:
-        _load()
-        decoder = _DECODERS.get(blob[:1])
-        if decoder is None:
-            raise ValueError(f"malformed value blob: unknown type tag {blob[:1]!r}")
+        raise ValueError(f"malformed value blob: unknown type tag {blob[:1]!r}")
     return decoder(blob)
 
 
@@ -151,13 +144,13 @@ def _decode_list(blob: bytes):
     if len(blob) < 5:
         raise ValueError("malformed list blob: truncated header")
     (n,) = _U32.unpack_from(blob, 1)
-    return _ListValue(_split(blob, 5, n, "list"))
+    return ListValue(_split(blob, 5, n, "list"))
 
 
 def _decode_set(blob: bytes):
     hashtable, n = _flag(blob)
     members = _split(blob, 6, n, "set")
-    value = _Set()
+    value = Set()
     value.update(members)
     if len(value) != n:
         raise ValueError("malformed set blob: duplicate members")
@@ -168,7 +161,7 @@ def _decode_set(blob: bytes):
 def _decode_hash(blob: bytes):
     hashtable, n = _flag(blob)
     flat = iter(_split(blob, 6, 2 * n, "hash"))
-    value = _Hash()
+    value = Hash()
     dict.update(value, zip(flat, flat))
     if len(value) != n:
         raise ValueError("malformed hash blob: duplicate fields")
@@ -187,34 +180,16 @@ def _decode_zset(blob: bytes):
         raise ValueError("malformed zset blob: duplicate members")
     if any(s != s for s in scores):
         raise ValueError("malformed zset blob: NaN score")
-    value = _SortedSet()
+    value = SortedSet()
     value.scores = table
-    value.order = _SortedList(zip(table.values(), table.keys()))
+    value.order = SortedList(zip(table.values(), table.keys()))
     value.listpack = listpack
     return value
 
 
-# -- lazy class loading ---------------------------------------------------------------
+# -- dispatch ---------------------------------------------------------------------------
 
-_ListValue = _Set = _Hash = _SortedSet = _SortedList = None
-
-
-def _load() -> None:
-    """Import the value classes and fill the dispatch tables (once).
-
-    Deferred because the command modules import the keyspace and command table,
-    which may in turn want this module; at first use everything is loaded.
-    """
-    global _ListValue, _Set, _Hash, _SortedSet, _SortedList
-    if _DECODERS:
-        return
-    from sortedcontainers import SortedList
-
-    from ..commands.hashes import Hash
-    from ..commands.lists import ListValue
-    from ..commands.sets import Set
-    from ..keyspace.zset import SortedSet
-
-    _ListValue, _Set, _Hash, _SortedSet, _SortedList = ListValue, Set, Hash, SortedSet, SortedList
-    _ENCODERS.update({ListValue: _encode_list, Set: _encode_set, Hash: _encode_hash, SortedSet: _encode_zset})
-    _DECODERS.update({b"l": _decode_list, b"S": _decode_set, b"h": _decode_hash, b"z": _decode_zset})
+#: Value class -> encoder (strings are handled before the lookup).
+_ENCODERS = {ListValue: _encode_list, Set: _encode_set, Hash: _encode_hash, SortedSet: _encode_zset}
+#: Tag byte -> decoder (strings are handled before the lookup).
+_DECODERS = {b"l": _decode_list, b"S": _decode_set, b"h": _decode_hash, b"z": _decode_zset}

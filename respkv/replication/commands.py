@@ -26,15 +26,15 @@ cluster clients (redis-py's ``RedisCluster``) route them like ``GET`` and ``SET`
 
 from __future__ import annotations
 
+from ..commands.table import CommandError, command
 from ..errors import SYNTAX
-from ..keyspace.store import TYPE_NAMES
+from ..keyspace.codec import decode_value, encode_value
+from ..keyspace.numbers import parse_int
+from ..keyspace.values import type_name
 from ..protocol import reply
-from ..replication import vclock
-from ..replication.codec import decode_value, encode_value
-from ..replication.quorum import effective, requested
-from ..replication.versions import Version, winner
-from .numbers import parse_int
-from .table import CommandError, command
+from . import vclock
+from .quorum import effective, requested
+from .versions import Version, winner
 
 _KEY_SPEC_RO = {
     "flags": ["RO", "access"],
@@ -56,7 +56,7 @@ def _render_value(proto, value) -> bytes:
     """A decoded value as the reply its type's read command would give."""
     if value.__class__ is bytes:
         return reply.bulk(value)
-    kind = _type_name(value)
+    kind = type_name(value)
     if kind == b"list":
         return reply.bulk_array(value)
     if kind == b"hash":
@@ -67,10 +67,6 @@ def _render_value(proto, value) -> bytes:
     return reply.array([reply.array([reply.bulk(m), proto.double(s)]) for s, m in value])
 
 
-def _type_name(value) -> bytes:
-    return TYPE_NAMES[value.__class__]
-
-
 def _sibling(proto, version, is_winner: bool, now_ms: int) -> bytes:
     value = None
     if version.live(now_ms) and version.value:
@@ -78,7 +74,7 @@ def _sibling(proto, version, is_winner: bool, now_ms: int) -> bytes:
     clock = vclock.decode(version.clock)
     fields = [
         (reply.bulk(b"value"), proto.null if value is None else _render_value(proto, value)),
-        (reply.bulk(b"type"), reply.bulk(b"none" if value is None else _type_name(value))),
+        (reply.bulk(b"type"), reply.bulk(b"none" if value is None else type_name(value))),
         (
             reply.bulk(b"clock"),
             reply.array(

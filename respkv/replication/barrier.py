@@ -1,0 +1,83 @@
+"""Read barriers: reads that run inside a wrapper honour R too.
+
+A plain read is answered here and checked against R-1 replicas afterwards (the
+coordinator's read path).  A command that runs other commands — ``EXEC`` today, a
+script later — cannot be answered and then run again, so before it runs, the keys
+its queued reads will read are checked against the replicas first, and whatever
+they hold that this node lacks is merged in (:func:`read_barrier`).  The wrapper
+then runs at once, with nothing in between, on that merged state.  If the read
+quorum is missed, the transaction is discarded and answers ``-NOQUORUM``.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from ..commands.keyspecs import request_keys
+from ..commands.transactions import discard
+from ..keyspace.slots import key_slot
+from ..protocol import reply
+from . import quorum
+from .pending import Deferred, ReplyBatch
+from .quorum import REACHED
+
+
+async def exec_after_reads(coordinator, session, spec, args, keys: list[bytes]):
+    """``EXEC`` once the transaction's reads of ``keys`` passed :func:`read_barrier`."""
+    missed = await read_barrier(coordinator, session, keys)
+    if missed is not None:
+        coordinator.stats["read_quorum_missed"] += 1
+        discard(session, [b"DISCARD"])  # a transaction runs whole or not at all
+        tally = missed.tally
+        return reply.error(quorum.noquorum_error("read", tally.needed, tally.answered))
+    return coordinator.execute(session, spec, args, reads_merged=True)
+
+
+async def read_barrier(coordinator, session, keys: list[bytes]) -> Deferred | None:
+    """Merge into this node what R replicas hold of ``keys``, before a wrapper
+    (``EXEC``) runs commands that read them here.
+
+    Returns None once every key's read quorum was met (or R is 1), else a
+    placeholder that missed it.  Replicas found stale are repaired as after
+    any read.
+    """
+    q = coordinator.quorums(session)
+    if q.r <= 1:
+        return None
+    by_peers: dict[tuple[str, ...], list[bytes]] = {}
+    for key in dict.fromkeys(keys):
+        by_peers.setdefault(coordinator.placement(key_slot(key))[0], []).append(key)
+    batch = ReplyBatch()
+    batch.event = trio.Event()
+    asked = []
+    for peers, group in by_peers.items():
+        deferred = coordinator.read_deferred(b"", q.r, peers, group, None, ())
+        asked.append(deferred)
+        if not deferred.settled:
+            deferred.batch = batch
+            batch.pending += 1
+            coordinator.queue_reads(peers, deferred, group)
+    if batch.pending:
+        coordinator.flush()
+        with trio.move_on_after(coordinator.node.config["request-timeout"] / 1000):
+            await batch.event.wait()
+        batch.done = True
+    for deferred in asked:
+        if deferred.tally.outcome(final=True) != REACHED:
+            return deferred
+    return None
+
+
+def transaction_reads(session) -> list[bytes]:
+    """The keys the commands queued in ``session``'s transaction read, if its EXEC
+    will run them (no errors while queuing, no WATCHed key changed)."""
+    queued = session.multi
+    if not queued or session.multi_dirty or session.watch_dirty:
+        return []
+    keys: list[bytes] = []
+    for spec, args in queued:
+        if spec.is_readonly and (spec.first_key > 0 or spec.movable_keys):
+            keys.extend(request_keys(spec, args))
+    return keys
+
+

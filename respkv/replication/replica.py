@@ -1,0 +1,118 @@
+"""The replica side of replication: the bus operations a coordinator sends.
+
+* ``REPL key parent record ...``: apply each record, or run each shipped command
+  (for a collection changed by a deterministic one-key command, a replica that
+  holds the version the command was applied to runs it too); answers the keys
+  whose command could not run here, so the coordinator sends their whole records.
+* ``RREAD key digest ...``: per key, :data:`SAME` if this replica holds versions
+  with that digest, :data:`NO_RECORD` if it holds none, else its whole record.
+* ``PURGE key clock``: drop the key's tombstone if it is still exactly that one.
+"""
+
+from __future__ import annotations
+
+from ..commands.table import CommandError
+from ..protocol.reply import RESP2
+from .store import VersionStore
+from .versions import decode_operation, digest, encode_record, is_operation
+
+REPL = b"REPL"
+RREAD = b"RREAD"
+PURGE = b"PURGE"
+OPERATIONS = (REPL, RREAD, PURGE)
+
+NO_RECORD = b"-"
+SAME = b""
+
+#: Single-key commands whose result depends only on the key's prior value and the
+#: arguments (no clock, no randomness): for a collection, replicas holding the same
+#: prior version run the command instead of receiving the whole new value.
+SHIPPED_AS_COMMAND = frozenset(
+    """lpush rpush lpushx rpushx lpop rpop lset linsert lrem ltrim
+    hset hsetnx hmset hdel hincrby hincrbyfloat
+    sadd srem
+    zadd zrem zincrby zremrangebyscore zremrangebyrank zremrangebylex zpopmin zpopmax""".split()
+)
+
+
+class ReplicaSide:
+    """Serves the replication operations of the bus for one node's store."""
+
+    def __init__(self, node, store: VersionStore) -> None:
+        self.node = node
+        self.store = store
+        #: What shipped commands run as: a session-like view of this node (made
+        #: when the first one arrives).
+        self._replica_context: ReplicaContext | None = None
+
+    def handle(self, peer_id: str, op: bytes, args: list[bytes]) -> list[bytes]:
+        """Serve one replication bus request (see the module doc)."""
+        store = self.store
+        if op == REPL:
+            # Answers the keys whose shipped command could not run here (this
+            # replica does not hold the version it applies to): the coordinator
+            # sends their whole records instead.
+            if len(args) % 3:
+                raise ValueError("REPL needs key, parent, record triples")
+            apply_shipped = store.apply_shipped
+            missing = []
+            for i in range(0, len(args), 3):
+                blob = args[i + 2]
+                if is_operation(blob):
+                    if not self._run_shipped(args[i], args[i + 1], blob):
+                        missing.append(args[i])
+                else:
+                    apply_shipped(args[i], args[i + 1], blob)
+            return missing
+        if len(args) % 2:
+            raise ValueError(f"{op.decode()} needs key/value pairs")
+        if op == RREAD:
+            answers = []
+            for i in range(0, len(args), 2):
+                key = args[i]
+                record = store.record(key)
+                if digest(record) == args[i + 1]:
+                    answers.append(SAME)
+                elif record is None:
+                    answers.append(NO_RECORD)
+                else:
+                    answers.append(encode_record(store.full_record(key)))
+            return answers
+        if op == PURGE:
+            store.purge(args[0], args[1])
+            return []
+        raise ValueError(f"unknown replication operation {op!r}")
+
+    def _run_shipped(self, key: bytes, parent: bytes, blob: bytes) -> bool:
+        """Run a command a coordinator shipped for ``key``; False if it cannot run here."""
+        if self.store.digest(key) != parent:
+            return False
+        version, command = decode_operation(blob)
+        spec = self.node.table.lookup(command[0])
+        if spec is None or spec.name not in SHIPPED_AS_COMMAND or spec.first_key != 1 or command[1:2] != [key]:
+            raise ValueError(f"{command[0]!r} cannot be shipped as a command")
+        if self._replica_context is None:
+            self._replica_context = ReplicaContext(self.node)
+        try:
+            spec.handler(self._replica_context, command)
+        except CommandError:
+            return False  # cannot happen on the same prior value; recover with the record
+        self.store.operation_applied(key, version)
+        return True
+
+
+class ReplicaContext:
+    """What a command handler needs of a session, for commands shipped by coordinators.
+
+    Handlers read the keyspace, the node and counters through their session; a
+    replica running a shipped command has no client, so it hands them this.
+    """
+
+    proto = RESP2
+    in_exec = False
+    multi = None
+
+    def __init__(self, node) -> None:
+        self.node = node
+        self.ks = node.keyspace
+        self.stats = type(node.stats)()  # counters of its own: not client traffic

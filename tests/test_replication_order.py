@@ -1,0 +1,180 @@
+"""Defects of the replicated read and write paths, each reproduced end to end through
+a client session over a scripted bus (see test_coordinator).
+
+* A pipelined read merged with a replica's newer version must answer as of its
+  place in the pipeline, not with a write the same client sent after it.
+* ``MULTI; GET k; EXEC`` honours the read quorum like a plain ``GET k``.
+* A replica's "not found" never outweighs another replica's version.
+* A run of pipelined SETs takes the general write path's steps (RESOLVE contexts).
+* A cluster-bus callback that raises does not end the peer link (test_bus).
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import trio
+
+from respkv.cluster.membership import Member, Membership
+from respkv.cluster.state import ClusterState
+from respkv.config import Config
+from respkv.keyspace.store import Keyspace
+from respkv.net.session import ClientSession
+from respkv.node import Node, start_replication
+from respkv.replication.answers import ReadAnswer
+from respkv.replication.coordinator import RREAD
+from respkv.replication.store import VersionStore
+from respkv.replication.vclock import actor_of
+
+from .test_coordinator import B, C, ME, FakeBus, FakeLink, ack, my_keys, replica_answering
+
+
+@pytest.fixture
+async def wired():
+    """(node, session, bus, client socket): a coordinator whose session's replies
+    can be read from the client end of its socket."""
+    node = Node(Config(**{"cluster-enabled": True}))
+    state = ClusterState(Member(ME, "127.0.0.1", 7000, 17000), rf=3)
+    state.merge(Membership([Member(B, "127.0.0.1", 7001, 17001), Member(C, "127.0.0.1", 7002, 17002)]))
+    node.cluster = state
+    bus = FakeBus()
+    bus.links = {B: FakeLink(B, ack), C: FakeLink(C, ack)}
+    start_replication(node, state, bus)
+    server_end, client_end = socket.socketpair()
+    server_end.setblocking(False)
+    session = ClientSession(node, server_end, 1, "127.0.0.1:1", "127.0.0.1:2")
+    yield node, session, bus, client_end
+    server_end.close()
+    client_end.close()
+
+
+async def pipeline(session, *requests) -> None:
+    """Serve one received batch as the poller does, to the end (replies sent)."""
+    out: list = []
+    pending = session._run_all([list(r) for r in requests], 0, out)
+    if pending is not None:
+        assert not await session._resume(pending, out)
+    elif out:
+        await session._send(b"".join(await session._settled(out)))
+
+
+def received(client_end: socket.socket) -> bytes:
+    client_end.setblocking(False)
+    data = b""
+    while True:
+        try:
+            chunk = client_end.recv(65536)
+        except BlockingIOError:
+            return data
+        data += chunk
+
+
+def newer_elsewhere(node, key: bytes, value: bytes) -> VersionStore:
+    """A replica store holding a version of ``key`` this node never saw."""
+    store = VersionStore(Keyspace(), actor_of(B))
+    store.keyspace.set(key, value)
+    store.written(key, node.keyspace.clock_ms() - 1000)
+    return store
+
+
+async def test_a_pipelined_read_is_not_answered_with_a_later_write(wired):
+    node, session, bus, client_end = wired
+    (key,) = my_keys(node, 1)
+    bus.links[B].answer = replica_answering(newer_elsewhere(node, key, b"REMOTE"))
+    bus.links[C].answer = replica_answering(VersionStore(Keyspace(), actor_of(C)))
+    with trio.fail_after(5):
+        await pipeline(session, (b"GET", key), (b"SET", key, b"LATER"), (b"GET", key))
+    # The first GET merged B's version before the SET ran; the second sees the SET.
+    assert received(client_end) == b"$6\r\nREMOTE\r\n+OK\r\n$5\r\nLATER\r\n"
+
+
+async def test_reads_in_a_transaction_honour_the_read_quorum(wired):
+    node, session, bus, client_end = wired
+    (key,) = my_keys(node, 1)
+    bus.links[B].answer = replica_answering(newer_elsewhere(node, key, b"REMOTE"))
+    bus.links[C].answer = replica_answering(VersionStore(Keyspace(), actor_of(C)))
+    with trio.fail_after(5):
+        await pipeline(session, (b"MULTI",), (b"GET", key), (b"EXEC",))
+    assert received(client_end) == b"+OK\r\n+QUEUED\r\n*1\r\n$6\r\nREMOTE\r\n"
+    assert [op for op, _ in bus.links[B].sent][:1] == [RREAD]
+
+
+async def test_a_transaction_whose_read_quorum_fails_is_discarded(wired):
+    node, session, bus, client_end = wired
+    node.config.set_text("request-timeout", "50")
+    (key,) = my_keys(node, 1)
+    bus.links[B].answer = bus.links[C].answer = lambda op, args: ConnectionError("down")
+    with trio.fail_after(5):
+        await pipeline(session, (b"MULTI",), (b"SET", key, b"v"), (b"GET", key), (b"EXEC",), (b"EXEC",))
+    replies = received(client_end)
+    assert replies.startswith(b"+OK\r\n+QUEUED\r\n+QUEUED\r\n-NOQUORUM read quorum not reached")
+    assert replies.endswith(b"-ERR EXEC without MULTI\r\n")
+    assert node.keyspace.get(key) is None  # the transaction did not run
+
+
+async def test_not_found_never_outweighs_a_found_version(wired):
+    node, session, bus, client_end = wired
+    (key,) = my_keys(node, 1)
+    # This node lost its data (restarted empty) and so did C, which answers at once;
+    # B holds the acknowledged value and answers later.
+    later = []
+    holder = replica_answering(newer_elsewhere(node, key, b"ACKED"))
+
+    def b_answers_later(op, args):
+        later.append((op, args))  # answered below, after C
+
+    bus.links[B].answer = b_answers_later
+    bus.links[C].answer = replica_answering(VersionStore(Keyspace(), actor_of(C)))
+    out: list = []
+    assert session._run_all([[b"GET", key]], 0, out) is None
+    node.replication.flush()
+    (deferred,) = out
+    assert not deferred.settled  # R=2 answered (here and C), but neither found it
+    # B's answer arrives through the callback the bus would call.
+    bus.links[B].answer = holder
+    (op, args), = later
+    callback_answer = holder(op, args)
+    ReadAnswer(node.replication, B, [(deferred, [key], [b""])])(callback_answer, None)
+    assert deferred.settled
+    assert node.replication.resolve(session, out) == [b"$5\r\nACKED\r\n"]
+
+
+async def test_not_found_everywhere_is_nil_once_every_replica_answered(wired):
+    node, session, bus, client_end = wired
+    (key,) = my_keys(node, 1)
+    for peer, actor in ((B, actor_of(B)), (C, actor_of(C))):
+        bus.links[peer].answer = replica_answering(VersionStore(Keyspace(), actor))
+    with trio.fail_after(5):
+        await pipeline(session, (b"GET", key))
+    assert received(client_end) == b"$-1\r\n"
+
+
+async def test_not_found_with_a_silent_replica_is_nil_at_the_timeout(wired):
+    node, session, bus, client_end = wired
+    node.config.set_text("request-timeout", "50")
+    (key,) = my_keys(node, 1)
+    bus.links[B].answer = lambda op, args: None  # never answers
+    bus.links[C].answer = replica_answering(VersionStore(Keyspace(), actor_of(C)))
+    with trio.fail_after(5):
+        await pipeline(session, (b"GET", key))
+    assert received(client_end) == b"$-1\r\n"  # R=2 answered: not found, not NOQUORUM
+
+
+async def test_a_run_of_sets_takes_the_general_write_path(wired):
+    node, session, bus, client_end = wired
+    keys = my_keys(node, 3)
+    with trio.fail_after(5):
+        await pipeline(session, *[(b"SET", key, b"v") for key in keys])  # one run
+        for key in keys:
+            await pipeline(session, (b"SET", key, b"w"))  # one request a batch
+    assert received(client_end) == b"+OK\r\n" * 6
+    assert node.replication.stats["replicated_writes"] == 6
+    sent = [args for op, args in bus.links[B].sent]
+    run, singles = sent[0], [arg for args in sent[1:] for arg in args]
+    assert run[0::3] == singles[0::3] == keys
+    assert run[1::3] == [b""] * 3  # nothing held before: no parent
+    # Each single SET superseded exactly the version the run wrote.
+    store = node.replication.store
+    assert [len(store.record(key)) for key in keys] == [1, 1, 1]
+    assert all(parent != b"" for parent in singles[1::3])
