@@ -178,3 +178,29 @@ async def test_a_run_of_sets_takes_the_general_write_path(wired):
     store = node.replication.store
     assert [len(store.record(key)) for key in keys] == [1, 1, 1]
     assert all(parent != b"" for parent in singles[1::3])
+
+
+async def test_replica_answers_only_post_to_the_poller(wired):
+    """The bus callback that settles a parked session's last reply writes nothing to
+    the client's socket: the poller sends it in its next round."""
+    from respkv.net.poller import ClientPoller
+
+    node, session, bus, client_end = wired
+    (key,) = my_keys(node, 1)
+    answers = []
+    bus.links[B].answer = bus.links[C].answer = lambda op, args: answers.append(op)  # held back
+    poller = ClientPoller(node)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(poller.run)
+            poller.add(session)
+            client_end.sendall(b"*3\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$1\r\nv\r\n" % (len(key), key))
+            while session.parked is None:
+                await trio.sleep(0.001)
+            (deferred,) = session.parked[0]
+            deferred.ack()  # what the REPL answer's callback does, in the bus reader
+            assert received(client_end) == b""  # posted, not sent
+            while not (data := received(client_end)):
+                await trio.sleep(0.001)
+            assert data == b"+OK\r\n"
+            nursery.cancel_scope.cancel()

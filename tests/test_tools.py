@@ -52,3 +52,42 @@ def test_faults_authenticates_with_the_password(tmp_path, capsys, monkeypatch):
         assert faults.status([address], password="s3cret") == {address: []}
     finally:
         server.stop()
+
+
+def test_clusterbench_counts_cpu_per_request():
+    """The cluster benchmark's CPU bookkeeping: /proc CPU time of a process grows
+    with the work it does, and a cell's CPU per request, its spread and the
+    target/reference ratios come out of the samples as documented."""
+    import os
+    import time
+
+    from tools import bench, clusterbench
+
+    pid = os.getpid()
+    before = clusterbench.cpu_seconds(pid)
+    deadline = time.process_time() + 0.1
+    while time.process_time() < deadline:
+        pass
+    assert clusterbench.cpu_seconds(pid) - before >= 0.05
+
+    def sample(round_no, role, rps, cpu_seconds):
+        return {"round": round_no, "role": role, "rps": rps, "requests": 100_000,
+                "cpu_seconds": cpu_seconds, "cpu_window_seconds": 2.0,
+                "cpu_us_per_request": cpu_seconds / 100_000 * 1e6}
+
+    cell = {"samples": [
+        sample(1, "target", 30_000, 3.0), sample(1, "reference", 100_000, 1.0),
+        sample(2, "target", 20_000, 4.0), sample(2, "reference", 80_000, 1.0),
+        sample(3, "target", 25_000, 2.0), sample(3, "reference", 90_000, 0.5),
+    ]}
+    bench.summarize(cell)
+    clusterbench.summarize_cpu(cell, {"target": 0.5, "reference": 0.0})
+    assert cell["cpu_us_per_request"]["target"] == {"median": 30.0, "min": 20.0, "max": 40.0}
+    assert cell["cpu_us_per_request"]["reference"]["median"] == 10.0
+    assert cell["cpu_ratio"] == 3.0
+    assert cell["cpu_pair_ratios"] == [3.0, 4.0, 4.0]
+    assert cell["round_ratios"]["cpu_us_per_request"] == {"median": 4.0, "min": 3.0, "max": 4.0}
+    assert cell["round_ratios"]["rps"]["min"] == 0.25
+    # Idle use (0.5 cores over a 2 s window = 1 CPU second) comes off the net figure.
+    assert cell["net_cpu_us_per_request"]["target"]["median"] == 20.0
+    assert cell["net_cpu_ratio"] == 2.0

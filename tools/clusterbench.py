@@ -24,7 +24,15 @@ given a password (``--respkv-arg=--requirepass=PW``) is benchmarked with
 As with :mod:`tools.bench`, what counts is the ratio of the two throughputs
 measured in one run: the clusters are measured alternately and every measurement
 is repeated, the median is reported, and ``--reference-only`` (a second Redis
-Cluster in respkv's place) shows the noise level.  The tests are the same data as
+Cluster in respkv's place) shows the noise level.
+
+Beside throughput, every measured run reports the CPU time its cluster spent per
+request: user+sys time of all of the cluster's node processes (from
+``/proc/<pid>/stat``), read before ``redis-benchmark`` starts and again once the
+nodes have gone quiet after it exits, divided by the requests it had answered
+(``-n``).  With ``--reference-rf 1`` the ratio of the two is what replication
+multiplies a request's CPU cost by; throughput alone hides that on a machine
+whose cores are shared by all the nodes.  The tests are the same data as
 :data:`tools.bench.TESTS`; the summaries and the table are :mod:`tools.bench`'s,
 the benchmark runs and result files :mod:`tools.benchlib`'s.
 """
@@ -32,7 +40,9 @@ the benchmark runs and result files :mod:`tools.benchlib`'s.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,6 +61,15 @@ DEFAULT_TESTS = ("set", "get")
 DEFAULT_PIPELINES = (16,)
 #: Seconds either cluster may take to form.
 FORM_TIMEOUT = 90.0
+#: After a run, the nodes count as quiet again once all of them together use less
+#: than this many cores over :data:`SETTLE_INTERVAL` (an idle respkv node uses a few
+#: hundredths of a core for gossip and timers; replication's tail uses far more).
+SETTLE_CORES = 0.25
+SETTLE_INTERVAL = 0.5
+#: ... or after this many seconds, whichever comes first.
+SETTLE_TIMEOUT = 10.0
+#: Seconds over which each cluster's idle CPU use is sampled before measuring.
+IDLE_SAMPLE_SECONDS = 2.0
 
 
 # --------------------------------------------------------------------------- #
@@ -107,6 +126,29 @@ def parse_args(argv: list[str] | None = None) -> Config:
 
 
 # --------------------------------------------------------------------------- #
+# CPU time of the node processes
+# --------------------------------------------------------------------------- #
+
+_CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User+sys CPU time the process ``pid`` (all its threads) has used so far.
+
+    From fields 14 and 15 (utime, stime) of ``/proc/<pid>/stat``, in clock ticks.
+    The command name in field 2 may hold spaces and parentheses, so the fields are
+    counted from the last ``)``.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError) as exc:
+        raise BenchmarkFailed(f"cannot read the CPU time of pid {pid}: {exc}") from None
+    # fields[0] is field 3 (state), so utime (14) and stime (15) are 11 and 12.
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICK
+
+
+# --------------------------------------------------------------------------- #
 # The two clusters
 # --------------------------------------------------------------------------- #
 
@@ -127,6 +169,30 @@ class ClusterSide:
     @property
     def entry(self) -> ServerProcess:
         return self.servers[0]
+
+    def cpu(self) -> list[float]:
+        """CPU seconds used so far by each node process."""
+        return [cpu_seconds(s.pid) for s in self.servers]
+
+    def idle_cores(self, seconds: float = IDLE_SAMPLE_SECONDS) -> float:
+        """Cores the nodes use together while nobody sends them requests."""
+        before, started = sum(self.cpu()), time.monotonic()
+        time.sleep(seconds)
+        return (sum(self.cpu()) - before) / (time.monotonic() - started)
+
+    def settle(self) -> float:
+        """Wait until the nodes have finished the work a run left behind (such as
+        replica writes still in flight when the last reply arrived); return the
+        seconds waited."""
+        started = time.monotonic()
+        last = sum(self.cpu())
+        while time.monotonic() - started < SETTLE_TIMEOUT:
+            time.sleep(SETTLE_INTERVAL)
+            now = sum(self.cpu())
+            if now - last < SETTLE_CORES * SETTLE_INTERVAL:
+                break
+            last = now
+        return time.monotonic() - started
 
     def benchmark_args(self, args: list[str]) -> list[str]:
         """``args`` plus what redis-benchmark needs to authenticate with this side."""
@@ -220,7 +286,8 @@ def start_sides(cfg: Config) -> tuple[ClusterSide, ClusterSide]:
     if cfg.reference_only:
         target = start_redis_cluster("target", "redis-cluster(as target)", cfg.nodes, cfg.redis_args)
     else:
-        target = start_respkv_cluster("target", "respkv-cluster", cfg, cfg.rf)
+        name = "respkv-cluster" if cfg.rf is None else f"respkv-cluster(rf={cfg.rf})"
+        target = start_respkv_cluster("target", name, cfg, cfg.rf)
     try:
         if cfg.reference_rf is not None:
             reference = start_respkv_cluster(
@@ -245,6 +312,116 @@ def benchmark_args(cfg: Config, test: BenchTest, pipeline: int, requests: int) -
     ]
 
 
+def measure(side: ClusterSide, args: list[str], requests: int, watch: list[ServerProcess],
+            timeout: float) -> tuple[benchlib.BenchmarkRun, dict]:
+    """One timed ``redis-benchmark`` run against ``side``, with the CPU time its
+    nodes spent on it.
+
+    The nodes' CPU time is read right before the run, when ``redis-benchmark``
+    exits, and once they have settled (:meth:`ClusterSide.settle`); the last
+    reading counts, so work a run leaves behind is charged to it.  Requests are
+    ``-n``: ``redis-benchmark`` stops once that many replies have arrived.
+    """
+    before = side.cpu()
+    started = time.monotonic()
+    result = benchlib.run_redis_benchmark(side.entry, side.benchmark_args(args),
+                                          watch=watch, timeout=timeout)
+    at_exit = side.cpu()
+    settle_seconds = side.settle()
+    after = side.cpu()
+    window = time.monotonic() - started
+    per_node = [a - b for a, b in zip(after, before)]
+    cpu = {
+        "requests": requests,
+        "cpu_seconds": round(sum(per_node), 3),
+        "cpu_seconds_per_node": [round(c, 3) for c in per_node],
+        "cpu_seconds_at_exit": round(sum(at_exit) - sum(before), 3),
+        "settle_seconds": round(settle_seconds, 2),
+        "cpu_window_seconds": round(window, 3),
+        "cpu_us_per_request": sum(per_node) / requests * 1e6,
+    }
+    return result, cpu
+
+
+def _spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def summarize_cpu(cell: dict, idle_cores: dict[str, float]) -> None:
+    """Add CPU per request to a cell that :func:`tools.bench.summarize` has seen.
+
+    Per side: median, lowest and highest µs per request over the repeats, also net
+    of the side's idle CPU use (``idle_cores`` × the sample's CPU window).  Then,
+    like the throughput ratio, the target/reference ratio of the medians and the
+    per-round ratios (each target sample against the reference sample of the same
+    round), and the median and range of the per-round throughput and CPU ratios.
+    """
+    for sample in cell["samples"]:
+        idle = idle_cores.get(sample["role"], 0.0) * sample["cpu_window_seconds"]
+        sample["net_cpu_us_per_request"] = (sample["cpu_seconds"] - idle) / sample["requests"] * 1e6
+    for key in ("cpu_us_per_request", "net_cpu_us_per_request"):
+        per_role = {}
+        for role in ("target", "reference"):
+            values = [s[key] for s in cell["samples"] if s["role"] == role]
+            if values:
+                per_role[role] = _spread(values)
+        cell[key] = per_role
+    medians = cell["cpu_us_per_request"]
+    if "target" in medians and "reference" in medians:
+        cell["cpu_ratio"] = medians["target"]["median"] / medians["reference"]["median"]
+        net = cell["net_cpu_us_per_request"]
+        if net["reference"]["median"] > 0:
+            cell["net_cpu_ratio"] = net["target"]["median"] / net["reference"]["median"]
+    by_round: dict[int, dict[str, dict]] = {}
+    for sample in cell["samples"]:
+        by_round.setdefault(sample["round"], {})[sample["role"]] = sample
+    pairs = [p for _, p in sorted(by_round.items()) if "target" in p and "reference" in p]
+    cell["cpu_pair_ratios"] = [
+        p["target"]["cpu_us_per_request"] / p["reference"]["cpu_us_per_request"] for p in pairs
+    ]
+    cell["round_ratios"] = {}
+    if pairs:
+        cell["round_ratios"] = {"rps": _spread(cell["pair_ratios"]),
+                                "cpu_us_per_request": _spread(cell["cpu_pair_ratios"])}
+
+
+def print_cpu_table(record: dict) -> None:
+    """Throughput and CPU per request of both sides, with the ratios."""
+    def us(spread: dict) -> str:
+        return f"{spread['median']:.1f} ({spread['min']:.1f}-{spread['max']:.1f})"
+
+    def ratio(value: float, spread: dict) -> str:
+        return f"{value:.3f} ({spread['min']:.3f}-{spread['max']:.3f})"
+
+    rows = []
+    for cell in record["results"]:
+        if "cpu_ratio" not in cell:
+            continue
+        cpu, rps = cell["cpu_us_per_request"], cell["median_rps"]
+        rows.append([
+            cell["test"], cell["pipeline"],
+            f"{rps['target']:.0f}", us(cpu["target"]), f"{rps['reference']:.0f}", us(cpu["reference"]),
+            ratio(cell["ratio"], cell["round_ratios"]["rps"]),
+            ratio(cell["cpu_ratio"], cell["round_ratios"]["cpu_us_per_request"]),
+            f"{cell['net_cpu_ratio']:.2f}" if "net_cpu_ratio" in cell else "-",
+        ])
+    if not rows:
+        return
+    target, reference = record["sides"]["target"]["name"], record["sides"]["reference"]["name"]
+    print()
+    print(f"CPU per request (µs, user+sys of all node processes ÷ requests answered):\n"
+          f"  T = {target}, R = {reference}; medians over the repeats, (lowest-highest)")
+    print(benchlib.format_table(
+        ["test", "pipeline", "T rps", "T CPU µs/req", "R rps", "R CPU µs/req",
+         "rps T/R (rounds)", "CPU/req T/R (rounds)", "CPU T/R net of idle"],
+        rows,
+    ))
+    idle = record.get("idle_cores", {})
+    if idle:
+        print(f"  idle CPU use, counted in µs/req above: T {idle.get('target', 0):.3f} cores, "
+              f"R {idle.get('reference', 0):.3f} cores ('net of idle' subtracts it)")
+
+
 def run(cfg: Config, record: dict) -> None:
     """Start both clusters, measure alternately, and fill ``record`` in place (so
     whatever was measured before a failure still reaches the results file)."""
@@ -265,6 +442,18 @@ def run(cfg: Config, record: dict) -> None:
                     result.row(test.label)
                     warnings.update(f"{side.name}: {w}" for w in result.warnings)
 
+        record["cpu_per_request_is"] = (
+            "user+sys CPU seconds of all of a side's node processes from just before "
+            "redis-benchmark starts until the nodes are quiet after it exits, divided by "
+            "the requests it was told to complete (-n), in microseconds")
+        record["idle_cores"] = {}
+        for side in sides:
+            side.settle()
+        for side in sides:
+            record["idle_cores"][side.role] = round(side.idle_cores(), 4)
+        bench.log("idle CPU use: " + ", ".join(
+            f"{side.name} {record['idle_cores'][side.role]:.3f} cores" for side in sides))
+
         cells = {}
         for test in cfg.tests:
             for pipeline in cfg.pipelines:
@@ -281,16 +470,18 @@ def run(cfg: Config, record: dict) -> None:
                 test = TESTS[name]
                 args = benchmark_args(cfg, test, pipeline, cell["requests"])
                 for side in sides:
-                    result = benchlib.run_redis_benchmark(
-                        side.entry, side.benchmark_args(args), watch=servers, timeout=cfg.run_timeout)
+                    result, cpu = measure(side, args, cell["requests"], servers, cfg.run_timeout)
                     row = result.row(test.label)
                     warnings.update(f"{side.name}: {w}" for w in result.warnings)
                     cell["samples"].append({"round": round_no, "role": side.role,
-                                            "seconds": round(result.seconds, 3), **row})
+                                            "seconds": round(result.seconds, 3), **row, **cpu})
                     done += 1
                     bench.log(f"[{done}/{total}] round {round_no} {name} -P {pipeline} "
-                              f"{side.name}: {row['rps']:.0f} rps")
+                              f"{side.name}: {row['rps']:.0f} rps, "
+                              f"{cpu['cpu_us_per_request']:.1f} µs CPU/request "
+                              f"(settled after {cpu['settle_seconds']:.1f}s)")
                 bench.summarize(cell)
+                summarize_cpu(cell, record["idle_cores"])
         benchlib.check_alive(servers)
     finally:
         record["warnings"] = sorted(warnings)
@@ -300,8 +491,17 @@ def run(cfg: Config, record: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
-    return bench.drive("clusterbench", argv, cfg, run, nodes=cfg.nodes, rf=cfg.rf,
-                       reference_rf=cfg.reference_rf, routing=cfg.routing)
+    records: list[dict] = []
+
+    def run_keeping_record(cfg: Config, record: dict) -> None:
+        records.append(record)
+        run(cfg, record)
+
+    status = bench.drive("clusterbench", argv, cfg, run_keeping_record, nodes=cfg.nodes,
+                         rf=cfg.rf, reference_rf=cfg.reference_rf, routing=cfg.routing)
+    if records and "sides" in records[0]:
+        print_cpu_table(records[0])
+    return status
 
 
 if __name__ == "__main__":

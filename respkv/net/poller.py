@@ -20,7 +20,10 @@ take whole is finished by a task, like any other wait.
 
 With replication, a write's reply waits for replicas: the session *parks* (its
 socket leaves the set) and the bus reader that receives the last acknowledgement
-sends the replies and puts the socket back; no task is started.  What the sessions
+only *posts* it (:meth:`ClientPoller.post`, which wakes the poller through an
+eventfd in the set); in its next round the poller finishes posted sessions — their
+replies leave with the round's others, their sockets rejoin the set.  So the cluster
+bus never writes to a client socket or touches the set, and no task is started.  What the sessions
 of one round queued for other nodes is flushed at the end of the round, so every
 peer gets one request for all of them.
 
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import select
 
 import trio
@@ -63,6 +67,29 @@ class ClientPoller:
         self._nursery: trio.Nursery | None = None
         #: (session, reply bytes) produced this round, sent at its end.
         self.replies: list[tuple[object, bytes]] = []
+        #: Parked sessions whose replicas answered (:meth:`post`), finished next round.
+        self._posted: list = []
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._epoll.register(self._wake_fd, select.EPOLLIN)
+
+    def post(self, session) -> None:
+        """Have the poller finish a parked ``session`` in its next round.
+
+        For code outside the poller's round (cluster-bus callbacks, timeouts): it
+        queues and wakes, and never touches the session's socket itself.
+        """
+        if not self._posted:
+            os.eventfd_write(self._wake_fd, 1)
+        self._posted.append(session)
+
+    def _finish_posted(self) -> None:
+        try:
+            os.eventfd_read(self._wake_fd)
+        except BlockingIOError:
+            pass
+        posted, self._posted = self._posted, []
+        for session in posted:
+            session.finish_parked()
 
     def add(self, session) -> None:
         """Start serving a new session."""
@@ -88,7 +115,7 @@ class ClientPoller:
                             break
                         for fd, _ in events:
                             session = by_fd.get(fd)
-                            if session is None:  # closed by an earlier event in this round
+                            if session is None:  # the wake-up, or closed earlier this round
                                 continue
                             try:
                                 outcome = session.on_readable()
@@ -102,7 +129,9 @@ class ClientPoller:
                             elif outcome is PARK:
                                 self._unregister(session)
                             else:
-                                self._detach(session, outcome)
+                                self.detach(session, outcome)
+                        if self._posted:
+                            self._finish_posted()
                         replication = self.node.replication
                         if replication is not None and replication.queued:
                             # One request per peer for every session served this round
@@ -114,6 +143,7 @@ class ClientPoller:
             for session in list(self.node.clients.values()):
                 self.close(session)
             epoll.close()
+            os.close(self._wake_fd)
 
     def _send_replies(self) -> None:
         """Send the replies of this round's sessions, one ``send`` each."""
@@ -126,14 +156,14 @@ class ClientPoller:
             if sent < 0:
                 self.close(session)
             elif sent < len(payload):  # the socket buffer is full: a task sends the rest
-                self._detach(session, session.send_then(payload, sent, False))
+                self.detach(session, session.send_then(payload, sent, False))
 
     def _unregister(self, session) -> None:
         fd = session.sock.fileno()
         del self._by_fd[fd]
         self._epoll.unregister(fd)
 
-    def _detach(self, session, work) -> None:
+    def detach(self, session, work) -> None:
         """Serve ``session`` in a task of its own until ``work`` is done."""
         self._unregister(session)
         self.run_parked(session, work)

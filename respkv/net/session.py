@@ -365,17 +365,24 @@ class ClientSession:
     def _park(self, waiting, out: list, close: bool):
         """Hold this batch's replies until its replicas answered (see replication).
 
-        The session leaves the poller's set (so its later requests wait, in order)
-        and the batch's last answer, or its timeout, calls :meth:`_unpark` from the
-        cluster bus's reader: no task is started for the wait.
+        The session leaves the poller's set (so its later requests wait, in order).
+        The batch's last answer, or its timeout, only *posts* the session to the
+        poller (:meth:`ClientPoller.post`); the poller finishes it in its next round
+        (:meth:`finish_parked`), so the cluster bus never writes to client sockets
+        or touches the poller's set.  No task is started for the wait.
         """
         self.parked = (out, close)
-        waiting.on_settled = self._unpark
+        waiting.on_settled = self._post_settled
         self.node.replication.park(waiting)
         return PARK
 
-    def _unpark(self) -> None:
-        """Send the replies of a parked batch and give the socket back to the poller."""
+    def _post_settled(self) -> None:
+        if self.poller is not None and self.parked is not None:
+            self.poller.post(self)
+
+    def finish_parked(self) -> None:
+        """In the poller's round: queue a parked batch's replies (sent at the end of
+        the round, with the others) and give the socket back to the poller."""
         parked = self.parked
         if parked is None:
             return
@@ -385,16 +392,15 @@ class ClientSession:
             return
         out, close = parked
         payload = b"".join(self.node.replication.resolve(self, out))
-        sent = self.send_now(payload) if payload else 0
-        if sent < 0:
-            poller.close(self)
-            return
-        if sent < len(payload):
-            poller.run_parked(self, self.send_then(payload, sent, close))
-        elif close or self.closing:
-            poller.close(self)
-        else:
-            poller.unpark(self)
+        poller.unpark(self)
+        if close or self.closing:
+            sent = self.send_now(payload) if payload else 0
+            if 0 <= sent < len(payload):
+                poller.detach(self, self.send_then(payload, sent, True))
+            else:
+                poller.close(self)
+        elif payload:
+            poller.replies.append((self, payload))
 
     async def _settled(self, out: list) -> list:
         """``out`` with replies waiting for replicas (Deferred) resolved."""
