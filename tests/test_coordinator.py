@@ -74,9 +74,10 @@ def ack(op, args):
     return []
 
 
-@pytest.fixture
-async def cluster():
-    """(node, session, bus): a node coordinating some slots of a 3-member ring."""
+def coordinating_node():
+    """(node, session, bus, client socket): a node coordinating some slots of a
+    3-member ring, over a scripted bus, with one session whose replies can be read
+    from the client end of its socket."""
     node = Node(Config(**{"cluster-enabled": True}))
     state = ClusterState(Member(ME, "127.0.0.1", 7000, 17000), rf=3)
     state.merge(Membership([Member(B, "127.0.0.1", 7001, 17001), Member(C, "127.0.0.1", 7002, 17002)]))
@@ -84,11 +85,19 @@ async def cluster():
     bus = FakeBus()
     bus.links = {B: FakeLink(B, ack), C: FakeLink(C, ack)}
     start_replication(node, state, bus)
-    a, b = socket.socketpair()
-    session = ClientSession(node, a, 1, "127.0.0.1:1", "127.0.0.1:2")
+    server_end, client_end = socket.socketpair()
+    server_end.setblocking(False)
+    session = ClientSession(node, server_end, 1, "127.0.0.1:1", "127.0.0.1:2")
+    return node, session, bus, client_end
+
+
+@pytest.fixture
+async def cluster():
+    """(node, session, bus): see :func:`coordinating_node`."""
+    node, session, bus, client_end = coordinating_node()
     yield node, session, bus
-    a.close()
-    b.close()
+    session.sock.close()
+    client_end.close()
 
 
 def my_keys(node, count: int, prefix: str = "k") -> list[bytes]:

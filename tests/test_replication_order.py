@@ -16,36 +16,21 @@ import socket
 import pytest
 import trio
 
-from respkv.cluster.membership import Member, Membership
-from respkv.cluster.state import ClusterState
-from respkv.config import Config
 from respkv.keyspace.store import Keyspace
-from respkv.net.session import ClientSession
-from respkv.node import Node, start_replication
 from respkv.replication.answers import ReadAnswer
 from respkv.replication.coordinator import RREAD
 from respkv.replication.store import VersionStore
 from respkv.replication.vclock import actor_of
 
-from .test_coordinator import B, C, ME, FakeBus, FakeLink, ack, my_keys, replica_answering
+from .test_coordinator import B, C, coordinating_node, my_keys, replica_answering
 
 
 @pytest.fixture
 async def wired():
-    """(node, session, bus, client socket): a coordinator whose session's replies
-    can be read from the client end of its socket."""
-    node = Node(Config(**{"cluster-enabled": True}))
-    state = ClusterState(Member(ME, "127.0.0.1", 7000, 17000), rf=3)
-    state.merge(Membership([Member(B, "127.0.0.1", 7001, 17001), Member(C, "127.0.0.1", 7002, 17002)]))
-    node.cluster = state
-    bus = FakeBus()
-    bus.links = {B: FakeLink(B, ack), C: FakeLink(C, ack)}
-    start_replication(node, state, bus)
-    server_end, client_end = socket.socketpair()
-    server_end.setblocking(False)
-    session = ClientSession(node, server_end, 1, "127.0.0.1:1", "127.0.0.1:2")
+    """(node, session, bus, client socket): see test_coordinator.coordinating_node."""
+    node, session, bus, client_end = coordinating_node()
     yield node, session, bus, client_end
-    server_end.close()
+    session.sock.close()
     client_end.close()
 
 

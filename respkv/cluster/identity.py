@@ -34,12 +34,7 @@ def load_or_create_node_id(directory: str) -> str:
             node_id = f.read().strip()
     except FileNotFoundError:
         node_id = new_node_id()
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="ascii") as f:
-            f.write(node_id + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_line_atomically(path, node_id, 0o644)
         return node_id
     if not _NODE_ID.fullmatch(node_id):
         raise IdentityError(f"{path} does not hold a 40-hex node id")
@@ -86,14 +81,15 @@ def load_cluster_secret(directory: str, secret: str = "", secret_file: str = "")
     except FileNotFoundError:
         pass
     value = secrets.token_hex(32)
-    write_secret_file(path, value)
+    write_line_atomically(path, value)
     return value.encode(), f"{path} (generated)"
 
 
-def write_secret_file(path: str, value: str) -> None:
-    """Store a secret atomically in a file only its owner can read."""
+def write_line_atomically(path: str, value: str, mode: int = 0o600) -> None:
+    """Store one line in ``path``: written to a temporary file (created with ``mode``,
+    by default readable by its owner only, as a secret must be), synced, renamed."""
     tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(value + "\n")
         f.flush()

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..cluster.gossip import BUS_PORT_OFFSET
-from ..cluster.identity import SECRET_FILE, write_secret_file
+from ..cluster.identity import SECRET_FILE, write_line_atomically
 from ..keyspace.slots import SLOT_COUNT
 from .client import (
     NodeLine,
@@ -96,7 +96,7 @@ def ensure_secret_file(directory: str) -> str:
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, SECRET_FILE)
     if not os.path.exists(path):
-        write_secret_file(path, secrets.token_hex(32))
+        write_line_atomically(path, secrets.token_hex(32))
     return path
 
 

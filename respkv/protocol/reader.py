@@ -101,10 +101,11 @@ _ALLOCATION_BUDGET = 16
 def fast_path_safe(data: bytes) -> bool:
     """The guard: may hiredis parse ``data`` (a chunk starting at a request boundary)?
 
-    True only if every aggregate type byte in the chunk, followed by a count of at
-    most four digits without leading zeros, or not, together announce no more than
-    :data:`_ALLOCATION_BUDGET` times the chunk's length in list memory; and no
-    simple string, verbatim string or big number header stands at a line start.
+    True only if the aggregate type bytes in the chunk (``*%~>|``) are followed by
+    counts of at most four digits, without leading zeros, and all of them together
+    announce no more than :data:`_ALLOCATION_BUDGET` times the chunk's length in
+    list memory; and no simple string, verbatim string or big number header stands
+    at a line start.
 
     Aggregate headers are looked for everywhere, not only at line starts: hiredis,
     like Redis, skips the two bytes after a bulk's payload without looking at them,
