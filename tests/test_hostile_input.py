@@ -33,7 +33,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from respkv.protocol.reader import ProtocolError, QueryBufferFull, RequestReader, well_formed
+from respkv.protocol.reader import ProtocolError, QueryBufferFull, RequestReader
 from tools import fuzz, fuzzframes
 from tools.fuzz import HOST, Prober, memory, reset_peak
 from tools.fuzzframes import PREFIX_REPLIES, encode
@@ -301,16 +301,7 @@ def read_all(chunks: list[bytes], **options) -> tuple[list, str | None]:
     requests: list = []
     try:
         for chunk in chunks:
-            batch = reader.parse(chunk)
-            while batch:
-                for i, request in enumerate(batch):
-                    if not well_formed(request):
-                        requests += batch[:i]
-                        batch = reader.reparse(i)
-                        break
-                else:
-                    requests += batch
-                    batch = reader.read_batch() if not reader.idle else []
+            reader.parse_all(chunk, requests)
     except ProtocolError as exc:
         return requests, str(exc)
     except QueryBufferFull:

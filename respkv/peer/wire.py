@@ -17,7 +17,7 @@ more than it sent.
 
 from __future__ import annotations
 
-from ..protocol.reader import ProtocolError, QueryBufferFull, RequestReader, well_formed
+from ..protocol.reader import ProtocolError, QueryBufferFull, RequestReader
 
 REQUEST = b"Q"
 NOTIFY = b"N"
@@ -79,18 +79,8 @@ class FrameReader:
     def parse(self, data: bytes) -> list[list[bytes]]:
         """Take received bytes; return every frame they complete."""
         reader = self._reader
-        frames: list[list[bytes]] = []
         try:
-            batch = reader.parse(data)
-            while batch:
-                for index, frame in enumerate(batch):
-                    if not well_formed(frame):  # the exact path says what is wrong
-                        frames += batch[:index]
-                        batch = reader.reparse(index)
-                        break
-                else:
-                    frames += batch
-                    batch = reader.read_batch() if not reader.idle else []
+            frames = reader.parse_all(data)
         except ProtocolError as exc:
             raise BusProtocolError(f"malformed bus frame: {exc}") from None
         except QueryBufferFull:

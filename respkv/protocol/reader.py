@@ -278,6 +278,29 @@ class RequestReader:
         self._last_chunk = data
         return batch
 
+    def parse_all(self, data: bytes, requests: list | None = None) -> list[list[bytes]]:
+        """Take received bytes; append every complete request, each well formed, to
+        ``requests`` (a new list if None) and return it.
+
+        For consumers that do not run requests as they go (the cluster bus): the
+        fast path's batches are checked here, and the exact path takes over from
+        the first request that is not well formed (:meth:`reparse`).  Raises like
+        :meth:`parse`; ``requests`` then holds the requests before the bad one.
+        """
+        if requests is None:
+            requests = []
+        batch = self.parse(data)
+        while batch:
+            for index, request in enumerate(batch):
+                if not well_formed(request):
+                    requests += batch[:index]
+                    batch = self.reparse(index)
+                    break
+            else:
+                requests += batch
+                batch = self.read_batch() if not self.idle else []
+        return requests
+
     def reparse(self, served: int) -> list[list[bytes]]:
         """Give the rest of the last fast-path chunk to the exact path.
 
