@@ -121,6 +121,9 @@ class Node:
         self.bus_operations: dict = {}
         #: The replication coordinator, in cluster mode with replication-factor > 1.
         self.replication: Coordinator | None = None
+        #: Called at the end of every poller round (see net.poller): replication
+        #: flushes what the round queued for each peer.
+        self.round_hooks: list = []
 
     # -- key-change observers (WATCH, blocked clients) ---------------------------
 
@@ -234,6 +237,7 @@ def start_replication(node: Node, state: ClusterState, bus: ClusterBus) -> Coord
     for op in REPLICATION_OPERATIONS:
         node.bus_operations[op] = coordinator.handle
     node.replication = coordinator
+    node.round_hooks.append(coordinator.flush)
     state.replicated = True
     return coordinator
 

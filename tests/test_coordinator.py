@@ -22,11 +22,12 @@ from respkv.cluster.state import ClusterState
 from respkv.config import Config
 from respkv.keyspace.slots import key_slot
 from respkv.keyspace.store import Keyspace
+from respkv.net.replies import ReplySlot, joined
 from respkv.net.session import ClientSession
 from respkv.node import Node, start_replication
 from respkv.peer.bus import PeerUnavailable
 from respkv.replication import coordinator as coordinator_module
-from respkv.replication.coordinator import REPL, RREAD, Deferred
+from respkv.replication.coordinator import REPL, RREAD
 from respkv.replication.replica import PURGE, ReplicaSide
 from respkv.replication.store import VersionStore
 from respkv.replication.vclock import actor_of
@@ -44,6 +45,8 @@ class FakeLink:
         self.connected = True
         self.backlog = 0
         self.sent: list[tuple[bytes, list[bytes]]] = []
+        #: The callback of every request, for answering one later.
+        self.callbacks: list = []
 
     def request_nowait(self, op, args, callback) -> bool:
         if args.__class__ is not list:  # pre-encoded REPL records: decode them back
@@ -52,6 +55,7 @@ class FakeLink:
             (frame,) = wire.new_reader().parse(wire.encode(wire.REQUEST, 1, op, args))
             args = wire.split(frame)[3]
         self.sent.append((op, args))
+        self.callbacks.append(callback)
         result = self.answer(op, args)
         if result is not None:
             if isinstance(result, Exception):
@@ -119,7 +123,7 @@ def run(node, session, *requests) -> list:
     waiting, session.waiting = session.waiting, None
     if waiting is not None and waiting.pending:
         return out  # still waiting: the test looks at the placeholders
-    return node.replication.resolve(session, out)
+    return [joined(out)]
 
 
 async def test_a_pipeline_of_writes_is_one_request_per_peer_and_waits_for_w(cluster):
@@ -141,11 +145,12 @@ async def test_writes_wait_until_w_acks_and_then_answer(cluster):
     bus.links[B].answer = bus.links[C].answer = lambda op, args: pending.append(op)  # never answer
     (key,) = my_keys(node, 1)
     out = run(node, session, (b"SET", key, b"v"))
-    assert len(out) == 1 and out[0].__class__ is Deferred and not out[0].settled
-    batch = out[0].batch
-    out[0].ack()  # one replica acknowledges: W=2 reached
-    assert out[0].settled and batch.done
-    assert node.replication.resolve(session, out) == [b"+OK\r\n"]
+    assert len(out) == 1 and out[0].__class__ is ReplySlot and out[0].payload is None
+    queue = out[0].queue
+    bus.links[B].callbacks[0]([], None)  # one replica acknowledges: W=2 reached
+    assert out[0].payload == b"+OK\r\n" and queue.pending == 0
+    bus.links[B].callbacks[0]([], None)  # the same answer again changes nothing
+    assert joined(out) == b"+OK\r\n"
 
 
 async def test_below_w_the_reply_is_noquorum_and_the_peers_get_hints(cluster):
@@ -154,7 +159,7 @@ async def test_below_w_the_reply_is_noquorum_and_the_peers_get_hints(cluster):
     keys = my_keys(node, 3)
     replies = run(node, session, *[(b"SET", k, b"v") for k in keys])
     assert b"".join(replies) == b"-NOQUORUM write quorum not reached: 1 of 2 required replicas acknowledged\r\n" * 3
-    assert node.replication.hints == {B: set(keys), C: set(keys)}
+    assert node.replication.handoff.hints == {B: set(keys), C: set(keys)}
     assert node.keyspace.get(keys[0]) == b"v"  # not undone, as in Dynamo
     assert node.replication.stats["write_quorum_missed"] == 1
 
@@ -174,7 +179,7 @@ async def test_a_peer_far_behind_gets_hints_instead_of_more_data(cluster):
     (key,) = my_keys(node, 1)
     assert run(node, session, (b"SET", key, b"v")) == [b"+OK\r\n"]  # B and this node: W=2
     assert bus.links[C].sent == []
-    assert node.replication.hints == {C: {key}}
+    assert node.replication.handoff.hints == {C: {key}}
 
 
 def replica_answering(store: VersionStore):

@@ -17,7 +17,6 @@ import pytest
 import trio
 
 from respkv.keyspace.store import Keyspace
-from respkv.replication.answers import ReadAnswer
 from respkv.replication.coordinator import RREAD
 from respkv.replication.store import VersionStore
 from respkv.replication.vclock import actor_of
@@ -114,15 +113,12 @@ async def test_not_found_never_outweighs_a_found_version(wired):
     out: list = []
     assert session._run_all([[b"GET", key]], 0, out) is None
     node.replication.flush()
-    (deferred,) = out
-    assert not deferred.settled  # R=2 answered (here and C), but neither found it
+    (slot,) = out
+    assert slot.payload is None  # R=2 answered (here and C), but neither found it
     # B's answer arrives through the callback the bus would call.
-    bus.links[B].answer = holder
     (op, args), = later
-    callback_answer = holder(op, args)
-    ReadAnswer(node.replication, B, [(deferred, [key], [b""])])(callback_answer, None)
-    assert deferred.settled
-    assert node.replication.resolve(session, out) == [b"$5\r\nACKED\r\n"]
+    bus.links[B].callbacks[0](holder(op, args), None)
+    assert slot.payload == b"$5\r\nACKED\r\n"
 
 
 async def test_not_found_everywhere_is_nil_once_every_replica_answered(wired):
@@ -142,7 +138,10 @@ async def test_not_found_with_a_silent_replica_is_nil_at_the_timeout(wired):
     bus.links[B].answer = lambda op, args: None  # never answers
     bus.links[C].answer = replica_answering(VersionStore(Keyspace(), actor_of(C)))
     with trio.fail_after(5):
-        await pipeline(session, (b"GET", key))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.replication.run)  # what times requests out
+            await pipeline(session, (b"GET", key))
+            nursery.cancel_scope.cancel()
     assert received(client_end) == b"$-1\r\n"  # R=2 answered: not found, not NOQUORUM
 
 
@@ -174,7 +173,7 @@ async def test_replica_answers_only_post_to_the_poller(wired):
     (key,) = my_keys(node, 1)
     answers = []
     bus.links[B].answer = bus.links[C].answer = lambda op, args: answers.append(op)  # held back
-    poller = ClientPoller(node)
+    poller = ClientPoller(node, node.round_hooks)
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
             await nursery.start(poller.run)
@@ -182,8 +181,9 @@ async def test_replica_answers_only_post_to_the_poller(wired):
             client_end.sendall(b"*3\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$1\r\nv\r\n" % (len(key), key))
             while session.parked is None:
                 await trio.sleep(0.001)
-            (deferred,) = session.parked[0]
-            deferred.ack()  # what the REPL answer's callback does, in the bus reader
+            while not bus.links[B].callbacks:  # the poller flushes at the end of its round
+                await trio.sleep(0.001)
+            bus.links[B].callbacks[0]([], None)  # the REPL answer, in the bus reader
             assert received(client_end) == b""  # posted, not sent
             while not (data := received(client_end)):
                 await trio.sleep(0.001)

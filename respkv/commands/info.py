@@ -269,12 +269,13 @@ def _replication(node) -> list[tuple[str, object]]:
             ("effective_r", quorums.r),
             ("effective_w", quorums.w),
             *coordinator.stats.items(),
+            ("hints_delivered", coordinator.handoff.delivered),
             ("versioned_keys", len(store.records)),
             ("keys_with_siblings", store.sibling_count()),
             ("siblings_dropped", store.siblings_dropped),
             ("versions_applied", store.versions_applied),
             ("tombstones_purged", store.tombstones_purged),
-            ("hints_pending", coordinator.hint_count()),
+            ("hints_pending", coordinator.handoff.pending()),
         ]
     return fields
 

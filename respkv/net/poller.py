@@ -60,8 +60,11 @@ BURST = 8
 class ClientPoller:
     """The client sessions of one node and the task that serves them."""
 
-    def __init__(self, node) -> None:
+    def __init__(self, node, round_hooks: list | None = None) -> None:
         self.node = node
+        #: Called at the end of every round (and by sessions that wait in a task):
+        #: e.g. replication sends each peer what the round's sessions queued for it.
+        self.round_hooks: list = round_hooks if round_hooks is not None else []
         self._epoll = select.epoll()
         self._by_fd: dict[int, object] = {}
         self._nursery: trio.Nursery | None = None
@@ -132,11 +135,10 @@ class ClientPoller:
                                 self.detach(session, outcome)
                         if self._posted:
                             self._finish_posted()
-                        replication = self.node.replication
-                        if replication is not None and replication.queued:
-                            # One request per peer for every session served this round
-                            # (first, so that replicas start on it at once).
-                            replication.flush()
+                        # First the hooks (replication: one request per peer for
+                        # every session of the round, so replicas start at once).
+                        for hook in self.round_hooks:
+                            hook()
                         if self.replies:
                             self._send_replies()
         finally:
@@ -144,6 +146,11 @@ class ClientPoller:
                 self.close(session)
             epoll.close()
             os.close(self._wake_fd)
+
+    def run_round_hooks(self) -> None:
+        """Run the end-of-round hooks now (for a session finishing in a task)."""
+        for hook in self.round_hooks:
+            hook()
 
     def _send_replies(self) -> None:
         """Send the replies of this round's sessions, one ``send`` each."""

@@ -59,7 +59,7 @@ async def serve_clients(node, listener: trio.socket.SocketType, *, task_status=t
     of the poller, hundreds of milliseconds for the last of them.
     """
     laddr = _format_addr(listener.getsockname())
-    poller = ClientPoller(node)
+    poller = ClientPoller(node, node.round_hooks)
     raw_listener = stdlib_socket.socket(
         listener.family, listener.type, listener.proto, fileno=os.dup(listener.fileno())
     )

@@ -47,9 +47,9 @@ from ..protocol.limits import RECV_SIZE
 from ..protocol.reader import ProtocolError, QueryBufferFull, RequestReader
 from ..protocol.reply import RESP2
 from ..replication.commands import PROTECTED_COMMANDS, debug_command_refusal
-from ..replication.pending import Deferred
 from .access import host_of, is_loopback
 from .poller import CLOSE, PARK
+from .replies import ReplyQueue, ReplySlot, joined
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ class ClientSession:
             self.waiting = None
             if waiting.pending:  # the poller flushes the requests after this round
                 return self._park(waiting, out, close)
-            out = self.node.replication.resolve(self, out)
+            out = [joined(out)]
         if out:
             payload = b"".join(out)
             if not close:
@@ -264,7 +264,7 @@ class ClientSession:
                 except TypeError:
                     break
                 waiting = self.waiting
-                if waiting is not None and waiting.reads_pending and not self._reads_only(args):
+                if waiting is not None and waiting.writes_held and not self._reads_only(args):
                     # A read before this request in the pipeline still waits for its
                     # replicas, and its reply may be computed again when they answer:
                     # this request runs once that reply is final (see _resume).
@@ -310,7 +310,7 @@ class ClientSession:
                         continue
                 result = self.execute(args)
                 if result.__class__ is not bytes:
-                    if result.__class__ is Deferred:  # settled before the batch's replies leave
+                    if result.__class__ is ReplySlot:  # filled before the batch's replies leave
                         append(result)
                         i += 1
                         continue
@@ -373,7 +373,6 @@ class ClientSession:
         """
         self.parked = (out, close)
         waiting.on_settled = self._post_settled
-        self.node.replication.park(waiting)
         return PARK
 
     def _post_settled(self) -> None:
@@ -391,7 +390,7 @@ class ClientSession:
         if self.closing or poller is None:
             return
         out, close = parked
-        payload = b"".join(self.node.replication.resolve(self, out))
+        payload = joined(out)
         poller.unpark(self)
         if close or self.closing:
             sent = self.send_now(payload) if payload else 0
@@ -403,11 +402,28 @@ class ClientSession:
             poller.replies.append((self, payload))
 
     async def _settled(self, out: list) -> list:
-        """``out`` with replies waiting for replicas (Deferred) resolved."""
-        replication = self.node.replication
-        if replication is None or (self.waiting is None and not replication.queued):
+        """``out`` once its reply slots are filled, as bytes.
+
+        Runs the poller's end-of-round hooks first: what this batch queued for
+        other nodes leaves now, not at the poller's next round.
+        """
+        for hook in self.node.round_hooks:  # the poller's, run now
+            hook()
+        waiting = self.waiting
+        if waiting is None:
             return out
-        return await replication.settle(self, out)
+        self.waiting = None
+        await waiting.wait()
+        return [joined(out)]
+
+    def reserve_reply(self, holds_writes: bool = False) -> ReplySlot:
+        """A slot in this batch's replies for an answer known later (see
+        :mod:`respkv.net.replies`); ``holds_writes``: the client's later writes
+        wait until it is filled."""
+        queue = self.waiting
+        if queue is None:
+            queue = self.waiting = ReplyQueue()
+        return queue.reserve(holds_writes)
 
     async def send_then(self, payload: bytes, sent: int, close: bool) -> bool:
         """Finish sending a reply that did not fit in the socket buffer."""

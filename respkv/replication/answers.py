@@ -1,86 +1,86 @@
 """Callbacks of the coordinator's bus requests: acknowledgements and read answers.
 
 They run in the bus link's reader when an answer (or the loss of the connection)
-arrives, so they only count, merge and queue: a ``REPL`` answer acknowledges the
-write placeholders it carried (or hints their keys to the peer when it failed); an
-``RREAD`` answer merges what differed into the local store, marks the keys found,
-counts towards each read's quorum and queues read repair for the peer.
+arrives, so they only merge and report events to the requests' state machines
+through the coordinator: a ``REPL`` answer acknowledges the writes it carried (a
+failed one fails them, which hints their keys to the peer); an ``RREAD`` answer
+merges what differed into the local store and tells each read what the peer
+held, and the stale keys of all its reads are repaired with one request.
 """
 
 from __future__ import annotations
 
 import logging
 
-from .pending import Deferred
+from .pending import ReadRequest, WriteRequest
 from .replica import NO_RECORD, SAME
 
 log = logging.getLogger(__name__)
 
 
 class ReplAnswer:
-    """Callback of one REPL request: count acks, hint the keys of a failed one."""
+    """Callback of one REPL request: acknowledge or fail the writes it carried."""
 
     __slots__ = ("coordinator", "peer", "waiting", "keys")
 
-    def __init__(self, coordinator, peer: str, waiting: list[Deferred], keys: list[bytes]) -> None:
+    def __init__(self, coordinator, peer: str, waiting: list[WriteRequest], keys: list[bytes]) -> None:
         self.coordinator = coordinator
         self.peer = peer
         self.waiting = waiting
         self.keys = keys
 
     def __call__(self, answer, error) -> None:
+        coordinator = self.coordinator
         if error is None:
             if answer:
                 # Shipped commands the replica could not run: send those records whole,
                 # and count this replica's acknowledgement when they are in.
-                self.coordinator.send_records(self.peer, list(answer), self.waiting)
+                coordinator.send_records(self.peer, list(answer), self.waiting)
                 return
-            for deferred in self.waiting:
-                deferred.ack()
+            for request in self.waiting:
+                coordinator.write_acked(request, self.peer)
             return
         log.debug("replication to %s failed: %r", self.peer, error)
-        self.coordinator.hint(self.peer, self.keys)
-        for deferred in self.waiting:
-            deferred.fail()
+        if not self.waiting:  # read repair or hand-off: the keys stay hinted
+            coordinator.hint(self.peer, self.keys)
+        for request in self.waiting:
+            coordinator.write_failed(request, self.peer)
 
 
 class ReadAnswer:
-    """Callback of one RREAD request: merge what differs, count answers, repair."""
+    """Callback of one RREAD request: merge what differs, report, repair."""
 
     __slots__ = ("coordinator", "peer", "reads")
 
-    def __init__(self, coordinator, peer: str, reads) -> None:
+    def __init__(self, coordinator, peer: str, reads: list[tuple[ReadRequest, list[bytes], list[bytes]]]) -> None:
         self.coordinator = coordinator
         self.peer = peer
         self.reads = reads
 
     def __call__(self, answer, error) -> None:
+        coordinator = self.coordinator
+        peer = self.peer
         if error is None:
             total = sum(len(keys) for _, keys, _ in self.reads)
             if len(answer) != total:
                 error = ValueError(f"RREAD answered {len(answer)} entries for {total} keys")
         if error is not None:
-            log.debug("replica read from %s failed: %r", self.peer, error)
-            for deferred, _, _ in self.reads:
-                deferred.fail()
+            log.debug("replica read from %s failed: %r", peer, error)
+            for request, _, _ in self.reads:
+                coordinator.read_failed(request, peer)
             return
-        coordinator = self.coordinator
         offset = 0
-        stale: list[bytes] = []
-        for deferred, keys, _ in self.reads:
+        repairs: list[bytes] = []
+        for request, keys, _ in self.reads:
             answers = answer[offset : offset + len(keys)]
             offset += len(keys)
             try:
-                changed, lacking = coordinator.merge_answer(keys, answers)
+                merged_newer, stale = coordinator.merge_answer(keys, answers)
             except ValueError as exc:
-                log.warning("bad record from %s: %s", self.peer, exc)
-                deferred.fail()
+                log.warning("bad record from %s: %s", peer, exc)
+                coordinator.read_failed(request, peer)
                 continue
-            if changed:
-                deferred.changed = True
-            if deferred.unfound:
-                deferred.found([key for key, held in zip(keys, answers) if held != SAME and held != NO_RECORD])
-            stale.extend(lacking)
-            deferred.ack()
-        if stale:
-            coordinator.repair(self.peer, stale)
+            found = [key for key, held in zip(keys, answers) if held != SAME and held != NO_RECORD]
+            coordinator.read_answered(request, peer, found, merged_newer, stale, repairs)
+        if repairs:
+            coordinator.repair(peer, list(dict.fromkeys(repairs)))

@@ -16,30 +16,43 @@ import trio
 from ..commands.keyspecs import request_keys
 from ..commands.transactions import discard
 from ..keyspace.slots import key_slot
-from ..protocol import reply
-from . import quorum
-from .pending import Deferred, ReplyBatch
-from .quorum import REACHED
+from .get_core import FAIL
+from .pending import ReadRequest
+
+
+class _BarrierWait:
+    """Where the barrier's reads put their replies: counts them down, wakes the barrier."""
+
+    __slots__ = ("pending", "event", "payload")
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self.event = trio.Event()
+        self.payload: bytes | None = None  # set once every read is decided
+
+    def fill(self, payload: bytes) -> None:
+        self.pending -= 1
+        if self.pending == 0:
+            self.payload = b""
+            self.event.set()
 
 
 async def exec_after_reads(coordinator, session, spec, args, keys: list[bytes]):
     """``EXEC`` once the transaction's reads of ``keys`` passed :func:`read_barrier`."""
     missed = await read_barrier(coordinator, session, keys)
     if missed is not None:
-        coordinator.stats["read_quorum_missed"] += 1
         discard(session, [b"DISCARD"])  # a transaction runs whole or not at all
-        tally = missed.tally
-        return reply.error(quorum.noquorum_error("read", tally.needed, tally.answered))
+        return missed
     return coordinator.execute(session, spec, args, reads_merged=True)
 
 
-async def read_barrier(coordinator, session, keys: list[bytes]) -> Deferred | None:
+async def read_barrier(coordinator, session, keys: list[bytes]) -> bytes | None:
     """Merge into this node what R replicas hold of ``keys``, before a wrapper
     (``EXEC``) runs commands that read them here.
 
-    Returns None once every key's read quorum was met (or R is 1), else a
-    placeholder that missed it.  Replicas found stale are repaired as after
-    any read.
+    Returns None once every key's read quorum was met (or R is 1), else the
+    ``-NOQUORUM`` reply of a read that missed it.  Replicas found stale are
+    repaired as after any read.
     """
     q = coordinator.quorums(session)
     if q.r <= 1:
@@ -47,24 +60,22 @@ async def read_barrier(coordinator, session, keys: list[bytes]) -> Deferred | No
     by_peers: dict[tuple[str, ...], list[bytes]] = {}
     for key in dict.fromkeys(keys):
         by_peers.setdefault(coordinator.placement(key_slot(key))[0], []).append(key)
-    batch = ReplyBatch()
-    batch.event = trio.Event()
-    asked = []
+    wait = _BarrierWait()
+    reads: list[tuple[ReadRequest, bytes | None]] = []
     for peers, group in by_peers.items():
-        deferred = coordinator.read_deferred(b"", q.r, peers, group, None, ())
-        asked.append(deferred)
-        if not deferred.settled:
-            deferred.batch = batch
-            batch.pending += 1
-            coordinator.queue_reads(peers, deferred, group)
-    if batch.pending:
+        request = coordinator.read_request(session, b"", q.r, peers, group, None, ())
+        reads.append((request, coordinator.begin_read(request)))
+    for request, decided in reads:
+        if decided is None:
+            wait.pending += 1
+            coordinator.watch(request, wait)
+    if wait.pending:
         coordinator.flush()
-        with trio.move_on_after(coordinator.node.config["request-timeout"] / 1000):
-            await batch.event.wait()
-        batch.done = True
-    for deferred in asked:
-        if deferred.tally.outcome(final=True) != REACHED:
-            return deferred
+        await wait.event.wait()  # the coordinator decides each read by its timeout
+    for request, decided in reads:
+        if request.core.decided is FAIL:
+            core = request.core
+            return request.failure(core.answered, core.r)
     return None
 
 

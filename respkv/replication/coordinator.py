@@ -24,22 +24,29 @@ coordinator records which keys it changed (the keyspace's change signal).  Then:
   Replicas found stale get the merged record (read repair), without the client
   waiting for it.  A key nobody has answered with a version yet keeps the read
   waiting for every replica asked ("not found" never outweighs a version, see
-  :func:`~respkv.replication.quorum.read_outcome`).  The session runs no later
+  :mod:`~respkv.replication.get_core`).  The session runs no later
   write of the same client until such a read's reply is final, so it answers as
   of its place in the pipeline.  ``EXEC`` first merges what R replicas hold of the
   keys its queued reads read (:meth:`Coordinator.read_barrier`), then runs.
 
-Replies that wait are :class:`Deferred` placeholders in the session's reply list;
-the session keeps running the rest of its pipeline, then parks; at the end of its
-round the poller calls :meth:`flush`, which sends each peer *one* ``REPL``/``RREAD``
-request for everything the round's sessions queued for it.  So a pipeline of 16
-writes costs one round trip, shared with every other client served in that round.
+Each replicated request is a pure state machine (:mod:`~.put_core`,
+:mod:`~.get_core`) that turns events — the local write, each replica's answer or
+failure, the timeout — into actions (send, hint, repair, reply, fail); the
+coordinator only performs them.  A reply not decided at once goes to a slot the
+request reserved in the session's reply queue (:mod:`respkv.net.replies`); the
+session keeps running the rest of its pipeline, then parks.  At the end of its
+round the poller runs its end-of-round hooks, among them :meth:`flush`, which
+sends each peer *one* ``REPL``/``RREAD`` request for everything the round's
+sessions queued for it.  So a pipeline of 16 writes costs one round trip, shared
+with every other client served in that round.
 
-Answers come back through callbacks of :meth:`PeerLink.request_nowait`, which
-update each placeholder's :class:`~respkv.replication.quorum.Tally`; a placeholder
-still pending at ``request-timeout`` has missed its quorum and answers
-``-NOQUORUM``.  A missed quorum does not undo the write: the versions written stay
-where they landed, as in Dynamo, but the client is not told the write was done.
+Answers come back through callbacks of :meth:`PeerLink.request_nowait`
+(:mod:`~.answers`), which only merge records and report events; when a machine
+decides, the slot is filled, and the session — posted to its poller — sends its
+replies in its next round.  A request still undecided at ``request-timeout``
+decides on what it has (``-NOQUORUM`` unless its quorum is met).  A missed
+quorum does not undo the write: the versions written stay where they landed, as
+in Dynamo, but the client is not told the write was done.
 
 A replica that did not acknowledge (down, cut off, failed) gets a **hint**: the key
 is remembered for it, and the hand-off loop ships the key's current record once
@@ -69,24 +76,24 @@ from ..keyspace.slots import key_slot
 from ..peer import wire
 from ..peer.bus import PeerUnavailable
 from ..protocol import reply
-from . import quorum
+from . import get_core, put_core, quorum
 from .answers import ReadAnswer, ReplAnswer
 from .barrier import exec_after_reads, transaction_reads
-from .pending import Deferred, Outgoing, ReplyBatch
 from .forgetting import Forgetting
-from .quorum import REACHED, Quorums, Tally
+from .handoff import MAX_BACKLOG, HintedHandoff
+from .get_core import GetCore
+from .pending import Outgoing, ReadRequest, WriteRequest
+from .put_core import PutCore
+from .quorum import Quorums
 from .replica import NO_RECORD, REPL, RREAD, SAME, SHIPPED_AS_COMMAND, ReplicaSide
 from .store import RECONCILE, VersionStore
 from .versions import decode_record, digest, encode_record
 
 log = logging.getLogger(__name__)
 
-#: Hinted keys shipped to a peer per hand-off request, and the loop's period.
-HANDOFF_BATCH = 512
+#: Seconds between hand-off passes (and purges of forgotten records).
 HANDOFF_INTERVAL = 0.5
-#: Bytes a peer link may hold unsent before writes for that peer become hints.
-MAX_BACKLOG = 64 * 1024 * 1024
-#: Seconds between checks for parked batches past their deadline.
+#: Seconds between checks for waiting requests past their deadline.
 EXPIRY_TICK = 0.01
 
 
@@ -112,10 +119,13 @@ class Coordinator:
         self.replica = ReplicaSide(node, store)
         #: Replicated run handlers by command name (see _make_runs); sessions use them.
         self.runs = self._make_runs(node.table)
-        #: Batches of parked sessions, oldest first, for their timeouts.
-        self._parked: deque[ReplyBatch] = deque()
-        #: peer id → keys whose latest record it may lack (hinted hand-off).
-        self.hints: dict[str, set[bytes]] = {}
+        #: Requests whose client waits for them, oldest first, for their timeouts.
+        self._waiting: deque[WriteRequest | ReadRequest] = deque()
+        #: The deadline of requests that start waiting in this round (see _watch).
+        self._round_deadline: float | None = None
+        #: Keys replicas may lack, shipped when they are back (hinted hand-off).
+        self.handoff = HintedHandoff(state, bus, self.send_records)
+        self.hint = self.handoff.hint
         #: Tombstones and records of expired keys to drop once their grace is over.
         self.forgetting = Forgetting(node, state, bus, store)
         self.stats = {
@@ -123,7 +133,6 @@ class Coordinator:
             "write_quorum_missed": 0,
             "read_quorum_missed": 0,
             "read_repairs": 0,
-            "hints_delivered": 0,
         }
 
     # -- settings ----------------------------------------------------------------------
@@ -172,7 +181,8 @@ class Coordinator:
     # -- running requests ----------------------------------------------------------------
 
     def execute(self, session, spec, args, *, reads_merged: bool = False):
-        """Run a routed request here as coordinator; bytes, a Deferred or an awaitable.
+        """Run a routed request here as coordinator: the reply, a reply slot that
+        gets it once replicas answered, or an awaitable.
 
         ``EXEC`` first merges what R replicas hold of the keys its queued commands
         read (:func:`~.barrier.read_barrier`), then runs the transaction on that state, so
@@ -212,16 +222,16 @@ class Coordinator:
         if changed:
             # A pop served to a blocked client is part of the change: the command
             # alone would not reproduce it, so its result is shipped.
-            deferred = self._write(session, changed, result, None if served_blocked else spec, args)
+            answer = self._write(session, changed, result, None if served_blocked else spec, args)
         elif spec.is_readonly and result is not None and result[:1] != b"-":
-            deferred = self._read(session, spec, args, result)
+            answer = self._read(session, spec, args, result)
         else:
-            deferred = None
+            answer = None
         if waits is not None:
             return session.node.blocking.wait(session, waits)
-        if deferred is None:
+        if answer is None:
             return result
-        return deferred
+        return answer
 
     # -- runs of pipelined requests -------------------------------------------------------
 
@@ -292,15 +302,6 @@ class Coordinator:
         keys = list(dict.fromkeys([args[position] for args in requests]))
         return self._replicate(session, keys, local, None, requests, placement)
 
-    def _ship(self, peers, shipped: list[bytes], deferred: Deferred, keys: list[bytes]) -> None:
-        """Queue ``shipped`` (key, parent, record triples) for every peer."""
-        if not peers or not shipped:
-            return
-        encoded = wire.encode_args(shipped)
-        count = len(shipped)
-        for peer in peers:
-            self._out(peer).add_records(encoded, count, deferred, keys)
-
     def _out(self, peer: str) -> Outgoing:
         """What this round sends ``peer`` (flushed by the poller at the round's end)."""
         out = self._outgoing.get(peer)
@@ -313,33 +314,7 @@ class Coordinator:
         if q.r <= 1 or not peers:
             return local
         keys = list(dict.fromkeys([args[position] for args in requests]))
-        deferred = self.read_deferred(local, q.r, peers, keys, spec, requests)
-        return self._ask(session, peers, deferred, keys)
-
-    def _ask(self, session, peers, deferred: Deferred, keys: list[bytes]):
-        """Queue the digest check of ``keys`` for every peer; ``deferred`` waits for R."""
-        self.queue_reads(peers, deferred, keys)
-        return self._attach(session, deferred)
-
-    def queue_reads(self, peers, deferred: Deferred, keys: list[bytes]) -> None:
-        """Ask every peer (with this round's RREAD) for what it holds of ``keys``."""
-        store = self.store
-        digests = [store.digest(key) for key in keys]
-        for peer in peers:
-            self._out(peer).reads.append((deferred, keys, digests))
-
-    def _attach(self, session, deferred: Deferred) -> Deferred | bytes:
-        """``deferred`` joined to the session's waiting batch, or its reply if settled."""
-        if deferred.settled:
-            return self.resolve(session, [deferred])[0]
-        batch = session.waiting
-        if batch is None:
-            batch = session.waiting = ReplyBatch()
-        batch.pending += 1
-        if deferred.kind == "read":
-            batch.reads_pending += 1
-        deferred.batch = batch
-        return deferred
+        return self._reply_of_read(session, self.read_request(session, local, q.r, peers, keys, spec, requests))
 
     def _write(self, session, keys: list[bytes], result: bytes | None, spec=None, args=None):
         """A command changed ``keys``: version and replicate them (see _replicate)."""
@@ -350,12 +325,15 @@ class Coordinator:
         return self._replicate(session, keys, result, operation, [None])
 
     def _replicate(self, session, keys, result: bytes | None, operation, requests, placement=None):
-        """The write path: version each changed key, ship the new records (or the
-        ``operation``) to the live replicas, hint the failed ones, schedule the purge
-        of tombstones, and return the placeholder that waits for W.
+        """The write path: version each changed key, then let a put state machine
+        (:class:`~.put_core.PutCore`) decide — ship the new records (or the
+        ``operation``) to the live replicas, hint the failed ones, reply once W
+        have them — and schedule the purge of tombstones every replica has.
 
         ``requests`` are the requests the reply answers (a run of pipelined writes
-        shares one placeholder); ``placement`` is their slot's, when known.
+        shares one reply); ``placement`` is their slot's, when known.  Returns
+        the reply, a slot of the session's reply queue that gets it, or None
+        (a blocking command that waits: nothing to reply yet).
         """
         store = self.store
         now = self.node.keyspace.clock_ms()
@@ -381,21 +359,50 @@ class Coordinator:
             return result
         self.stats["replicated_writes"] += len(requests)
         peers, down = placement or self.placement(key_slot(shipped_keys[0]))
-        for node_id in down:
-            self.hint(node_id, shipped_keys)
-        q = self.quorums(session)
-        deferred = Deferred(result, Tally(q.w, 1 + len(peers), 1), "write", None, requests)
+        core = PutCore(self.quorums(session).w, self.myself, peers, down)
+        request = WriteRequest(core, result, len(requests), shipped_keys)
         if tombstones and not down:
             # Purged only once every preferred replica has it: a failed one that
             # missed the deletion could otherwise bring the old value back.
             grace = self.node.config["tombstone-grace"]
-            deferred.on_full = lambda: self.forgetting.schedule_purges(now + grace, tombstones)
-            if not peers:
-                deferred.on_full()
-        self._ship(peers, shipped, deferred, shipped_keys)
-        if result is None:
-            return None  # a blocking command that waits: nothing to reply yet
-        return self._attach(session, deferred)
+            request.on_full = lambda: self.forgetting.schedule_purges(now + grace, tombstones)
+        encoded = wire.encode_args(shipped)
+        count = len(shipped)
+        for action, peer in core.start():
+            if action is put_core.SEND:
+                self._out(peer).add_records(encoded, count, request, shipped_keys)
+            else:
+                self.hint(peer, shipped_keys)
+        payload = self._perform_write(request, core.acked(self.myself))
+        if payload is not None or result is None:
+            return payload
+        return self._watch(request, session.reserve_reply(False))
+
+    def _perform_write(self, request: WriteRequest, actions) -> bytes | None:
+        """Carry out a put machine's ``actions``; the reply if it was decided."""
+        payload = None
+        for action in actions:
+            kind = action[0]
+            if kind is put_core.REPLY:
+                payload = request.reply
+            elif kind is put_core.FAIL:
+                self.stats["write_quorum_missed"] += 1
+                payload = request.failure(action[1], action[2])
+            elif kind is put_core.HINT:
+                self.hint(action[1], request.keys)
+            elif kind is put_core.FULL and request.on_full is not None:
+                request.on_full()
+        if payload is not None and request.slot is not None:
+            request.slot.fill(payload)
+        return payload
+
+    def write_acked(self, request: WriteRequest, peer: str) -> None:
+        """``peer`` has the write (a REPL answer)."""
+        self._perform_write(request, request.core.acked(peer))
+
+    def write_failed(self, request: WriteRequest, peer: str) -> None:
+        """``peer`` did not take the write."""
+        self._perform_write(request, request.core.failed(peer))
 
     def _read(self, session, spec, args, result: bytes):
         q = self.quorums(session)
@@ -408,24 +415,83 @@ class Coordinator:
         if self.state.topology.coordinator(slot) != self.myself:
             return None  # a READONLY connection reading a replica's own copy
         peers = self.placement(slot)[0]
-        deferred = self.read_deferred(result, q.r, peers, keys, spec, [args])
-        return self._ask(session, peers, deferred, keys)
+        return self._reply_of_read(session, self.read_request(session, result, q.r, peers, keys, spec, [args]))
 
-    def read_deferred(self, local: bytes, r: int, peers, keys: list[bytes], spec, requests) -> Deferred:
-        """The placeholder of a read of ``keys`` answered here, waiting for R of
-        ``peers`` and this node (keys held by none yet wait for every peer)."""
+    def read_request(self, session, local: bytes, r: int, peers, keys: list[bytes], spec, requests) -> ReadRequest:
+        """A read of ``keys`` answered here as ``local``, to check with R of ``peers``
+        and this node (see :class:`~.get_core.GetCore`)."""
         records = self.store.records
-        unfound = {key for key in keys if key not in records}
-        deferred = Deferred(local, Tally(r, 1 + len(peers), 1, len(unfound)), "read", spec, requests)
-        deferred.unfound = unfound
-        return deferred
+        core = GetCore(r, peers, {key for key in keys if key not in records})
+        return ReadRequest(core, local, spec, requests, session, keys)
 
-    @property
-    def queued(self) -> bool:
-        return bool(self._outgoing)
+    def begin_read(self, request: ReadRequest) -> bytes | None:
+        """Ask the read's peers (with this round's RREAD); its reply if decided at once."""
+        digests = None
+        payload = None
+        for action in request.core.start():
+            if action[0] is get_core.ASK:
+                if digests is None:
+                    store = self.store
+                    digests = [store.digest(key) for key in request.keys]
+                self._out(action[1]).reads.append((request, request.keys, digests))
+            else:
+                payload = self._perform_read(request, (action,))
+        return payload
+
+    def _reply_of_read(self, session, request: ReadRequest):
+        payload = self.begin_read(request)
+        if payload is not None:
+            return payload
+        # Until its reply is final the session runs no later write of its client.
+        return self._watch(request, session.reserve_reply(True))
+
+    def _perform_read(self, request: ReadRequest, actions, repairs: list | None = None) -> bytes | None:
+        """Carry out a get machine's ``actions``; the reply if it was decided.
+        Read repairs go to ``repairs`` when given (one REPL for an answer's keys)."""
+        payload = None
+        for action in actions:
+            kind = action[0]
+            if kind is get_core.REPLY:
+                payload = request.final_reply(action[1])
+            elif kind is get_core.FAIL:
+                self.stats["read_quorum_missed"] += 1
+                payload = request.failure(action[1], action[2])
+            elif kind is get_core.REPAIR:
+                if repairs is not None:
+                    repairs.extend(action[2])
+                else:
+                    self.repair(action[1], list(action[2]))
+        if payload is not None and request.slot is not None:
+            request.slot.fill(payload)
+        return payload
+
+    def read_answered(self, request: ReadRequest, peer: str, found, merged_newer: bool, stale, repairs) -> None:
+        """``peer`` answered the read (its records are merged already)."""
+        self._perform_read(request, request.core.answer(peer, found, merged_newer, stale), repairs)
+
+    def read_failed(self, request: ReadRequest, peer: str) -> None:
+        self._perform_read(request, request.core.failed(peer))
+
+    def _watch(self, request, slot):
+        """Give ``request``'s reply to ``slot`` when decided, at the latest at its
+        timeout; returns ``slot``."""
+        request.slot = slot
+        deadline = self._round_deadline
+        if deadline is None:
+            deadline = self._round_deadline = trio.current_time() + self.node.config["request-timeout"] / 1000
+        request.deadline = deadline
+        self._waiting.append(request)
+        return slot
+
+    def watch(self, request, sink) -> None:
+        """:meth:`_watch` for callers outside (read barriers): ``sink.fill(reply)``."""
+        self._watch(request, sink)
 
     def flush(self) -> None:
         """Send every peer what the batch queued for it: one REPL, one RREAD."""
+        self._round_deadline = None
+        if not self._outgoing:
+            return
         outgoing, self._outgoing = self._outgoing, {}
         for peer, out in outgoing.items():
             link = self.bus.links.get(peer)
@@ -444,52 +510,24 @@ class Coordinator:
                         args.append(key_digest)
                 self._request(peer, RREAD, args, ReadAnswer(self, peer, out.reads))
 
-    def resolve(self, session, out: list) -> list:
-        """``out`` with every placeholder replaced by its reply (settled or not)."""
-        replies = []
-        for item in out:
-            if item.__class__ is Deferred:
-                if item.tally.outcome(final=True) != REACHED:
-                    self.stats[f"{item.kind}_quorum_missed"] += 1
-                item = item.result(session)
-            replies.append(item)
-        return replies
-
-    async def settle(self, session, out: list) -> list:
-        """Wait for the session batch's placeholders; ``out`` with their replies."""
-        if self._outgoing:
-            self.flush()
-        batch = session.waiting
-        session.waiting = None
-        if batch is not None and batch.pending:
-            batch.event = trio.Event()
-            with trio.move_on_after(self.node.config["request-timeout"] / 1000):
-                await batch.event.wait()
-            batch.done = True
-        return self.resolve(session, out)
-
-    def park(self, batch: ReplyBatch) -> None:
-        """Time out ``batch`` after ``request-timeout`` unless it settles first."""
-        batch.deadline = trio.current_time() + self.node.config["request-timeout"] / 1000
-        self._parked.append(batch)
-
-    async def _expire_parked(self) -> None:
-        """Finish parked batches whose deadline passed (their replies say NOQUORUM)."""
-        parked = self._parked
+    async def _expire_waiting(self) -> None:
+        """Time out requests whose client still waits at their deadline: their
+        machines decide with what they have (``-NOQUORUM`` unless a quorum is met)."""
+        waiting = self._waiting
         while True:
             await trio.sleep(EXPIRY_TICK)
             now = trio.current_time()
-            # Deadlines are (nearly) in arrival order: stop at the first one not due.
-            while parked and (parked[0].done or parked[0].deadline <= now):
-                parked.popleft().finish()
+            # Deadlines are in arrival order: stop at the first one not due.
+            while waiting and (waiting[0].slot.payload is not None or waiting[0].deadline <= now):
+                request = waiting.popleft()
+                if request.slot.payload is not None:
+                    continue
+                if request.__class__ is WriteRequest:
+                    self._perform_write(request, request.core.timed_out())
+                else:
+                    self._perform_read(request, request.core.timed_out())
 
     # -- answers ---------------------------------------------------------------------------
-
-    def hint(self, peer: str, keys: list[bytes]) -> None:
-        hinted = self.hints.get(peer)
-        if hinted is None:
-            hinted = self.hints[peer] = set()
-        hinted.update(keys)
 
     def merge_answer(self, keys: list[bytes], answers: list[bytes]) -> tuple[bool, list[bytes]]:
         """Reconcile a replica's RREAD answers; (local changed, keys the peer lacks)."""
@@ -514,9 +552,9 @@ class Coordinator:
         """Ship the current records of ``keys`` to a stale ``peer`` (read repair)."""
         self.stats["read_repairs"] += self.send_records(peer, keys)
 
-    def send_records(self, peer: str, keys: list[bytes], waiting: Sequence[Deferred] = ()) -> int:
-        """Ship the whole current records of ``keys`` to ``peer``; ``waiting``
-        placeholders count its acknowledgement.  Returns how many records went."""
+    def send_records(self, peer: str, keys: list[bytes], waiting: Sequence[WriteRequest] = ()) -> int:
+        """Ship the whole current records of ``keys`` to ``peer``; its
+        acknowledgement counts for the ``waiting`` writes.  Returns how many records went."""
         args = self._records_args(keys)
         if args or waiting:
             self._request(peer, REPL, args, ReplAnswer(self, peer, list(waiting), keys))
@@ -548,34 +586,14 @@ class Coordinator:
     # -- background work ---------------------------------------------------------------------
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """Time out parked batches; hand hinted keys off to returning replicas;
+        """Time out requests clients wait for; hand hinted keys off to returning replicas;
         purge acknowledged tombstones and the records of expired keys."""
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._expire_parked)
+            nursery.start_soon(self._expire_waiting)
             task_status.started()
             while True:
                 await trio.sleep(HANDOFF_INTERVAL)
-                self.hand_off()
+                self.handoff.hand_off()
                 now = self.node.keyspace.clock_ms()
                 self.forgetting.purge_due(now)
                 self.forgetting.forget_expired_due(now)
-
-    def hand_off(self) -> None:
-        """Ship hinted keys to every hinted peer that is reachable and live again."""
-        topology = self.state.topology
-        for peer, keys in list(self.hints.items()):
-            link = self.bus.links.get(peer)
-            if not keys:
-                del self.hints[peer]
-                continue
-            if link is None or not link.connected or not topology.is_live(peer) or link.backlog > MAX_BACKLOG:
-                continue
-            batch = []
-            while keys and len(batch) < HANDOFF_BATCH:
-                key = keys.pop()
-                if peer in topology.nodes_for(key_slot(key)):
-                    batch.append(key)
-            self.stats["hints_delivered"] += self.send_records(peer, batch)
-
-    def hint_count(self) -> int:
-        return sum(len(keys) for keys in self.hints.values())
