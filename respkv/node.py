@@ -44,6 +44,7 @@ from .commands.info import sample_process
 from .commands.table import CommandTable, build_table
 from .config import Config, ConfigError
 from .keyspace.store import Keyspace
+from .net.dispatch import Dispatcher
 from .net.server import open_listener, serve_clients
 from .peer.bus import ClusterBus
 from .replication.replica import OPERATIONS as REPLICATION_OPERATIONS
@@ -124,6 +125,8 @@ class Node:
         #: Called at the end of every poller round (see net.poller): replication
         #: flushes what the round queued for each peer.
         self.round_hooks: list = []
+        #: What sessions may run without the general checks (see net.dispatch).
+        self.dispatcher = Dispatcher(self)
 
     # -- key-change observers (WATCH, blocked clients) ---------------------------
 

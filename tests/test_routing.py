@@ -1,4 +1,4 @@
-"""Pure tests of cluster routing: request slots, placement, the fast path's tables,
+"""Pure tests of cluster routing: request slots, placement, the fast path's rules,
 and the proxy's reply framing.
 
 Key positions come from the command table (the same one that answers ``COMMAND``),
@@ -7,8 +7,6 @@ Placements use preference lists laid out by hand, as ``test_topology`` does.
 """
 
 from __future__ import annotations
-
-import dataclasses
 
 import pytest
 
@@ -22,9 +20,9 @@ from respkv.cluster.routing import (
     NO_KEYS,
     SLOT_NOT_SERVED_ERROR,
     cluster_ok,
-    fast_path,
     fast_spec,
     place,
+    served_slots,
     request_slot,
     requests_slot,
 )
@@ -291,14 +289,6 @@ def test_multi_key_and_movable_key_commands_take_the_general_path(name):
     assert fast_spec(TABLE.specs[name]) is None
 
 
-def test_run_handlers_are_wrapped_in_cluster_mode():
-    spec = TABLE.specs["get"]
-    assert spec.run_handler is not None
-    fast = fast_spec(spec)
-    assert fast.run_handler is not spec.run_handler
-    assert spec.run_handler is TABLE.specs["get"].run_handler  # the original is untouched
-
-
 def three_member_state(myself_index=0, rf=1):
     members = [Member(node_id, "127.0.0.1", 7000 + i, 17000 + i) for i, node_id in enumerate((N1, N2, N3))]
     state = ClusterState(members[myself_index], rf=rf)
@@ -306,60 +296,13 @@ def three_member_state(myself_index=0, rf=1):
     return state
 
 
-def test_fast_path_tables_follow_the_cluster_state():
+def test_served_slots_follow_the_cluster_state():
     state = three_member_state()
-    plain, served = fast_path(TABLE, state)
+    served = served_slots(state)
     assert served is state.served
     assert 0 < sum(served) < SLOT_COUNT
-    assert plain[b"GET"] is plain[b"get"]
-    assert b"mget" not in plain and b"MSET" not in plain
-    assert fast_path(TABLE, state)[0] is plain  # cached per table
-
     state.set_states({N2: NodeState.FAIL})  # rf 1: N2's slots have no live node
-    plain_down, served_down = fast_path(TABLE, state)
-    assert plain_down is plain
-    assert not any(served_down)  # the cluster is down: every keyed request is checked
-
-
-class FakeSession:
-    """Just what a wrapped run handler reads."""
-
-    def __init__(self, state):
-        self.node = type("N", (), {"cluster": state, "table": TABLE})()
-
-
-def test_wrapped_run_handler_stops_at_the_first_key_served_elsewhere():
-    state = three_member_state()
-    mine = [k for k in (b"k%d" % i for i in range(200)) if state.served[key_slot(k)]]
-    other = next(k for k in (b"k%d" % i for i in range(200)) if not state.served[key_slot(k)])
-    calls = []
-
-    def original(s, batch, i, out):
-        calls.append((len(batch), i))
-        while i < len(batch) and batch[i][0] == b"GET":
-            out.append(b"+" + batch[i][1] + b"\r\n")
-            i += 1
-        return i
-
-    wrapped = fast_spec(dataclasses.replace(TABLE.specs["get"], run_handler=original)).run_handler
-    session = FakeSession(state)
-
-    batch = [[b"PING"], [b"GET", mine[0]], [b"GET", mine[1]], [b"GET", other], [b"GET", mine[2]]]
-    out: list[bytes] = []
-    assert wrapped(session, batch, 1, out) == 3
-    assert out == [b"+" + mine[0] + b"\r\n", b"+" + mine[1] + b"\r\n"]
-    assert calls == [(2, 0)]  # only the run was handed over
-
-    out.clear()
-    tail = [[b"GET", other], [b"GET", mine[0]], [b"GET", mine[1]]]
-    assert wrapped(session, tail, 1, out) == 3  # a run to the end of the batch
-    assert calls[-1] == (3, 1)  # handed the batch itself: no copy needed
-    # Runs of one are left to the session's per-request path.
-    calls.clear()
-    assert wrapped(session, batch, 4, out) == 4
-    assert wrapped(session, [[b"GET", mine[0]], [b"GET", other]], 0, out) == 0
-    assert wrapped(session, [[b"GET", mine[0]], [b"SET", mine[1], b"v"]], 0, out) == 0
-    assert calls == []
+    assert not any(served_slots(state))  # the cluster is down: every keyed request is checked
 
 
 # -- proxy reply framing ------------------------------------------------------------

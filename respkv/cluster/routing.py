@@ -32,23 +32,18 @@ The fast path
 -------------
 Sessions answer most requests without the general checks.  In cluster mode that
 path may run a command only if it names no key or exactly one key at a fixed
-position, and the key's slot is served here: :func:`fast_path` gives the session
-the table of such commands and the per-slot bytes to test (``ClusterState.served``,
-or all zeros while the cluster is down, so every keyed request then takes the
-general path and gets its ``CLUSTERDOWN``).  Commands that serve runs of pipelined
-requests in one call get a wrapper that stops the run at the first request whose
-key is not served here.
+position (:func:`fast_spec`), and the key's slot is served here
+(:func:`served_slots`); the dispatcher (:mod:`respkv.net.dispatch`) composes
+these rules with the command table and replication once per topology.
 """
 
 from __future__ import annotations
 
-from binascii import crc_hqx
-from collections.abc import Callable, Iterable
-from dataclasses import replace
+from collections.abc import Iterable
 
 from ..commands.keyspecs import request_keys
-from ..commands.table import CommandSpec, CommandTable
-from ..keyspace.slots import SLOT_COUNT, SLOT_MASK, hash_tag, key_slot
+from ..commands.table import CommandSpec
+from ..keyspace.slots import SLOT_COUNT, key_slot
 from .topology import Topology
 
 #: :func:`request_slot` results that are not slots.
@@ -60,7 +55,7 @@ CLUSTER_DOWN_ERROR = b"-CLUSTERDOWN The cluster is down\r\n"
 SLOT_NOT_SERVED_ERROR = b"-CLUSTERDOWN Hash slot not served\r\n"
 
 #: The per-slot view of a cluster that is down: nothing is served on the fast path.
-_NOTHING_SERVED = bytes(SLOT_COUNT)
+NOTHING_SERVED = bytes(SLOT_COUNT)
 
 # -- keys and slots ---------------------------------------------------------------
 
@@ -134,12 +129,11 @@ def place(topology: Topology, slot: int, *, relaxed: bool = False) -> None | byt
 
 
 def fast_spec(spec: CommandSpec) -> CommandSpec | None:
-    """The version of a plain spec the cluster fast path may run, or None.
+    """``spec`` if the cluster fast path may run it, else None.
 
     Commands without keys run as they are; commands with one key at a fixed
-    position run once the session found the key's slot served; any other keyed
-    command is left to the general path.  A run handler is wrapped so that a run
-    stops before the first request whose key is not served here.
+    position run once the session found the key's slot served here; any other
+    keyed command is left to the general path.
     """
     if spec.movable_keys:
         return None
@@ -149,77 +143,11 @@ def fast_spec(spec: CommandSpec) -> CommandSpec | None:
         return spec
     if spec.last_key != spec.first_key:
         return None
-    if spec.run_handler is None:
-        return spec
-    return replace(spec, run_handler=_bounded_run(spec.run_handler, spec.first_key))
+    return spec
 
 
-def _bounded_run(run_handler: Callable, position: int) -> Callable:
-    """``run_handler`` limited to the requests whose key is served here.
-
-    The session calls a run handler only after finding the key of ``batch[i]``
-    served, and the cluster cannot change during one batch (nothing awaits), so
-    the scan starts after ``batch[i]`` and reads ``served`` straight from the state.
-    """
-
-    def run(s, batch, i, out, _crc=crc_hqx, _tag=hash_tag):
-        name = batch[i][0]
-        end = i + 1
-        count = len(batch)
-        served = s.node.cluster.served
-        while end < count:
-            args = batch[end]
-            # Requests after batch[i] may be malformed (see protocol.reader.well_formed).
-            if args.__class__ is not list or len(args) <= position or args[0] != name:
-                break
-            key = args[position]
-            if key.__class__ is not bytes or not served[_crc(_tag(key) if 123 in key else key, 0) & SLOT_MASK]:
-                break
-            end += 1
-        if end == i + 1:
-            return i  # a run of one: the session's per-request path is cheaper
-        if end == count:
-            return run_handler(s, batch, i, out)
-        # Hand the handler only its run (copying the run, not the batch before it).
-        return i + run_handler(s, batch[i:end], 0, out)
-
-    run.__doc__ = f"{run_handler.__name__}, stopped at the first key not served here."
-    return run
-
-
-#: id(table) -> (table, plain specs of the cluster fast path).
-_PLAIN: dict[int, tuple[CommandTable, dict[bytes, CommandSpec]]] = {}
-#: id(state) -> (state, topology, per-slot bytes the fast path tests).
-_SERVED: dict[int, tuple[object, Topology, bytes | bytearray]] = {}
-
-
-def fast_path(table: CommandTable, state) -> tuple[dict[bytes, CommandSpec], bytes | bytearray]:
-    """``(plain specs, served)`` for a session's fast path in cluster mode.
-
-    ``plain specs`` is ``table.plain_specs`` restricted by :func:`fast_spec`;
-    ``served[slot]`` is true when a one-key command on ``slot`` may run here at
-    once: ``state.served``, or all zeros while the cluster is down.  Both are
-    cached (per table, per topology snapshot), so a batch pays two lookups.
-    """
-    entry = _PLAIN.get(id(table))
-    if entry is None or entry[0] is not table:
-        if len(_PLAIN) >= 64:
-            _PLAIN.clear()
-        plain = {}
-        converted: dict[int, CommandSpec | None] = {}  # each spec is listed under two names
-        for name, spec in table.plain_specs.items():
-            if id(spec) not in converted:
-                converted[id(spec)] = fast_spec(spec)
-            fast = converted[id(spec)]
-            if fast is not None:
-                plain[name] = fast
-        entry = _PLAIN[id(table)] = (table, plain)
-    topology = state.topology
-    view = _SERVED.get(id(state))
-    if view is None or view[0] is not state or view[1] is not topology:
-        if len(_SERVED) >= 64:
-            _SERVED.clear()
-        # With replication every keyed request needs the coordinator's general path.
-        served = state.served if cluster_ok(topology) and not state.replicated else _NOTHING_SERVED
-        view = _SERVED[id(state)] = (state, topology, served)
-    return entry[1], view[2]
+def served_slots(state) -> bytes | bytearray:
+    """Per slot, whether a one-key request may run here at once: ``state.served``,
+    or all zeros while the cluster is down (every keyed request then takes the
+    general path and gets its ``CLUSTERDOWN``)."""
+    return state.served if cluster_ok(state.topology) else NOTHING_SERVED

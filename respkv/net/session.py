@@ -32,19 +32,17 @@ from __future__ import annotations
 
 import logging
 import socket
-from binascii import crc_hqx
 
 import trio
 
 from ..cluster.commands import route_request
-from ..cluster.routing import fast_path as cluster_fast_path
 from ..commands.table import CloseConnection, CommandError, CommandSpec
 from ..commands.transactions import IMMEDIATE_IN_MULTI
 from ..errors import wrong_arity
-from ..keyspace.slots import SLOT_MASK, hash_tag
+from ..keyspace.slots import key_slot
 from ..protocol import reply
 from ..protocol.limits import RECV_SIZE
-from ..protocol.reader import ProtocolError, QueryBufferFull, RequestReader
+from ..protocol.reader import ProtocolError, QueryBufferFull, RequestReader, well_formed
 from ..protocol.reply import RESP2
 from ..replication.commands import PROTECTED_COMMANDS, debug_command_refusal
 from .access import host_of, is_loopback
@@ -233,19 +231,13 @@ class ClientSession:
         request at ``index`` must wait: the caller awaits it and resumes after it.
         """
         node = self.node
-        cluster = node.cluster
-        if cluster is None:
-            plain_specs = node.table.plain_specs
-            served = None
-        else:
-            # Only keyless and one-key commands, and which slots run here at once.
-            plain_specs, served = cluster_fast_path(node.table, cluster)
-        replication = node.replication
-        runs = replication.runs if replication is not None else None
+        path = node.dispatcher.fast_path()  # see net.dispatch
+        plain_specs = path.specs
+        served = path.served
+        runs = path.runs
         blocking = node.blocking
         ready_keys = blocking.ready
         append = out.append
-        join = b"".join
         spec = None
         while batch:
             count = len(batch)
@@ -255,13 +247,9 @@ class ClientSession:
             while i < count:
                 args = batch[i]
                 # The reader's fast path leaves it to us to check that a request is
-                # a non-empty list of bytes (protocol.reader.well_formed); a run
-                # handler checks the further requests of its run itself.
-                try:
-                    if args.__class__ is not list or not args:
-                        raise TypeError
-                    join(args)  # raises TypeError unless every argument is bytes
-                except TypeError:
+                # well formed; a run checks the further requests of its run itself
+                # (see net.dispatch.run_extent).
+                if not well_formed(args):
                     break
                 waiting = self.waiting
                 if waiting is not None and waiting.writes_held and not self._reads_only(args):
@@ -271,12 +259,16 @@ class ClientSession:
                     self.stats.commands_processed -= count - i
                     self.commands_processed -= count - i
                     return batch, i, _RUN_AGAIN
-                if runs is not None and self.fast and (run := runs.get(args[0])) is not None:
-                    # Replication: runs of pipelined GETs/SETs share one placeholder.
-                    end = run(self, batch, i, out)
-                    if end > i:
-                        i = end
-                        continue
+                if self.fast:
+                    run = runs.get(args[0])
+                    if run is not None:  # a run of pipelined GETs/SETs in one call
+                        end = run(self, batch, i, out)
+                        if end > i:
+                            i = end
+                            spec = plain_specs.get(args[0])
+                            if ready_keys:
+                                blocking.serve_ready()
+                            continue
                 # Fast path: a known, synchronous, non-container command with the
                 # right arity on an authenticated connection outside MULTI; in
                 # cluster mode, with no key or a key of a slot this node serves.
@@ -284,21 +276,8 @@ class ClientSession:
                 if spec is not None and self.fast and (
                     served is None
                     or (position := spec.first_key) <= 0
-                    or (  # the key's slot is served here (key_slot() inlined)
-                        len(args) > position
-                        and served[crc_hqx(hash_tag(key) if 123 in (key := args[position]) else key, 0) & SLOT_MASK]
-                    )
+                    or (len(args) > position and served[key_slot(args[position])])
                 ):
-                    if spec.run_handler is not None:
-                        # Serves the run of identical pipelined requests from here.  In
-                        # cluster mode plain_specs holds wrappers that end the run before
-                        # the first key served elsewhere (see cluster.routing.fast_spec).
-                        end = spec.run_handler(self, batch, i, out)
-                        if end > i:
-                            i = end
-                            if ready_keys:
-                                blocking.serve_ready()
-                            continue
                     if spec.min_args <= len(args) <= spec.max_args:
                         try:
                             append(spec.handler(self, args))

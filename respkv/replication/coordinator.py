@@ -69,7 +69,6 @@ from collections.abc import Callable, Sequence
 
 import trio
 
-from ..cluster.routing import cluster_ok
 from ..commands.keyspecs import request_keys
 from ..commands.table import CommandError
 from ..keyspace.slots import key_slot
@@ -117,8 +116,6 @@ class Coordinator:
         self._placements: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         #: Serves what other coordinators send this node as a replica.
         self.replica = ReplicaSide(node, store)
-        #: Replicated run handlers by command name (see _make_runs); sessions use them.
-        self.runs = self._make_runs(node.table)
         #: Requests whose client waits for them, oldest first, for their timeouts.
         self._waiting: deque[WriteRequest | ReadRequest] = deque()
         #: The deadline of requests that start waiting in this round (see _watch).
@@ -235,53 +232,18 @@ class Coordinator:
 
     # -- runs of pipelined requests -------------------------------------------------------
 
-    def _make_runs(self, table) -> dict[bytes, Callable]:
-        """Replicated versions of the commands that serve pipelined runs (GET, SET)."""
-        runs = {}
-        for name, spec in table.plain_specs.items():
-            if spec.run_handler is not None and spec.first_key > 0 and spec.first_key == spec.last_key:
-                runs[name] = self._run_for(spec)
-        return runs
-
-    def _run_for(self, spec) -> Callable:
+    def run_for(self, spec) -> Callable:
+        """The replicated run handler of ``spec`` (a command with a plain run
+        handler and one key): ``run(session, batch, i, end, out, placement)``
+        serves requests of ``batch[i:end]``, whose keys the dispatcher found in
+        slots this node coordinates with one ``placement``, and returns where it
+        stopped; one reply answers for all of them."""
         base = spec.run_handler
         position = spec.first_key
         write = spec.is_write
 
-        def run(session, batch, i, out):
-            """Serve the run of ``spec`` requests from ``batch[i]`` whose keys this node
-            coordinates with one placement; one placeholder answers for all of them."""
-            state = self.state
-            if not cluster_ok(state.topology):
-                return i
-            served = state.served
-            placement = self.placement
-            name = batch[i][0]
-            count = len(batch)
-            end = i
-            first = None
-            last_key = None
-            while end < count:
-                args = batch[end]
-                # Requests after batch[i] may be malformed (see protocol.reader.well_formed).
-                if args.__class__ is not list or len(args) <= position or args[0] != name:
-                    break
-                key = args[position]
-                if key.__class__ is not bytes:
-                    break
-                if key != last_key:  # pipelines often repeat one key: check it once
-                    slot = key_slot(key)
-                    if not served[slot]:
-                        break
-                    where = placement(slot)
-                    if first is None:
-                        first = where
-                    elif where != first:
-                        break
-                    last_key = key
-                end += 1
-            if end == i:
-                return i
+        def run(session, batch, i, end, out, placement):
+            """Replicated run of a pipelined command"""
             mark = len(out)
             done = i + base(session, batch[i:end], 0, out)
             if done == i:
@@ -290,9 +252,9 @@ class Coordinator:
             local = b"".join(out[mark:])
             del out[mark:]
             if write:
-                out.append(self._write_run(session, requests, position, local, first))
+                out.append(self._write_run(session, requests, position, local, placement))
             else:
-                out.append(self._read_run(session, spec, requests, position, local, first[0]))
+                out.append(self._read_run(session, spec, requests, position, local, placement[0]))
             return done
 
         return run
