@@ -12,6 +12,7 @@ import trio
 
 from .cluster.gossip import parse_address
 from .cluster.identity import IdentityError, SecretError
+from .cluster.persisted import MembershipFileError
 from .config import DIRECTIVES, Config, ConfigError
 
 _LOG_LEVELS = {"debug": logging.DEBUG, "verbose": logging.INFO, "notice": logging.INFO,
@@ -146,7 +147,7 @@ def _run_server(ns: argparse.Namespace) -> int:
 
 #: Failures a node reports as one line (a port in use, an unreadable secret...)
 #: rather than as a traceback.
-_EXPECTED_FAILURES = (OSError, IdentityError, SecretError, ConfigError)
+_EXPECTED_FAILURES = (OSError, IdentityError, SecretError, ConfigError, MembershipFileError)
 
 
 def _startup_failures(exc: Exception) -> list[str] | None:

@@ -100,6 +100,12 @@ def _parse_routing(text: str) -> str:
     return t
 
 
+def _parse_path(text: str) -> str:
+    if not text.strip():
+        raise ConfigError("argument must be a file name")
+    return text
+
+
 @dataclass(frozen=True)
 class Directive:
     name: str
@@ -178,6 +184,10 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in [
               doc="File whose first line is the cluster secret (used when cluster-secret is empty); "
                   "respkv cluster up writes one for its nodes. Empty: DIR/cluster-secret, created with a "
                   "random secret if missing."),
+    Directive("cluster-config-file", "nodes.conf", _parse_path, mutable=False,
+              doc="Where a cluster node keeps the members it knows (ids, addresses, weights, cluster-vnodes), "
+                  "relative to dir unless absolute; rewritten atomically on every membership change and read "
+                  "at start, so a restarted node comes back into its cluster without --join. One file per node."),
     Directive("enable-debug-command", "no", _parse_debug_command, mutable=False,
               doc="Fault-injection commands (BUSFAULT): no = refused, yes = allowed, local = allowed "
                   "from loopback clients only; as Redis's directive of that name for DEBUG."),

@@ -10,10 +10,13 @@ timeouts.  Cancelling that nursery (Ctrl-C, SIGTERM, a test's cancel scope) stop
 the node; every task lives in it, so nothing outlives the node.
 
 In cluster mode (``cluster-enabled yes``) :func:`serve_cluster` joins that nursery
-before clients are accepted: it reads the node id from the data directory, opens
-the cluster bus listener, installs ``node.cluster`` (the
-:class:`~respkv.cluster.state.ClusterState` sessions route by) and runs the bus,
-the gossip loop and the ``--join`` attempts in a nursery of its own.  With
+before clients are accepted: it reads the node id and the saved membership
+(``cluster-config-file``, see :mod:`respkv.cluster.persisted`) from the data
+directory, opens the cluster bus listener, installs ``node.cluster`` (the
+:class:`~respkv.cluster.state.ClusterState` sessions route by, starting from the
+saved membership, so a restarted node keeps the cluster's ring) and runs the bus,
+the gossip loop, the membership recorder, the ``--join`` attempts and, after a
+restart, the meetings with the saved members in a nursery of its own.  With
 ``replication-factor`` above 1, :func:`start_replication` also installs the
 replication coordinator (``node.replication``): it hooks the keyspace's change,
 expiry and flush signals, answers the replication bus operations, and runs its
@@ -36,6 +39,7 @@ from .cluster.gossip import OPERATIONS as GOSSIP_OPERATIONS
 from .cluster.gossip import BUS_PORT_OFFSET, Gossip, announce_ip, parse_address
 from .cluster.identity import load_cluster_secret, load_or_create_node_id
 from .cluster.membership import Member
+from .cluster.persisted import MembershipRecorder, config_file_path, rejoin, restore
 from .cluster.proxy import proxy_pool
 from .cluster.state import PROXY, ClusterState
 from .commands import FAMILIES
@@ -269,6 +273,8 @@ async def serve_cluster(node: Node, *, task_status=trio.TASK_STATUS_IGNORED) -> 
     config = node.config
     seeds = [parse_address(text) for text in node.cluster_join]
     node_id = load_or_create_node_id(config["dir"])
+    members_path = config_file_path(config["dir"], config["cluster-config-file"])
+    known = restore(members_path, node_id, config["cluster-vnodes"])
     secret, secret_source = load_cluster_secret(config["dir"], config["cluster-secret"], config["cluster-secret-file"])
     log.info("cluster bus secret from %s", secret_source)
     host = await announce_ip(config["bind"], config["cluster-announce-ip"])
@@ -280,7 +286,13 @@ async def serve_cluster(node: Node, *, task_status=trio.TASK_STATUS_IGNORED) -> 
             rf=config["replication-factor"],
             vnodes=config["cluster-vnodes"],
             routing=config["cluster-routing"],
+            known=known,
         )
+        recorder = MembershipRecorder(members_path, state)
+        recorder.attach()
+        rejoining = len(state.membership.active_ids()) > 1
+        if rejoining:
+            log.info("restored %d cluster members from %s", len(state.membership.active_ids()), members_path)
         bus = ClusterBus(node_id, node.handle_bus, secret)
         gossip = Gossip(state, bus, node_timeout=config["cluster-node-timeout"] / 1000)
         for op in GOSSIP_OPERATIONS:
@@ -288,6 +300,7 @@ async def serve_cluster(node: Node, *, task_status=trio.TASK_STATUS_IGNORED) -> 
         async with trio.open_nursery() as nursery:
             await nursery.start(bus.serve, trio.SocketListener(bus_socket))
             await nursery.start(gossip.run)
+            await nursery.start(recorder.run)
             if state.routing == PROXY:  # the forwarding connections live in this nursery
                 await nursery.start(proxy_pool(node).run)
             if config["replication-factor"] > 1:
@@ -296,5 +309,7 @@ async def serve_cluster(node: Node, *, task_status=trio.TASK_STATUS_IGNORED) -> 
             node.mode = "cluster"
             if seeds:
                 await nursery.start(gossip.join, seeds)
+            if rejoining:
+                await nursery.start(rejoin, gossip)
             log.info("cluster node %s at %s:%d, bus port %d", node_id, host, node.port, bus_port)
             task_status.started()

@@ -55,8 +55,9 @@ died (1.05 to 1.2 measured).  A member that comes back is cleared by each peer
 as soon as a message passes between them, which for a peer with the smaller id
 waits for its bus redialer (backoff at most a second).
 
-Restarts: a node that comes back with the same data directory has the same id.
-It starts knowing only itself, and after every merge re-asserts its own record
+Restarts: a node that comes back with the same data directory has the same id
+and the membership it saved there (:mod:`.persisted`, which also meets the saved
+members again), and after every merge re-asserts its own record
 (``ClusterState.set_myself``): a no-op when the cluster's copy already says where
 it is, otherwise a write with an epoch above the cluster's (new address, new
 weight, or a tombstone to undo), which then wins every merge.
@@ -310,6 +311,8 @@ class Gossip:
         self._told: dict[str, str] = {}  # peer -> the membership digest it last told us
         self._in_flight: set[str] = set()
         self._bus_view: Membership | None = None
+        #: Whether any member has been heard from since this node started.
+        self.in_contact = False
         state.on_change.append(self._on_change)
 
     # -- the loop ------------------------------------------------------------------
@@ -363,6 +366,7 @@ class Gossip:
 
     def heard(self, peer_id: str) -> None:
         """A request or answer came from ``peer_id``: it is alive now."""
+        self.in_contact = True
         self.detector.heard(peer_id, trio.current_time())
         if self.state.states.get(peer_id, NodeState.OK) is not NodeState.OK:
             self.refresh()  # a member that answers again is cleared at once
@@ -471,13 +475,17 @@ class Gossip:
 
     # -- meeting and joining -----------------------------------------------------------
 
-    async def meet(self, host: str, port: int, bus_port: int | None = None) -> str:
+    async def meet(
+        self, host: str, port: int, bus_port: int | None = None, *, expect: str | None = None
+    ) -> str:
         """Introduce this node to the member at client address ``host:port``.
 
         ``bus_port`` defaults to ``port + 10000``; when nothing answers there the
         member is asked for its configured ``cluster-port`` on its client port.
         Merges the member's whole membership and returns its node id (this node's
-        own id if the address is this node).  ``MeetError`` when no member answers.
+        own id if the address is this node).  ``MeetError`` when no member answers,
+        or when ``expect`` is given and another node answers at the address (a
+        recorded address that someone else took since).
         """
         if bus_port is not None:
             peer_id = await self._dial(host, bus_port)
@@ -497,6 +505,8 @@ class Gossip:
                 if asked is None:
                     raise failure or MeetError(f"{host}:{port} names no cluster bus port")
                 peer_id = await self._dial(host, asked)
+        if expect is not None and peer_id != expect:
+            raise MeetError(f"{host}:{port} is node {peer_id} now, not {expect}")
         if peer_id == self.myself:
             return peer_id
         link = self.bus.link(peer_id)

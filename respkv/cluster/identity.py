@@ -4,7 +4,9 @@ cluster secret it proves membership with on the bus.
 Redis Cluster clients show and compare node ids, and the ring places a node's
 tokens by its id, so the id must survive restarts: it is created once, on first
 start, and read back from ``<dir>/node-id`` afterwards.  The file is written to a
-temporary name and renamed, so a crash never leaves a half-written id.
+temporary name, synced and renamed (:func:`write_file_atomically`), so a crash
+never leaves a half-written id; the cluster membership file
+(:mod:`respkv.cluster.persisted`) is written the same way.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import os
 import re
 import secrets
+
+from ..persistence.files import replace_file
 
 NODE_ID_FILE = "node-id"
 _NODE_ID = re.compile(r"[0-9a-f]{40}")
@@ -86,12 +90,12 @@ def load_cluster_secret(directory: str, secret: str = "", secret_file: str = "")
 
 
 def write_line_atomically(path: str, value: str, mode: int = 0o600) -> None:
-    """Store one line in ``path``: written to a temporary file (created with ``mode``,
-    by default readable by its owner only, as a secret must be), synced, renamed."""
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(value + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Store one line in ``path`` with :func:`write_file_atomically` (created with
+    ``mode``, by default readable by its owner only, as a secret must be)."""
+    write_file_atomically(path, (value + "\n").encode("utf-8"), mode)
+
+
+def write_file_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file
+    (see :func:`respkv.persistence.files.replace_file`); private by default."""
+    replace_file(path, data, mode)

@@ -15,6 +15,10 @@ feeds it membership and liveness; the request path only reads ``topology`` and
 slot, 1 where this node is the slot's coordinator (the first live node of its
 preference list).  Sessions check it before running a keyed command and answer
 ``MOVED`` (or forward, with proxy routing) when it is 0.
+
+A node restarted on its data directory passes the membership it saved there as
+``known``, so its first ring is the cluster's rather than one where it owns
+every slot.
 """
 
 from __future__ import annotations
@@ -41,12 +45,20 @@ class ClusterState:
         rf: int = 1,
         vnodes: int = DEFAULT_VNODES,
         routing: str = REDIRECT,
+        known: Membership | None = None,
     ) -> None:
         self.myself = myself.node_id
         self.rf = rf
         self.vnodes = vnodes
         self.routing = routing
-        self.membership = Membership([myself])
+        if known is None:
+            self.membership = Membership([myself])
+        else:
+            # A restart: start from the members known before (see cluster.persisted),
+            # with this node's own record re-asserted at its current address.
+            self.membership = known.with_member(
+                myself.node_id, myself.host, myself.port, myself.bus_port, myself.weight
+            )
         self.states: Mapping[str, NodeState] = {}
         #: Gossip counters by message type, for CLUSTER INFO.
         self.messages_sent: dict[str, int] = {}

@@ -6,9 +6,9 @@ Theory of operation
 the cluster benchmark all start nodes the same way, the way an operator would:
 one ``respkv server --cluster`` process per node, node *i* on client port
 ``port + i`` (its cluster bus on ``port + i + 10000``, the server's default), with
-its own data directory ``DIR/node-i`` (where the node keeps its id, so a node
-restarted on the same directory is the same node) and its log in
-``DIR/node-i/node.log``.  Node 0 is the seed; every other node is started with
+its own data directory ``DIR/node-i`` (where the node keeps its id and the members
+it knows, so a node restarted on the same directory is the same node, back in
+the same cluster) and its log in ``DIR/node-i/node.log``.  Node 0 is the seed; every other node is started with
 ``--join`` pointing at it, and gossip spreads the rest of the membership.  The
 nodes share one cluster-bus secret, generated on first use into
 ``DIR/cluster-secret`` (readable by its owner only) and passed to every node as

@@ -212,19 +212,21 @@ class LocalCluster:
     def log_tail(self, index: int, lines: int = 20) -> str:
         return tail_file(self.nodes[index].log, lines)
 
-    def start_node(self, index: int) -> NodeRecord:
+    def start_node(self, index: int, *, join_running: bool = True) -> NodeRecord:
         """Start (or restart) node ``index`` on its recorded ports and directory.
 
         The node runs detached: its own session, stdin from ``/dev/null``,
         stdout and stderr appended to its log.  Restarting the seed while other
-        nodes run points its ``--join`` at a running node, since the seed's
-        original command line has nobody to join.
+        nodes run points its ``--join`` at a running node (unless
+        ``join_running`` is False): the node would find its cluster from the
+        membership file in its directory anyway, but a ``--join`` also finds
+        members whose addresses changed while it was down.
         """
         node = self.nodes[index]
         if self.is_running(index):
             raise ClusterRunning(f"{node.name} is already running (pid {node.pid})")
         check_ports_free(node, self.host)
-        if "--join" not in node.argv:
+        if join_running and "--join" not in node.argv:
             others = [n for n in self.running() if n.index != index]
             if others:
                 node.argv = node.argv + ["--join", f"{self.host}:{others[0].port}"]
