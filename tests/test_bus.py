@@ -89,6 +89,11 @@ async def test_many_concurrent_requests_share_sends():
                     calls.start_soon(call, i)
             assert sorted(int(a[0]) for a in answers) == list(range(500))
             assert link.sent_frames == 500
+            # The requests reached B in a few reads; the answers to each read's
+            # requests left in one send (the link corks while dispatching them).
+            back = bus_b.link(A_ID)
+            assert back.sent_frames == 500
+            assert back.sends < 100, back.sends
             nursery.cancel_scope.cancel()
 
 

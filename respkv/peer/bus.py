@@ -24,7 +24,7 @@ used in both directions:
   in any order, so many requests can be in flight at once.  Frames wait in the
   link's outbox and one writer task sends everything queued with a single
   ``send_all``: under load, many requests share one system call (the replication
-  path relies on this).
+  path relies on this); the answers to the requests of one read leave together.
 * **Serving.** Incoming requests go to the node's handler, ``handler(peer_id, op,
   args)``, which returns the answer's arguments — or an awaitable of them, run in
   the link's nursery so a slow request never blocks the frames behind it.
@@ -103,6 +103,7 @@ class PeerLink:
         self.stream: trio.SocketStream | None = None
         self.dialed_by: str | None = None  # node id of the side that opened the connection
         self._outbox: list[bytes] = []
+        self._outbox_frames = 0  # whole frames in _outbox (a part may hold several)
         #: Bytes in ``_outbox`` and in the send under way: what the peer has not
         #: taken yet (senders of bulk traffic check it to stay bounded).
         self.backlog = 0
@@ -114,7 +115,11 @@ class PeerLink:
         #: (see _enqueue); None while not connected.
         self._raw: socket.socket | None = None
         self._writing = False
+        #: Frames held back while corked (see cork), None when not corked.
+        self._held: list[bytes] | None = None
         self.sent_frames = 0
+        #: System calls that sent frames (direct sends and the writer's sends).
+        self.sends = 0
         self.received_frames = 0
 
     @property
@@ -130,23 +135,48 @@ class PeerLink:
         the writer, then the reader on the other side sees it a switch earlier);
         on this path that bookkeeping costs more than the system call.  Frames go
         out in order: a direct send happens only while nothing is queued or being
-        written by the writer task.
+        written by the writer task.  While the link is corked, frames wait for
+        :meth:`uncork`, which sends them all at once.
         """
+        held = self._held
+        if held is not None:
+            held.append(frame)
+            return
+        self._send(frame, 1)
+
+    def _send(self, data: bytes, frames: int) -> None:
+        """Send ``data`` (``frames`` whole frames) now, or queue what the socket did not take."""
         raw = self._raw
         if raw is not None and not self._outbox and not self._writing:
             try:
-                sent = raw.send(frame)
+                sent = raw.send(data)
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError:
                 sent = 0  # the writer meets the same error and ends the link
-            if sent == len(frame):
-                self.sent_frames += 1
+            if sent:
+                self.sends += 1
+            if sent == len(data):
+                self.sent_frames += frames
                 return
-            frame = frame[sent:]
-        self._outbox.append(frame)
-        self.backlog += len(frame)
+            data = data[sent:]
+        self._outbox.append(data)
+        self._outbox_frames += frames
+        self.backlog += len(data)
         self._outbox_ready.set()
+
+    def cork(self) -> None:
+        """Hold the frames sent from now on until :meth:`uncork` (which must follow
+        without an await in between): the answers to frames that arrived together
+        leave in one system call, not one each."""
+        if self._held is None:
+            self._held = []
+
+    def uncork(self) -> None:
+        """Send the frames held since :meth:`cork`, joined."""
+        held, self._held = self._held, None
+        if held:
+            self._send(held[0] if len(held) == 1 else b"".join(held), len(held))
 
     def notify(self, op: bytes, args: list[bytes] | tuple[bytes, ...] = ()) -> bool:
         """Send a one-way message if connected; False if there is no connection."""
@@ -243,6 +273,7 @@ class PeerLink:
                     self._raw.close()
                     self._raw = None
                 self._outbox.clear()
+                self._outbox_frames = 0
                 self.backlog = 0
                 pending, self._pending = self._pending, {}
                 for waiter in pending.values():
@@ -258,11 +289,13 @@ class PeerLink:
         while True:
             await self._outbox_ready.wait()
             self._outbox_ready = trio.Event()
-            frames, self._outbox = self._outbox, []
-            self.sent_frames += len(frames)
-            data = b"".join(frames)
+            parts, self._outbox = self._outbox, []
+            self.sent_frames += self._outbox_frames
+            self._outbox_frames = 0
+            data = b"".join(parts)
             self._writing = True
             try:
+                self.sends += 1
                 await stream.send_all(data)
             finally:
                 self._writing = False
@@ -273,8 +306,17 @@ class PeerLink:
             data = await stream.receive_some(65536)
             if not data:
                 return
-            for frame in reader.parse(data):
-                self._dispatch(wire.split(frame), nursery)
+            frames = reader.parse(data)
+            if len(frames) == 1:
+                self._dispatch(wire.split(frames[0]), nursery)
+                continue
+            # Answers to frames that arrived together leave together.
+            self.cork()
+            try:
+                for frame in frames:
+                    self._dispatch(wire.split(frame), nursery)
+            finally:
+                self.uncork()
 
     def _dispatch(self, parts, nursery: trio.Nursery) -> None:
         kind, request_id, op, args = parts

@@ -44,7 +44,10 @@ class Prepared:
 
 def encode_args(args: list[bytes] | tuple[bytes, ...]) -> bytes:
     """The RESP bulk strings of ``args``, back to back (a frame's tail)."""
-    return b"".join([b"$%d\r\n%b\r\n" % (len(arg), arg) for arg in args])
+    if not args:
+        return b""
+    # Joined by the bulks' trailing CRLFs: one formatting per argument, not two.
+    return b"\r\n".join([b"$%d\r\n%b" % (len(arg), arg) for arg in args]) + b"\r\n"
 
 
 def encode(kind: bytes, request_id: int, op: bytes, args: list[bytes] | tuple[bytes, ...] | Prepared = ()) -> bytes:

@@ -79,8 +79,8 @@ from . import get_core, put_core, quorum
 from .answers import ReadAnswer, ReplAnswer
 from .barrier import exec_after_reads, transaction_reads
 from .forgetting import Forgetting
-from .handoff import MAX_BACKLOG, HintedHandoff
 from .get_core import GetCore
+from .handoff import MAX_BACKLOG, HintedHandoff
 from .pending import Outgoing, ReadRequest, WriteRequest
 from .put_core import PutCore
 from .quorum import Quorums

@@ -14,7 +14,7 @@ from __future__ import annotations
 from ..commands.table import CommandError
 from ..protocol.reply import RESP2
 from .store import VersionStore
-from .versions import decode_operation, digest, encode_record, is_operation
+from .versions import OPERATION_PREFIX, encode_record, parse_operation
 
 REPL = b"REPL"
 RREAD = b"RREAD"
@@ -58,7 +58,7 @@ class ReplicaSide:
             missing = []
             for i in range(0, len(args), 3):
                 blob = args[i + 2]
-                if is_operation(blob):
+                if blob.startswith(OPERATION_PREFIX):
                     if not self._run_shipped(args[i], args[i + 1], blob):
                         missing.append(args[i])
                 else:
@@ -70,10 +70,9 @@ class ReplicaSide:
             answers = []
             for i in range(0, len(args), 2):
                 key = args[i]
-                record = store.record(key)
-                if digest(record) == args[i + 1]:
+                if store.holds(key, args[i + 1]):
                     answers.append(SAME)
-                elif record is None:
+                elif key not in store.records:
                     answers.append(NO_RECORD)
                 else:
                     answers.append(encode_record(store.full_record(key)))
@@ -85,9 +84,9 @@ class ReplicaSide:
 
     def _run_shipped(self, key: bytes, parent: bytes, blob: bytes) -> bool:
         """Run a command a coordinator shipped for ``key``; False if it cannot run here."""
-        if self.store.digest(key) != parent:
+        if not self.store.holds(key, parent):
             return False
-        version, command = decode_operation(blob)
+        kept, command = parse_operation(blob)
         spec = self.node.table.lookup(command[0])
         if spec is None or spec.name not in SHIPPED_AS_COMMAND or spec.first_key != 1 or command[1:2] != [key]:
             raise ValueError(f"{command[0]!r} cannot be shipped as a command")
@@ -97,7 +96,7 @@ class ReplicaSide:
             spec.handler(self._replica_context, command)
         except CommandError:
             return False  # cannot happen on the same prior value; recover with the record
-        self.store.operation_applied(key, version)
+        self.store.operation_applied(key, kept)
         return True
 
 

@@ -10,6 +10,13 @@ value classes, with its expiry.  The winner's version keeps ``value=None`` here
 (its value is the keyspace's); the other siblings keep their encoded values.  A
 tombstone or expired winner means the key is absent from the keyspace.
 
+Records are kept in their compact form (``versions.compact``: nearly always the
+first bytes of the one-version wire record, which the cyclic garbage collector
+never tracks, so millions of records cost it nothing).  Callers see Records of
+Version objects, made on each lookup (:meth:`VersionStore.record`,
+:attr:`VersionStore.records`); the hot write paths below build and compare the
+compact form directly.
+
 The store changes records in three ways:
 
 * :meth:`VersionStore.written`: the coordinator ran a command that changed a key;
@@ -27,27 +34,61 @@ moves records between nodes.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+
 from ..keyspace.codec import decode_value, encode_value
 from . import vclock
 from .versions import (
+    CLOCK_AT,
     DEFAULT_MAX_SIBLINGS,
+    Compact,
     Record,
     Version,
+    compact,
+    compact_digest,
+    compact_holds,
+    compact_single,
     context,
     decode_record,
-    decode_single,
     digest,
-    encode_operation,
+    encode_operation_write,
     encode_record,
     encode_single,
+    encode_string_write,
+    expand,
+    next_string_write,
+    plain_string_at,
     reconcile,
     supersede,
     winner,
 )
 
-
 #: The ``parent`` of a shipped record that must be reconciled, never replace blindly.
 RECONCILE = b"*"
+
+_MAX_UNPRUNED_CLOCK = vclock.SMALL_CLOCK * vclock.ENTRY_SIZE
+
+
+class RecordsView(Mapping):
+    """The store's records as callers know them: key → Record of Version objects,
+    made from the compact form on each lookup (read-only)."""
+
+    __slots__ = ("_kept",)
+
+    def __init__(self, kept: dict[bytes, Compact]) -> None:
+        self._kept = kept
+
+    def __getitem__(self, key: bytes) -> Record:
+        return expand(self._kept[key])
+
+    def __contains__(self, key) -> bool:
+        return key in self._kept
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._kept)
 
 
 class VersionStore:
@@ -57,7 +98,10 @@ class VersionStore:
         self.keyspace = keyspace
         self.actor = actor
         self.max_siblings = max_siblings
-        self.records: dict[bytes, Record] = {}
+        #: key → compact record (``versions.compact``).
+        self._kept: dict[bytes, Compact] = {}
+        #: The same records as Records of Version objects, for callers.
+        self.records = RecordsView(self._kept)
         #: Statistics for INFO replication.
         self.siblings_dropped = 0
         self.versions_applied = 0
@@ -65,34 +109,62 @@ class VersionStore:
 
     def clear(self) -> None:
         """Forget every record (FLUSHALL / FLUSHDB, which are node-local)."""
-        self.records.clear()
+        self._kept.clear()
 
     # -- reading -------------------------------------------------------------------------
 
     def record(self, key: bytes) -> Record | None:
-        return self.records.get(key)
+        """``key``'s record (new Version objects, the caller's), None if there is none."""
+        kept = self._kept.get(key)
+        return None if kept is None else expand(kept)
 
     def digest(self, key: bytes) -> bytes:
         """The digest of what this replica holds of ``key`` (compared with parents)."""
-        return digest(self.records.get(key))
+        kept = self._kept.get(key)
+        if kept is None:
+            return b""
+        return kept[CLOCK_AT:] if kept.__class__ is bytes else compact_digest(kept)
+
+    def holds(self, key: bytes, digest: bytes) -> bool:
+        """Whether what this replica holds of ``key`` has ``digest`` (``self.digest(key)
+        == digest``, without slicing the common case)."""
+        kept = self._kept.get(key)
+        if kept is None:
+            return not digest
+        if kept.__class__ is bytes:
+            return len(kept) == CLOCK_AT + len(digest) and kept.endswith(digest)
+        return compact_holds(kept, digest)
+
+    def tombstone_clock(self, key: bytes) -> bytes | None:
+        """The clock of ``key``'s record if it is one tombstone (to purge later)."""
+        kept = self._kept.get(key)
+        single = None if kept is None else compact_single(kept)
+        return single[0] if single is not None and single[1] else None
 
     def full_record(self, key: bytes) -> Record | None:
         """The record with every version's value filled in (for shipping or SIBLINGS)."""
-        record = self.records.get(key)
+        record = self.record(key)
         if record is None:
             return None
-        return tuple(self._filled(key, v) for v in record)
+        for version in record:
+            if version.value is None:
+                self._fill(key, version)
+        return record
 
-    def _filled(self, key: bytes, version: Version) -> Version:
-        if version.value is not None:
-            return version
+    def _fill(self, key: bytes, version: Version) -> Version:
+        """Give the materialized ``version`` (one of ours) the keyspace's value, encoded."""
         value = self.keyspace.get(key)
         # A materialized winner gone from the keyspace has expired: no value to ship.
-        return version.with_value(b"" if value is None else encode_value(value))
+        version.value = b"" if value is None else encode_value(value)
+        return version
 
     def causal_context(self, key: bytes) -> vclock.VClock:
-        record = self.records.get(key)
-        return vclock.EMPTY if record is None else context(record)
+        kept = self._kept.get(key)
+        if kept is None:
+            return vclock.EMPTY
+        if kept.__class__ is bytes:
+            return vclock.decode(kept[CLOCK_AT:])
+        return context(expand(kept))
 
     # -- writes by this node as coordinator ------------------------------------------------
 
@@ -116,53 +188,64 @@ class VersionStore:
         """
         ks = self.keyspace
         value = ks.get(key)
-        records = self.records
-        old = records.get(key)
-        if value is None and (old is None or not winner(old).live(now_ms)):
-            if seen is None or old is None:
-                return None  # no value before, none now: only an expiry happened
-        if seen is not None:
-            return RECONCILE, self._written_in_context(key, value, old, seen, now_ms)
+        kept = self._kept
+        old = kept.get(key)
+        if value is None or seen is not None:
+            if value is None and (old is None or not winner(expand(old)).live(now_ms)):
+                if seen is None or old is None:
+                    return None  # no value before, none now: only an expiry happened
+            if seen is not None:
+                return RECONCILE, self._written_in_context(key, value, old, seen, now_ms)
         # A plain write: the new version supersedes everything held here.
         actor = self.actor
+        if value.__class__ is bytes and old is not None:
+            hot = next_string_write(old, actor, now_ms, ks.deadline(key) or 0, value)
+            if hot is not None:  # a string over a version only this node wrote
+                parent, kept[key], blob = hot
+                return parent, blob
         if old is None:
             parent = b""
-            clock = vclock.encode(((actor, 1, now_ms),))
-        elif len(old) == 1:
-            parent = old[0].clock
+            clock = vclock.first(actor, now_ms)
+        elif old.__class__ is bytes:
+            parent = old[CLOCK_AT:]
             clock = vclock.increment_encoded(parent, actor, now_ms)
-            if len(clock) > vclock.SMALL_CLOCK * vclock.ENTRY_SIZE:
+            if len(clock) > _MAX_UNPRUNED_CLOCK:
                 clock = vclock.encode(vclock.prune(vclock.decode(clock), now_ms))
         else:
-            parent = digest(old)
-            clock = vclock.encode(vclock.prune(vclock.increment(context(old), actor, now_ms), now_ms))
+            parent = compact_digest(old)
+            clock = vclock.encode(vclock.prune(vclock.increment(context(expand(old)), actor, now_ms), now_ms))
         if value is None:
             new = Version(clock, now_ms, actor, True, 0, b"")
-            records[key] = (new,)
-            return parent, encode_single(new, b"")
-        new = Version(clock, now_ms, actor, False, ks.deadline(key) or 0, None)
-        records[key] = (new,)
-        if (
-            operation is not None
-            and value.__class__ is not bytes
-            and not new.expire_at
-            and (old is None or (len(old) == 1 and not old[0].expire_at))
-        ):
-            return parent, encode_operation(new, operation)
+            kept[key] = blob = compact((new,))
+            return parent, blob  # a tombstone's compact form is its whole record
+        expire_at = ks.deadline(key) or 0
+        if value.__class__ is bytes:
+            kept[key], blob = encode_string_write(clock, now_ms, actor, expire_at, value)
+            return parent, blob
+        if operation is not None and not expire_at:
+            single = None if old is None else compact_single(old)
+            if old is None or (single is not None and not single[2]):  # the old version did not expire
+                kept[key], blob = encode_operation_write(clock, now_ms, actor, operation)
+                return parent, blob
+        new = Version(clock, now_ms, actor, False, expire_at, None)
+        kept[key] = compact((new,))
         return parent, encode_single(new, encode_value(value))
 
-    def operation_applied(self, key: bytes, version: Version) -> None:
-        """Record ``version`` as the result of a shipped command just run here."""
+    def operation_applied(self, key: bytes, kept: bytes) -> None:
+        """Record the version of a shipped command just run here (its compact form,
+        ``versions.parse_operation``), whose value the keyspace holds."""
         ks = self.keyspace
-        if version.expire_at:
-            ks.set_deadline(key, version.expire_at)
+        expire_at = compact_single(kept)[2]  # coordinators ship commands only without one
+        if expire_at:
+            ks.set_deadline(key, expire_at)
         else:
             ks.persist(key)
-        version.value = None
-        self.records[key] = (version,)
+        self._kept[key] = kept
         self.versions_applied += 1
 
-    def _written_in_context(self, key: bytes, value, old: Record | None, seen: vclock.VClock, now_ms: int) -> bytes:
+    def _written_in_context(
+        self, key: bytes, value, old: Compact | None, seen: vclock.VClock, now_ms: int
+    ) -> bytes:
         clock = vclock.prune(vclock.increment(seen, self.actor, now_ms), now_ms)
         live = value is not None
         new = Version(
@@ -173,15 +256,15 @@ class VersionStore:
             expire_at=(self.keyspace.deadline(key) or 0) if live else 0,
             value=None if live else b"",
         )
-        self._install(key, supersede(old, seen, new), materialized=new)
+        self._install(key, supersede(None if old is None else expand(old), seen, new), materialized=new)
         return encode_record(self.full_record(key))
 
     def dematerialize(self, key: bytes) -> None:
         """Give the winner its encoded value back, before a command overwrites the
         keyspace value while that version may survive as a sibling (RESOLVE)."""
-        record = self.records.get(key)
+        record = self.record(key)
         if record is not None and any(v.value is None for v in record):
-            self.records[key] = tuple(self._filled(key, v) for v in record)
+            self._kept[key] = compact(self.full_record(key))
 
     # -- records from other nodes ----------------------------------------------------------
 
@@ -190,35 +273,34 @@ class VersionStore:
 
         ``parent`` is the digest of the record the coordinator superseded (or
         :data:`RECONCILE`).  When this replica holds exactly those versions the new
-        record replaces them without comparing clocks: the common case, kept cheap.
+        record replaces them without comparing clocks: the common case, kept cheap
+        (a string without expiry goes from ``blob`` to the keyspace in one slice).
         Otherwise the records are reconciled.  True if the local record changed.
         """
-        if parent != RECONCILE:
-            if self.digest(key) == parent:
-                self.versions_applied += 1
-                single = decode_single(blob)
-                if single is None:
-                    self._install(key, decode_record(blob), None)
-                elif single.tombstone or single.expire_at or single.value[:1] != b"s":
-                    self._install(key, (single,), None)
-                else:  # a string without expiry, the bulk of replication traffic
-                    self.keyspace.set(key, single.value[1:])
-                    single.value = None
-                    self.records[key] = (single,)
-                return True
+        if parent != RECONCILE and self.holds(key, parent):
+            self.versions_applied += 1
+            at = plain_string_at(blob)
+            if at:  # a string without expiry, the bulk of replication traffic
+                self.keyspace.set(key, blob[at:])
+                self._kept[key] = blob[: at - 1]
+            else:
+                self._install(key, decode_record(blob), None)
+            return True
         return self.apply(key, decode_record(blob))
 
     def apply(self, key: bytes, incoming: Record) -> bool:
         """Reconcile ``incoming`` into the local record; True if the local one changed."""
-        old = self.records.get(key)
-        if old is None:
+        held = self._kept.get(key)
+        old = None
+        if held is None:
             merged, dropped = reconcile([incoming], self.max_siblings)
         else:
-            held = digest(old)
-            if held == digest(incoming):
+            held_digest = compact_digest(held)
+            if held_digest == digest(incoming):
                 return False
+            old = expand(held)
             merged, dropped = reconcile([old, incoming], self.max_siblings)
-            if digest(merged) == held:
+            if digest(merged) == held_digest:
                 return False
         self.siblings_dropped += dropped
         self.versions_applied += 1
@@ -232,24 +314,27 @@ class VersionStore:
 
     def purge(self, key: bytes, clock: bytes) -> bool:
         """Drop ``key``'s record if it is still exactly the tombstone ``clock``."""
-        record = self.records.get(key)
-        if record is not None and len(record) == 1 and record[0].tombstone and record[0].clock == clock:
-            del self.records[key]
+        held = self.tombstone_clock(key)
+        if held is not None and held == clock:
+            del self._kept[key]
             self.tombstones_purged += 1
             return True
         return False
 
     def expired_clock(self, key: bytes, now_ms: int) -> bytes | None:
         """The clock of ``key``'s record if it is one version that has expired."""
-        record = self.records.get(key)
-        if record is not None and len(record) == 1 and not record[0].tombstone and not record[0].live(now_ms):
-            return record[0].clock
+        kept = self._kept.get(key)
+        single = None if kept is None else compact_single(kept)
+        if single is not None:
+            clock, tombstone, expire_at = single
+            if not tombstone and expire_at and expire_at <= now_ms:
+                return clock
         return None
 
     def forget_expired(self, key: bytes, clock: bytes, now_ms: int) -> bool:
         """Drop the record of a key that expired (every replica expires it on its own)."""
         if self.expired_clock(key, now_ms) == clock:
-            del self.records[key]
+            del self._kept[key]
             return True
         return False
 
@@ -259,28 +344,28 @@ class VersionStore:
         """Store ``record`` and make the keyspace hold its winner.
 
         ``materialized`` is the version whose value the keyspace holds right now
-        (None if it holds no version of this record).  Versions handed in are owned
-        by the store from now on (the winner's value is dropped in place).
+        (None if it holds no version of this record; when given, it is one of the
+        store's own, made by ``expand``).  The Version objects handed in are not
+        changed: what is kept is their compact form, the winner's without a value.
         """
         ks = self.keyspace
         best = record[0] if len(record) == 1 else winner(record)
         if best is materialized:
-            self.records[key] = record
+            self._kept[key] = compact(record)
             return
-        if materialized is not None and len(record) > 1:
+        if materialized is not None and len(record) > 1 and any(v is materialized for v in record):
             # The version the keyspace holds may stay as a sibling: keep its value.
-            record = tuple(self._filled(key, v) if v is materialized else v for v in record)
+            self._fill(key, materialized)
         # An empty value is a version that had expired where it was read (no value).
         if not best.tombstone and best.value and (not best.expire_at or best.expire_at > ks.clock_ms()):
             ks.set(key, decode_value(best.value))
             if best.expire_at:
                 ks.set_deadline(key, best.expire_at)
-            best.value = None
+            self._kept[key] = compact(record, materialized=best)
         else:
             ks.delete(key)
-        self.records[key] = record
+            self._kept[key] = compact(record)
 
     def sibling_count(self) -> int:
         """Keys holding more than one version."""
-        return sum(1 for record in self.records.values() if len(record) > 1)
-
+        return sum(1 for kept in self._kept.values() if kept.__class__ is not bytes and len(kept) > 1)

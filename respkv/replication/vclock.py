@@ -35,7 +35,10 @@ VClock = tuple[Entry, ...]
 
 EMPTY: VClock = ()
 
-_ENTRY = struct.Struct("<20sQQ")
+#: One packed entry: actor, counter, stamp.
+ENTRY_FORMAT = "<20sQQ"
+ACTOR_SIZE = 20  # bytes of an actor (a node id's 40 hex digits)
+_ENTRY = struct.Struct(ENTRY_FORMAT)
 _COUNTER = struct.Struct("<Q")
 ENTRY_SIZE = _ENTRY.size
 
@@ -94,9 +97,17 @@ def increment(clock: VClock, actor: bytes, now_ms: int) -> VClock:
     return tuple(entries)
 
 
+def first(actor: bytes, now_ms: int) -> bytes:
+    """``encode(increment(EMPTY, actor, now_ms))``: the clock of a key's first write."""
+    return _ENTRY.pack(actor, 1, now_ms)
+
+
 def increment_encoded(blob: bytes, actor: bytes, now_ms: int) -> bytes:
     """``encode(increment(decode(blob), actor, now_ms))``, without decoding when
     ``actor`` already has an entry (every write after a coordinator's first)."""
+    if len(blob) == ENTRY_SIZE and blob.startswith(actor):
+        # The clock of a key only this node has written: the hot case.
+        return _ENTRY.pack(actor, _COUNTER.unpack_from(blob, ACTOR_SIZE)[0] + 1, now_ms)
     at = blob.find(actor)
     while at >= 0 and at % ENTRY_SIZE:
         at = blob.find(actor, at + 1)

@@ -25,7 +25,11 @@ written since stays.
 
 ``digest`` names a record's set of versions in a few bytes per sibling, so a
 coordinator can ask a replica "do you hold the same?" without shipping values.
-``encode_record``/``decode_record`` are the wire form.  Nothing here does I/O.
+``encode_record``/``decode_record`` are the wire form.  A store keeps records
+in a compact form the garbage collector never walks (``compact``/``expand``, at
+the end): nearly always the first bytes of the one-version wire record, which a
+coordinator builds with the record it ships and a replica slices off the record
+it receives.  Nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -207,52 +211,74 @@ def encode_operation(version: Version, args: list[bytes]) -> bytes:
     )
 
 
+#: How an operation blob starts: a record count of 0.
+OPERATION_PREFIX = b"\x00\x00"
+
+
 def is_operation(blob: bytes) -> bool:
     """Whether ``blob`` is an operation (``encode_operation``), not a record."""
-    return blob[:2] == b"\x00\x00"
+    return blob.startswith(OPERATION_PREFIX)
 
 
 def decode_operation(blob: bytes) -> tuple[Version, list[bytes]]:
     """The version and command of an operation blob; ValueError if malformed."""
+    kept, args = parse_operation(blob)
+    (version,) = expand(kept)
+    version.value = None
+    return version, args
+
+
+def parse_operation(blob: bytes) -> tuple[bytes, list[bytes]]:
+    """The compact form (see below) of the version an operation blob makes,
+    materialized, and its command; ValueError if the blob is malformed."""
     try:
-        count, clock_len, argc, stamp, expire_at, actor, flags = _ONE.unpack_from(blob, 0)
+        count, clock_len, argc, _, _, _, _ = _ONE.unpack_from(blob)
         if count != 0 or not argc:
             raise ValueError("not an operation")
-        offset = _ONE.size
-        clock = blob[offset : offset + clock_len]
-        offset += clock_len
-        lengths = struct.unpack_from(f"<{argc}I", blob, offset)
-        offset += 4 * argc
+        end = ONE_VERSION_START + clock_len
+        lengths = struct.unpack_from(f"<{argc}I", blob, end)
     except struct.error as exc:
         raise ValueError(f"truncated operation: {exc}") from None
-    if len(clock) != clock_len:
-        raise ValueError("truncated operation")
-    vclock.decode(clock)  # validates
+    if clock_len % vclock.ENTRY_SIZE:
+        raise ValueError("vector clock length is not a multiple of its entry size")
+    if clock_len > vclock.ENTRY_SIZE:
+        vclock.decode(blob[ONE_VERSION_START:end])  # validates the actor order
+    offset = end + 4 * argc
     args = []
     for length in lengths:
-        arg = blob[offset : offset + length]
-        if len(arg) != length:
-            raise ValueError("truncated operation")
-        args.append(arg)
+        args.append(blob[offset : offset + length])
         offset += length
     if offset != len(blob):
-        raise ValueError("trailing bytes after operation")
-    return Version(clock, stamp, actor, bool(flags & TOMBSTONE_FLAG), expire_at, None), args
+        raise ValueError("truncated operation" if offset > len(blob) else "trailing bytes after operation")
+    # The header of a record of one version: a count of 1 (the value length left is
+    # the argument count, which means nothing in a compact form).
+    return _ONE_RECORD + blob[_COUNT.size : end], args
 
 
-def decode_single(blob: bytes) -> Version | None:
-    """The version of a well-formed one-version record, the common case, in one
-    unpack and two slices; None for anything else (``decode_record`` decides)."""
-    if blob[:2] != b"\x01\x00" or len(blob) < ONE_VERSION_START:
+def parse_single(blob: bytes) -> tuple | None:
+    """``(clock, stamp, actor, tombstone, expire_at, value_at)`` of a well-formed
+    one-version record, the common case, in one unpack and one slice: the value is
+    ``blob[value_at:]``, left to the caller to slice (or not) as it needs.  None for
+    anything else (``decode_record`` decides)."""
+    if len(blob) < ONE_VERSION_START:
         return None
-    clock_len, value_len, stamp, expire_at, actor, flags = VERSION_HEADER.unpack_from(blob, 2)
+    count, clock_len, value_len, stamp, expire_at, actor, flags = _ONE.unpack_from(blob)
     end = ONE_VERSION_START + clock_len
-    if end + value_len != len(blob) or clock_len % vclock.ENTRY_SIZE:
+    if count != 1 or end + value_len != len(blob) or clock_len % vclock.ENTRY_SIZE:
         return None
     clock = blob[ONE_VERSION_START:end]
     if clock_len > vclock.ENTRY_SIZE:
         vclock.decode(clock)  # validates the actor order
-    return Version(clock, stamp, actor, bool(flags & TOMBSTONE_FLAG), expire_at, blob[end:])
+    return clock, stamp, actor, flags & TOMBSTONE_FLAG == TOMBSTONE_FLAG, expire_at, end
+
+
+def decode_single(blob: bytes) -> Version | None:
+    """The version of a well-formed one-version record (see ``parse_single``), or None."""
+    fields = parse_single(blob)
+    if fields is None:
+        return None
+    clock, stamp, actor, tombstone, expire_at, value_at = fields
+    return Version(clock, stamp, actor, tombstone, expire_at, blob[value_at:])
 
 
 def decode_record(blob: bytes) -> Record:
@@ -282,3 +308,162 @@ def decode_record(blob: bytes) -> Record:
     if not versions:
         raise ValueError("empty version record")
     return tuple(versions)
+
+
+# -- the compact form a store keeps ------------------------------------------------------
+#
+# A replica holds a record for every key, millions of them.  Kept as Version objects
+# (always tracked by the cyclic garbage collector) they made every collection of
+# the oldest generation walk millions of objects: a third of a replicating node's
+# CPU.  So a store keeps records in a form the collector never tracks:
+#
+# * one version whose value the keyspace holds (materialized), or a tombstone: the
+#   bytes of its one-version wire record up to the value (count, header, clock;
+#   the header's value length is that of the record it was cut from, and means
+#   nothing here).  Nearly every record is this: a coordinator builds it as the
+#   prefix of the record it ships, a replica slices it off the record it receives.
+# * anything else (siblings, a version whose value is kept here): a tuple of
+#   ``(clock, stamp, actor, tombstone, expire_at, value)`` tuples, all bytes, ints,
+#   bools and None, which CPython stops tracking when the collector first sees them.
+#
+# Callers never see this form: ``expand`` turns it back into a Record.
+
+Compact = bytes | tuple
+
+#: Offsets in a one-version record (and in its compact form): the expiry, the
+#: flags byte, the clock.
+EXPIRE_AT_AT = struct.calcsize("<HHIQ")
+FLAGS_AT = struct.calcsize("<HHIQQ20s")
+CLOCK_AT = ONE_VERSION_START
+_ONE_RECORD = _COUNT.pack(1)  # how a one-version record starts
+_NO_EXPIRY = bytes(8)  # an expiry of 0: none
+_EXPIRE_AT = struct.Struct("<Q")
+
+#: The value codec's tag of a string (:mod:`respkv.keyspace.codec`): a string's
+#: encoded value is this byte and the string's bytes.
+STRING_TAG = b"s"
+_STRING_TAG_BYTE = STRING_TAG[0]
+
+
+def compact(record: Record, materialized: Version | None = None) -> Compact:
+    """The compact form of ``record``, whose version ``materialized`` (or whose
+    versions with ``value=None``) the keyspace holds."""
+    if len(record) == 1:
+        v = record[0]
+        if v.tombstone:
+            if v.value == b"":
+                return _ONE.pack(1, len(v.clock), 0, v.stamp, v.expire_at, v.actor, TOMBSTONE_FLAG) + v.clock
+        elif v is materialized or v.value is None:
+            return _ONE.pack(1, len(v.clock), 0, v.stamp, v.expire_at, v.actor, 0) + v.clock
+    return tuple(
+        [
+            (v.clock, v.stamp, v.actor, v.tombstone, v.expire_at, None if v is materialized else v.value)
+            for v in record
+        ]
+    )
+
+
+def expand(kept: Compact) -> Record:
+    """The Record a compact form stands for (new Version objects, the caller's to keep)."""
+    if kept.__class__ is bytes:
+        _, _, _, stamp, expire_at, actor, flags = _ONE.unpack_from(kept)
+        tombstone = flags & TOMBSTONE_FLAG == TOMBSTONE_FLAG
+        return (Version(kept[CLOCK_AT:], stamp, actor, tombstone, expire_at, b"" if tombstone else None),)
+    return tuple([Version(*v) for v in kept])
+
+
+def compact_digest(kept: Compact | None) -> bytes:
+    """``digest(expand(kept))``, without expanding."""
+    if kept is None:
+        return b""
+    if kept.__class__ is bytes:
+        return kept[CLOCK_AT:]
+    if len(kept) == 1:
+        return kept[0][0]
+    return b"|".join(sorted([v[0] for v in kept]))
+
+
+def compact_holds(kept: Compact | None, digest: bytes) -> bool:
+    """``compact_digest(kept) == digest``, without slicing the common case."""
+    if kept.__class__ is bytes:
+        return len(kept) == CLOCK_AT + len(digest) and kept.endswith(digest)
+    return compact_digest(kept) == digest
+
+
+def compact_single(kept: Compact) -> tuple[bytes, bool, int] | None:
+    """``(clock, tombstone, expire_at)`` if ``kept`` is one version, else None."""
+    if kept.__class__ is bytes:
+        return (
+            kept[CLOCK_AT:],
+            kept[FLAGS_AT] & TOMBSTONE_FLAG == TOMBSTONE_FLAG,
+            _EXPIRE_AT.unpack_from(kept, EXPIRE_AT_AT)[0],
+        )
+    if len(kept) == 1:
+        clock, _, _, tombstone, expire_at, _ = kept[0]
+        return clock, tombstone, expire_at
+    return None
+
+
+#: The fields of a one-version record's header that tell a plain string record:
+#: count, clock length, value length, expiry, flags.
+_PLAIN = struct.Struct("<HHI8xQ20xB")
+
+
+def plain_string_at(blob: bytes) -> int:
+    """Where the string starts in ``blob`` if it is a well-formed one-version
+    record of a live string without expiry (most of what replicas receive), else
+    0.  Then ``blob[:at - 1]`` is the record's compact form, materialized."""
+    if len(blob) <= ONE_VERSION_START:
+        return 0
+    count, clock_len, value_len, expire_at, flags = _PLAIN.unpack_from(blob)
+    end = ONE_VERSION_START + clock_len
+    if (
+        count != 1
+        or expire_at
+        or flags & TOMBSTONE_FLAG
+        or end + value_len != len(blob)
+        or not value_len
+        or blob[end] != _STRING_TAG_BYTE
+        or clock_len % vclock.ENTRY_SIZE
+    ):
+        return 0
+    if clock_len > vclock.ENTRY_SIZE:
+        vclock.decode(blob[ONE_VERSION_START:end])  # validates the actor order
+    return end + 1
+
+
+#: A compact form whose clock has one entry: header and that entry, packed at once.
+_ONE_ENTRY = struct.Struct(_ONE.format + vclock.ENTRY_FORMAT.lstrip("<"))
+_ONE_ENTRY_SIZE = _ONE_ENTRY.size
+_COUNTER_AT = ONE_VERSION_START + vclock.ACTOR_SIZE
+_COUNTER = struct.Struct("<Q")
+
+
+def encode_operation_write(clock: bytes, stamp: int, actor: bytes, args: list[bytes]) -> tuple[bytes, bytes]:
+    """``(compact form, operation blob)`` of ``actor``'s new live version without
+    expiry made by running command ``args`` (``encode_operation``)."""
+    head = _ONE.pack(0, len(clock), len(args), stamp, 0, actor, 0)
+    blob = b"".join((head, clock, struct.pack(f"<{len(args)}I", *map(len, args)), *args))
+    return _ONE_RECORD + head[_COUNT.size :] + clock, blob
+
+
+def encode_string_write(clock: bytes, stamp: int, actor: bytes, expire_at: int, data: bytes) -> tuple[bytes, bytes]:
+    """``(compact form, wire record)`` of a new live string version holding
+    ``data``, materialized: the compact form is the record's first bytes."""
+    kept = _ONE.pack(1, len(clock), len(data) + 1, stamp, expire_at, actor, 0) + clock
+    return kept, b"".join((kept, STRING_TAG, data))
+
+
+def next_string_write(
+    old: Compact, actor: bytes, stamp: int, expire_at: int, data: bytes
+) -> tuple[bytes, bytes, bytes] | None:
+    """``(parent, compact form, wire record)`` of ``actor``'s write of the string
+    ``data`` over ``old`` when ``old`` is one version whose clock has only
+    ``actor``'s entry (a key only this node has written: the common case), in one
+    pack; None otherwise.  Same result as ``vclock.increment_encoded`` and
+    ``encode_string_write``."""
+    if old.__class__ is not bytes or len(old) != _ONE_ENTRY_SIZE or not old.startswith(actor, ONE_VERSION_START):
+        return None
+    counter = _COUNTER.unpack_from(old, _COUNTER_AT)[0] + 1
+    kept = _ONE_ENTRY.pack(1, vclock.ENTRY_SIZE, len(data) + 1, stamp, expire_at, actor, 0, actor, counter, stamp)
+    return old[ONE_VERSION_START:], kept, b"".join((kept, STRING_TAG, data))
