@@ -14,6 +14,7 @@ from .cluster.gossip import parse_address
 from .cluster.identity import IdentityError, SecretError
 from .cluster.persisted import MembershipFileError
 from .config import DIRECTIVES, Config, ConfigError
+from .persistence.exceptions import PersistenceError
 
 _LOG_LEVELS = {"debug": logging.DEBUG, "verbose": logging.INFO, "notice": logging.INFO,
                "warning": logging.WARNING}
@@ -110,17 +111,42 @@ _CLUSTER_OPTIONS = {
 
 
 async def _serve_until_signalled(config: Config, join: list[str]) -> None:
+    """Serve until the node stops: on SIGTERM/SIGINT, or by ``SHUTDOWN``."""
     from .node import Node, serve_node
 
     node = Node(config)
     node.cluster_join = list(join)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_shut_down_on_signals, node, signals)
+            await serve_node(node)
+            nursery.cancel_scope.cancel()
+
+
+async def _shut_down_on_signals(node, signals) -> None:
+    """A signal shuts the node down as ``SHUTDOWN`` without arguments does (a
+    snapshot first if a ``save`` schedule is set); a second one while that
+    snapshot is written stops the node without waiting for it."""
+    logger = logging.getLogger("respkv")
+    shutting_down = False
     async with trio.open_nursery() as nursery:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            await nursery.start(serve_node, node)
-            async for signum in signals:
-                logging.getLogger("respkv").info("received %s, shutting down", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if shutting_down:
+                logger.warning("received %s again: stopping now, without waiting for the snapshot", name)
+                node.stop()
+                continue
+            logger.info("received %s, shutting down", name)
+            shutting_down = True
+
+            async def shut_down(name=name):
+                nonlocal shutting_down
+                if not await node.shutdown():
+                    logger.warning("%s received but errors trying to shut down the server, "
+                                   "check the logs for more information", name)
+                shutting_down = False
+
+            nursery.start_soon(shut_down)
 
 
 def _run_server(ns: argparse.Namespace) -> int:
@@ -145,9 +171,9 @@ def _run_server(ns: argparse.Namespace) -> int:
     return 0
 
 
-#: Failures a node reports as one line (a port in use, an unreadable secret...)
-#: rather than as a traceback.
-_EXPECTED_FAILURES = (OSError, IdentityError, SecretError, ConfigError, MembershipFileError)
+#: Failures a node reports as one line (a port in use, an unreadable secret, a
+#: corrupt commit log naming the file and offset...) rather than as a traceback.
+_EXPECTED_FAILURES = (OSError, IdentityError, SecretError, ConfigError, MembershipFileError, PersistenceError)
 
 
 def _startup_failures(exc: Exception) -> list[str] | None:

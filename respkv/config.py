@@ -53,10 +53,39 @@ def _format_bool(v: bool) -> str:
     return "yes" if v else "no"
 
 
-def _parse_save(text: str) -> str:
-    if text.strip():
-        raise ConfigError("respkv takes no RDB snapshots; only an empty save schedule is accepted")
-    return ""
+#: A ``save`` schedule: ``(seconds, changes)`` pairs, "snapshot after ``seconds`` if
+#: at least ``changes`` keys changed since the last one".
+SaveSchedule = tuple[tuple[int, int], ...]
+
+
+def parse_save_schedule(text: str) -> SaveSchedule:
+    """Redis's ``save`` value: ``"3600 1 300 100"`` (pairs of seconds, changes) or
+    ``""`` for no schedule; seconds at least 1, changes at least 0.  The error is
+    Redis 7.0's text."""
+    words = text.split()
+    if len(words) % 2:
+        raise ConfigError("Invalid save parameters")
+    numbers = []
+    for index, word in enumerate(words):
+        try:
+            value = int(word, 10)
+        except ValueError:
+            raise ConfigError("Invalid save parameters") from None
+        if value < (1 if index % 2 == 0 else 0):
+            raise ConfigError("Invalid save parameters")
+        numbers.append(value)
+    return tuple((numbers[i], numbers[i + 1]) for i in range(0, len(numbers), 2))
+
+
+def _show_save(schedule: SaveSchedule) -> str:
+    return " ".join(f"{seconds} {changes}" for seconds, changes in schedule)
+
+
+def _parse_fsync(text: str) -> str:
+    t = text.lower()
+    if t not in ("always", "everysec", "no"):
+        raise ConfigError("argument(s) must be one of the following: everysec, always, no")
+    return t
 
 
 def _parse_policy(text: str) -> str:
@@ -141,10 +170,32 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in [
               doc="Refuse writes with -OOM while the node's resident memory is above this many bytes (0 = no limit)."),
     Directive("maxmemory-policy", "noeviction", _parse_policy,
               doc="What happens at maxmemory: only noeviction (refuse writes that add data) is supported."),
-    Directive("save", "", _parse_save,
-              doc="Snapshot schedule: always empty, respkv takes no RDB snapshots (setting it to \"\" is accepted)."),
-    Directive("appendonly", False, _parse_bool, _format_bool, mutable=False,
-              doc="Read-only: respkv has no AOF (reported for tools)."),
+    Directive("save", (), parse_save_schedule, _show_save,
+              doc="Snapshot schedule, as Redis: pairs of 'SECONDS CHANGES' (\"3600 1 300 100\": a snapshot once "
+                  "an hour if a key changed, every 5 minutes after 100 changes); \"\" = none. A snapshot is a "
+                  "background rewrite (BGSAVE): a new snapshot file and a fresh commit log. Empty by default, "
+                  "as the commit log already keeps every change (Redis's default is \"3600 1 300 100 60 10000\"). "
+                  "Repeated save lines in a config file add up, as in Redis."),
+    Directive("appendonly", True, _parse_bool, _format_bool, mutable=False,
+              doc="Keep a commit log in dir: every change is appended (as the key's new image) before it is "
+                  "acknowledged, and replayed at start. no: only snapshots (BGSAVE, save schedule) persist data. "
+                  "Fixed at start (CONFIG SET refuses it, unlike Redis)."),
+    Directive("appendfsync", "everysec", _parse_fsync,
+              doc="When the commit log is fsynced: always (before each event-loop round's acknowledgements "
+                  "leave), everysec (once a second, in a thread), no (left to the kernel). See docs/durability.md "
+                  "for what each can lose. CONFIG SET applies it to the next write."),
+    Directive("auto-aof-rewrite-percentage", 100, _parse_int, minimum=0, maximum=2**31 - 1,
+              doc="Rewrite (snapshot + fresh log) automatically once the data directory's snapshot and log "
+                  "have grown by this percentage over their size after the last rewrite (or the start); "
+                  "0 = never automatically."),
+    Directive("auto-aof-rewrite-min-size", 64 * 1024 * 1024, parse_memory, minimum=0, maximum=2**63 - 1,
+              doc="No automatic rewrite while the snapshot and log together are smaller than this."),
+    Directive("aof-load-truncated", True, _parse_bool, _format_bool,
+              doc="At start, cut a torn last entry off the commit log (a crash during a write) and go on, "
+                  "with a log line; no: refuse to start."),
+    Directive("aof-load-corrupt-truncate", False, _parse_bool, _format_bool,
+              doc="At start, cut the commit log at an entry that fails its checksum with data after it, "
+                  "losing everything after it; no (default): refuse to start, naming the file and offset."),
     Directive("databases", 1, _parse_int, mutable=False, minimum=1, maximum=1, doc="Read-only: only db 0 exists."),
     Directive("cluster-enabled", False, _parse_bool, _format_bool, mutable=False,
               doc="Run as a cluster member: gossip on the cluster bus, serve the slots the ring gives this node."),
@@ -232,6 +283,7 @@ class Config:
     def load_file(self, path: str) -> None:
         """Apply a ``redis.conf``-style file; any unknown directive is an error."""
         self.path = path
+        schedules: list[str] = []  # save lines add up, as in Redis; save "" clears them
         with open(path, encoding="utf-8") as f:
             for lineno, line in enumerate(f, 1):
                 line = line.strip()
@@ -245,6 +297,9 @@ class Config:
                     value = " ".join(words[1:])
                 else:
                     value = words[1]
+                if words[0].lower() == "save":
+                    schedules = [value] if not value.strip() else [*schedules, value]
+                    value = " ".join(schedules)
                 try:
                     self.set_text(words[0], value, startup=True)
                 except ConfigError as exc:

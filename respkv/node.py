@@ -47,8 +47,13 @@ from .commands.blocking import BlockingRegistry
 from .commands.info import sample_process
 from .commands.table import CommandTable, build_table
 from .config import Config, ConfigError
+from .gc_policy import tune_for_serving
 from .keyspace.store import Keyspace
 from .net.dispatch import Dispatcher
+from .persistence.exceptions import LogWriteError
+from .persistence.journal import Journal
+from .persistence.keyspace_images import keyspace_image, keyspace_replay
+from .persistence.rewrites import Rewrites
 from .net.server import open_listener, serve_clients
 from .peer.bus import ClusterBus
 from .replication.replica import OPERATIONS as REPLICATION_OPERATIONS
@@ -99,7 +104,6 @@ class Node:
         self.run_id = secrets.token_hex(20)
         self.started_at = time.time()
         self.started_monotonic = time.monotonic()
-        self.last_save = int(self.started_at)
         self.port = config["port"]
         self._client_ids = itertools.count(1)
         #: Hooks called with a session when it ends, and when it is RESET
@@ -131,6 +135,17 @@ class Node:
         self.round_hooks: list = []
         #: What sessions may run without the general checks (see net.dispatch).
         self.dispatcher = Dispatcher(self)
+        #: The commit log and snapshots of ``dir`` (see persistence.journal).
+        self.journal: Journal | None = None
+        #: The error writes get while the node cannot persist them (-MISCONF), else None.
+        self.write_refusal: str | None = None
+        #: Keys in the keyspace right after the journal was loaded (INFO persistence).
+        self.keys_loaded = 0
+        #: Starts the journal's rewrites (BGSAVE & co.), once the journal is open.
+        self.rewrites: Rewrites | None = None
+        #: The nursery of serve_node while the node runs (see start_background).
+        self._nursery: trio.Nursery | None = None
+        self._stop_requested = False
 
     # -- key-change observers (WATCH, blocked clients) ---------------------------
 
@@ -179,6 +194,13 @@ class Node:
             hook(session)
 
     @property
+    def last_save(self) -> int:
+        """Unix time of the last successful snapshot (the start if none): LASTSAVE."""
+        if self.journal is not None:
+            return self.journal.last_save_time
+        return int(self.started_at)
+
+    @property
     def version(self) -> str:
         return __version__
 
@@ -197,6 +219,111 @@ class Node:
                 await trio.sleep(0)
             self._close_idle_clients()
             self._check_maxmemory()
+            if self.write_refusal is not None and self.journal is not None and not self.journal.failed:
+                log.warning("the commit log is writable again: accepting writes")
+                self._refuse_writes(None)
+            if self.rewrites is not None:
+                self.rewrites.tick()  # the save schedule, automatic rewrites, BGSAVE SCHEDULE
+
+    # -- running and stopping -----------------------------------------------------
+
+    def start_background(self, async_fn, *args) -> None:
+        """Run ``async_fn(*args)`` as a task of the node's nursery: it runs while the
+        node serves and is cancelled when the node stops (background rewrites)."""
+        if self._nursery is None:
+            raise RuntimeError("the node is not running")
+        self._nursery.start_soon(async_fn, *args)
+
+    def stop(self) -> None:
+        """End :func:`serve_node`: every task of the node is cancelled, then the
+        commit log is written and fsynced and closed (what SIGTERM comes to)."""
+        self._stop_requested = True
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    async def shutdown(self, *, save: bool | None = None, force: bool = False) -> bool:
+        """Stop the node as Redis's SHUTDOWN does; SIGTERM and SIGINT come here too.
+
+        With ``save`` (None: when a ``save`` schedule is set, as Redis decides) a
+        snapshot is written first, after any running rewrite.  If that fails the
+        node keeps running and False is returned, unless ``force``.  Then
+        :meth:`stop`: the commit log is written and fsynced whatever the fsync policy.
+        """
+        if save is None:
+            save = bool(self.config["save"])
+        if save and self.rewrites is not None:
+            log.info("saving a snapshot before shutting down")
+            try:
+                await self.rewrites.save_when_idle()
+            except Exception as exc:
+                if not force:
+                    log.error("Error trying to save the DB, can't exit: %s", exc)
+                    return False
+                log.error("Error trying to save the DB. Exit anyway: %s", exc)
+        log.info("shutting down: the commit log is written and fsynced, then the node stops")
+        self.stop()
+        return True
+
+    def config_changed(self, names: list[str]) -> None:
+        """Apply directives ``CONFIG SET`` changed that live state depends on (most
+        are read where they are used, and need nothing here)."""
+        if "appendfsync" in names and self.journal is not None:
+            self.journal.set_fsync(self.config["appendfsync"])
+
+    # -- persistence ------------------------------------------------------------
+
+    def open_journal(self, image, replay, keys=None) -> Journal:
+        """Load ``dir``'s snapshot and commit logs through ``replay``, then open the
+        log for appending; changes are logged as ``image(key)`` from now on, and
+        snapshots hold ``image(key)`` of every key ``keys()`` lists (default: the
+        keyspace's keys)."""
+        config = self.config
+        journal = Journal(
+            config["dir"], image, appendonly=config["appendonly"], fsync=config["appendfsync"],
+            truncate_torn=config["aof-load-truncated"], truncate_corrupt=config["aof-load-corrupt-truncate"],
+        )
+        entries = journal.load(replay)
+        if entries:
+            log.info("loaded %d journal entries in %.3f s", entries, journal.load_seconds)
+        journal.open()
+        self.journal = journal
+        self.keys_loaded = self.keyspace.dbsize()
+        self.rewrites = Rewrites(journal, keys or self.keyspace.iter_keys, config, self.start_background)
+        self.round_hooks.insert(0, self.persist_now)  # before replies and replica traffic
+        return journal
+
+    def persist_now(self) -> None:
+        """Write what changed since the last commit to the log (fsynced under
+        ``appendfsync always``).
+
+        When that fails, writes are refused (``-MISCONF``) from now on and
+        LogWriteError is raised: the round's replies may acknowledge writes that are
+        not in the log, so the caller drops them.  While writes are refused already,
+        a failed retry raises nothing: the round holds no acknowledgement of a write
+        (they were refused), and its replies (errors, reads, PING's -MISCONF) go out.
+        """
+        journal = self.journal
+        if journal is None:
+            return
+        refusing = self.write_refusal is not None
+        try:
+            journal.commit()
+        except LogWriteError as exc:
+            if not refusing:
+                log.error("cannot write the commit log, refusing writes until it works again: %s", exc)
+                self._refuse_writes(journal.error_text())
+                raise
+            self._refuse_writes(journal.error_text())
+            return
+        if refusing and not journal.failed:
+            log.warning("the commit log is writable again: accepting writes")
+            self._refuse_writes(None)
+
+    def _refuse_writes(self, refusal: str | None) -> None:
+        if refusal != self.write_refusal:
+            self.write_refusal = refusal
+            for session in self.clients.values():
+                session.refresh_fast()
 
     def _check_maxmemory(self) -> None:
         """Track whether the node is above ``maxmemory``; sessions refuse writes then."""
@@ -221,17 +348,38 @@ class Node:
 
 async def serve_node(node: Node, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Run ``node`` until cancelled; ``task_status.started`` reports the bound port."""
-    os.makedirs(node.config["dir"], exist_ok=True)
+    config = node.config
+    os.makedirs(config["dir"], exist_ok=True)
+    if not (config["cluster-enabled"] and config["replication-factor"] > 1):
+        # Replicated nodes journal version records instead (see start_replication).
+        node.open_journal(keyspace_image(node.keyspace), keyspace_replay(node.keyspace))
+        node.add_key_observer(node.journal.mark)
+        node.keyspace.on_flush = node.journal.mark_flushed
     listener = await open_listener(node.config["bind"], node.config["port"])
     node.port = listener.getsockname()[1]
     with listener:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(node.run_cron)
-            if node.config["cluster-enabled"]:
-                await nursery.start(serve_cluster, node)
-            await nursery.start(serve_clients, node, listener)
-            log.info("respkv %s ready to accept connections on %s:%d", __version__, node.config["bind"], node.port)
-            task_status.started(node.port)
+        try:
+            async with trio.open_nursery() as nursery:
+                node._nursery = nursery
+                await nursery.start(node.run_cron)
+                if node.journal is not None:
+                    await nursery.start(node.journal.run)
+                if config["cluster-enabled"]:
+                    await nursery.start(serve_cluster, node)
+                await nursery.start(serve_clients, node, listener)
+                tune_for_serving()  # started: fewer young collections under load (see gc_policy)
+                log.info("respkv %s ready to accept connections on %s:%d", __version__, config["bind"], node.port)
+                task_status.started(node.port)
+                if node._stop_requested:  # asked to stop while starting
+                    nursery.cancel_scope.cancel()
+        finally:
+            node._nursery = None
+            if node.journal is not None:
+                try:
+                    node.journal.close()  # what is buffered, fsynced, at shutdown
+                except LogWriteError as exc:  # logged, as Redis does; never acknowledged
+                    log.error("Fail to write or fsync the commit log at shutdown: %s", exc)
+            log.info("respkv is now ready to exit, bye bye...")
 
 
 def start_replication(node: Node, state: ClusterState, bus: ClusterBus) -> Coordinator:

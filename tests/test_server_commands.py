@@ -176,7 +176,7 @@ def test_select_sections():
 
 def test_config_get_what_redis_benchmark_asks(r):
     assert r.config_get("save") == {"save": ""}
-    assert r.config_get("appendonly") == {"appendonly": "no"}
+    assert r.config_get("appendonly") == {"appendonly": "yes"}
 
 
 def test_config_get_patterns(r):

@@ -98,7 +98,7 @@ def _spawn(name: str, argv: list[str], port: int, workdir: str, log_name: str) -
 
 
 def start_redis_server(extra: list[str] | None = None, port: int | None = None) -> ServerProcess:
-    """Start a reference ``redis-server`` with persistence off on a free port."""
+    """Start a reference ``redis-server`` on a free port: no snapshots, the log on (as respkv's default)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
@@ -106,7 +106,7 @@ def start_redis_server(extra: list[str] | None = None, port: int | None = None) 
     workdir = tempfile.mkdtemp(prefix="redis-ref-")
     argv = [
         binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-        "--appendonly", "no", "--dir", workdir, "--daemonize", "no",
+        "--appendonly", "yes", "--dir", workdir, "--daemonize", "no",
         *(extra or []),
     ]
     return _spawn("redis", argv, port, workdir, "redis.log")

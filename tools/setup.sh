@@ -2,6 +2,8 @@
 # Installs what respkv needs on a Debian machine, idempotently:
 #   - Debian's redis-server and redis-tools (the reference server, redis-cli and
 #     redis-benchmark used by the conformance harness, tests and benchmarks);
+#   - Debian's fiu-utils (fiu-run, fiu-ctrl: libfiu's fault injection, which makes a
+#     running node's write/fsync fail in tests/test_durability_standalone.py);
 #   - a virtualenv in .venv with respkv installed in editable mode plus test extras.
 # Usage: bash tools/setup.sh
 set -euo pipefail
@@ -20,6 +22,7 @@ apt_install() {
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-cli >/dev/null && command -v redis-benchmark >/dev/null || missing+=(redis-tools)
+command -v fiu-run >/dev/null && command -v fiu-ctrl >/dev/null || missing+=(fiu-utils)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]} with apt-get"
     apt_install "${missing[@]}"

@@ -5,7 +5,7 @@ harnesses), so its shape follows Redis 7.0: each section starts with a
 ``# Name`` header, lines end in ``\\r\\n``, sections are separated by an empty
 line, and fields keep Redis's names and order.  Only fields respkv can report
 truthfully are present; Redis fields describing machinery respkv does not have
-(RDB forks, AOF buffers, jemalloc arenas, per-command statistics) are left out
+(forks and copy-on-write, jemalloc arenas, per-command statistics) are left out
 rather than filled with invented numbers.  respkv-specific fields
 (``respkv_version``, ``python_version``) sit beside their Redis neighbours.
 
@@ -215,16 +215,68 @@ def _memory(node, process: ProcessSample) -> list[tuple[str, object]]:
 
 
 def _persistence(node) -> list[tuple[str, object]]:
-    return [
-        ("loading", 0),
+    """Redis 7.0's fields, in its order, from the node's journal; respkv's own after.
+
+    One mechanism (the journal's rewrite: a snapshot and a fresh log) stands for
+    both of Redis's RDB saves and AOF rewrites, so the ``rdb_*`` and ``aof_*``
+    fields about them report the same runs.  Fields about forks and copy-on-write
+    are left out (there are none).
+    """
+    journal = node.journal
+    if journal is None:  # no journal of this node's own (replicated cluster nodes)
+        return [
+            ("loading", 0), ("async_loading", 0), ("rdb_bgsave_in_progress", 0),
+            ("rdb_last_save_time", node.last_save), ("rdb_saves", 0), ("aof_enabled", 0),
+            ("aof_rewrite_in_progress", 0), ("aof_rewrite_scheduled", 0),
+        ]
+    rewrites = node.rewrites
+    running = int(bool(rewrites is not None and rewrites.running))
+    scheduled = int(bool(rewrites is not None and rewrites.scheduled))
+    done, total = journal.rewrite_progress if journal.rewriting else (0, 0)
+    current_seconds = int(journal.rewrite_seconds) if journal.rewriting else -1
+    last_seconds = round(journal.last_rewrite_seconds) if journal.last_rewrite_seconds >= 0 else -1
+    status = "ok" if journal.last_rewrite_ok else "err"
+    commit_log = journal.log
+    fields: list[tuple[str, object]] = [
+        ("loading", int(journal.loading)),
         ("async_loading", 0),
-        ("rdb_bgsave_in_progress", 0),
-        ("rdb_last_save_time", node.last_save),
-        ("rdb_saves", 0),
-        ("aof_enabled", 0),
-        ("aof_rewrite_in_progress", 0),
-        ("aof_rewrite_scheduled", 0),
+        ("current_save_keys_processed", done),
+        ("current_save_keys_total", total),
+        ("rdb_changes_since_last_save", journal.changes),
+        ("rdb_bgsave_in_progress", running),
+        ("rdb_last_save_time", journal.last_save_time),
+        ("rdb_last_bgsave_status", status),
+        ("rdb_last_bgsave_time_sec", last_seconds),
+        ("rdb_current_bgsave_time_sec", current_seconds),
+        ("rdb_saves", journal.rewrites),
+        ("rdb_last_load_keys_loaded", node.keys_loaded),
+        ("aof_enabled", int(journal.appendonly)),
+        ("aof_rewrite_in_progress", running),
+        ("aof_rewrite_scheduled", scheduled),
+        ("aof_last_rewrite_time_sec", last_seconds),
+        ("aof_current_rewrite_time_sec", current_seconds),
+        ("aof_last_bgrewrite_status", status),
+        ("aof_rewrites", journal.rewrites),
+        ("aof_rewrites_consecutive_failures", journal.rewrite_failures_in_a_row),
+        ("aof_last_write_status", commit_log.write_status if commit_log is not None else "ok"),
     ]
+    if commit_log is not None:
+        fields += [
+            ("aof_current_size", journal.current_size),
+            ("aof_base_size", journal.base_size),
+            ("aof_pending_rewrite", scheduled),
+            ("aof_buffer_length", commit_log.pending_bytes),
+            ("aof_pending_bio_fsync", int(commit_log.fsync_running)),
+            ("aof_delayed_fsync", 0),  # writes never wait for a running fsync
+        ]
+    fields += [
+        ("journal_entries_loaded", journal.loaded_entries),
+        ("journal_load_seconds", f"{journal.load_seconds:.3f}"),
+        ("journal_load_truncations", len(journal.truncations)),
+        ("journal_snapshot_size", journal.snapshot_size),
+        ("journal_fsync", journal.fsync if commit_log is not None else "none"),
+    ]
+    return fields
 
 
 def _stats(node) -> list[tuple[str, object]]:

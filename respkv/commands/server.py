@@ -1,4 +1,6 @@
-"""Server commands: INFO, CONFIG, COMMAND, DBSIZE, FLUSHDB/FLUSHALL, TIME, LASTSAVE, SWAPDB.
+"""Server commands: INFO, CONFIG, COMMAND, DBSIZE, FLUSHDB/FLUSHALL, TIME, SWAPDB.
+
+(SAVE, BGSAVE, BGREWRITEAOF, LASTSAVE and SHUTDOWN are in :mod:`.persistence`.)
 
 Stock tools lean on these before they send a single data command: redis-py reads
 ``COMMAND`` to learn key positions, redis-benchmark asks ``CONFIG GET save`` and
@@ -108,6 +110,7 @@ def config_set(s, args):
     config = s.node.config
     for name, value in pairs:
         config.set_text(name.lower(), value)
+    s.node.config_changed([DIRECTIVES[name.lower()].name for name, _ in pairs])  # e.g. appendfsync
     return reply.OK
 
 
@@ -434,11 +437,6 @@ def flushall(s, args):
 def time_cmd(s, args):
     micros = time.time_ns() // 1000
     return reply.bulk_array([b"%d" % (micros // 1_000_000), b"%d" % (micros % 1_000_000)])
-
-
-@command("lastsave", "Returns the Unix timestamp of the last successful save to disk.", group="server")
-def lastsave(s, args):
-    return reply.integer(s.node.last_save)
 
 
 _INT32 = range(-(2**31), 2**31)

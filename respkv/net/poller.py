@@ -135,10 +135,13 @@ class ClientPoller:
                                 self.detach(session, outcome)
                         if self._posted:
                             self._finish_posted()
-                        # First the hooks (replication: one request per peer for
-                        # every session of the round, so replicas start at once).
-                        for hook in self.round_hooks:
-                            hook()
+                        # First the hooks: the commit log (nothing is acknowledged
+                        # before it is written), then replication (one request per
+                        # peer for every session of the round).
+                        try:
+                            self.run_round_hooks()
+                        except Exception as exc:
+                            self._abandon_round(exc)
                         if self.replies:
                             self._send_replies()
         finally:
@@ -151,6 +154,16 @@ class ClientPoller:
         """Run the end-of-round hooks now (for a session finishing in a task)."""
         for hook in self.round_hooks:
             hook()
+
+    def _abandon_round(self, exc: Exception) -> None:
+        """An end-of-round hook failed (the commit log could not be written): the
+        round's replies may acknowledge what is not where they say, so none is
+        sent; their connections are closed (a client sees an error, never a false
+        acknowledgement)."""
+        log.error("closing %d client(s) whose replies this round cannot be vouched for: %s", len(self.replies), exc)
+        replies, self.replies = self.replies, []
+        for session, _ in replies:
+            self.close(session)
 
     def _send_replies(self) -> None:
         """Send the replies of this round's sessions, one ``send`` each."""

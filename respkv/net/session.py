@@ -99,7 +99,7 @@ class ClientSession:
         self.authenticated = not node.config["requirepass"]
         #: True while requests may take the fast path (authenticated, no transaction,
         #: node below maxmemory); see refresh_fast().
-        self.fast = self.authenticated and not node.over_maxmemory
+        self.fast = self.authenticated and not node.over_maxmemory and node.write_refusal is None
         self.no_evict = False
         self.created = trio.current_time()
         #: Updated by the node's cron from ``commands_processed`` (cheaper than a
@@ -144,8 +144,10 @@ class ClientSession:
 
     def refresh_fast(self) -> None:
         """Recompute whether requests may skip the general checks."""
+        node = self.node
         self.fast = (
-            self.authenticated and self.multi is None and not self.asking and not self.node.over_maxmemory
+            self.authenticated and self.multi is None and not self.asking and not node.over_maxmemory
+            and node.write_refusal is None
         )
 
     def reset(self) -> None:
@@ -323,6 +325,8 @@ class ClientSession:
                 if out:
                     await self._send(b"".join(await self._settled(out)))
                     out = []
+                    if self.closing:
+                        return True
                 result = await awaitable
                 if result is RUN_AGAIN:  # the replies before it are final now
                     pending = self._run_all(batch, index, out)
@@ -386,8 +390,14 @@ class ClientSession:
         Runs the poller's end-of-round hooks first: what this batch queued for
         other nodes leaves now, not at the poller's next round.
         """
-        for hook in self.node.round_hooks:  # the poller's, run now
-            hook()
+        try:
+            for hook in self.node.round_hooks:  # the poller's, run now
+                hook()
+        except Exception as exc:  # as the poller's round (ClientPoller._abandon_round)
+            log.error("closing client %s: its replies cannot be vouched for: %s", self.addr, exc)
+            self.closing = True
+            self.waiting = None
+            return []
         waiting = self.waiting
         if waiting is None:
             return out
@@ -458,11 +468,16 @@ class ClientSession:
             return self._reject(refusal)  # before NOAUTH and MULTI, as Redis
         if not self.authenticated and not spec.no_auth:
             return self._reject("NOAUTH Authentication required.")
+        if self.multi is not None and "no_multi" in spec.flags:  # SAVE, SHUTDOWN, ...
+            return self._reject("ERR Command not allowed inside a transaction")
         cluster = self.node.cluster
         if cluster is not None:
             routed = route_request(self, spec, args, cluster)
             if routed is not None:  # MOVED & co., or the reply of a forwarded request
                 return routed
+        refusal = self.node.write_refusal
+        if refusal is not None and (spec.is_write or spec.name == "ping"):
+            return self._reject(refusal)  # -MISCONF: the change could not be persisted
         if spec.deny_oom and self.node.over_maxmemory:
             return self._reject("OOM command not allowed when used memory > 'maxmemory'.")
         self.last_spec = spec

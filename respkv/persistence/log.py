@@ -186,6 +186,21 @@ class CommitLog:
     def policy(self) -> FsyncPolicy:
         return self._policy
 
+    def set_policy(self, policy: FsyncPolicy | str) -> None:
+        """Change the fsync policy of the open log (``CONFIG SET appendfsync``).
+
+        It applies from the next :meth:`commit`: switching to ``always`` makes that
+        commit fsync whatever was written before it too, so every reply after the
+        switch is durable.  The ``everysec`` loop of whoever runs one decides from
+        :attr:`fsync_due`, which is false under any other policy.
+        """
+        self._policy = FsyncPolicy(policy)
+
+    @property
+    def fsync_running(self) -> bool:
+        """Whether an fsync runs in a worker thread now (``aof_pending_bio_fsync``)."""
+        return self._fsyncs_running > 0
+
     @property
     def size(self) -> int:
         """Bytes in the file (header included), not counting what is pending."""

@@ -1,0 +1,433 @@
+"""The journal: what a node's data directory holds of its keys, and how it gets there.
+
+Theory of operation
+-------------------
+A node's durable state is a **snapshot** plus the **commit logs** written since it
+(listed, in order, by the directory's manifest, :mod:`.manifest`).  Both hold the
+same entries: the whole current image of one key — its value and absolute expiry
+(standalone), or its version record (replication) — or the key's absence, or
+"everything was flushed".  An image, not the command that made it: replaying an
+entry twice, or replaying entries older than the snapshot's own copy of a key,
+ends in the same state, which is what lets snapshots be taken while the node keeps
+serving (below) and makes recovery a plain replay.
+
+*Writing.*  Whoever changes a key marks it dirty (:meth:`Journal.mark`); at the end
+of the event-loop round :meth:`Journal.commit` encodes each dirty key's image once
+(a key written sixteen times in a pipeline costs one entry), appends the entries to
+the log and writes them with one system call — fsynced first under
+``appendfsync always`` (group commit).  Replies, and a replica's acknowledgements,
+leave only after that (see :mod:`respkv.net.poller` and the replication
+coordinator): no write is acknowledged before it is in the log.  When the write or
+fsync fails, :meth:`commit` raises :class:`LogWriteError` and :attr:`failed` stays
+set until a retry succeeds; the node refuses writes meanwhile (``-MISCONF``).
+
+*Snapshots and rewrites.*  :meth:`Journal.rewrite` (``BGSAVE``, ``BGREWRITEAOF``,
+the ``save`` schedule, growth of the log) first switches appends to a new log and
+records that in the manifest, then writes every key's image into a new snapshot,
+a chunk at a time between turns of the event loop (file I/O in a worker thread),
+then makes the manifest name the new snapshot and the new log alone and deletes
+the old files.  A key changed while the snapshot is written is in the new log
+too, so replaying the new log over the snapshot gives the exact current state;
+a crash at any step leaves a manifest whose parts load.
+
+Without a log (``appendonly no``) the snapshot alone is the durable state, so it
+must be consistent by itself: the keys changed while it is written are imaged once
+more at its end (and, after a FLUSHALL meanwhile, every key), in one step of the
+event loop, which makes the snapshot the exact state of that moment.
+
+*Recovery.*  :meth:`Journal.load` replays the snapshot and the logs into an
+``apply(kind, key, body)`` callback; a torn tail of the last log is cut
+(``aof-load-truncated``), a corrupt entry stops the start (see :mod:`.log`).
+Files no manifest lists (leftovers of an interrupted rewrite) are deleted then.
+
+*Statistics.*  ``changes`` counts the keys changed since the last snapshot, once
+per event-loop round in which a key changed (plus one per FLUSHALL): the ``save``
+schedule's "changes" and ``rdb_changes_since_last_save``.  :attr:`current_size`
+and :attr:`base_size` are the bytes of the snapshot and logs now and after the
+last rewrite (or the start), for ``auto-aof-rewrite-percentage``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import time
+from collections.abc import Callable, Iterable
+
+import trio
+
+from .exceptions import LogWriteError
+from .log import CommitLog, read_log
+from .manifest import Layout, Manifest, plan_first_log, plan_rewrite
+from .snapshot import SnapshotWriter, read_snapshot
+
+log = logging.getLogger(__name__)
+
+#: Entry kinds: a key's value image (standalone), its version record
+#: (replication), its absence, everything flushed.
+VALUE = b"V"
+RECORD = b"R"
+ABSENT = b"X"
+FLUSHED = b"F"
+
+_KEY_LENGTH = struct.Struct("<I")
+#: Keys encoded per turn of the event loop while a snapshot is written.
+SNAPSHOT_CHUNK = 2000
+#: Bytes buffered by the snapshot writer before they are written out.
+SNAPSHOT_FLUSH_BYTES = 1 << 20
+#: A rewrite of at least this many keys logs its progress every tenth of the way;
+#: any rewrite logs it every PROGRESS_SECONDS.
+PROGRESS_MIN_KEYS = 10 * SNAPSHOT_CHUNK
+PROGRESS_SECONDS = 5.0
+
+
+def entry(kind: bytes, key: bytes, body: bytes = b"") -> bytes:
+    """One journal entry: kind, key length, key, body."""
+    return b"".join((kind, _KEY_LENGTH.pack(len(key)), key, body))
+
+
+def split_entry(payload) -> tuple[bytes, bytes, bytes]:
+    """``(kind, key, body)`` of an entry; ValueError if malformed."""
+    payload = bytes(payload)
+    if len(payload) < 5:
+        raise ValueError("journal entry shorter than its header")
+    (length,) = _KEY_LENGTH.unpack_from(payload, 1)
+    if 5 + length > len(payload):
+        raise ValueError("journal entry key runs past its end")
+    return payload[:1], payload[5 : 5 + length], payload[5 + length :]
+
+
+class Journal:
+    """The commit log and snapshots of one data directory (see the module doc).
+
+    ``image(key)`` returns the entry that makes a replay hold ``key`` as it is now
+    (built with :func:`entry`, ``ABSENT`` for a missing key).
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        image: Callable[[bytes], bytes],
+        *,
+        appendonly: bool = True,
+        fsync: str = "everysec",
+        truncate_torn: bool = True,
+        truncate_corrupt: bool = False,
+    ) -> None:
+        self.layout = Layout(directory)
+        self.image = image
+        self.appendonly = appendonly
+        self.fsync = fsync
+        self.truncate_torn = truncate_torn
+        self.truncate_corrupt = truncate_corrupt
+        self.manifest = Manifest()
+        self.log: CommitLog | None = None
+        self._dirty: set[bytes] = set()
+        self._flushed = False
+        #: Statistics for INFO persistence.
+        self.loading = False
+        self.loaded_entries = 0
+        self.load_seconds = 0.0
+        self.rewriting = False
+        self.rewrites = 0
+        self.rewrite_failures_in_a_row = 0
+        self.last_rewrite_ok = True
+        self.last_rewrite_seconds = -1.0
+        #: ``time.monotonic()`` when the running rewrite started, else None.
+        self.rewrite_started: float | None = None
+        self.last_save_time = int(time.time())
+        self.rewrite_progress: tuple[int, int] = (0, 0)  # keys written, keys to write
+        self.truncations: list[str] = []
+        #: Keys changed since the last successful snapshot (see the module doc).
+        self.changes = 0
+        #: Bytes of the snapshot the manifest lists (0 for none).
+        self.snapshot_size = 0
+        #: :attr:`current_size` after the last rewrite, or after the start.
+        self.base_size = 0
+        self._other_parts_size = 0  # the snapshot and every log but the active one
+        #: appendonly no: keys changed while a snapshot is written (see the module doc).
+        self._unlogged: set[bytes] | None = None
+        self._unlogged_flushed = False
+        #: Held by the fsync loop while it fsyncs, and by a rewrite while it
+        #: switches logs (an fsync in a thread must not outlive its file).
+        self._switching = trio.Lock()
+
+    # -- recovery ------------------------------------------------------------------
+
+    def load(self, apply: Callable[[bytes, bytes, bytes], None]) -> int:
+        """Replay the directory's snapshot and logs into ``apply``; returns the
+        entries replayed.  Raises a PersistenceError naming the file that stops it."""
+        started = time.monotonic()
+        self.loading = True
+        count = 0
+        try:
+            self.manifest = self.layout.load()
+            for name in self.layout.remove_stray_files(self.manifest):
+                log.warning("removed %s: a leftover of an interrupted rewrite, not in the manifest",
+                            os.path.join(self.layout.directory, name))
+            for part in self.layout.parts(self.manifest):
+                if part.kind == "snapshot":
+                    payloads: Iterable = read_snapshot(part.path)
+                    loaded = None
+                else:
+                    loaded = read_log(
+                        part.path, truncate_torn=self.truncate_torn,
+                        truncate_corrupt=self.truncate_corrupt, last=part.last,
+                    )
+                    payloads = loaded
+                for payload in payloads:
+                    kind, key, body = split_entry(payload)
+                    apply(kind, key, body)
+                    count += 1
+                if loaded is not None and loaded.truncation is not None:
+                    note = loaded.truncation.describe()
+                    self.truncations.append(note)
+                    log.warning("%s", note)
+                log.info("loaded %s (%d entries so far)", part.path, count)
+        finally:
+            self.loading = False
+        self.loaded_entries = count
+        self.load_seconds = time.monotonic() - started
+        return count
+
+    def open(self) -> None:
+        """Open the log to append to (creating the first one), after :meth:`load`."""
+        if self.appendonly:
+            first = plan_first_log(self.manifest)
+            if first is not None:
+                self.log = CommitLog.create(self.layout.path(first.active_log), self.fsync)
+                self.layout.store(first)
+                self.manifest = first
+            else:
+                self.log = CommitLog.open(self.layout.path(self.manifest.active_log), self.fsync)
+        snapshot = self.manifest.snapshot
+        self.snapshot_size = self._file_size(snapshot) if snapshot else 0
+        active = self.manifest.active_log if self.log is not None else None
+        self._other_parts_size = sum(self._file_size(name) for name in self.manifest.files if name != active)
+        self.base_size = self.current_size
+
+    def close(self) -> None:
+        """Write what is buffered and close the log (fsynced), e.g. at shutdown."""
+        if self.log is not None:
+            try:
+                self.commit()
+            finally:
+                self.log.close()
+                self.log = None
+
+    # -- writing -------------------------------------------------------------------
+
+    def mark(self, key: bytes) -> None:
+        """``key`` changed: its image goes into the next commit."""
+        self._dirty.add(key)
+
+    def mark_flushed(self) -> None:
+        """Every key was removed (FLUSHALL): recorded before the round's images."""
+        self._flushed = True
+        self._dirty.clear()
+
+    @property
+    def failed(self) -> bool:
+        return self.log is not None and self.log.failed
+
+    def error_text(self) -> str:
+        """The ``-MISCONF`` error writes get while the log cannot be written."""
+        error = self.log.last_error if self.log is not None else None
+        reason = error.strerror if error is not None and error.strerror else str(error)
+        return f"MISCONF Errors writing to the AOF file: {reason}"
+
+    def set_fsync(self, policy: str) -> None:
+        """Change ``appendfsync`` at run time; it applies from the next commit."""
+        self.fsync = policy
+        if self.log is not None:
+            self.log.set_policy(policy)
+
+    def commit(self) -> None:
+        """Append the images of the keys changed since the last commit and write
+        them (fsynced under ``always``); raises LogWriteError if that fails."""
+        journal_log = self.log
+        flushed = self._flushed
+        if flushed or self._dirty:
+            self.changes += len(self._dirty) + flushed
+        if journal_log is None:
+            unlogged = self._unlogged
+            if unlogged is not None:  # a snapshot is being written: remember for its end
+                if flushed:
+                    self._unlogged_flushed = True
+                    unlogged.clear()
+                unlogged |= self._dirty
+            self._dirty.clear()
+            self._flushed = False
+            return
+        if flushed:
+            self._flushed = False
+            journal_log.append(entry(FLUSHED, b""))
+        if self._dirty:
+            dirty, self._dirty = self._dirty, set()
+            image = self.image
+            for key in dirty:
+                payload = image(key)
+                if not (flushed and payload[:1] == ABSENT):  # gone with the flush anyway
+                    journal_log.append(payload)
+        if journal_log.pending_bytes or journal_log.failed:
+            journal_log.commit()
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Once a second: fsync the log under ``everysec`` (in a worker thread), and
+        retry a log that failed."""
+        task_status.started()
+        while True:
+            await trio.sleep(1)
+            if self.failed:
+                try:
+                    self.commit()
+                    log.warning("the commit log %s is writable again", self.log.path)
+                except LogWriteError:
+                    continue
+            if self.fsync == "everysec":
+                async with self._switching:
+                    current = self.log
+                    if current is not None and current.fsync_due:
+                        try:
+                            await current.sync_in_thread()
+                        except LogWriteError as exc:
+                            log.error("fsync of the commit log failed: %s", exc)
+
+    # -- snapshots -----------------------------------------------------------------
+
+    @property
+    def current_size(self) -> int:
+        """Bytes of the snapshot and the logs the manifest lists, now (the log's
+        written bytes; what is buffered does not count yet)."""
+        return self._other_parts_size + (self.log.size if self.log is not None else 0)
+
+    def log_growth(self) -> tuple[int, int]:
+        """``(current_size, base_size)``: the snapshot and logs now, and after the
+        last rewrite (or the start), for automatic rewrites."""
+        return self.current_size, self.base_size
+
+    @property
+    def rewrite_seconds(self) -> float:
+        """How long the running rewrite has run so far; -1 when none runs."""
+        started = self.rewrite_started
+        return -1.0 if started is None else time.monotonic() - started
+
+    async def rewrite(self, keys: Callable[[], list[bytes]]) -> None:
+        """Write a new snapshot of every key (``keys()`` lists them) and start a new
+        log, while the node keeps serving (see the module doc)."""
+        if self.rewriting:
+            raise RuntimeError("a snapshot is already being written")
+        self.rewriting = True
+        started = self.rewrite_started = time.monotonic()
+        try:
+            await self._rewrite(keys)
+            self.last_rewrite_ok = True
+            self.last_save_time = int(time.time())
+            self.rewrites += 1
+            self.rewrite_failures_in_a_row = 0
+        except BaseException:
+            self.last_rewrite_ok = False
+            self.rewrite_failures_in_a_row += 1
+            raise
+        finally:
+            self.rewriting = False
+            self.rewrite_started = None
+            self._unlogged = None
+            self.last_rewrite_seconds = time.monotonic() - started
+
+    async def _rewrite(self, keys: Callable[[], list[bytes]]) -> None:
+        plan = plan_rewrite(self.manifest)
+        old_log = self.log
+        if self.appendonly:
+            async with self._switching:
+                self.commit()  # everything so far is in the old log
+                self.log = CommitLog.create(self.layout.path(plan.new_log), self.fsync)
+                self.layout.store(plan.during)
+                self.manifest = plan.during
+                if old_log is not None:
+                    self._other_parts_size += old_log.size
+                    old_log.close()
+            after = plan.after
+        else:
+            self.commit()
+            self._unlogged, self._unlogged_flushed = set(), False
+            after = Manifest(plan.new_snapshot, ())
+        changes_before = self.changes
+        snapshot_keys = keys()
+        total = len(snapshot_keys)
+        self.rewrite_progress = (0, total)
+        log.info("writing snapshot %s: %d keys", plan.new_snapshot, total)
+        writer = SnapshotWriter(self.layout.path(plan.new_snapshot))
+        try:
+            image = self.image
+            progress = _Progress(plan.new_snapshot, total)
+            for start in range(0, total, SNAPSHOT_CHUNK):
+                for key in snapshot_keys[start : start + SNAPSHOT_CHUNK]:
+                    payload = image(key)
+                    if payload[:1] != ABSENT:
+                        writer.add(payload)
+                if writer.buffered_bytes >= SNAPSHOT_FLUSH_BYTES:
+                    await trio.to_thread.run_sync(writer.flush)
+                done = min(total, start + SNAPSHOT_CHUNK)
+                self.rewrite_progress = (done, total)
+                progress.report(done)
+                await trio.lowlevel.checkpoint()
+            if self._unlogged is not None:
+                self._add_unlogged_changes(writer, keys)
+                changes_before = self.changes  # the snapshot holds them all
+            info = await trio.to_thread.run_sync(writer.finish)
+        except BaseException:
+            writer.abort()
+            raise
+        self.layout.store(after)
+        self.manifest = after
+        self.layout.remove_obsolete(plan)
+        self.snapshot_size = self._other_parts_size = info.size
+        self.base_size = self.current_size
+        self.changes -= changes_before
+        log.info("snapshot %s written: %d entries, %d bytes, in %.3f s", plan.new_snapshot, info.entries,
+                 info.size, progress.elapsed())
+
+    def _add_unlogged_changes(self, writer: SnapshotWriter, keys: Callable[[], list[bytes]]) -> None:
+        """Without a log: image again, in this one step, the keys changed while the
+        snapshot was written (every key after a FLUSHALL), absent ones included."""
+        self.commit()  # the current round's changes too
+        if self._unlogged_flushed:
+            writer.add(entry(FLUSHED, b""))
+            changed: Iterable[bytes] = keys()
+        else:
+            changed = self._unlogged or ()
+        image = self.image
+        for key in changed:
+            writer.add(image(key))
+        self._unlogged = None
+
+    def _file_size(self, name: str) -> int:
+        try:
+            return os.path.getsize(self.layout.path(name))
+        except OSError:
+            return 0
+
+
+class _Progress:
+    """Logs how far a long snapshot got: every tenth of the keys (for snapshots of
+    at least PROGRESS_MIN_KEYS keys) and every PROGRESS_SECONDS whatever its size."""
+
+    def __init__(self, name: str, total: int) -> None:
+        self.name = name
+        self.total = total
+        self.started = self.last = time.monotonic()
+        self.next_percent = 10
+
+    def report(self, done: int) -> None:
+        now = time.monotonic()
+        percent = done * 100 // self.total if self.total else 100
+        if (self.total >= PROGRESS_MIN_KEYS and percent >= self.next_percent) or now - self.last >= PROGRESS_SECONDS:
+            log.info("snapshot %s: %d of %d keys written (%d%%) in %.1f s", self.name, done, self.total,
+                     percent, now - self.started)
+            self.last = now
+            self.next_percent = (percent // 10 + 1) * 10
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started

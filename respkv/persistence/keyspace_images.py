@@ -1,0 +1,55 @@
+"""Journal entries of a plain keyspace (standalone nodes, and clusters without
+replication): a key's value and absolute expiry, or its absence.
+
+A ``VALUE`` entry's body is the expiry (u64 Unix ms, 0 for none) followed by the
+value in its wire form (:mod:`respkv.keyspace.codec`).  Replaying an entry whose
+expiry has passed removes the key: a key that expired while the node was down is
+never served.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+from ..keyspace.codec import decode_value, encode_value
+from .journal import ABSENT, FLUSHED, VALUE, entry
+
+_EXPIRY = struct.Struct("<Q")
+
+
+def keyspace_image(keyspace) -> Callable[[bytes], bytes]:
+    """``image(key)``: the entry that restores ``key`` as ``keyspace`` holds it now."""
+    data = keyspace.data
+    expires = keyspace.expires
+
+    def image(key: bytes) -> bytes:
+        value = data.get(key)
+        if value is None:
+            return entry(ABSENT, key)
+        return entry(VALUE, key, _EXPIRY.pack(expires.get(key, 0)) + encode_value(value))
+
+    return image
+
+
+def keyspace_replay(keyspace) -> Callable[[bytes, bytes, bytes], None]:
+    """``apply(kind, key, body)``: replays journal entries into ``keyspace``."""
+    now = keyspace.clock_ms()
+
+    def apply(kind: bytes, key: bytes, body: bytes) -> None:
+        if kind == VALUE:
+            (expire_at,) = _EXPIRY.unpack_from(body, 0)
+            if expire_at and expire_at <= now:
+                keyspace.delete(key)
+                return
+            keyspace.set(key, decode_value(body[_EXPIRY.size :]))
+            if expire_at:
+                keyspace.set_deadline(key, expire_at)
+        elif kind == ABSENT:
+            keyspace.delete(key)
+        elif kind == FLUSHED:
+            keyspace.flush()
+        else:
+            raise ValueError(f"journal entry of kind {kind!r} in a keyspace without replication")
+
+    return apply
