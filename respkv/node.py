@@ -21,6 +21,15 @@ restart, the meetings with the saved members in a nursery of its own.  With
 replication coordinator (``node.replication``): it hooks the keyspace's change,
 expiry and flush signals, answers the replication bus operations, and runs its
 timeouts and hand-off loop in that nursery.
+
+The commit log and snapshots of ``dir`` (:mod:`respkv.persistence.journal`)
+hold the keyspace's values on a node without replication, opened by
+:func:`serve_node` before clients are accepted; with replication they hold the
+version records instead (:mod:`respkv.replication.journaled`), opened by
+:func:`start_replication` before the cluster bus serves, so that no replica
+traffic lands on a store that has not been loaded yet.  Every end-of-round
+commit (:meth:`Node.persist_now`) tells :attr:`Node.commit_listeners` whether it
+worked: the coordinator counts its own copy of a write towards W only then.
 """
 
 from __future__ import annotations
@@ -58,6 +67,8 @@ from .net.server import open_listener, serve_clients
 from .peer.bus import ClusterBus
 from .replication.replica import OPERATIONS as REPLICATION_OPERATIONS
 from .replication.coordinator import Coordinator
+from .replication.incarnation import Incarnation
+from .replication.journaled import RecordReplay, record_image
 from .replication.store import VersionStore
 from .replication.vclock import actor_of
 
@@ -141,6 +152,9 @@ class Node:
         self.write_refusal: str | None = None
         #: Keys in the keyspace right after the journal was loaded (INFO persistence).
         self.keys_loaded = 0
+        #: Called with True after each commit of the log that worked, False after
+        #: one that failed (the coordinator acknowledges its own copies then).
+        self.commit_listeners: list = []
         #: Starts the journal's rewrites (BGSAVE & co.), once the journal is open.
         self.rewrites: Rewrites | None = None
         #: The nursery of serve_node while the node runs (see start_background).
@@ -309,12 +323,16 @@ class Node:
         try:
             journal.commit()
         except LogWriteError as exc:
+            for listener in self.commit_listeners:
+                listener(False)
             if not refusing:
                 log.error("cannot write the commit log, refusing writes until it works again: %s", exc)
                 self._refuse_writes(journal.error_text())
                 raise
             self._refuse_writes(journal.error_text())
             return
+        for listener in self.commit_listeners:
+            listener(True)
         if refusing and not journal.failed:
             log.warning("the commit log is writable again: accepting writes")
             self._refuse_writes(None)
@@ -383,10 +401,26 @@ async def serve_node(node: Node, *, task_status=trio.TASK_STATUS_IGNORED) -> Non
 
 
 def start_replication(node: Node, state: ClusterState, bus: ClusterBus) -> Coordinator:
-    """Install versioned, replicated request execution on ``node`` (see replication)."""
-    store = VersionStore(node.keyspace, actor_of(state.myself), node.config["max-siblings"])
+    """Install versioned, replicated request execution on ``node`` (see replication):
+    load the version records from ``dir`` and log their changes from now on, as a
+    new incarnation of this node (see replication.incarnation)."""
+    incarnation = Incarnation(node.config["dir"])
+    store = VersionStore(node.keyspace, actor_of(state.myself, incarnation.advance()), node.config["max-siblings"])
     coordinator = Coordinator(node, state, bus, store)
-    node.keyspace.on_flush = store.clear
+    replay = RecordReplay(store, coordinator.forgetting.expired)
+    journal = node.open_journal(record_image(store), replay, keys=store.keys)
+    store.on_change = journal.mark
+    for key in replay.adopted:  # values of a log written without replication
+        journal.mark(key)
+    node.commit_listeners.append(coordinator.local_commit)
+
+    def flushed() -> None:
+        """FLUSHALL/FLUSHDB: no records, and a new incarnation (its counters are gone)."""
+        store.clear()
+        store.actor = actor_of(state.myself, incarnation.advance())
+        journal.mark_flushed()
+
+    node.keyspace.on_flush = flushed
     node.keyspace.on_expire = coordinator.forgetting.expired
     node.add_key_observer(coordinator.observe)
     for op in REPLICATION_OPERATIONS:
@@ -445,14 +479,17 @@ async def serve_cluster(node: Node, *, task_status=trio.TASK_STATUS_IGNORED) -> 
         gossip = Gossip(state, bus, node_timeout=config["cluster-node-timeout"] / 1000)
         for op in GOSSIP_OPERATIONS:
             node.bus_operations[op] = gossip.handle
+        # Loads the version records before any replica traffic can arrive.
+        coordinator = start_replication(node, state, bus) if config["replication-factor"] > 1 else None
         async with trio.open_nursery() as nursery:
             await nursery.start(bus.serve, trio.SocketListener(bus_socket))
             await nursery.start(gossip.run)
             await nursery.start(recorder.run)
             if state.routing == PROXY:  # the forwarding connections live in this nursery
                 await nursery.start(proxy_pool(node).run)
-            if config["replication-factor"] > 1:
-                await nursery.start(start_replication(node, state, bus).run)
+            if coordinator is not None:
+                await nursery.start(node.journal.run)
+                await nursery.start(coordinator.run)
             node.cluster, node.cluster_gossip, node.cluster_bus = state, gossip, bus
             node.mode = "cluster"
             if seeds:

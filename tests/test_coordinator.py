@@ -12,6 +12,7 @@ its clock) but never wait: answers arrive through the callbacks
 from __future__ import annotations
 
 import socket
+import tempfile
 
 import pytest
 import trio
@@ -78,11 +79,18 @@ def ack(op, args):
     return []
 
 
+def unlogged_cluster_config() -> Config:
+    """A cluster node's config with the commit log off (these tests are about
+    replication; tests/test_durability_cluster.py covers the log), in a directory
+    of its own (the node writes its incarnation there)."""
+    return Config(**{"cluster-enabled": True, "appendonly": False, "dir": tempfile.mkdtemp(prefix="respkv-coord-")})
+
+
 def coordinating_node():
     """(node, session, bus, client socket): a node coordinating some slots of a
     3-member ring, over a scripted bus, with one session whose replies can be read
     from the client end of its socket."""
-    node = Node(Config(**{"cluster-enabled": True}))
+    node = Node(unlogged_cluster_config())
     state = ClusterState(Member(ME, "127.0.0.1", 7000, 17000), rf=3)
     state.merge(Membership([Member(B, "127.0.0.1", 7001, 17001), Member(C, "127.0.0.1", 7002, 17002)]))
     node.cluster = state
@@ -184,7 +192,7 @@ async def test_a_peer_far_behind_gets_hints_instead_of_more_data(cluster):
 
 def replica_answering(store: VersionStore):
     """A link answer that behaves like a real replica's store."""
-    replica = ReplicaSide(None, store)
+    replica = ReplicaSide(Node(Config(), store.keyspace), store)  # a node without a log
 
     def answer(op, args):
         return replica.handle(B, op, args)
@@ -243,7 +251,7 @@ async def test_a_deleted_key_becomes_a_tombstone_purged_after_every_replica_acke
 
 def replica_node(node_id: str) -> Node:
     """Another member with the same three-member view, as a replica answering REPLs."""
-    node = Node(Config(**{"cluster-enabled": True}))
+    node = Node(unlogged_cluster_config())
     state = ClusterState(Member(node_id, "127.0.0.1", 7001, 17001), rf=3)
     state.merge(Membership([Member(ME, "127.0.0.1", 7000, 17000), Member(C if node_id == B else B, "127.0.0.1", 7002, 17002)]))
     node.cluster = state

@@ -66,6 +66,16 @@ PUT_TABLE = [
                  id="late-success-after-failure-counts"),
     pytest.param(2, ("b", "c"), (), ["start", "ack me", "ack b", "fail b", "fail c"],
                  [[(SEND, "b"), (SEND, "c")], [], [(REPLY,)], [], [(HINT, "c")]], id="failure-after-ack-ignored"),
+    # The local copy counts once the commit log has it: acknowledged after peers,
+    # or failed (the log could not be written; no hint for itself).
+    pytest.param(2, ("b", "c"), (), ["start", "ack b", "ack me", "ack c"],
+                 [[(SEND, "b"), (SEND, "c")], [], [(REPLY,)], [(FULL,)]], id="local-commit-after-a-peer"),
+    pytest.param(2, ("b", "c"), (), ["start", "fail me", "ack b", "ack c"],
+                 [[(SEND, "b"), (SEND, "c")], [], [], [(REPLY,)]], id="local-log-failed-peers-make-w"),
+    pytest.param(2, ("b",), (), ["start", "fail me", "ack b"],
+                 [[(SEND, "b")], [(FAIL, 0, 2)], []], id="local-log-failed-w-out-of-reach"),
+    pytest.param(1, ("b", "c"), (), ["start", "fail me", "ack me", "ack b"],
+                 [[(SEND, "b"), (SEND, "c")], [], [(REPLY,)], []], id="local-failure-then-ack-is-a-late-success"),
 ]
 
 

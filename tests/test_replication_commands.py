@@ -153,9 +153,12 @@ def test_writes_get_clocks_and_deletes_tombstones(rc, cluster_node):
     rc.set("k", "one")
     context, (first,) = rc.execute_command("SIBLINGS", "k")
     first = as_dict(first)
-    my_id = cluster_node.node.cluster.myself.encode()
+    # The actor: this node's id (first 16 bytes) and its incarnation.
+    actor = cluster_node.node.replication.store.actor
+    assert actor.hex()[:32] == cluster_node.node.cluster.myself[:32]
+    my_id = actor.hex().encode()
     assert [c[:2] for c in first[b"clock"]] == [[my_id, 1]]
-    assert vclock.decode(bytes.fromhex(context.decode())) == ((bytes.fromhex(my_id.decode()), 1, first[b"timestamp"]),)
+    assert vclock.decode(bytes.fromhex(context.decode())) == ((actor, 1, first[b"timestamp"]),)
     rc.set("k", "two")
     _, (second,) = rc.execute_command("SIBLINGS", "k")
     assert [c[:2] for c in as_dict(second)[b"clock"]] == [[my_id, 2]]

@@ -203,15 +203,24 @@ def test_prune_with_defaults_keeps_short_clock():
 
 
 @pytest.mark.parametrize(
-    ("node_id", "actor"),
+    ("node_id", "incarnation", "actor"),
     [
-        ("ab" * 20, b"\xab" * 20),
-        ("0123456789abcdef0123456789ABCDEF01234567", bytes.fromhex("0123456789abcdef0123456789abcdef01234567")),
+        ("ab" * 20, 0, b"\xab" * 16 + bytes(4)),
+        ("ab" * 20, 1, b"\xab" * 16 + b"\x00\x00\x00\x01"),
+        ("0123456789abcdef0123456789ABCDEF01234567", 258,
+         bytes.fromhex("0123456789abcdef0123456789abcdef") + b"\x00\x00\x01\x02"),
+        ("ab" * 20, (1 << 32) + 5, b"\xab" * 16 + b"\x00\x00\x00\x05"),  # wraps
     ],
 )
-def test_actor_of(node_id, actor):
-    assert vclock.actor_of(node_id) == actor
-    assert len(vclock.actor_of(node_id)) == 20
+def test_actor_of(node_id, incarnation, actor):
+    """A node's actor is its id's first 16 bytes and its incarnation."""
+    assert vclock.actor_of(node_id, incarnation) == actor
+    assert len(actor) == vclock.ACTOR_SIZE
+
+
+def test_incarnations_of_one_node_are_different_actors_in_order():
+    actors = [vclock.actor_of("cd" * 20, n) for n in range(1, 300)]
+    assert actors == sorted(set(actors))
 
 
 @pytest.mark.parametrize("entries", [(), ((b"\x01" * 20, 3, 5),), ((b"\x01" * 20, 3, 5), (b"\x09" * 20, 1, 7))])

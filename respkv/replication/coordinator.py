@@ -15,7 +15,10 @@ coordinator records which keys it changed (the keyspace's change signal).  Then:
   pushes, pops, HSET, SADD, ZADD, ...) the command itself is shipped instead, with
   the new version: a replica holding the version it was applied to runs it too,
   and a replica that does not answers the key, which then gets its whole record.
-  The reply waits for W acknowledgements (this node's write is the first).
+  The reply waits for W acknowledgements.  This node's own copy counts once it is
+  in its commit log: the end-of-round commit (:meth:`Node.persist_now
+  <respkv.node.Node.persist_now>`) reports to :meth:`Coordinator.local_commit`;
+  a replica answers a ``REPL`` only after its log has the records too.
 * **Reads** (a ``readonly`` command, R above 1): the reply is computed locally at
   once; the other live replicas are asked whether they hold the same versions of
   the keys (a digest per key, not the values).  Those holding something else send
@@ -116,6 +119,8 @@ class Coordinator:
         self._placements: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         #: Serves what other coordinators send this node as a replica.
         self.replica = ReplicaSide(node, store)
+        #: Writes whose local copy waits for the end-of-round commit of the log.
+        self._awaiting_commit: list[WriteRequest] = []
         #: Requests whose client waits for them, oldest first, for their timeouts.
         self._waiting: deque[WriteRequest | ReadRequest] = deque()
         #: The deadline of requests that start waiting in this round (see _watch).
@@ -303,7 +308,7 @@ class Coordinator:
         shipped: list[bytes] = []
         shipped_keys: list[bytes] = []
         tombstones: list[tuple[bytes, bytes]] = []
-        records = store.records
+        tombstone_clock = store.tombstone_clock
         for key in (keys if len(keys) == 1 else dict.fromkeys(keys)):
             written = store.written(key, now, contexts.pop(key, None) if contexts else None, operation)
             if written is None:
@@ -312,9 +317,9 @@ class Coordinator:
             shipped.append(written[0])
             shipped.append(written[1])
             shipped_keys.append(key)
-            record = records[key]
-            if record[0].tombstone and len(record) == 1:
-                tombstones.append((key, record[0].clock))
+            clock = tombstone_clock(key)
+            if clock is not None:
+                tombstones.append((key, clock))
         if contexts:
             contexts.clear()
         if not shipped_keys:
@@ -335,7 +340,12 @@ class Coordinator:
                 self._out(peer).add_records(encoded, count, request, shipped_keys)
             else:
                 self.hint(peer, shipped_keys)
-        payload = self._perform_write(request, core.acked(self.myself))
+        journal = self.node.journal
+        if journal is not None and journal.log is not None:
+            self._awaiting_commit.append(request)  # acknowledged by local_commit
+            payload = None
+        else:
+            payload = self._perform_write(request, core.acked(self.myself))
         if payload is not None or result is None:
             return payload
         return self._watch(request, session.reserve_reply(False))
@@ -357,6 +367,19 @@ class Coordinator:
         if payload is not None and request.slot is not None:
             request.slot.fill(payload)
         return payload
+
+    def local_commit(self, written: bool) -> None:
+        """The commit log was written (``written``) or could not be: this node's
+        copies of the writes made since the last commit count towards W, or as a
+        failed replica (a commit listener of the node)."""
+        waiting = self._awaiting_commit
+        if not waiting:
+            return
+        self._awaiting_commit = []
+        myself = self.myself
+        for request in waiting:
+            core = request.core
+            self._perform_write(request, core.acked(myself) if written else core.failed(myself))
 
     def write_acked(self, request: WriteRequest, peer: str) -> None:
         """``peer`` has the write (a REPL answer)."""

@@ -46,10 +46,11 @@ _REPLIED_AND_FULL = ((REPLY,), (FULL,))
 class PutCore:
     """The quorum state of one replicated write (see the module doc).
 
-    ``myself`` is the coordinator (its local write is acknowledged by the caller
-    with ``acked(myself)``, so a later asynchronous local commit fits the same
-    machine); ``peers`` the live nodes asked; ``down`` the preferred nodes that
-    are not.
+    ``myself`` is the coordinator: the caller reports its local copy with
+    ``acked(myself)`` once it is in the commit log, or ``failed(myself)`` if the
+    log could not be written (the local copy then does not count, and gets no
+    hint); ``peers`` the live nodes asked; ``down`` the preferred nodes that are
+    not.
     """
 
     __slots__ = ("w", "myself", "peers", "down", "acked_by", "failed_by", "decided")
@@ -84,12 +85,14 @@ class PutCore:
         return self._decide()
 
     def failed(self, node: str) -> tuple:
-        """``node`` did not take the write (connection lost, error, backlog)."""
-        if node in self.acked_by or node in self.failed_by or node not in self.peers:
+        """``node`` did not take the write (connection lost, error, backlog; for
+        the coordinator itself: its commit log failed)."""
+        if node in self.acked_by or node in self.failed_by or (node != self.myself and node not in self.peers):
             return NOTHING
         self.failed_by.add(node)
-        hint = ((HINT, node),)
-        return hint + self._decide()
+        if node == self.myself:
+            return self._decide()
+        return ((HINT, node),) + self._decide()
 
     def timed_out(self) -> tuple:
         """The request timeout passed: a write still undecided missed W."""

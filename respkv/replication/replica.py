@@ -4,6 +4,10 @@
   (for a collection changed by a deterministic one-key command, a replica that
   holds the version the command was applied to runs it too); answers the keys
   whose command could not run here, so the coordinator sends their whole records.
+  The answer is an acknowledgement: it leaves only once this node's commit log
+  has the records (:meth:`Node.persist_now <respkv.node.Node.persist_now>`).  A
+  node whose log cannot be written answers an error instead, and refuses further
+  ``REPL`` requests until it can (the coordinator counts it as failed and hints).
 * ``RREAD key digest ...``: per key, :data:`SAME` if this replica holds versions
   with that digest, :data:`NO_RECORD` if it holds none, else its whole record.
 * ``PURGE key clock``: drop the key's tombstone if it is still exactly that one.
@@ -35,6 +39,10 @@ SHIPPED_AS_COMMAND = frozenset(
 )
 
 
+class ReplicaRefused(Exception):
+    """This replica cannot take writes now (its commit log cannot be written)."""
+
+
 class ReplicaSide:
     """Serves the replication operations of the bus for one node's store."""
 
@@ -49,6 +57,9 @@ class ReplicaSide:
         """Serve one replication bus request (see the module doc)."""
         store = self.store
         if op == REPL:
+            refusal = self.node.write_refusal
+            if refusal is not None:
+                raise ReplicaRefused(refusal)
             # Answers the keys whose shipped command could not run here (this
             # replica does not hold the version it applies to): the coordinator
             # sends their whole records instead.
@@ -63,6 +74,7 @@ class ReplicaSide:
                         missing.append(args[i])
                 else:
                     apply_shipped(args[i], args[i + 1], blob)
+            self.node.persist_now()  # raises if the log cannot take them: no answer
             return missing
         if len(args) % 2:
             raise ValueError(f"{op.decode()} needs key/value pairs")

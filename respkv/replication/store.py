@@ -28,6 +28,11 @@ The store changes records in three ways:
 * :meth:`VersionStore.purge`: a tombstone every replica holds is dropped after
   its grace period.
 
+Every change of a record is reported to :attr:`VersionStore.on_change` (the
+node's commit log marks the key, and writes its record at the end of the round;
+see :mod:`respkv.replication.journaled`).  :meth:`VersionStore.restore` and
+:meth:`VersionStore.drop` replay such records at start, without reporting them.
+
 Nothing here does I/O; the coordinator (:mod:`respkv.replication.coordinator`)
 moves records between nodes.
 """
@@ -69,6 +74,10 @@ RECONCILE = b"*"
 _MAX_UNPRUNED_CLOCK = vclock.SMALL_CLOCK * vclock.ENTRY_SIZE
 
 
+def _unobserved(key: bytes) -> None:
+    """The default :attr:`VersionStore.on_change`: nobody keeps a log."""
+
+
 class RecordsView(Mapping):
     """The store's records as callers know them: key → Record of Version objects,
     made from the compact form on each lookup (read-only)."""
@@ -106,10 +115,30 @@ class VersionStore:
         self.siblings_dropped = 0
         self.versions_applied = 0
         self.tombstones_purged = 0
+        #: Called with a key after its record changed (the commit log marks it).
+        self.on_change = _unobserved
 
     def clear(self) -> None:
         """Forget every record (FLUSHALL / FLUSHDB, which are node-local)."""
         self._kept.clear()
+
+    def keys(self) -> list[bytes]:
+        """Every key holding a record, tombstones included (what a snapshot holds)."""
+        return list(self._kept)
+
+    # -- replaying the commit log ----------------------------------------------------------
+
+    def restore(self, key: bytes, record: Record) -> None:
+        """Hold ``record`` for ``key`` as the commit log says (replaying it at start):
+        it replaces whatever is held, and its winner is materialized unless it is a
+        tombstone or has expired (a key that expired while the node was down is
+        never served)."""
+        self._materialize(key, record, None)
+
+    def drop(self, key: bytes) -> None:
+        """Hold no record for ``key`` (replaying a purge or a forgotten expiry)."""
+        self._kept.pop(key, None)
+        self.keyspace.delete(key)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -196,6 +225,7 @@ class VersionStore:
                     return None  # no value before, none now: only an expiry happened
             if seen is not None:
                 return RECONCILE, self._written_in_context(key, value, old, seen, now_ms)
+        self.on_change(key)
         # A plain write: the new version supersedes everything held here.
         actor = self.actor
         if value.__class__ is bytes and old is not None:
@@ -242,6 +272,7 @@ class VersionStore:
             ks.persist(key)
         self._kept[key] = kept
         self.versions_applied += 1
+        self.on_change(key)
 
     def _written_in_context(
         self, key: bytes, value, old: Compact | None, seen: vclock.VClock, now_ms: int
@@ -283,6 +314,7 @@ class VersionStore:
             if at:  # a string without expiry, the bulk of replication traffic
                 self.keyspace.set(key, blob[at:])
                 self._kept[key] = blob[: at - 1]
+                self.on_change(key)
             else:
                 self._install(key, decode_record(blob), None)
             return True
@@ -318,6 +350,7 @@ class VersionStore:
         if held is not None and held == clock:
             del self._kept[key]
             self.tombstones_purged += 1
+            self.on_change(key)
             return True
         return False
 
@@ -335,6 +368,7 @@ class VersionStore:
         """Drop the record of a key that expired (every replica expires it on its own)."""
         if self.expired_clock(key, now_ms) == clock:
             del self._kept[key]
+            self.on_change(key)
             return True
         return False
 
@@ -348,6 +382,11 @@ class VersionStore:
         store's own, made by ``expand``).  The Version objects handed in are not
         changed: what is kept is their compact form, the winner's without a value.
         """
+        self.on_change(key)
+        self._materialize(key, record, materialized)
+
+    def _materialize(self, key: bytes, record: Record, materialized: Version | None) -> None:
+        """:meth:`_install` without reporting the change."""
         ks = self.keyspace
         best = record[0] if len(record) == 1 else winner(record)
         if best is materialized:

@@ -49,9 +49,17 @@ YOUNG_MS = 20_000
 OLD_MS = 86_400_000
 
 
-def actor_of(node_id: str) -> bytes:
-    """The clock actor of a node: its 40-hex id as 20 bytes."""
-    return bytes.fromhex(node_id)
+_INCARNATION = struct.Struct(">I")
+#: Bytes of the node id that start an actor; the incarnation fills the rest.
+NODE_PART = ACTOR_SIZE - _INCARNATION.size
+
+
+def actor_of(node_id: str, incarnation: int = 0) -> bytes:
+    """The clock actor of one incarnation of a node: the first 16 bytes of its
+    40-hex id, then the incarnation (u32, big-endian, so actors of one node sort
+    by incarnation).  A node writes as a new actor after each start and each
+    FLUSHALL (see :mod:`respkv.replication.incarnation`)."""
+    return bytes.fromhex(node_id)[:NODE_PART] + _INCARNATION.pack(incarnation % (1 << 32))
 
 
 def encode(clock: VClock) -> bytes:

@@ -1,0 +1,73 @@
+"""Journal entries of a replicated node: a key's whole version record, or its absence.
+
+With replication on, what must survive a crash is the version store, not only the
+keyspace: the siblings, their vector clocks, the tombstones that keep a deleted
+value from coming back, the absolute expiries.  So a replicated node's commit log
+and snapshots (:mod:`respkv.persistence.journal`) hold, per key, a ``RECORD``
+entry whose body is the record's wire form (:func:`~.versions.encode_record`,
+every version's value included) — the same bytes replicas exchange — or an
+``ABSENT`` entry once the record is gone (a purged tombstone, a forgotten
+expiry).  Replaying a record replaces what is held (:meth:`VersionStore.restore`),
+so a replay ends in the state of the last entry of each key.
+
+A directory written by the same node without replication (``VALUE`` entries of
+a plain keyspace) is adopted: each value becomes a version written by this node,
+which then reaches the other replicas as any write does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..persistence.journal import ABSENT, FLUSHED, RECORD, VALUE, entry
+from ..persistence.keyspace_images import keyspace_replay
+from .store import VersionStore
+from .versions import decode_record, encode_record
+
+
+def record_image(store: VersionStore) -> Callable[[bytes], bytes]:
+    """``image(key)``: the entry that restores ``store``'s record of ``key`` as now."""
+    full_record = store.full_record
+
+    def image(key: bytes) -> bytes:
+        record = full_record(key)
+        if record is None:
+            return entry(ABSENT, key)
+        return entry(RECORD, key, encode_record(record))
+
+    return image
+
+
+class RecordReplay:
+    """``replay(kind, key, body)``: replays journal entries into a store (and its
+    keyspace).  ``expired(key)`` is told of each restored record whose value has
+    expired, so that it is forgotten in time as if it had expired while running.
+
+    Values of a journal written without replication are adopted as versions of
+    this node at once; :attr:`adopted` lists their keys, to be written to the log
+    as records once it is open."""
+
+    def __init__(self, store: VersionStore, expired: Callable[[bytes], None]) -> None:
+        self.store = store
+        self.expired = expired
+        self.adopted: list[bytes] = []
+        self._replay_value = keyspace_replay(store.keyspace)
+
+    def __call__(self, kind: bytes, key: bytes, body: bytes) -> None:
+        store = self.store
+        keyspace = store.keyspace
+        if kind == RECORD:
+            store.restore(key, decode_record(body))
+            if keyspace.get(key) is None and store.expired_clock(key, keyspace.clock_ms()) is not None:
+                self.expired(key)
+        elif kind == ABSENT:
+            store.drop(key)
+        elif kind == FLUSHED:
+            keyspace.flush()
+            store.clear()
+        elif kind == VALUE:
+            self._replay_value(kind, key, body)
+            if store.written(key, keyspace.clock_ms()) is not None:
+                self.adopted.append(key)
+        else:
+            raise ValueError(f"unknown journal entry kind {kind!r}")
