@@ -84,7 +84,7 @@ from .handoff import MAX_BACKLOG, HintedHandoff
 from .pending import Outgoing, ReadRequest, WriteRequest
 from .put_core import PutCore
 from .quorum import Quorums
-from .replica import NO_RECORD, REPL, RREAD, SAME, SHIPPED_AS_COMMAND, ReplicaSide
+from .replica import MERGEABLE, NO_RECORD, REPL, RREAD, SAME, SHIPPED_AS_COMMAND, ReplicaSide, merged_operation
 from .store import RECONCILE, VersionStore
 from .versions import decode_record, digest, encode_record
 
@@ -245,24 +245,47 @@ class Coordinator:
         def run(session, batch, i, end, out, placement):
             """Replicated run of a pipelined command"""
             mark = len(out)
-            done = i + base(session, batch[i:end], 0, out)
+            if write:  # the keys the run changed, as execute records them
+                self.recording = changed = []
+                try:
+                    done = i + base(session, batch[i:end], 0, out)
+                finally:
+                    self.recording = None
+            else:
+                done = i + base(session, batch[i:end], 0, out)
             if done == i:
                 return i
             requests = batch[i:done]
             local = b"".join(out[mark:])
             del out[mark:]
             if write:
-                out.append(self._write_run(session, requests, position, local, placement))
+                out.append(self._write_run(session, spec, requests, changed, local, placement))
             else:
                 out.append(self._read_run(session, spec, requests, position, local, placement[0]))
             return done
 
         return run
 
-    def _write_run(self, session, requests, position: int, local: bytes, placement):
-        """A run of pipelined writes: the general write path, once for all of them."""
-        keys = list(dict.fromkeys([args[position] for args in requests]))
-        return self._replicate(session, keys, local, None, requests, placement)
+    def _write_run(self, session, spec, requests, changed: list[bytes], local: bytes, placement):
+        """A run of pipelined writes that changed ``changed``: the general write
+        path, once for all of them.  A key changed by a command replicas can run
+        themselves is offered to them as that command (as :meth:`_write` does) if
+        one request of the run changed it, or as their merged command
+        (:data:`~.replica.MERGEABLE`)."""
+        if not changed:
+            return local  # nothing changed (SADD of members already there)
+        operations = None
+        if spec.name in SHIPPED_AS_COMMAND:
+            position = spec.first_key
+            by_key: dict[bytes, list] = {}
+            for args in requests:
+                by_key.setdefault(args[position], []).append(args)
+            mergeable = spec.name in MERGEABLE and position == 1
+            operations = {
+                key: merged_operation(group) if len(group) == 1 or mergeable else None
+                for key, group in by_key.items()
+            }
+        return self._replicate(session, list(dict.fromkeys(changed)), local, operations, requests, placement)
 
     def _out(self, peer: str) -> Outgoing:
         """What this round sends ``peer`` (flushed by the poller at the round's end)."""
@@ -281,19 +304,21 @@ class Coordinator:
     def _write(self, session, keys: list[bytes], result: bytes | None, spec=None, args=None):
         """A command changed ``keys``: version and replicate them (see _replicate)."""
         # One key changed by a command replicas can run themselves: offer it to them.
-        operation = (
-            args if spec is not None and spec.name in SHIPPED_AS_COMMAND and len(set(keys)) == 1 else None
+        operations = (
+            {keys[0]: args} if spec is not None and spec.name in SHIPPED_AS_COMMAND and len(set(keys)) == 1 else None
         )
-        return self._replicate(session, keys, result, operation, [None])
+        return self._replicate(session, keys, result, operations, [None])
 
-    def _replicate(self, session, keys, result: bytes | None, operation, requests, placement=None):
+    def _replicate(self, session, keys, result: bytes | None, operations, requests, placement=None):
         """The write path: version each changed key, then let a put state machine
-        (:class:`~.put_core.PutCore`) decide — ship the new records (or the
-        ``operation``) to the live replicas, hint the failed ones, reply once W
-        have them — and schedule the purge of tombstones every replica has.
+        (:class:`~.put_core.PutCore`) decide — ship the new records (or a
+        command of ``operations``) to the live replicas, hint the failed ones,
+        reply once W have them — and schedule the purge of tombstones every
+        replica has.
 
-        ``requests`` are the requests the reply answers (a run of pipelined writes
-        shares one reply); ``placement`` is their slot's, when known.  Returns
+        ``operations`` maps a key to the command replicas may run for it instead
+        of receiving its record (None: none may).  ``requests`` are the requests
+        the reply answers (a run of pipelined writes shares one reply); ``placement`` is their slot's, when known.  Returns
         the reply, a slot of the session's reply queue that gets it, or None
         (a blocking command that waits: nothing to reply yet).
         """
@@ -303,18 +328,19 @@ class Coordinator:
         shipped: list[bytes] = []
         shipped_keys: list[bytes] = []
         tombstones: list[tuple[bytes, bytes]] = []
-        records = store.records
         for key in (keys if len(keys) == 1 else dict.fromkeys(keys)):
-            written = store.written(key, now, contexts.pop(key, None) if contexts else None, operation)
+            written = store.written(
+                key, now, contexts.pop(key, None) if contexts else None, operations.get(key) if operations else None
+            )
             if written is None:
                 continue
             shipped.append(key)
             shipped.append(written[0])
             shipped.append(written[1])
             shipped_keys.append(key)
-            record = records[key]
-            if record[0].tombstone and len(record) == 1:
-                tombstones.append((key, record[0].clock))
+            tombstone = store.tombstone_clock(key)
+            if tombstone is not None:
+                tombstones.append((key, tombstone))
         if contexts:
             contexts.clear()
         if not shipped_keys:
