@@ -278,3 +278,15 @@ def test_frame_reader_keeps_tails_on_the_fast_path(monkeypatch):
         got += reader.parse(data[i : i + 8000])
     assert len(got) == len(frames) and reader.idle
     assert not exact
+
+
+@pytest.mark.parametrize("cut", [1, 2, 5])
+def test_frame_reader_guards_a_header_cut_by_the_end_of_a_kept_tail(cut):
+    """An array header split between a kept tail and the next chunk is seen whole
+    by the guard, which leaves it to the exact path (hiredis would allocate from it)."""
+    head = wire.encode(wire.REQUEST, 1, b"REPL", [b"k", b"", b"v"])
+    header = b"*99999999\r\n"
+    reader = wire.new_reader()
+    assert len(reader.parse(head + header[:cut])) == 1
+    assert reader.parse(header[cut:]) == []
+    assert reader._reader._exact  # not hiredis

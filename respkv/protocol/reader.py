@@ -101,10 +101,16 @@ _TAIL_MAX = 256 * 1024
 #: longer one only with a chunk at least half its length (else the exact path).
 _TAIL_COPY_FREE = 16 * 1024
 _ALLOCATION_BUDGET = 16
+#: A kept tail's bytes the guard looks at again with the next chunk: enough to
+#: see whole any header cut by the chunk's end that the guard's first look could
+#: not refuse (its type byte is at most five bytes before the cut).
+_GUARD_OVERLAP = 32
 
 
-def fast_path_safe(data: bytes) -> bool:
-    """The guard: may hiredis parse ``data`` (a chunk starting at a request boundary)?
+def fast_path_safe(data: bytes, continued: bool = False) -> bool:
+    """The guard: may hiredis parse ``data`` (a chunk starting at a request boundary,
+    or with ``continued`` the bytes that follow ones already guarded, from a few
+    bytes before them: see :data:`_GUARD_OVERLAP`)?
 
     True only if the aggregate type bytes in the chunk (``*%~>|``) are followed by
     counts of at most four digits, without leading zeros, and all of them together
@@ -121,7 +127,7 @@ def fast_path_safe(data: bytes) -> bool:
     chunk that costs more.  Costs a handful of ``memchr`` scans and one
     literal-prefixed regular expression (two when a foreign aggregate byte occurs).
     """
-    if data[:1] != b"*":  # an inline request, or a foreign type byte
+    if data[:1] != b"*" and not continued:  # an inline request, or a foreign type byte
         return False
     for type_byte in _BYTES_TYPES:
         if type_byte in data and _BYTES_HEADER(data):
@@ -294,15 +300,17 @@ class RequestReader:
                 # Arriving in small pieces: copying and scanning the tail for each
                 # would be quadratic; the exact path takes the request in linear time.
                 return self._to_exact(tail + data)
-            return self._parse_chunk(tail + data, data)
+            return self._parse_chunk(tail + data, data, max(0, len(tail) - _GUARD_OVERLAP))
         return self._parse_chunk(data)
 
-    def _parse_chunk(self, data: bytes, new: bytes | None = None) -> list[list[bytes]]:
+    def _parse_chunk(self, data: bytes, new: bytes | None = None, guarded: int = 0) -> list[list[bytes]]:
         """:meth:`parse` for a chunk that starts at a request boundary; ``new`` is
-        its part hiredis has not been fed yet when that is not all of it."""
+        its part hiredis has not been fed yet when that is not all of it, and the
+        guard passed ``data[:guarded]`` before (a kept tail: only the rest, from a
+        little before the new bytes, needs its look)."""
         if (
             self.unauthenticated
-            or not fast_path_safe(data)
+            or not (fast_path_safe(data[guarded:], True) if guarded else fast_path_safe(data))
             or (len(data) > self.max_bulk and self._big_bulk(data))
         ):
             if new is not None:
