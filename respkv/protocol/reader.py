@@ -25,7 +25,8 @@ Two parsers share this job:
   a non-empty list of ``bytes``) — the session checks each request it dispatches,
   and a run handler the arguments it takes — and on the first one that is not,
   calls :meth:`RequestReader.reparse`, which gives the rest of the chunk to the
-  exact path (that then says what Redis would).
+  exact path (that then says what Redis would).  The guard lives in
+  :mod:`respkv.protocol.guard`.
 * The **exact path** is a small state machine written to Redis's own rules (error
   texts, limits, inline commands, the unauthenticated limits).  It never allocates
   from an announced length: bulks are sliced out of the buffer once fully arrived.
@@ -61,11 +62,9 @@ have sent well formed.  (Aggregate headers are safe anywhere: see the guard.)
 
 from __future__ import annotations
 
-import functools
-import re
-
 import hiredis
 
+from .guard import GUARD_OVERLAP, big_bulk_search, fast_path_safe
 from .inline import split_inline
 
 #: Redis's limits (``PROTO_INLINE_MAX_SIZE``, ``proto-max-bulk-len``,
@@ -81,79 +80,11 @@ _INT_MAX = 2**31 - 1
 _NO_REPLY = object()
 #: An empty request, fed after a chunk to learn whether it ended between requests.
 _PROBE = b"*0\r\n"
-#: Array headers of two or more digits (one-digit ones are bounded by their count).
-_LONG_ARRAY_HEADERS = re.compile(rb"\*(-?[0-9]{2,})").findall
-#: The other aggregate type bytes (map, set, push, attribute): hiredis preallocates
-#: for them as for arrays, twice the count for a map or an attribute.
-_FOREIGN_AGGREGATES = (b"%", b"~", b">", b"|")
-_LONG_FOREIGN_HEADERS = re.compile(rb"[%~>|](-?[0-9]{2,})").findall
-#: Type bytes hiredis returns as ``bytes``, as if they were bulk strings (simple
-#: string, verbatim string, big number), and one of them at a line start.
-_BYTES_TYPES = (b"+", b"=", b"(")
-_BYTES_HEADER = re.compile(rb"\n[+=(]").search
-#: What hiredis allocates at most for a one-digit array header (list object and
-#: nine slots), and the multiple of the chunk's length the fast path may allocate
-#: for headers; a chunk over that budget takes the exact path.
-_SMALL_ARRAY_COST = 128
 #: Longest unfinished request kept for the fast path (``keep_tails``).
 _TAIL_MAX = 256 * 1024
 #: A kept tail up to this long is copied with whatever the next chunk brings; a
 #: longer one only with a chunk at least half its length (else the exact path).
 _TAIL_COPY_FREE = 16 * 1024
-_ALLOCATION_BUDGET = 16
-#: A kept tail's bytes the guard looks at again with the next chunk: enough to
-#: see whole any header cut by the chunk's end that the guard's first look could
-#: not refuse (its type byte is at most five bytes before the cut).
-_GUARD_OVERLAP = 32
-
-
-def fast_path_safe(data: bytes, continued: bool = False) -> bool:
-    """The guard: may hiredis parse ``data`` (a chunk starting at a request boundary,
-    or with ``continued`` the bytes that follow ones already guarded, from a few
-    bytes before them: see :data:`_GUARD_OVERLAP`)?
-
-    True only if the aggregate type bytes in the chunk (``*%~>|``) are followed by
-    counts of at most four digits, without leading zeros, and all of them together
-    announce no more than :data:`_ALLOCATION_BUDGET` times the chunk's length in
-    list memory; and no simple string, verbatim string or big number header stands
-    at a line start.
-
-    Aggregate headers are looked for everywhere, not only at line starts: hiredis,
-    like Redis, skips the two bytes after a bulk's payload without looking at them,
-    so a bulk whose announced length is off by a few bytes puts the next header
-    anywhere (``*2\\r\\n$6\\r\\nSTRLEN\\r5>536870913\\r\\n`` would otherwise cost 4 GB).
-    Bytes inside bulk payloads can only make the guard refuse (the exact path then
-    parses the chunk, correctly and more slowly); they can never make it accept a
-    chunk that costs more.  Costs a handful of ``memchr`` scans and one
-    literal-prefixed regular expression (two when a foreign aggregate byte occurs).
-    """
-    if data[:1] != b"*" and not continued:  # an inline request, or a foreign type byte
-        return False
-    for type_byte in _BYTES_TYPES:
-        if type_byte in data and _BYTES_HEADER(data):
-            return False
-    headers = data.count(b"*")
-    counts = _LONG_ARRAY_HEADERS(data)
-    for type_byte in _FOREIGN_AGGREGATES:
-        if type_byte in data:  # counted twice: a map holds twice its count
-            foreign = _LONG_FOREIGN_HEADERS(data)
-            counts += foreign + foreign
-            headers += 2 * sum(map(data.count, _FOREIGN_AGGREGATES))
-            break
-    announced = 0
-    for digits in counts:
-        if len(digits) > 4 or digits[0] == 48 or digits[:2] == b"-0":  # huge, or leading zeros
-            return False
-        if digits[0] != 45:  # a negative count allocates nothing
-            announced += int(digits)
-    cost = 8 * announced + _SMALL_ARRAY_COST * headers
-    return cost <= _ALLOCATION_BUDGET * len(data)
-
-
-@functools.cache
-def _big_bulk_for(max_bulk: int):
-    """A search for bulk headers with as many digits as the bulk limit."""
-    return re.compile(rb"\$[0-9]{%d}" % len(str(max_bulk))).search
 
 
 class ProtocolError(Exception):
@@ -259,7 +190,7 @@ class RequestReader:
         self.max_query_buffer = max_query_buffer
         #: While True the pre-AUTH limits apply and only the exact path runs.
         self.unauthenticated = unauthenticated
-        self._big_bulk = _big_bulk_for(max_bulk)
+        self._big_bulk = big_bulk_search(max_bulk)
         self._hiredis = hiredis.Reader(notEnoughData=_NO_REPLY)
         self._exact = False
         self._buf = bytearray()
@@ -300,7 +231,7 @@ class RequestReader:
                 # Arriving in small pieces: copying and scanning the tail for each
                 # would be quadratic; the exact path takes the request in linear time.
                 return self._to_exact(tail + data)
-            return self._parse_chunk(tail + data, data, max(0, len(tail) - _GUARD_OVERLAP))
+            return self._parse_chunk(tail + data, data, max(0, len(tail) - GUARD_OVERLAP))
         return self._parse_chunk(data)
 
     def _parse_chunk(self, data: bytes, new: bytes | None = None, guarded: int = 0) -> list[list[bytes]]:

@@ -408,19 +408,19 @@ class Coordinator:
     def read_request(self, session, local: bytes, r: int, peers, keys: list[bytes], spec, requests) -> ReadRequest:
         """A read of ``keys`` answered here as ``local``, to check with R of ``peers``
         and this node (see :class:`~.get_core.GetCore`)."""
-        records = self.store.records
-        core = GetCore(r, peers, {key for key in keys if key not in records})
-        return ReadRequest(core, local, spec, requests, session, keys)
+        digest_of = self.store.digest
+        digests = [digest_of(key) for key in keys]  # empty: no record here
+        core = GetCore(r, peers, {key for key, held in zip(keys, digests) if not held})
+        request = ReadRequest(core, local, spec, requests, session, keys)
+        request.digests = digests
+        return request
 
     def begin_read(self, request: ReadRequest) -> bytes | None:
         """Ask the read's peers (with this round's RREAD); its reply if decided at once."""
-        digests = None
+        digests = request.digests
         payload = None
         for action in request.core.start():
             if action[0] is get_core.ASK:
-                if digests is None:
-                    store = self.store
-                    digests = [store.digest(key) for key in request.keys]
                 self._out(action[1]).reads.append((request, request.keys, digests))
             else:
                 payload = self._perform_read(request, (action,))
