@@ -18,7 +18,7 @@ _LONG_ARRAY_HEADERS = re.compile(rb"\*(-?[0-9]{2,})").findall
 #: The other aggregate type bytes (map, set, push, attribute): hiredis preallocates
 #: for them as for arrays, twice the count for a map or an attribute.
 _FOREIGN_AGGREGATES = (b"%", b"~", b">", b"|")
-_LONG_FOREIGN_HEADERS = re.compile(rb"[%~>|](-?[0-9]{2,})").findall
+_AS_ARRAY_HEADERS = bytes.maketrans(b"%~>|", b"****")
 #: Type bytes hiredis returns as ``bytes``, as if they were bulk strings (simple
 #: string, verbatim string, big number), and one of them at a line start.
 _BYTES_TYPES = (b"+", b"=", b"(")
@@ -52,28 +52,36 @@ def fast_path_safe(data: bytes, continued: bool = False) -> bool:
     Bytes inside bulk payloads can only make the guard refuse (the exact path then
     parses the chunk, correctly and more slowly); they can never make it accept a
     chunk that costs more.  Costs a handful of ``memchr`` scans and one
-    literal-prefixed regular expression (two when a foreign aggregate byte occurs).
+    literal-prefixed regular expression, over a translated copy of the chunk when a
+    foreign aggregate byte occurs (then every long count counts twice).
     """
     if data[:1] != b"*" and not continued:  # an inline request, or a foreign type byte
         return False
     for type_byte in _BYTES_TYPES:
-        if type_byte in data and _BYTES_HEADER(data):
-            return False
-    headers = data.count(b"*")
-    counts = _LONG_ARRAY_HEADERS(data)
-    for type_byte in _FOREIGN_AGGREGATES:
-        if type_byte in data:  # counted twice: a map holds twice its count
-            foreign = _LONG_FOREIGN_HEADERS(data)
-            counts += foreign + foreign
-            headers += 2 * sum(map(data.count, _FOREIGN_AGGREGATES))
+        if type_byte in data:  # one search finds a line start with any of them
+            if _BYTES_HEADER(data):
+                return False
             break
+    scale = 1
+    headers = data.count(b"*")
+    for type_byte in _FOREIGN_AGGREGATES:
+        if type_byte in data:
+            # A map holds twice its count: the foreign headers count twice, and
+            # every long count is counted as a map's, in one pass over a copy
+            # where all their type bytes read "*" (binary payloads, such as the
+            # cluster bus's records, hold them all).
+            data = data.translate(_AS_ARRAY_HEADERS)
+            headers = 2 * data.count(b"*") - headers
+            scale = 2
+            break
+    counts = _LONG_ARRAY_HEADERS(data)
     announced = 0
     for digits in counts:
         if len(digits) > 4 or digits[0] == 48 or digits[:2] == b"-0":  # huge, or leading zeros
             return False
         if digits[0] != 45:  # a negative count allocates nothing
             announced += int(digits)
-    cost = 8 * announced + _SMALL_ARRAY_COST * headers
+    cost = 8 * announced * scale + _SMALL_ARRAY_COST * headers
     return cost <= _ALLOCATION_BUDGET * len(data)
 
 
