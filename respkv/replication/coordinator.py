@@ -323,6 +323,7 @@ class Coordinator:
         (a blocking command that waits: nothing to reply yet).
         """
         store = self.store
+        data = self.node.keyspace.data
         now = self.node.keyspace.clock_ms()
         contexts = self.contexts
         shipped: list[bytes] = []
@@ -338,9 +339,10 @@ class Coordinator:
             shipped.append(written[0])
             shipped.append(written[1])
             shipped_keys.append(key)
-            tombstone = store.tombstone_clock(key)
-            if tombstone is not None:
-                tombstones.append((key, tombstone))
+            if key not in data:  # only a deleted key can be a lone tombstone
+                tombstone = store.tombstone_clock(key)
+                if tombstone is not None:
+                    tombstones.append((key, tombstone))
         if contexts:
             contexts.clear()
         if not shipped_keys:
