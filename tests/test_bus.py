@@ -224,3 +224,69 @@ async def test_a_failing_answer_callback_does_not_end_the_link(caplog):
             assert await link.request(b"ECHO", [b"still here"]) == [b"still here"]
             assert "callback failed" in caplog.text
             nursery.cancel_scope.cancel()
+
+
+def _repl_frames(count: int, byte_range: int = 256) -> list[bytes]:
+    """REPL frames like a coordinator's, with binary parents and records (bytes
+    below ``byte_range``: all of them make some chunks fail the reader's guard)."""
+    frames = []
+    for n in range(count):
+        args = []
+        for k in range(1 + n % 40):
+            parent = bytes([n % byte_range, 36, 13, 10, 42]) * 3
+            args += [b"key:{a}%08d" % (n * 100 + k), parent, b"$\r\n" * (k % 5) + b"xxx"]
+        frames.append(wire.encode(wire.REQUEST, n + 1, b"REPL", args))
+    return frames
+
+
+@pytest.mark.parametrize("size", [1, 5, 1448, 4096, 65536])
+def test_frame_reader_takes_streams_cut_inside_frames(size):
+    frames = _repl_frames(60)
+    data = b"".join(frames)
+    expected = wire.new_reader().parse(data)
+    assert len(expected) == len(frames)
+    # Every cut in the first frames, then the stream in chunks of ``size``.
+    for cut in range(1, len(frames[0]) + len(frames[1]), 1 if size == 1 else 3):
+        reader = wire.new_reader()
+        assert reader.parse(data[:cut]) + reader.parse(data[cut:]) == expected
+        assert reader.idle
+    reader = wire.new_reader()
+    got = []
+    for i in range(0, len(data), size):
+        got += reader.parse(data[i : i + size])
+    assert got == expected and reader.idle
+
+
+def test_frame_reader_keeps_tails_on_the_fast_path(monkeypatch):
+    """Chunks that end inside frames (large REPL frames over loopback) are parsed
+    by hiredis with the tail kept, not handed to the exact path."""
+    from respkv.protocol.reader import RequestReader
+
+    exact = []
+    original = RequestReader._exact_next
+
+    def counting(self):
+        exact.append(1)
+        return original(self)
+
+    monkeypatch.setattr(RequestReader, "_exact_next", counting)
+    frames = _repl_frames(200, byte_range=32)
+    data = b"".join(frames)
+    reader = wire.new_reader()
+    got = []
+    for i in range(0, len(data), 8000):
+        got += reader.parse(data[i : i + 8000])
+    assert len(got) == len(frames) and reader.idle
+    assert not exact
+
+
+@pytest.mark.parametrize("cut", [1, 2, 5])
+def test_frame_reader_guards_a_header_cut_by_the_end_of_a_kept_tail(cut):
+    """An array header split between a kept tail and the next chunk is seen whole
+    by the guard, which leaves it to the exact path (hiredis would allocate from it)."""
+    head = wire.encode(wire.REQUEST, 1, b"REPL", [b"k", b"", b"v"])
+    header = b"*99999999\r\n"
+    reader = wire.new_reader()
+    assert len(reader.parse(head + header[:cut])) == 1
+    assert reader.parse(header[cut:]) == []
+    assert reader._reader._exact  # not hiredis

@@ -210,3 +210,18 @@ def test_buffered_counts_unparsed_bytes():
     reader = RequestReader()
     assert feed(reader, b"*1\r\n$4\r\nPI") == []
     assert reader.buffered() == len(b"*1\r\n$4\r\nPI")
+
+
+def test_guard_bounds_foreign_aggregate_headers_anywhere():
+    from respkv.protocol.guard import fast_path_safe
+
+    # Announced counts behind map/set/push/attribute bytes, even inside payloads.
+    assert not fast_path_safe(b"*2\r\n$6\r\nSTRLEN\r5>536870913\r\n")
+    assert not fast_path_safe(b"*1\r\n$5\r\n%9999\r\n")
+    assert not fast_path_safe(b"*1\r\n$4\r\n|01\r\n")  # leading zero
+    # Binary payloads full of aggregate bytes, without long counts, pass.
+    payload = bytes(range(256)).replace(b"\n", b"") * 40
+    chunk = b"*2\r\n$3\r\nSET\r\n$%d\r\n%b\r\n" % (len(payload), payload)
+    assert fast_path_safe(chunk)
+    # A chunk whose only aggregate bytes are headers within the budget passes.
+    assert fast_path_safe(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n%1\r\n")

@@ -6,6 +6,9 @@ a client session over a scripted bus (see test_coordinator).
 * ``MULTI; GET k; EXEC`` honours the read quorum like a plain ``GET k``.
 * A replica's "not found" never outweighs another replica's version.
 * A run of pipelined SETs takes the general write path's steps (RESOLVE contexts).
+* A run of pipelined SADDs replicates once, answers in order, versions only the
+  keys it changed and ships each key's requests as one merged command.
+* A client that sends more while its session is parked gets its replies in order.
 * A cluster-bus callback that raises does not end the peer link (test_bus).
 """
 
@@ -21,7 +24,7 @@ from respkv.replication.coordinator import RREAD
 from respkv.replication.store import VersionStore
 from respkv.replication.vclock import actor_of
 
-from .test_coordinator import B, C, coordinating_node, my_keys, replica_answering
+from .test_coordinator import ME, B, C, coordinating_node, my_keys, replica_answering
 
 
 @pytest.fixture
@@ -189,3 +192,115 @@ async def test_replica_answers_only_post_to_the_poller(wired):
                 await trio.sleep(0.001)
             assert data == b"+OK\r\n"
             nursery.cancel_scope.cancel()
+
+
+async def test_a_run_of_sadds_replicates_once_and_answers_in_order(wired):
+    from respkv.replication.versions import OPERATION_PREFIX, parse_operation
+
+    node, session, bus, client_end = wired
+    k0, k1, text = my_keys(node, 3)
+    with trio.fail_after(5):
+        await pipeline(session, (b"SET", text, b"x"))
+        sent_before = len(bus.links[B].sent)
+        await pipeline(
+            session,
+            (b"SADD", k0, b"a"), (b"SADD", k1, b"b"), (b"SADD", k0, b"c", b"a"),
+            (b"SADD", text, b"m"),  # WRONGTYPE: the per-request path answers it
+            (b"SADD", k1, b"b"),  # changes nothing
+        )
+    assert received(client_end) == (
+        b"+OK\r\n:1\r\n:1\r\n:1\r\n"
+        b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n:0\r\n"
+    )
+    sent = [args for op, args in bus.links[B].sent[sent_before:]]
+    assert len(sent) == 1  # one REPL for the run (the rest changed nothing)
+    (repl,) = sent
+    assert repl[0::3] == [k0, k1]
+    # Shipped as commands: k0's two requests merged into one (SADD is MERGEABLE).
+    k0_record, k1_record = repl[2::3]
+    assert k0_record.startswith(OPERATION_PREFIX) and k1_record.startswith(OPERATION_PREFIX)
+    assert parse_operation(k0_record)[1] == [b"SADD", k0, b"a", b"c", b"a"]
+    assert parse_operation(k1_record)[1] == [b"SADD", k1, b"b"]
+    assert node.replication.stats["replicated_writes"] == 1 + 3
+    store = node.replication.store
+    assert [len(store.record(key)) for key in (k0, k1)] == [1, 1]
+    assert node.keyspace.get(k0) == {b"a", b"c"} and node.keyspace.get(k1) == {b"b"}
+
+    # A run that changes nothing versions nothing and sends nothing.
+    versions = [store.digest(key) for key in (k0, k1)]
+    sent_before = len(bus.links[B].sent)
+    with trio.fail_after(5):
+        await pipeline(session, (b"SADD", k0, b"a"), (b"SADD", k1, b"b"))
+    assert received(client_end) == b":0\r\n:0\r\n"
+    assert len(bus.links[B].sent) == sent_before
+    assert [store.digest(key) for key in (k0, k1)] == versions
+
+
+async def test_requests_sent_while_parked_are_answered_after_the_parked_batch(wired):
+    """A parked session's socket stays with the poller; what the client sends while
+    it waits runs only once the parked batch's replies are out."""
+    from respkv.net.poller import ClientPoller
+
+    node, session, bus, client_end = wired
+    (key,) = my_keys(node, 1)
+    bus.links[B].answer = bus.links[C].answer = lambda op, args: None  # held back
+    poller = ClientPoller(node, node.round_hooks)
+
+    def command(*args):
+        return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in args)
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(poller.run)
+            poller.add(session)
+            for round_ in range(3):  # parks again after being finished
+                value = b"v%d" % round_
+                before = len(bus.links[B].callbacks)
+                assert before == 3 * round_
+                client_end.sendall(command(b"SET", key, value))
+                while len(bus.links[B].callbacks) == before:
+                    await trio.sleep(0.001)
+                assert session.parked is not None
+                client_end.sendall(command(b"SET", key, b"later") + command(b"GET", key))
+                await trio.sleep(0.02)  # the poller sees the socket readable meanwhile
+                assert received(client_end) == b""
+                bus.links[B].callbacks[before]([], None)
+                data = b""
+                while len(data) < 5:
+                    data += received(client_end)
+                    await trio.sleep(0.001)
+                assert data == b"+OK\r\n"
+                # The later requests now run (and park for their own answers: the
+                # write's acknowledgement, the read's digests).
+                link = bus.links[B]
+                while len(link.callbacks) < before + 3:
+                    await trio.sleep(0.001)
+                for (op, args), callback in zip(link.sent[before + 1 :], link.callbacks[before + 1 :]):
+                    callback([] if op == b"REPL" else [b""] * (len(args) // 2), None)
+                data = b""
+                while len(data) < 5 + 11:
+                    data += received(client_end)
+                    await trio.sleep(0.001)
+                assert data == b"+OK\r\n$5\r\nlater\r\n"
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_run_of_sadds_reaches_a_real_replica_as_merged_commands(wired):
+    """What a run ships makes a replica's set what the coordinator's is."""
+    node, session, bus, client_end = wired
+    (key,) = my_keys(node, 1)
+    replica_node, replica_session, _, replica_client = coordinating_node()
+    try:
+        replica = replica_node.replication.replica
+        bus.links[B].answer = lambda op, args: replica.handle(ME, op, args)
+        with trio.fail_after(5):
+            await pipeline(session, (b"SADD", key, b"a"))
+            await pipeline(session, *[(b"SADD", key, b"m%d" % i, b"a") for i in range(20)])
+        assert received(client_end) == b":1\r\n" * 21
+        assert replica_node.keyspace.get(key) == node.keyspace.get(key)
+        assert len(node.keyspace.get(key)) == 21
+        assert replica_node.replication.store.digest(key) == node.replication.store.digest(key)
+        assert not [op for op, args in bus.links[B].sent[2:]]  # no whole record was asked for
+    finally:
+        replica_session.sock.close()
+        replica_client.close()

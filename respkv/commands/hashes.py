@@ -83,7 +83,7 @@ def _set_pairs(s, args: list[bytes], name: str) -> int:
 
 
 @command("hset", "Sets fields of a hash, creating it if needed; replies with the number of new fields.",
-         group="hash", since="2.0.0")
+         group="hash", since="2.0.0", runs=True)
 def hset(s, args):
     return reply.integer(_set_pairs(s, args, "hset"))
 

@@ -69,7 +69,7 @@ def _store(s, key: bytes, result: Set) -> bytes:
 
 
 @command("sadd", "Adds members to a set, creating it if needed; replies with the number added.",
-         group="set", since="1.0.0")
+         group="set", since="1.0.0", runs=True)
 def sadd(s, args):
     key = args[1]
     st = _write_lookup(s, key)

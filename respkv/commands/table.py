@@ -30,6 +30,7 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from ..protocol.reader import well_formed
 from . import FAMILIES
 
 _REDIS_META: dict | None = None
@@ -138,6 +139,36 @@ class CommandTable:
         return len(self.specs)
 
 
+def per_request_run(handler: Callable, min_args: int) -> Callable:
+    """A run handler (see :attr:`CommandSpec.run_handler`) that calls ``handler``
+    for each request of the run, with the per-request path's checks (well formed,
+    at least ``min_args`` arguments).
+
+    It stops before a request the handler refuses (:class:`CommandError`), which
+    the per-request path then runs again for its error reply: ``handler`` must
+    raise before it changes anything.
+    """
+
+    def run(s, batch, i, out):
+        name = batch[i][0]
+        append = out.append
+        count = len(batch)
+        while i < count:
+            args = batch[i]
+            if args.__class__ is not list or len(args) < min_args or args[0] != name or not well_formed(args):
+                break
+            try:
+                append(handler(s, args))
+            except CommandError:
+                break
+            i += 1
+        return i
+
+    run.__name__ = f"{handler.__name__}_run"
+    run.__doc__ = f"{handler.__name__} for each request of a pipelined run."
+    return run
+
+
 #: Module name → the specs its handlers registered, in registration order.
 REGISTRY: dict[str, list[CommandSpec]] = {}
 
@@ -154,6 +185,7 @@ def command(
     acl_categories: tuple[str, ...] | None = None,
     key_specs: tuple[dict, ...] | None = None,
     run_handler: Callable | None = None,
+    runs: bool = False,
     module: str | None = None,
 ):
     """Register the decorated function as the handler of ``name``.
@@ -161,7 +193,10 @@ def command(
     Metadata not given explicitly comes from Redis 7.0's facts for that command.
     A container command (``client``, ``config``, ...) registers with a ``None``
     handler before its subcommands.  The command belongs to the family ``module``,
-    by default the module that defines the handler.
+    by default the module that defines the handler.  ``runs``: the handler also
+    serves pipelined runs of the command (:func:`per_request_run`), for a
+    one-key write that wakes no blocked client, so that with replication a run
+    is versioned and shipped once (see ``Coordinator.run_for``).
     """
 
     def register(handler: Callable | None):
@@ -189,7 +224,7 @@ def command(
             group=group or _GROUPS.get(parent, "generic"),
             since=since,
             is_async=handler is not None and inspect.iscoroutinefunction(handler),
-            run_handler=run_handler,
+            run_handler=per_request_run(handler, abs(spec_arity)) if runs else run_handler,
             is_write="write" in spec_flags,
             is_readonly="readonly" in spec_flags,
             no_auth="no_auth" in spec_flags,

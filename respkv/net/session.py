@@ -348,7 +348,8 @@ class ClientSession:
     def _park(self, waiting, out: list, close: bool):
         """Hold this batch's replies until its replicas answered (see replication).
 
-        The session leaves the poller's set (so its later requests wait, in order).
+        The session's later requests wait, in order: its socket stays in the
+        poller's set, but the poller takes it out if it becomes readable meanwhile.
         The batch's last answer, or its timeout, only *posts* the session to the
         poller (:meth:`ClientPoller.post`); the poller finishes it in its next round
         (:meth:`finish_parked`), so the cluster bus never writes to client sockets
@@ -364,7 +365,8 @@ class ClientSession:
 
     def finish_parked(self) -> None:
         """In the poller's round: queue a parked batch's replies (sent at the end of
-        the round, with the others) and give the socket back to the poller."""
+        the round, with the others) and give the socket back to the poller (if it
+        took it out)."""
         parked = self.parked
         if parked is None:
             return

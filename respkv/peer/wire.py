@@ -74,7 +74,11 @@ class FrameReader:
     """
 
     def __init__(self, max_buffered: int = MAX_BUFFERED) -> None:
-        self._reader = RequestReader(max_bulk=max_buffered, max_query_buffer=max_buffered, inline=False)
+        # Frames are canonical (peers encode them with ``encode``), and large ones
+        # often end past a receive: their tails wait for the fast path.
+        self._reader = RequestReader(
+            max_bulk=max_buffered, max_query_buffer=max_buffered, inline=False, keep_tails=True
+        )
         self.max_buffered = max_buffered
         #: True when no partial frame is buffered.
         self.idle = True

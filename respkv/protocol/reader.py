@@ -25,7 +25,8 @@ Two parsers share this job:
   a non-empty list of ``bytes``) — the session checks each request it dispatches,
   and a run handler the arguments it takes — and on the first one that is not,
   calls :meth:`RequestReader.reparse`, which gives the rest of the chunk to the
-  exact path (that then says what Redis would).
+  exact path (that then says what Redis would).  The guard lives in
+  :mod:`respkv.protocol.guard`.
 * The **exact path** is a small state machine written to Redis's own rules (error
   texts, limits, inline commands, the unauthenticated limits).  It never allocates
   from an announced length: bulks are sliced out of the buffer once fully arrived.
@@ -61,11 +62,9 @@ have sent well formed.  (Aggregate headers are safe anywhere: see the guard.)
 
 from __future__ import annotations
 
-import functools
-import re
-
 import hiredis
 
+from .guard import GUARD_OVERLAP, big_bulk_search, fast_path_safe
 from .inline import split_inline
 
 #: Redis's limits (``PROTO_INLINE_MAX_SIZE``, ``proto-max-bulk-len``,
@@ -81,68 +80,11 @@ _INT_MAX = 2**31 - 1
 _NO_REPLY = object()
 #: An empty request, fed after a chunk to learn whether it ended between requests.
 _PROBE = b"*0\r\n"
-#: Array headers of two or more digits (one-digit ones are bounded by their count).
-_LONG_ARRAY_HEADERS = re.compile(rb"\*(-?[0-9]{2,})").findall
-#: The other aggregate type bytes (map, set, push, attribute): hiredis preallocates
-#: for them as for arrays, twice the count for a map or an attribute.
-_FOREIGN_AGGREGATES = (b"%", b"~", b">", b"|")
-_LONG_FOREIGN_HEADERS = re.compile(rb"[%~>|](-?[0-9]{2,})").findall
-#: Type bytes hiredis returns as ``bytes``, as if they were bulk strings (simple
-#: string, verbatim string, big number), and one of them at a line start.
-_BYTES_TYPES = (b"+", b"=", b"(")
-_BYTES_HEADER = re.compile(rb"\n[+=(]").search
-#: What hiredis allocates at most for a one-digit array header (list object and
-#: nine slots), and the multiple of the chunk's length the fast path may allocate
-#: for headers; a chunk over that budget takes the exact path.
-_SMALL_ARRAY_COST = 128
-_ALLOCATION_BUDGET = 16
-
-
-def fast_path_safe(data: bytes) -> bool:
-    """The guard: may hiredis parse ``data`` (a chunk starting at a request boundary)?
-
-    True only if the aggregate type bytes in the chunk (``*%~>|``) are followed by
-    counts of at most four digits, without leading zeros, and all of them together
-    announce no more than :data:`_ALLOCATION_BUDGET` times the chunk's length in
-    list memory; and no simple string, verbatim string or big number header stands
-    at a line start.
-
-    Aggregate headers are looked for everywhere, not only at line starts: hiredis,
-    like Redis, skips the two bytes after a bulk's payload without looking at them,
-    so a bulk whose announced length is off by a few bytes puts the next header
-    anywhere (``*2\\r\\n$6\\r\\nSTRLEN\\r5>536870913\\r\\n`` would otherwise cost 4 GB).
-    Bytes inside bulk payloads can only make the guard refuse (the exact path then
-    parses the chunk, correctly and more slowly); they can never make it accept a
-    chunk that costs more.  Costs a handful of ``memchr`` scans and one
-    literal-prefixed regular expression (two when a foreign aggregate byte occurs).
-    """
-    if data[:1] != b"*":  # an inline request, or a foreign type byte
-        return False
-    for type_byte in _BYTES_TYPES:
-        if type_byte in data and _BYTES_HEADER(data):
-            return False
-    headers = data.count(b"*")
-    counts = _LONG_ARRAY_HEADERS(data)
-    for type_byte in _FOREIGN_AGGREGATES:
-        if type_byte in data:  # counted twice: a map holds twice its count
-            foreign = _LONG_FOREIGN_HEADERS(data)
-            counts += foreign + foreign
-            headers += 2 * sum(map(data.count, _FOREIGN_AGGREGATES))
-            break
-    announced = 0
-    for digits in counts:
-        if len(digits) > 4 or digits[0] == 48 or digits[:2] == b"-0":  # huge, or leading zeros
-            return False
-        if digits[0] != 45:  # a negative count allocates nothing
-            announced += int(digits)
-    cost = 8 * announced + _SMALL_ARRAY_COST * headers
-    return cost <= _ALLOCATION_BUDGET * len(data)
-
-
-@functools.cache
-def _big_bulk_for(max_bulk: int):
-    """A search for bulk headers with as many digits as the bulk limit."""
-    return re.compile(rb"\$[0-9]{%d}" % len(str(max_bulk))).search
+#: Longest unfinished request kept for the fast path (``keep_tails``).
+_TAIL_MAX = 256 * 1024
+#: A kept tail up to this long is copied with whatever the next chunk brings; a
+#: longer one only with a chunk at least half its length (else the exact path).
+_TAIL_COPY_FREE = 16 * 1024
 
 
 class ProtocolError(Exception):
@@ -195,6 +137,22 @@ def well_formed(request) -> bool:
     return True
 
 
+def _encoded_length(batch: list) -> int:
+    """The length of ``batch``'s requests in canonical RESP, -1 if one of them is
+    not :func:`well_formed` (the per-argument work is done in C)."""
+    offset = 0
+    for request in batch:
+        if not well_formed(request):
+            return -1
+        # "*<n>\r\n", then "$<size>\r\n<arg>\r\n" per argument.
+        count = len(request)
+        offset += (
+            3 + len(str(count)) + 5 * count
+            + sum(map(len, request)) + sum(map(len, map(str, map(len, request))))
+        )
+    return offset
+
+
 class RequestReader:
     """Incremental request parser for one client connection.
 
@@ -209,8 +167,8 @@ class RequestReader:
 
     __slots__ = (
         "_hiredis", "_exact", "_buf", "_pos", "_argc", "_args", "_args_size", "_bulklen",
-        "_error", "_big_bulk", "_last_chunk",
-        "max_bulk", "max_query_buffer", "unauthenticated", "inline", "idle",
+        "_error", "_big_bulk", "_last_chunk", "_rest", "_tail",
+        "max_bulk", "max_query_buffer", "unauthenticated", "inline", "keep_tails", "idle",
     )
 
     def __init__(
@@ -220,14 +178,19 @@ class RequestReader:
         max_query_buffer: int = DEFAULT_MAX_QUERY_BUFFER,
         unauthenticated: bool = False,
         inline: bool = True,
+        keep_tails: bool = False,
     ) -> None:
         self.max_bulk = max_bulk
+        #: Whether an unfinished request at the end of a fast-path chunk waits, as
+        #: bytes, for the next chunk to be parsed with it by the fast path (see
+        #: :meth:`_keep_batch_and_tail`); for peers that send only canonical frames.
+        self.keep_tails = keep_tails
         #: Whether inline commands are taken (clients); the bus takes arrays only.
         self.inline = inline
         self.max_query_buffer = max_query_buffer
         #: While True the pre-AUTH limits apply and only the exact path runs.
         self.unauthenticated = unauthenticated
-        self._big_bulk = _big_bulk_for(max_bulk)
+        self._big_bulk = big_bulk_search(max_bulk)
         self._hiredis = hiredis.Reader(notEnoughData=_NO_REPLY)
         self._exact = False
         self._buf = bytearray()
@@ -241,6 +204,11 @@ class RequestReader:
         self._error: ProtocolError | None = None
         #: The chunk behind the last fast-path batch, for :meth:`reparse`.
         self._last_chunk: bytes | None = None
+        #: The rest of a chunk whose first request the exact path finished, for
+        #: the fast path (see :meth:`_continue_exact`); None when there is none.
+        self._rest: bytes | None = None
+        #: An unfinished request kept for the fast path (``keep_tails``), or None.
+        self._tail: bytes | None = None
         #: True when every byte received has been returned as requests: calling
         #: :meth:`read_batch` again before the next :meth:`parse` would find nothing.
         self.idle = True
@@ -251,16 +219,37 @@ class RequestReader:
         An empty batch means more data is needed.  Unless :attr:`idle` is then True,
         more requests may be waiting: call :meth:`read_batch` for them.
         """
+        if self._exact:
+            return self._continue_exact(data)
+        tail = self._tail
+        if tail is not None:
+            # hiredis holds the tail already: it is only fed the new bytes, but the
+            # guard and a fallback to the exact path see the request whole.
+            self._tail = None
+            self.idle = True
+            if len(tail) > 2 * len(data) and len(tail) > _TAIL_COPY_FREE:
+                # Arriving in small pieces: copying and scanning the tail for each
+                # would be quadratic; the exact path takes the request in linear time.
+                return self._to_exact(tail + data)
+            return self._parse_chunk(tail + data, data, max(0, len(tail) - GUARD_OVERLAP))
+        return self._parse_chunk(data)
+
+    def _parse_chunk(self, data: bytes, new: bytes | None = None, guarded: int = 0) -> list[list[bytes]]:
+        """:meth:`parse` for a chunk that starts at a request boundary; ``new`` is
+        its part hiredis has not been fed yet when that is not all of it, and the
+        guard passed ``data[:guarded]`` before (a kept tail: only the rest, from a
+        little before the new bytes, needs its look)."""
         if (
-            self._exact
-            or self.unauthenticated
-            or not fast_path_safe(data)
+            self.unauthenticated
+            or not (fast_path_safe(data[guarded:], True) if guarded else fast_path_safe(data))
             or (len(data) > self.max_bulk and self._big_bulk(data))
         ):
+            if new is not None:
+                return self._to_exact(data)  # a fresh hiredis too
             self.feed(data)
             return self._exact_batch()
         hiredis_reader = self._hiredis
-        hiredis_reader.feed(data)
+        hiredis_reader.feed(data if new is None else new)
         try:
             batch = list(iter(hiredis_reader.gets, _NO_REPLY))
             # Did the chunk end between two requests?  Bytes hiredis has not taken
@@ -268,15 +257,50 @@ class RequestReader:
             # elements have not arrived: then the probe (an empty request) becomes
             # one of them instead of coming back as an empty list of its own.
             if hiredis_reader.has_data():
+                if self.keep_tails:
+                    return self._batch_and_tail(data, batch, False)
                 return self._keep_batch_and_tail(data, batch)
             hiredis_reader.feed(_PROBE)
-            probe = hiredis_reader.gets()
+            try:
+                probe = hiredis_reader.gets()
+            except Exception:  # the chunk ended after a type byte: the probe broke it
+                probe = None
             if probe.__class__ is not list or probe:
+                if self.keep_tails:  # the probe went into an unfinished request
+                    return self._batch_and_tail(data, batch, True)
                 return self._to_exact(data)
         except Exception:  # hiredis.ProtocolError, or a shape it cannot build
             return self._to_exact(data)
         self._last_chunk = data
         return batch
+
+    def _continue_exact(self, data: bytes) -> list[list[bytes]]:
+        """More bytes while the exact path holds an unfinished request.
+
+        The exact path finishes that request; the rest of its buffer, which then
+        starts at a request boundary, goes back to the fast path (at the next
+        :meth:`read_batch`) instead of staying with the exact path until a chunk
+        happens to end between two requests.  A stream whose chunks often end
+        inside a request (the cluster bus's large frames, deep pipelines) would
+        otherwise be parsed almost entirely by the exact path, many times slower.
+        Each chunk gets at most this one extra look by the guard.
+        """
+        self.feed(data)
+        if self.unauthenticated or self._error is not None:
+            return self._exact_batch()
+        request = self._exact_next()
+        if request is None or not self._exact:
+            return [] if request is None else [request]
+        rest = self._buf[self._pos :]
+        self._exact = False
+        self._buf = bytearray()
+        self._pos = 0
+        self._last_chunk = None
+        if rest:
+            self._rest = bytes(rest)
+        else:
+            self.idle = True
+        return [request]
 
     def parse_all(self, data: bytes, requests: list | None = None) -> list[list[bytes]]:
         """Take received bytes; append every complete request, each well formed, to
@@ -337,6 +361,13 @@ class RequestReader:
         """
         if self._exact:
             return self._exact_batch()
+        if self._tail is not None:
+            return []  # the rest of the unfinished request has not arrived
+        rest = self._rest
+        if rest is not None:
+            self._rest = None
+            self.idle = True  # until the chunk's parse says otherwise
+            return self._parse_chunk(rest)
         return []
 
     def _keep_batch_and_tail(self, chunk: bytes, batch: list) -> list[list[bytes]]:
@@ -348,21 +379,44 @@ class RequestReader:
         there (a request that was not well formed, or not canonically encoded),
         the exact path parses the whole chunk instead.
         """
-        offset = 0
-        for request in batch:
-            if not well_formed(request):
-                return self._to_exact(chunk)
-            offset += 3 + len(str(len(request)))
-            for arg in request:
-                size = len(arg)
-                offset += size + 5 + len(str(size))
-        if offset >= len(chunk) or chunk[offset] != 42:
+        offset = _encoded_length(batch)
+        if offset < 0 or offset >= len(chunk) or chunk[offset] != 42:
             return self._to_exact(chunk)
         self._start_exact(chunk[offset:])
         self._last_chunk = None
         # An empty batch would tell the caller to wait for more data: let the exact
         # path look at the tail now (it may already be malformed).
         return batch if batch else self._exact_batch()
+
+    def _batch_and_tail(self, chunk: bytes, batch: list, refeed: bool) -> list[list[bytes]]:
+        """``keep_tails``: hiredis parsed ``chunk`` into ``batch``; if the chunk
+        ended inside a request, hiredis keeps what it has of it and the bytes wait
+        in :attr:`_tail` for the next chunk (a tail longer than :data:`_TAIL_MAX`
+        goes to the exact path, which takes long bulks without copying them over
+        and over, and so does one that may announce a bulk over ``max_bulk``).
+
+        Where the unfinished request starts is the length of the requests before
+        it as their canonical encoding, which is how peers send them; a chunk
+        without a request start there goes to the exact path whole.  ``refeed``:
+        hiredis's state is spoilt (it took the probe), so a new one gets the tail.
+        """
+        offset = _encoded_length(batch)
+        if offset < 0 or offset >= len(chunk) or chunk[offset] != 42:
+            return self._to_exact(chunk)
+        tail = chunk[offset:]
+        if len(tail) > min(_TAIL_MAX, self.max_query_buffer) or self._big_bulk(tail):
+            # Too long, or announcing a bulk that may be over the limit: the exact
+            # path says so now.
+            self._start_exact(tail)
+            self._last_chunk = None
+            return batch if batch else self._exact_batch()
+        if refeed:
+            self._hiredis = hiredis.Reader(notEnoughData=_NO_REPLY)
+            self._hiredis.feed(tail)
+        self._tail = tail
+        self._last_chunk = chunk
+        self.idle = False
+        return batch
 
     def _to_exact(self, chunk: bytes) -> list[list[bytes]]:
         """Parse ``chunk`` again, with the exact path."""
@@ -397,7 +451,11 @@ class RequestReader:
 
     def buffered(self) -> int:
         """Bytes received but not yet returned as requests (for CLIENT LIST ``qbuf``)."""
-        return len(self._buf) if self._exact else 0
+        if self._exact:
+            return len(self._buf)
+        if self._tail is not None:
+            return len(self._tail)
+        return 0 if self._rest is None else len(self._rest)
 
     # -- exact path ---------------------------------------------------------------
 

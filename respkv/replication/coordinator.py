@@ -87,7 +87,7 @@ from .handoff import MAX_BACKLOG, HintedHandoff
 from .pending import Outgoing, ReadRequest, WriteRequest
 from .put_core import PutCore
 from .quorum import Quorums
-from .replica import NO_RECORD, REPL, RREAD, SAME, SHIPPED_AS_COMMAND, ReplicaSide
+from .replica import MERGEABLE, NO_RECORD, REPL, RREAD, SAME, SHIPPED_AS_COMMAND, ReplicaSide, merged_operation
 from .store import RECONCILE, VersionStore
 from .versions import decode_record, digest, encode_record
 
@@ -250,24 +250,47 @@ class Coordinator:
         def run(session, batch, i, end, out, placement):
             """Replicated run of a pipelined command"""
             mark = len(out)
-            done = i + base(session, batch[i:end], 0, out)
+            if write:  # the keys the run changed, as execute records them
+                self.recording = changed = []
+                try:
+                    done = i + base(session, batch[i:end], 0, out)
+                finally:
+                    self.recording = None
+            else:
+                done = i + base(session, batch[i:end], 0, out)
             if done == i:
                 return i
             requests = batch[i:done]
             local = b"".join(out[mark:])
             del out[mark:]
             if write:
-                out.append(self._write_run(session, requests, position, local, placement))
+                out.append(self._write_run(session, spec, requests, changed, local, placement))
             else:
                 out.append(self._read_run(session, spec, requests, position, local, placement[0]))
             return done
 
         return run
 
-    def _write_run(self, session, requests, position: int, local: bytes, placement):
-        """A run of pipelined writes: the general write path, once for all of them."""
-        keys = list(dict.fromkeys([args[position] for args in requests]))
-        return self._replicate(session, keys, local, None, requests, placement)
+    def _write_run(self, session, spec, requests, changed: list[bytes], local: bytes, placement):
+        """A run of pipelined writes that changed ``changed``: the general write
+        path, once for all of them.  A key changed by a command replicas can run
+        themselves is offered to them as that command (as :meth:`_write` does) if
+        one request of the run changed it, or as their merged command
+        (:data:`~.replica.MERGEABLE`)."""
+        if not changed:
+            return local  # nothing changed (SADD of members already there)
+        operations = None
+        if spec.name in SHIPPED_AS_COMMAND:
+            position = spec.first_key
+            by_key: dict[bytes, list] = {}
+            for args in requests:
+                by_key.setdefault(args[position], []).append(args)
+            mergeable = spec.name in MERGEABLE and position == 1
+            operations = {
+                key: merged_operation(group) if len(group) == 1 or mergeable else None
+                for key, group in by_key.items()
+            }
+        return self._replicate(session, list(dict.fromkeys(changed)), local, operations, requests, placement)
 
     def _out(self, peer: str) -> Outgoing:
         """What this round sends ``peer`` (flushed by the poller at the round's end)."""
@@ -286,40 +309,45 @@ class Coordinator:
     def _write(self, session, keys: list[bytes], result: bytes | None, spec=None, args=None):
         """A command changed ``keys``: version and replicate them (see _replicate)."""
         # One key changed by a command replicas can run themselves: offer it to them.
-        operation = (
-            args if spec is not None and spec.name in SHIPPED_AS_COMMAND and len(set(keys)) == 1 else None
+        operations = (
+            {keys[0]: args} if spec is not None and spec.name in SHIPPED_AS_COMMAND and len(set(keys)) == 1 else None
         )
-        return self._replicate(session, keys, result, operation, [None])
+        return self._replicate(session, keys, result, operations, [None])
 
-    def _replicate(self, session, keys, result: bytes | None, operation, requests, placement=None):
+    def _replicate(self, session, keys, result: bytes | None, operations, requests, placement=None):
         """The write path: version each changed key, then let a put state machine
-        (:class:`~.put_core.PutCore`) decide — ship the new records (or the
-        ``operation``) to the live replicas, hint the failed ones, reply once W
-        have them — and schedule the purge of tombstones every replica has.
+        (:class:`~.put_core.PutCore`) decide — ship the new records (or a
+        command of ``operations``) to the live replicas, hint the failed ones,
+        reply once W have them — and schedule the purge of tombstones every
+        replica has.
 
-        ``requests`` are the requests the reply answers (a run of pipelined writes
-        shares one reply); ``placement`` is their slot's, when known.  Returns
+        ``operations`` maps a key to the command replicas may run for it instead
+        of receiving its record (None: none may).  ``requests`` are the requests
+        the reply answers (a run of pipelined writes shares one reply); ``placement`` is their slot's, when known.  Returns
         the reply, a slot of the session's reply queue that gets it, or None
         (a blocking command that waits: nothing to reply yet).
         """
         store = self.store
+        data = self.node.keyspace.data
         now = self.node.keyspace.clock_ms()
         contexts = self.contexts
         shipped: list[bytes] = []
         shipped_keys: list[bytes] = []
         tombstones: list[tuple[bytes, bytes]] = []
-        tombstone_clock = store.tombstone_clock
         for key in (keys if len(keys) == 1 else dict.fromkeys(keys)):
-            written = store.written(key, now, contexts.pop(key, None) if contexts else None, operation)
+            written = store.written(
+                key, now, contexts.pop(key, None) if contexts else None, operations.get(key) if operations else None
+            )
             if written is None:
                 continue
             shipped.append(key)
             shipped.append(written[0])
             shipped.append(written[1])
             shipped_keys.append(key)
-            clock = tombstone_clock(key)
-            if clock is not None:
-                tombstones.append((key, clock))
+            if key not in data:  # only a deleted key can be a lone tombstone
+                tombstone = store.tombstone_clock(key)
+                if tombstone is not None:
+                    tombstones.append((key, tombstone))
         if contexts:
             contexts.clear()
         if not shipped_keys:
@@ -405,19 +433,19 @@ class Coordinator:
     def read_request(self, session, local: bytes, r: int, peers, keys: list[bytes], spec, requests) -> ReadRequest:
         """A read of ``keys`` answered here as ``local``, to check with R of ``peers``
         and this node (see :class:`~.get_core.GetCore`)."""
-        records = self.store.records
-        core = GetCore(r, peers, {key for key in keys if key not in records})
-        return ReadRequest(core, local, spec, requests, session, keys)
+        digest_of = self.store.digest
+        digests = [digest_of(key) for key in keys]  # empty: no record here
+        core = GetCore(r, peers, {key for key, held in zip(keys, digests) if not held})
+        request = ReadRequest(core, local, spec, requests, session, keys)
+        request.digests = digests
+        return request
 
     def begin_read(self, request: ReadRequest) -> bytes | None:
         """Ask the read's peers (with this round's RREAD); its reply if decided at once."""
-        digests = None
+        digests = request.digests
         payload = None
         for action in request.core.start():
             if action[0] is get_core.ASK:
-                if digests is None:
-                    store = self.store
-                    digests = [store.digest(key) for key in request.keys]
                 self._out(action[1]).reads.append((request, request.keys, digests))
             else:
                 payload = self._perform_read(request, (action,))

@@ -54,7 +54,7 @@ class ReadRequest:
     slot is filled.
     """
 
-    __slots__ = ("core", "reply", "spec", "requests", "session", "keys", "slot", "deadline")
+    __slots__ = ("core", "reply", "spec", "requests", "session", "keys", "digests", "slot", "deadline")
 
     def __init__(self, core: GetCore, reply_bytes: bytes, spec, requests, session, keys: list[bytes]) -> None:
         self.core = core
@@ -63,6 +63,9 @@ class ReadRequest:
         self.requests = requests
         self.session = session
         self.keys = keys
+        #: What this node held of ``keys`` when the read began (their digests,
+        #: empty for none), which the replicas compare with theirs.
+        self.digests: list[bytes] = []
         self.slot = None
         self.deadline = 0.0
 

@@ -37,6 +37,22 @@ SHIPPED_AS_COMMAND = frozenset(
     sadd srem
     zadd zrem zincrby zremrangebyscore zremrangebyrank zremrangebylex zpopmin zpopmax""".split()
 )
+#: Commands of :data:`SHIPPED_AS_COMMAND` whose requests in a row on one key do
+#: what one request with all their arguments after the key, in order, does
+#: (``SADD k a`` then ``SADD k b`` is ``SADD k a b``): what a pipelined run of
+#: them changed of a key is shipped as that one command.
+MERGEABLE = frozenset({"sadd", "hset"})
+
+
+def merged_operation(requests: list[list[bytes]]) -> list[bytes]:
+    """One command doing what the requests of a :data:`MERGEABLE` command on one
+    key (at position 1) do in order."""
+    if len(requests) == 1:
+        return requests[0]
+    merged = list(requests[0])
+    for args in requests[1:]:
+        merged += args[2:]
+    return merged
 
 
 class ReplicaRefused(Exception):

@@ -1,0 +1,91 @@
+"""The guard in front of hiredis: may the reader's fast path parse a chunk?
+
+hiredis parses RESP replies, not requests, and preallocates a list for every
+aggregate header it meets, from the announced count, before any element has
+arrived.  :func:`fast_path_safe` bounds what it can allocate for a chunk to a
+small multiple of the chunk's length and keeps the types hiredis would return as
+``bytes`` at line starts away from it (see :mod:`respkv.protocol.reader`, whose
+fast path calls it for every chunk, client or cluster bus).  No I/O here.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+#: Array headers of two or more digits (one-digit ones are bounded by their count).
+_LONG_ARRAY_HEADERS = re.compile(rb"\*(-?[0-9]{2,})").findall
+#: The other aggregate type bytes (map, set, push, attribute): hiredis preallocates
+#: for them as for arrays, twice the count for a map or an attribute.
+_FOREIGN_AGGREGATES = (b"%", b"~", b">", b"|")
+_AS_ARRAY_HEADERS = bytes.maketrans(b"%~>|", b"****")
+#: Type bytes hiredis returns as ``bytes``, as if they were bulk strings (simple
+#: string, verbatim string, big number), and one of them at a line start.
+_BYTES_TYPES = (b"+", b"=", b"(")
+_BYTES_HEADER = re.compile(rb"\n[+=(]").search
+#: What hiredis allocates at most for a one-digit array header (list object and
+#: nine slots), and the multiple of the chunk's length the fast path may allocate
+#: for headers; a chunk over that budget takes the exact path.
+_SMALL_ARRAY_COST = 128
+_ALLOCATION_BUDGET = 16
+#: A kept tail's bytes the guard looks at again with the next chunk: enough to
+#: see whole any header cut by the chunk's end that the guard's first look could
+#: not refuse (its type byte is at most five bytes before the cut).
+GUARD_OVERLAP = 32
+
+
+def fast_path_safe(data: bytes, continued: bool = False) -> bool:
+    """The guard: may hiredis parse ``data`` (a chunk starting at a request boundary,
+    or with ``continued`` the bytes that follow ones already guarded, from a few
+    bytes before them: see :data:`GUARD_OVERLAP`)?
+
+    True only if the aggregate type bytes in the chunk (``*%~>|``) are followed by
+    counts of at most four digits, without leading zeros, and all of them together
+    announce no more than :data:`_ALLOCATION_BUDGET` times the chunk's length in
+    list memory; and no simple string, verbatim string or big number header stands
+    at a line start.
+
+    Aggregate headers are looked for everywhere, not only at line starts: hiredis,
+    like Redis, skips the two bytes after a bulk's payload without looking at them,
+    so a bulk whose announced length is off by a few bytes puts the next header
+    anywhere (``*2\\r\\n$6\\r\\nSTRLEN\\r5>536870913\\r\\n`` would otherwise cost 4 GB).
+    Bytes inside bulk payloads can only make the guard refuse (the exact path then
+    parses the chunk, correctly and more slowly); they can never make it accept a
+    chunk that costs more.  Costs a handful of ``memchr`` scans and one
+    literal-prefixed regular expression, over a translated copy of the chunk when a
+    foreign aggregate byte occurs (then every long count counts twice).
+    """
+    if data[:1] != b"*" and not continued:  # an inline request, or a foreign type byte
+        return False
+    for type_byte in _BYTES_TYPES:
+        if type_byte in data:  # one search finds a line start with any of them
+            if _BYTES_HEADER(data):
+                return False
+            break
+    scale = 1
+    headers = data.count(b"*")
+    for type_byte in _FOREIGN_AGGREGATES:
+        if type_byte in data:
+            # A map holds twice its count: the foreign headers count twice, and
+            # every long count is counted as a map's, in one pass over a copy
+            # where all their type bytes read "*" (binary payloads, such as the
+            # cluster bus's records, hold them all).
+            data = data.translate(_AS_ARRAY_HEADERS)
+            headers = 2 * data.count(b"*") - headers
+            scale = 2
+            break
+    counts = _LONG_ARRAY_HEADERS(data)
+    announced = 0
+    for digits in counts:
+        if len(digits) > 4 or digits[0] == 48 or digits[:2] == b"-0":  # huge, or leading zeros
+            return False
+        if digits[0] != 45:  # a negative count allocates nothing
+            announced += int(digits)
+    cost = 8 * announced * scale + _SMALL_ARRAY_COST * headers
+    return cost <= _ALLOCATION_BUDGET * len(data)
+
+
+@functools.cache
+def big_bulk_search(max_bulk: int):
+    """A search for bulk headers with as many digits as the bulk limit."""
+    return re.compile(rb"\$[0-9]{%d}" % len(str(max_bulk))).search
