@@ -20,6 +20,7 @@ from respkv.persistence.framing import (
     EntryScanner,
     HeaderState,
     ScanEnd,
+    append_entries,
     append_entry,
     check_file_header,
     frame_entry,
@@ -224,3 +225,15 @@ def test_file_headers():
         check_file_header(b"RESPKV-LOG\x00\x02", LOG_FORMAT)
     with pytest.raises(ValueError, match="too short"):
         check_file_header(b"REDIS", LOG_FORMAT)
+
+
+def test_append_entries_frames_each_payload_as_append_entry_does():
+    payloads = [b"a", b"xyz" * 100, bytes(range(256))]
+    one_by_one = bytearray()
+    for payload in payloads:
+        append_entry(one_by_one, payload)
+    batched = bytearray()
+    assert append_entries(batched, iter(payloads)) == 3
+    assert batched == one_by_one
+    with pytest.raises(ValueError):
+        append_entries(bytearray(), [b"ok", b""])

@@ -53,6 +53,10 @@ _FLAG_COUNT = struct.Struct("<BI")
 # -- encoding -------------------------------------------------------------------------
 
 
+#: The tag that starts an encoded string.
+STRING_TAG = b"s"
+
+
 def encode_value(value) -> bytes:
     """The blob for ``value`` (bytes, list, hash, set or sorted set).
 
@@ -60,7 +64,7 @@ def encode_value(value) -> bytes:
     for the format (4 GiB or more).
     """
     if value.__class__ is bytes:
-        return b"s" + value
+        return STRING_TAG + value
     encoder = _ENCODERS.get(value.__class__)
     if encoder is None:
         raise TypeError(f"cannot encode a value of type {type(value).__name__}")

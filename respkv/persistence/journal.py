@@ -71,7 +71,8 @@ RECORD = b"R"
 ABSENT = b"X"
 FLUSHED = b"F"
 
-_KEY_LENGTH = struct.Struct("<I")
+#: The key length that follows an entry's kind.
+KEY_LENGTH = struct.Struct("<I")
 #: Keys encoded per turn of the event loop while a snapshot is written.
 SNAPSHOT_CHUNK = 2000
 #: Bytes buffered by the snapshot writer before they are written out.
@@ -84,7 +85,7 @@ PROGRESS_SECONDS = 5.0
 
 def entry(kind: bytes, key: bytes, body: bytes = b"") -> bytes:
     """One journal entry: kind, key length, key, body."""
-    return b"".join((kind, _KEY_LENGTH.pack(len(key)), key, body))
+    return b"".join((kind, KEY_LENGTH.pack(len(key)), key, body))
 
 
 def split_entry(payload) -> tuple[bytes, bytes, bytes]:
@@ -92,7 +93,7 @@ def split_entry(payload) -> tuple[bytes, bytes, bytes]:
     payload = bytes(payload)
     if len(payload) < 5:
         raise ValueError("journal entry shorter than its header")
-    (length,) = _KEY_LENGTH.unpack_from(payload, 1)
+    (length,) = KEY_LENGTH.unpack_from(payload, 1)
     if 5 + length > len(payload):
         raise ValueError("journal entry key runs past its end")
     return payload[:1], payload[5 : 5 + length], payload[5 + length :]
@@ -265,11 +266,10 @@ class Journal:
             journal_log.append(entry(FLUSHED, b""))
         if self._dirty:
             dirty, self._dirty = self._dirty, set()
-            image = self.image
-            for key in dirty:
-                payload = image(key)
-                if not (flushed and payload[:1] == ABSENT):  # gone with the flush anyway
-                    journal_log.append(payload)
+            if flushed:  # absent keys are gone with the flush anyway
+                journal_log.append_all([payload for payload in map(self.image, dirty) if payload[:1] != ABSENT])
+            else:
+                journal_log.append_all(map(self.image, dirty))
         if journal_log.pending_bytes or journal_log.failed:
             journal_log.commit()
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
-from ..keyspace.codec import decode_value, encode_value
-from .journal import ABSENT, FLUSHED, VALUE, entry
+from ..keyspace.codec import STRING_TAG, decode_value, encode_value
+from .journal import ABSENT, FLUSHED, KEY_LENGTH, VALUE, entry
 
 _EXPIRY = struct.Struct("<Q")
 
@@ -22,12 +22,16 @@ def keyspace_image(keyspace) -> Callable[[bytes], bytes]:
     """``image(key)``: the entry that restores ``key`` as ``keyspace`` holds it now."""
     data = keyspace.data
     expires = keyspace.expires
+    key_length = KEY_LENGTH.pack
+    expiry = _EXPIRY.pack
 
     def image(key: bytes) -> bytes:
         value = data.get(key)
         if value is None:
             return entry(ABSENT, key)
-        return entry(VALUE, key, _EXPIRY.pack(expires.get(key, 0)) + encode_value(value))
+        if value.__class__ is bytes:  # entry() and encode_value() of a string, in one join
+            return b"".join((VALUE, key_length(len(key)), key, expiry(expires.get(key, 0)), STRING_TAG, value))
+        return entry(VALUE, key, expiry(expires.get(key, 0)) + encode_value(value))
 
     return image
 

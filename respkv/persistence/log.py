@@ -57,7 +57,7 @@ import trio
 
 from .exceptions import BadFileHeader, CorruptLog, LogWriteError, TornLog
 from .files import READ_CHUNK_SIZE, FileEntryReader, fsync_directory, write_all
-from .framing import FILE_HEADER_SIZE, LOG_FORMAT, HeaderState, ScanEnd, append_entry, check_file_header
+from .framing import FILE_HEADER_SIZE, LOG_FORMAT, HeaderState, ScanEnd, append_entries, append_entry, check_file_header
 
 __all__ = ["FsyncPolicy", "LogStatistics", "CommitLog", "Truncation", "LogLoad", "read_log"]
 
@@ -264,6 +264,11 @@ class CommitLog:
         size = append_entry(self._pending, payload)
         self._pending_entries += 1
         return size
+
+    def append_all(self, payloads) -> None:
+        """:meth:`append` each of ``payloads`` (an iterable), in one pass."""
+        self._check_open()
+        self._pending_entries += append_entries(self._pending, payloads)
 
     def commit(self) -> int:
         """Write everything appended so far, fsync under ``always``; return the bytes

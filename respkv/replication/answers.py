@@ -14,6 +14,7 @@ import logging
 
 from .pending import ReadRequest, WriteRequest
 from .replica import NO_RECORD, SAME
+from .versions import decode_record, digest
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class ReadAnswer:
             answers = answer[offset : offset + len(keys)]
             offset += len(keys)
             try:
-                merged_newer, stale = coordinator.merge_answer(keys, answers)
+                merged_newer, stale = merge_answer(coordinator.store, keys, answers)
             except ValueError as exc:
                 log.warning("bad record from %s: %s", peer, exc)
                 coordinator.read_failed(request, peer)
@@ -84,3 +85,23 @@ class ReadAnswer:
             coordinator.read_answered(request, peer, found, merged_newer, stale, repairs)
         if repairs:
             coordinator.repair(peer, list(dict.fromkeys(repairs)))
+
+
+def merge_answer(store, keys: list[bytes], answers: list[bytes]) -> tuple[bool, list[bytes]]:
+    """Reconcile a replica's RREAD ``answers`` for ``keys`` into ``store``;
+    returns (whether a local record changed, the keys the peer holds stale)."""
+    changed = False
+    stale: list[bytes] = []
+    for key, answer in zip(keys, answers):
+        if answer == SAME:
+            continue
+        if answer == NO_RECORD:
+            if store.record(key) is not None:
+                stale.append(key)
+            continue
+        remote = decode_record(answer)
+        if store.apply(key, remote):
+            changed = True
+        if store.digest(key) != digest(remote):
+            stale.append(key)
+    return changed, stale

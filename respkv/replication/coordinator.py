@@ -87,9 +87,9 @@ from .handoff import MAX_BACKLOG, HintedHandoff
 from .pending import Outgoing, ReadRequest, WriteRequest
 from .put_core import PutCore
 from .quorum import Quorums
-from .replica import MERGEABLE, NO_RECORD, REPL, RREAD, SAME, SHIPPED_AS_COMMAND, ReplicaSide, merged_operation
+from .replica import MERGEABLE, REPL, RREAD, SHIPPED_AS_COMMAND, ReplicaSide, merged_operation
 from .store import RECONCILE, VersionStore
-from .versions import decode_record, digest, encode_record
+from .versions import encode_record
 
 log = logging.getLogger(__name__)
 
@@ -541,25 +541,6 @@ class Coordinator:
                     self._perform_read(request, request.core.timed_out())
 
     # -- answers ---------------------------------------------------------------------------
-
-    def merge_answer(self, keys: list[bytes], answers: list[bytes]) -> tuple[bool, list[bytes]]:
-        """Reconcile a replica's RREAD answers; (local changed, keys the peer lacks)."""
-        store = self.store
-        changed = False
-        stale: list[bytes] = []
-        for key, answer in zip(keys, answers):
-            if answer == SAME:
-                continue
-            if answer == NO_RECORD:
-                if store.record(key) is not None:
-                    stale.append(key)
-                continue
-            remote = decode_record(answer)
-            if store.apply(key, remote):
-                changed = True
-            if store.digest(key) != digest(remote):
-                stale.append(key)
-        return changed, stale
 
     def repair(self, peer: str, keys: list[bytes]) -> None:
         """Ship the current records of ``keys`` to a stale ``peer`` (read repair)."""
