@@ -183,11 +183,7 @@ def test_kill_and_restart_cycles_lose_no_acknowledged_write(tmp_path):
                                   for q in report.quorums.values()), summary
     assert report.verdict.acknowledged_writes > 0 and report.verdict.acknowledged_elements > 0, summary
     assert report.verdict.lost_writes == [], summary
-    if report.verdict.lost_elements and not report.verdict.lost_writes:
-        # Known: a restarted coordinator's SADD over a stale copy makes a sibling,
-        # and its next plain write supersedes the siblings with the winner's
-        # members only; sets that merge their siblings (convergent types) fix it.
-        pytest.xfail(f"set elements lost to sibling supersession after restarts: {summary}")
+    assert report.verdict.lost_elements == [], summary
     assert report.ok, summary
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from respkv.keyspace.codec import encode_value
+from respkv.keyspace.codec import decode_value, encode_value
 from respkv.keyspace.store import Keyspace
+from respkv.keyspace.values import Set
 from respkv.replication import vclock
 from respkv.replication.store import VersionStore
 from respkv.replication.versions import Version, decode_record, encode_record
@@ -355,3 +356,37 @@ def test_an_expired_record_is_forgotten_only_while_unchanged(store, ks, now):
     assert not store.forget_expired(KEY, b"another clock", now[0])
     assert store.forget_expired(KEY, clock, now[0])
     assert store.record(KEY) is None
+
+
+# -- set siblings ----------------------------------------------------------------------------
+
+
+def a_set(*members):
+    value = Set()
+    for member in members:
+        value.add_member(member)
+    return value
+
+
+def test_concurrent_set_versions_show_their_union_and_a_write_keeps_every_member(store, ks, now):
+    """A coordinator that wrote over a stale copy makes a sibling; the members the
+    other side added must neither hide behind the winner nor be dropped by the
+    next write (which supersedes every sibling)."""
+    write(store, ks, now, a_set(b"a", b"mine"))
+    theirs = remote(((REMOTE, 1, START + 100),), START + 100, a_set(b"a", b"theirs"))
+    assert store.apply(KEY, (theirs,))
+    assert len(store.record(KEY)) == 2
+    assert set(ks.get(KEY)) == {b"a", b"mine", b"theirs"}
+    assert {v.value[:1] for v in store.full_record(KEY)} == {b"S"}  # each sibling keeps its own members
+    ks.get(KEY).add_member(b"next")
+    (version,) = written_record(store, KEY, START + 200)
+    assert set(decode_value(version.value)) == {b"a", b"mine", b"theirs", b"next"}
+    assert len(store.record(KEY)) == 1
+
+
+def test_a_set_sibling_beside_a_tombstone_or_a_string_shows_the_winner(store, ks, now):
+    write(store, ks, now, a_set(b"mine"))
+    assert store.apply(KEY, (remote(((REMOTE, 1, START + 100),), START + 100, b"text"),))
+    assert ks.get(KEY) == b"text"
+    assert store.apply(KEY, (remote(((OTHER, 1, START + 200),), START + 200, tombstone=True),))
+    assert ks.get(KEY) is None

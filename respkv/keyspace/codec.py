@@ -53,8 +53,9 @@ _FLAG_COUNT = struct.Struct("<BI")
 # -- encoding -------------------------------------------------------------------------
 
 
-#: The tag that starts an encoded string.
+#: The tags that start an encoded string, and an encoded set.
 STRING_TAG = b"s"
+SET_TAG = b"S"
 
 
 def encode_value(value) -> bytes:

@@ -28,6 +28,15 @@ The store changes records in three ways:
 * :meth:`VersionStore.purge`: a tombstone every replica holds is dropped after
   its grace period.
 
+**Set siblings show their union.**  When every version of a record is a live set
+without expiry, the keyspace holds the union of their members rather than the
+winner's (every version keeps its own encoded value).  A write over such a record
+runs on that union and supersedes all of the siblings, so a member one of them
+added is never dropped by a write that did not see it: the "add wins" merge of
+Dynamo's shopping cart.  A member removed on one side and still present in a
+concurrent sibling comes back, the price of that merge.  Other types show the
+winner; their siblings stay for ``SIBLINGS``/``RESOLVE``.
+
 Every change of a record is reported to :attr:`VersionStore.on_change` (the
 node's commit log marks the key, and writes its record at the end of the round;
 see :mod:`respkv.replication.journaled`).  :meth:`VersionStore.restore` and
@@ -41,7 +50,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
-from ..keyspace.codec import decode_value, encode_value
+from ..keyspace.codec import SET_TAG, decode_value, encode_value
+from ..keyspace.values import Set
 from . import vclock
 from .versions import (
     CLOCK_AT,
@@ -388,6 +398,8 @@ class VersionStore:
     def _materialize(self, key: bytes, record: Record, materialized: Version | None) -> None:
         """:meth:`_install` without reporting the change."""
         ks = self.keyspace
+        if len(record) > 1 and self._materialize_union(key, record, materialized):
+            return
         best = record[0] if len(record) == 1 else winner(record)
         if best is materialized:
             self._kept[key] = compact(record)
@@ -404,6 +416,31 @@ class VersionStore:
         else:
             ks.delete(key)
             self._kept[key] = compact(record)
+
+    def _materialize_union(self, key: bytes, record: Record, materialized: Version | None) -> bool:
+        """Make the keyspace hold the union of ``record``'s versions if they are all
+        live sets without expiry (see the module doc); False if they are not."""
+        for v in record:
+            value = v.value
+            if v.tombstone or v.expire_at or (value is not None and value[:1] != SET_TAG):
+                return False
+        if materialized is not None and any(v is materialized for v in record):
+            if self.keyspace.get(key).__class__ is not Set:  # not a set, or expired
+                return False
+            self._fill(key, materialized)
+        if any(not v.value for v in record):
+            return False
+        members = None
+        for v in record:
+            value = decode_value(v.value)
+            if members is None:
+                members = value
+            else:
+                for member in value:
+                    members.add_member(member)
+        self.keyspace.set(key, members)
+        self._kept[key] = compact(record)  # every version keeps its value
+        return True
 
     def sibling_count(self) -> int:
         """Keys holding more than one version."""
