@@ -23,6 +23,7 @@ import pytest
 
 from respkv import launcher
 from respkv.launcher import ReplyError
+from tools.faultsuite import without_join
 from tests.test_cluster_e2e import (
     HOST,
     NODE_TIMEOUT_MS,
@@ -38,19 +39,6 @@ from tests.test_cluster_e2e import (
 #: Seconds a restarted node may take to be back (the bus redials within a
 #: second; generous for a loaded machine).
 REJOIN_TIMEOUT = 30.0
-
-
-def without_join(argv: list[str]) -> list[str]:
-    """``argv`` without its ``--join HOST:PORT`` pairs."""
-    out, skip = [], False
-    for word in argv:
-        if skip:
-            skip = False
-        elif word == "--join":
-            skip = True
-        else:
-            out.append(word)
-    return out
 
 
 def own_line(port: int) -> launcher.NodeLine:

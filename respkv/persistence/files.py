@@ -129,3 +129,25 @@ class FileEntryReader:
             offset += len(part)
             size -= len(part)
         return b"".join(parts)
+
+
+class OnePassLoad:
+    """Base of a one-pass load of the file at ``self.path``: iterating opens the
+    file and yields what ``_load(fd)`` yields; a second iteration is refused (the
+    load's statistics describe one pass)."""
+
+    path: str
+    _started = False
+
+    def _load(self, fd: int) -> Iterator[bytes]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._started:
+            raise RuntimeError(f"a {type(self).__name__} is iterated once; read the file again")
+        self._started = True
+        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            yield from self._load(fd)
+        finally:
+            os.close(fd)

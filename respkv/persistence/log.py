@@ -56,7 +56,7 @@ from dataclasses import dataclass
 import trio
 
 from .exceptions import BadFileHeader, CorruptLog, LogWriteError, TornLog
-from .files import READ_CHUNK_SIZE, FileEntryReader, fsync_directory, write_all
+from .files import READ_CHUNK_SIZE, FileEntryReader, OnePassLoad, fsync_directory, write_all
 from .framing import FILE_HEADER_SIZE, LOG_FORMAT, HeaderState, ScanEnd, append_entries, append_entry, check_file_header
 
 __all__ = ["FsyncPolicy", "LogStatistics", "CommitLog", "Truncation", "LogLoad", "read_log"]
@@ -407,7 +407,7 @@ class Truncation:
         )
 
 
-class LogLoad:
+class LogLoad(OnePassLoad):
     """One pass over a log (see :func:`read_log`): iterate for the payloads, then read
     ``entries``, ``size`` and ``truncation``."""
 
@@ -417,7 +417,6 @@ class LogLoad:
         self.truncate_corrupt = truncate_corrupt
         self.last = last
         self._chunk_size = chunk_size
-        self._started = False
         #: Good entries loaded; final once iteration finished.
         self.entries = 0
         #: Bytes in the file after loading (after any truncation).
@@ -426,16 +425,6 @@ class LogLoad:
         self.truncation: Truncation | None = None
         #: Whether the whole file was loaded.
         self.finished = False
-
-    def __iter__(self) -> Iterator[bytes]:
-        if self._started:
-            raise RuntimeError("a LogLoad is iterated once; call read_log again")
-        self._started = True
-        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            yield from self._load(fd)
-        finally:
-            os.close(fd)
 
     def _load(self, fd: int) -> Iterator[bytes]:
         file_size = os.fstat(fd).st_size

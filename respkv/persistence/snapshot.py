@@ -33,7 +33,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from .exceptions import BadFileHeader, CorruptSnapshot
-from .files import READ_CHUNK_SIZE, FileEntryReader, fsync_directory, write_all
+from .files import READ_CHUNK_SIZE, FileEntryReader, OnePassLoad, fsync_directory, write_all
 from .framing import (
     ENTRY_HEADER_SIZE,
     FILE_HEADER_SIZE,
@@ -167,28 +167,17 @@ def write_snapshot(
         return writer.finish()
 
 
-class SnapshotLoad:
+class SnapshotLoad(OnePassLoad):
     """One pass over a snapshot (see :func:`read_snapshot`): iterate for the records,
     then read ``entries``."""
 
     def __init__(self, path: str, *, chunk_size: int) -> None:
         self.path = path
         self._chunk_size = chunk_size
-        self._started = False
         #: Records loaded; final once iteration finished.
         self.entries = 0
         #: Whether the whole snapshot was loaded and verified.
         self.finished = False
-
-    def __iter__(self) -> Iterator[bytes]:
-        if self._started:
-            raise RuntimeError("a SnapshotLoad is iterated once; call read_snapshot again")
-        self._started = True
-        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            yield from self._load(fd)
-        finally:
-            os.close(fd)
 
     def _load(self, fd: int) -> Iterator[bytes]:
         file_size = os.fstat(fd).st_size
