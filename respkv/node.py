@@ -68,7 +68,7 @@ from .peer.bus import ClusterBus
 from .replication.replica import OPERATIONS as REPLICATION_OPERATIONS
 from .replication.coordinator import Coordinator
 from .replication.incarnation import Incarnation
-from .replication.journaled import RecordReplay, record_image
+from .replication.journaled import RecordReplay, record_image, record_marker
 from .replication.store import VersionStore
 from .replication.vclock import actor_of
 
@@ -409,7 +409,7 @@ def start_replication(node: Node, state: ClusterState, bus: ClusterBus) -> Coord
     coordinator = Coordinator(node, state, bus, store)
     replay = RecordReplay(store, coordinator.forgetting.expired)
     journal = node.open_journal(record_image(store), replay, keys=store.keys)
-    store.on_change = journal.mark
+    store.on_change = record_marker(journal)
     for key in replay.adopted:  # values of a log written without replication
         journal.mark(key)
     node.commit_listeners.append(coordinator.local_commit)

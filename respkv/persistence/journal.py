@@ -11,7 +11,9 @@ entry twice, or replaying entries older than the snapshot's own copy of a key,
 ends in the same state, which is what lets snapshots be taken while the node keeps
 serving (below) and makes recovery a plain replay.
 
-*Writing.*  Whoever changes a key marks it dirty (:meth:`Journal.mark`); at the end
+*Writing.*  Whoever changes a key marks it dirty (:meth:`Journal.mark`, or
+:meth:`Journal.mark_image` with the image when it has the bytes at hand, as
+replication has the record it ships); at the end
 of the event-loop round :meth:`Journal.commit` encodes each dirty key's image once
 (a key written sixteen times in a pipeline costs one entry), appends the entries to
 the log and writes them with one system call — fsynced first under
@@ -124,7 +126,9 @@ class Journal:
         self.truncate_corrupt = truncate_corrupt
         self.manifest = Manifest()
         self.log: CommitLog | None = None
-        self._dirty: set[bytes] = set()
+        #: Keys changed since the last commit: their entry when the changer made it
+        #: already (mark_image), else None (imaged at the commit).
+        self._dirty: dict[bytes, bytes | None] = {}
         self._flushed = False
         #: Statistics for INFO persistence.
         self.loading = False
@@ -221,7 +225,12 @@ class Journal:
 
     def mark(self, key: bytes) -> None:
         """``key`` changed: its image goes into the next commit."""
-        self._dirty.add(key)
+        self._dirty[key] = None
+
+    def mark_image(self, key: bytes, payload: bytes) -> None:
+        """``key`` changed, and ``payload`` is its image now (the changer had the
+        bytes at hand): the next commit logs it unless ``key`` changes again."""
+        self._dirty[key] = payload
 
     def mark_flushed(self) -> None:
         """Every key was removed (FLUSHALL): recorded before the round's images."""
@@ -257,7 +266,7 @@ class Journal:
                 if flushed:
                     self._unlogged_flushed = True
                     unlogged.clear()
-                unlogged |= self._dirty
+                unlogged.update(self._dirty)
             self._dirty.clear()
             self._flushed = False
             return
@@ -265,11 +274,12 @@ class Journal:
             self._flushed = False
             journal_log.append(entry(FLUSHED, b""))
         if self._dirty:
-            dirty, self._dirty = self._dirty, set()
+            dirty, self._dirty = self._dirty, {}
+            image = self.image
+            payloads = [image(key) if payload is None else payload for key, payload in dirty.items()]
             if flushed:  # absent keys are gone with the flush anyway
-                journal_log.append_all([payload for payload in map(self.image, dirty) if payload[:1] != ABSENT])
-            else:
-                journal_log.append_all(map(self.image, dirty))
+                payloads = [payload for payload in payloads if payload[:1] != ABSENT]
+            journal_log.append_all(payloads)
         if journal_log.pending_bytes or journal_log.failed:
             journal_log.commit()
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..persistence.journal import ABSENT, FLUSHED, RECORD, VALUE, entry
+from ..persistence.journal import ABSENT, FLUSHED, KEY_LENGTH, RECORD, VALUE, Journal, entry
 from ..persistence.keyspace_images import keyspace_replay
 from .store import VersionStore
 from .versions import decode_record, encode_record
@@ -36,6 +36,22 @@ def record_image(store: VersionStore) -> Callable[[bytes], bytes]:
         return entry(RECORD, key, encode_record(record))
 
     return image
+
+
+def record_marker(journal: Journal) -> Callable[..., None]:
+    """The store's ``on_change(key, record=None)`` for ``journal``: a change whose
+    record's wire form is at hand is logged as is, others are imaged at commit."""
+    mark = journal.mark
+    mark_image = journal.mark_image
+    key_length = KEY_LENGTH.pack
+
+    def changed(key: bytes, record: bytes | None = None) -> None:
+        if record is None:
+            mark(key)
+        else:
+            mark_image(key, b"".join((RECORD, key_length(len(key)), key, record)))
+
+    return changed
 
 
 class RecordReplay:

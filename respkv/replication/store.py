@@ -37,8 +37,9 @@ Dynamo's shopping cart.  A member removed on one side and still present in a
 concurrent sibling comes back, the price of that merge.  Other types show the
 winner; their siblings stay for ``SIBLINGS``/``RESOLVE``.
 
-Every change of a record is reported to :attr:`VersionStore.on_change` (the
-node's commit log marks the key, and writes its record at the end of the round;
+Every change of a record is reported to :attr:`VersionStore.on_change`, with the
+new record's wire form when the write made it anyway (the node's commit log marks
+the key, and writes its record at the end of the round;
 see :mod:`respkv.replication.journaled`).  :meth:`VersionStore.restore` and
 :meth:`VersionStore.drop` replay such records at start, without reporting them.
 
@@ -84,7 +85,7 @@ RECONCILE = b"*"
 _MAX_UNPRUNED_CLOCK = vclock.SMALL_CLOCK * vclock.ENTRY_SIZE
 
 
-def _unobserved(key: bytes) -> None:
+def _unobserved(key: bytes, record: bytes | None = None) -> None:
     """The default :attr:`VersionStore.on_change`: nobody keeps a log."""
 
 
@@ -125,7 +126,8 @@ class VersionStore:
         self.siblings_dropped = 0
         self.versions_applied = 0
         self.tombstones_purged = 0
-        #: Called with a key after its record changed (the commit log marks it).
+        #: Called with a key after its record changed, and with the record's wire
+        #: form when it is at hand (the commit log logs it).
         self.on_change = _unobserved
 
     def clear(self) -> None:
@@ -235,13 +237,13 @@ class VersionStore:
                     return None  # no value before, none now: only an expiry happened
             if seen is not None:
                 return RECONCILE, self._written_in_context(key, value, old, seen, now_ms)
-        self.on_change(key)
         # A plain write: the new version supersedes everything held here.
         actor = self.actor
         if value.__class__ is bytes and old is not None:
             hot = next_string_write(old, actor, now_ms, ks.deadline(key) or 0, value)
             if hot is not None:  # a string over a version only this node wrote
                 parent, kept[key], blob = hot
+                self.on_change(key, blob)
                 return parent, blob
         if old is None:
             parent = b""
@@ -257,19 +259,24 @@ class VersionStore:
         if value is None:
             new = Version(clock, now_ms, actor, True, 0, b"")
             kept[key] = blob = compact((new,))
+            self.on_change(key, blob)
             return parent, blob  # a tombstone's compact form is its whole record
         expire_at = ks.deadline(key) or 0
         if value.__class__ is bytes:
             kept[key], blob = encode_string_write(clock, now_ms, actor, expire_at, value)
+            self.on_change(key, blob)
             return parent, blob
         if operation is not None and not expire_at:
             single = None if old is None else compact_single(old)
             if old is None or (single is not None and not single[2]):  # the old version did not expire
                 kept[key], blob = encode_operation_write(clock, now_ms, actor, operation)
+                self.on_change(key)  # the blob is the command, not the record
                 return parent, blob
         new = Version(clock, now_ms, actor, False, expire_at, None)
         kept[key] = compact((new,))
-        return parent, encode_single(new, encode_value(value))
+        blob = encode_single(new, encode_value(value))
+        self.on_change(key, blob)
+        return parent, blob
 
     def operation_applied(self, key: bytes, kept: bytes) -> None:
         """Record the version of a shipped command just run here (its compact form,
@@ -324,7 +331,7 @@ class VersionStore:
             if at:  # a string without expiry, the bulk of replication traffic
                 self.keyspace.set(key, blob[at:])
                 self._kept[key] = blob[: at - 1]
-                self.on_change(key)
+                self.on_change(key, blob)
             else:
                 self._install(key, decode_record(blob), None)
             return True
