@@ -75,13 +75,14 @@ FLUSHED = b"F"
 
 #: The key length that follows an entry's kind.
 KEY_LENGTH = struct.Struct("<I")
-#: Keys encoded per turn of the event loop while a snapshot is written.
-SNAPSHOT_CHUNK = 2000
+#: Keys encoded per turn of the event loop while a snapshot is written: about
+#: 2 ms of encoding, which bounds what a background snapshot adds to a client's wait.
+SNAPSHOT_CHUNK = 500
 #: Bytes buffered by the snapshot writer before they are written out.
 SNAPSHOT_FLUSH_BYTES = 1 << 20
 #: A rewrite of at least this many keys logs its progress every tenth of the way;
 #: any rewrite logs it every PROGRESS_SECONDS.
-PROGRESS_MIN_KEYS = 10 * SNAPSHOT_CHUNK
+PROGRESS_MIN_KEYS = 20_000
 PROGRESS_SECONDS = 5.0
 
 
