@@ -18,6 +18,9 @@ from ..keyspace.slots import key_slot
 
 #: Hinted keys shipped to a peer per hand-off request.
 HANDOFF_BATCH = 512
+#: Requests a hand-off pass may send one peer while its link keeps up (a replica
+#: back after a few seconds away catches up within a pass or two).
+HANDOFF_BATCHES_PER_PASS = 8
 #: Bytes a peer link may hold unsent before writes for that peer become hints.
 MAX_BACKLOG = 64 * 1024 * 1024
 
@@ -53,9 +56,12 @@ class HintedHandoff:
                 continue
             if link is None or not link.connected or not topology.is_live(peer) or link.backlog > MAX_BACKLOG:
                 continue
-            batch = []
-            while keys and len(batch) < HANDOFF_BATCH:
-                key = keys.pop()
-                if peer in topology.nodes_for(key_slot(key)):
-                    batch.append(key)
-            self.delivered += self._send_records(peer, batch)
+            for _ in range(HANDOFF_BATCHES_PER_PASS):
+                if not keys or link.backlog > MAX_BACKLOG:
+                    break
+                batch = []
+                while keys and len(batch) < HANDOFF_BATCH:
+                    key = keys.pop()
+                    if peer in topology.nodes_for(key_slot(key)):
+                        batch.append(key)
+                self.delivered += self._send_records(peer, batch)
