@@ -89,7 +89,6 @@ from .put_core import PutCore
 from .quorum import Quorums
 from .replica import MERGEABLE, REPL, RREAD, SHIPPED_AS_COMMAND, ReplicaSide, merged_operation
 from .store import RECONCILE, VersionStore
-from .versions import encode_record
 
 log = logging.getLogger(__name__)
 
@@ -564,11 +563,11 @@ class Coordinator:
     def _records_args(self, keys) -> list[bytes]:
         args: list[bytes] = []
         for key in keys:
-            record = self.store.full_record(key)
+            record = self.store.wire_record(key)
             if record is not None:
                 args.append(key)
                 args.append(RECONCILE)
-                args.append(encode_record(record))
+                args.append(record)
         return args
 
     # -- the replica side ------------------------------------------------------------------

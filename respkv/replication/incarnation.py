@@ -37,15 +37,13 @@ class Incarnation:
 
     def __init__(self, directory: str) -> None:
         self.path = os.path.join(directory, INCARNATION_FILE)
-        #: The incarnation the node writes as now (0 before the first advance).
-        self.current = 0
 
     def advance(self) -> int:
         """Start the next incarnation: the number after the one on disk, written and
         fsynced before it is returned (and so before it writes anything)."""
-        self.current = self._stored() + 1
-        replace_file(self.path, b"%d\n" % self.current)
-        return self.current
+        incarnation = self._stored() + 1
+        replace_file(self.path, b"%d\n" % incarnation)
+        return incarnation
 
     def _stored(self) -> int:
         try:

@@ -22,18 +22,18 @@ from collections.abc import Callable
 from ..persistence.journal import ABSENT, FLUSHED, KEY_LENGTH, RECORD, VALUE, Journal, entry
 from ..persistence.keyspace_images import keyspace_replay
 from .store import VersionStore
-from .versions import decode_record, encode_record
+from .versions import decode_record
 
 
 def record_image(store: VersionStore) -> Callable[[bytes], bytes]:
     """``image(key)``: the entry that restores ``store``'s record of ``key`` as now."""
-    full_record = store.full_record
+    wire_record = store.wire_record
 
     def image(key: bytes) -> bytes:
-        record = full_record(key)
+        record = wire_record(key)
         if record is None:
             return entry(ABSENT, key)
-        return entry(RECORD, key, encode_record(record))
+        return entry(RECORD, key, record)
 
     return image
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from ..commands.table import CommandError
 from ..protocol.reply import RESP2
 from .store import VersionStore
-from .versions import OPERATION_PREFIX, encode_record, parse_operation
+from .versions import OPERATION_PREFIX, parse_operation
 
 REPL = b"REPL"
 RREAD = b"RREAD"
@@ -103,7 +103,7 @@ class ReplicaSide:
                 elif key not in store.records:
                     answers.append(NO_RECORD)
                 else:
-                    answers.append(encode_record(store.full_record(key)))
+                    answers.append(store.wire_record(key))
             return answers
         if op == PURGE:
             store.purge(args[0], args[1])

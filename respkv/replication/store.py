@@ -192,6 +192,12 @@ class VersionStore:
                 self._fill(key, version)
         return record
 
+    def wire_record(self, key: bytes) -> bytes | None:
+        """The wire form of :meth:`full_record` (what is shipped, answered and
+        logged), None if there is no record."""
+        record = self.full_record(key)
+        return None if record is None else encode_record(record)
+
     def _fill(self, key: bytes, version: Version) -> Version:
         """Give the materialized ``version`` (one of ours) the keyspace's value, encoded."""
         value = self.keyspace.get(key)
@@ -305,7 +311,7 @@ class VersionStore:
             value=None if live else b"",
         )
         self._install(key, supersede(None if old is None else expand(old), seen, new), materialized=new)
-        return encode_record(self.full_record(key))
+        return self.wire_record(key)
 
     def dematerialize(self, key: bytes) -> None:
         """Give the winner its encoded value back, before a command overwrites the
