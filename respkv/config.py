@@ -227,6 +227,12 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in [
     Directive("tombstone-grace", 60000, _parse_int, minimum=0, maximum=2**31,
               doc="Milliseconds a deletion's tombstone is kept after every replica acknowledged it, "
                   "and an expired key's version record after it expired."),
+    Directive("anti-entropy-interval", 10000, _parse_int, minimum=0, maximum=86_400_000,
+              doc="Milliseconds between anti-entropy exchanges (each with the next live peer in turn: hash "
+                  "trees compared, differing records merged both ways); 0 leaves only CLUSTER REPAIR."),
+    Directive("anti-entropy-keys-per-second", 10000, _parse_int, minimum=1, maximum=10_000_000,
+              doc="Records an anti-entropy exchange may pull or push per second, so that a large repair "
+                  "leaves clients their latency."),
     Directive("cluster-secret", "", show=_show_secret, mutable=False,
               doc="Shared secret of the cluster bus: peers prove they know it (HMAC challenge) before the bus "
                   "serves them, and nodes with different secrets refuse each other. Never sent, never shown "

@@ -39,6 +39,7 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
@@ -65,6 +66,8 @@ from .persistence.keyspace_images import keyspace_image, keyspace_replay
 from .persistence.rewrites import Rewrites
 from .net.server import open_listener, serve_clients
 from .peer.bus import ClusterBus
+from .replication.antientropy import OPERATIONS as ANTI_ENTROPY_OPERATIONS
+from .replication.antientropy import AntiEntropy
 from .replication.replica import OPERATIONS as REPLICATION_OPERATIONS
 from .replication.coordinator import Coordinator
 from .replication.incarnation import Incarnation
@@ -409,7 +412,9 @@ def start_replication(node: Node, state: ClusterState, bus: ClusterBus) -> Coord
     coordinator = Coordinator(node, state, bus, store)
     replay = RecordReplay(store, coordinator.forgetting.expired)
     journal = node.open_journal(record_image(store), replay, keys=store.keys)
-    store.on_change = record_marker(journal)
+    anti_entropy = coordinator.anti_entropy = AntiEntropy(node, state, bus, store, coordinator)
+    anti_entropy.loaded(store.keys())
+    store.on_change = fan_out(record_marker(journal), anti_entropy.changed)
     for key in replay.adopted:  # values of a log written without replication
         journal.mark(key)
     node.commit_listeners.append(coordinator.local_commit)
@@ -419,16 +424,29 @@ def start_replication(node: Node, state: ClusterState, bus: ClusterBus) -> Coord
         store.clear()
         store.actor = actor_of(state.myself, incarnation.advance())
         journal.mark_flushed()
+        anti_entropy.flushed()
 
     node.keyspace.on_flush = flushed
     node.keyspace.on_expire = coordinator.forgetting.expired
     node.add_key_observer(coordinator.observe)
     for op in REPLICATION_OPERATIONS:
         node.bus_operations[op] = coordinator.handle
+    for op in ANTI_ENTROPY_OPERATIONS:
+        node.bus_operations[op] = anti_entropy.handle
     node.replication = coordinator
     node.round_hooks.append(coordinator.flush)
     state.replicated = True
     return coordinator
+
+
+def fan_out(first: Callable[..., None], second: Callable[..., None]) -> Callable[..., None]:
+    """A store ``on_change(key, record=None)`` telling both listeners."""
+
+    def changed(key: bytes, record: bytes | None = None) -> None:
+        first(key, record)
+        second(key, record)
+
+    return changed
 
 
 def cluster_bus_port(config: Config, client_port: int) -> int:
@@ -490,6 +508,7 @@ async def serve_cluster(node: Node, *, task_status=trio.TASK_STATUS_IGNORED) -> 
             if coordinator is not None:
                 await nursery.start(node.journal.run)
                 await nursery.start(coordinator.run)
+                await nursery.start(coordinator.anti_entropy.run)
             node.cluster, node.cluster_gossip, node.cluster_bus = state, gossip, bus
             node.mode = "cluster"
             if seeds:

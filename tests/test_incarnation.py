@@ -11,7 +11,7 @@ from respkv.cluster.state import ClusterState
 from respkv.config import Config
 from respkv.keyspace.store import Keyspace
 from respkv.node import Node, start_replication
-from respkv.replication.incarnation import Incarnation, IncarnationError
+from respkv.replication.incarnation import Incarnation, IncarnationError, clock_incarnation
 from respkv.replication.store import VersionStore
 from respkv.replication.vclock import actor_of
 
@@ -61,12 +61,23 @@ def replicated_node(directory) -> Node:
 
 
 def test_every_start_and_every_flushall_advance_the_incarnation(tmp_path):
+    (tmp_path / "incarnation").write_bytes(b"%d\n" % (1 << 31))  # ahead of the clock
     node = replicated_node(tmp_path)
-    assert node.replication.store.actor == actor_of(NODE, 1)
+    assert node.replication.store.actor == actor_of(NODE, (1 << 31) + 1)
     node.keyspace.flush()
-    assert node.replication.store.actor == actor_of(NODE, 2)
-    assert replicated_node(tmp_path).replication.store.actor == actor_of(NODE, 3)
-    assert (tmp_path / "incarnation").read_bytes() == b"3\n"
+    assert node.replication.store.actor == actor_of(NODE, (1 << 31) + 2)
+    assert replicated_node(tmp_path).replication.store.actor == actor_of(NODE, (1 << 31) + 3)
+    assert (tmp_path / "incarnation").read_bytes() == b"%d\n" % ((1 << 31) + 3)
+
+
+def test_a_lost_incarnation_file_restarts_from_the_clock_not_from_one(tmp_path):
+    """A node whose directory was replaced keeps its id: its first incarnation
+    then comes from the clock, above the ones of its earlier lives."""
+    earlier_life = clock_incarnation() - 5  # started five seconds ago
+    (tmp_path / "incarnation").write_bytes(b"%d\n" % earlier_life)
+    assert Incarnation(str(tmp_path)).advance() > earlier_life
+    (tmp_path / "incarnation").unlink()  # the disk is replaced
+    assert Incarnation(str(tmp_path)).advance() > earlier_life
 
 
 @pytest.mark.parametrize("content", [b"", b"x\n", b"-4\n"])

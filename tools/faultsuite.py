@@ -7,6 +7,7 @@ Usage (from the repository root)::
     python -m tools.faultsuite --cycles 3 --seconds-per-cycle 1.5 --seed 7
     python -m tools.faultsuite --whole-cluster sigterm --whole-cluster kill
     python -m tools.faultsuite --keep /tmp/fs --json   # keep the nodes' directories
+    python -m tools.faultsuite --anti-entropy-interval 0   # hand-off and read repair only
 
 What it does
 ------------
@@ -35,6 +36,10 @@ Whole-cluster mode (``--whole-cluster sigterm|kill``, repeatable, rounds run in
 order on one cluster): the writers make ``--writes`` attempts, then all three nodes
 are stopped at once (SIGTERM, or SIGKILL), restarted on their directories, and
 everything acknowledged so far is checked.
+
+Every node runs anti-entropy exchanges every ``--anti-entropy-interval`` ms (1 s by
+default, ten times the node default), so that exchanges merge records while nodes
+die and come back; the end summary shows each node's exchanges and keys repaired.
 
 The check: the writers are stopped, the cluster must be ready, then every key
 written is read with ``GET`` and every set with ``SMEMBERS`` through the key's
@@ -109,6 +114,9 @@ class Settings:
     ready_timeout: float = 60.0
     #: Seconds the final reads may retry keys that answer errors.
     read_timeout: float = 60.0
+    #: Milliseconds between anti-entropy exchanges of each node: often, so that
+    #: exchanges run during the kill cycles.
+    anti_entropy_interval: int = 1000
 
 
 # --------------------------------------------------------------------------- #
@@ -118,7 +126,8 @@ class Settings:
 
 def start_cluster(directory: str, settings: Settings) -> launcher.LocalCluster:
     """A ready cluster on free ports whose recorded command lines have no ``--join``."""
-    server_args = ["--read-quorum", str(settings.read_quorum), "--write-quorum", str(settings.write_quorum)]
+    server_args = ["--read-quorum", str(settings.read_quorum), "--write-quorum", str(settings.write_quorum),
+                   "--anti-entropy-interval", str(settings.anti_entropy_interval)]
     for attempt in range(3):
         try:
             cluster = launcher.up(directory, NODES, 0, rf=settings.rf, node_timeout=settings.node_timeout,
@@ -187,7 +196,8 @@ def node_stats(cluster: launcher.LocalCluster) -> dict[str, dict[str, str]]:
             out[node.name] = {"error": str(exc)}
             continue
         stats = {"keys": str(node_keys(cluster, node.index))}
-        for name in ("versioned_keys", "hints_pending", "hints_delivered", "read_repairs"):
+        for name in ("versioned_keys", "hints_pending", "hints_delivered", "read_repairs", "ae_exchanges",
+                     "ae_keys_pulled", "ae_keys_pushed"):
             stats[name] = info.get(name, "?")
         out[node.name] = stats
     return out
@@ -457,6 +467,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--read-quorum", type=int, default=d.read_quorum, help="R (default %(default)s)")
     p.add_argument("--node-timeout", type=int, default=d.node_timeout,
                    help="cluster node timeout in ms (default %(default)s)")
+    p.add_argument("--anti-entropy-interval", type=int, default=d.anti_entropy_interval,
+                   help="ms between anti-entropy exchanges of each node, 0 for none (default %(default)s)")
     p.add_argument("--show", type=int, default=5, help="failures listed per kind (default %(default)s)")
     return p
 
@@ -471,7 +483,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings(cycles=args.cycles, seconds_per_cycle=args.seconds_per_cycle, clients=args.clients,
                         sets=args.sets, seed=args.seed, keep=args.keep, whole_cluster=args.whole_cluster,
                         writes=args.writes, rf=args.rf, write_quorum=args.write_quorum,
-                        read_quorum=args.read_quorum, node_timeout=args.node_timeout)
+                        read_quorum=args.read_quorum, node_timeout=args.node_timeout,
+                        anti_entropy_interval=args.anti_entropy_interval)
 
     def progress(line: str) -> None:
         print(f"faultsuite: {line}", file=sys.stderr, flush=True)

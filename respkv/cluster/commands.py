@@ -247,6 +247,30 @@ def cluster_getkeysinslot(s, args):
 
 
 
+@command("cluster|repair", "Starts anti-entropy exchanges with every live replica peer now.", group="cluster",
+         since="respkv 0.5", arity=-2, flags=("admin", "stale"), acl_categories=("@admin", "@slow", "@dangerous"),
+         keys=(0, 0, 0))
+def cluster_repair(s, args):
+    """``CLUSTER REPAIR [slot]``: compare hash trees with every live peer sharing
+    a slot (only ``slot`` when given) and merge what differs, in the background;
+    answers how many peers the exchanges run with.  INFO replication (``ae_*``)
+    and the log follow them."""
+    _state(s)
+    if len(args) > 3:
+        raise CommandError("ERR unknown subcommand or wrong number of arguments for 'repair'. Try CLUSTER HELP.")
+    slots = None
+    if len(args) == 3:
+        slot = int_arg(args[2])
+        if not 0 <= slot < SLOT_COUNT:
+            raise CommandError("ERR Invalid slot")
+        slots = (slot,)
+    replication = getattr(s.node, "replication", None)
+    anti_entropy = getattr(replication, "anti_entropy", None)
+    if anti_entropy is None:
+        raise CommandError("ERR anti-entropy needs replication-factor above 1")
+    return reply.integer(anti_entropy.request_repair(slots))
+
+
 @command("cluster|count-failure-reports", "Returns the number of active failure reports active for a node.",
          group="cluster", since="3.0.0")
 def cluster_count_failure_reports(s, args):
@@ -350,6 +374,9 @@ _CLUSTER_HELP = [
     "NODES",
     "    Return cluster configuration seen by node. Output format:",
     "    <id> <ip:port> <flags> <master> <pings> <pongs> <epoch> <link> <slot> ...",
+    "REPAIR [<slot>]",
+    "    Start anti-entropy exchanges with every live replica peer (of <slot> only if given);",
+    "    returns the number of peers. INFO replication (ae_*) shows their progress.",
     "SLOTS",
     "    Return information about slots range mappings. Each range is made of:",
     "    start, end, master and replicas IP addresses, ports and ids",

@@ -329,6 +329,9 @@ def _replication(node) -> list[tuple[str, object]]:
             ("tombstones_purged", store.tombstones_purged),
             ("hints_pending", coordinator.handoff.pending()),
         ]
+        anti_entropy = getattr(coordinator, "anti_entropy", None)
+        if anti_entropy is not None:
+            fields += anti_entropy.info().items()
     return fields
 
 

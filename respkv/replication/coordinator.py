@@ -548,10 +548,15 @@ class Coordinator:
     def send_records(self, peer: str, keys: list[bytes], waiting: Sequence[WriteRequest] = ()) -> int:
         """Ship the whole current records of ``keys`` to ``peer``; its
         acknowledgement counts for the ``waiting`` writes.  Returns how many records went."""
-        args = self._records_args(keys)
+        args = self.records_args(keys)
         if args or waiting:
-            self._request(peer, REPL, args, ReplAnswer(self, peer, list(waiting), keys))
+            self.ship(peer, args, keys, waiting)
         return len(args) // 3
+
+    def ship(self, peer: str, args: list[bytes], keys: list[bytes], waiting: Sequence[WriteRequest] = ()) -> None:
+        """Send ``peer`` the records of :meth:`records_args` (``keys``'), to merge
+        there; if it does not acknowledge them they stay hinted to it."""
+        self._request(peer, REPL, args, ReplAnswer(self, peer, list(waiting), keys))
 
     def _request(self, peer: str, op: bytes, args, callback) -> None:
         """Send ``op`` to ``peer``; ``callback`` gets the answer, or PeerUnavailable
@@ -560,7 +565,9 @@ class Coordinator:
         if link is None or not link.request_nowait(op, args, callback):
             callback(None, PeerUnavailable(peer))
 
-    def _records_args(self, keys) -> list[bytes]:
+    def records_args(self, keys) -> list[bytes]:
+        """``REPL`` arguments shipping the whole current records of ``keys`` (those
+        with a record), to reconcile with what the receiver holds."""
         args: list[bytes] = []
         for key in keys:
             record = self.store.wire_record(key)

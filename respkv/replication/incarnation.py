@@ -17,15 +17,31 @@ advanced and fsynced before the first write of each start and at each FLUSHALL.
 A new incarnation starts new counters that no replica has seen; the entries of
 old incarnations stay in the clocks of what they wrote until pruning drops them
 (``vclock.prune``), which keeps clocks small.
+
+The next incarnation is the stored one plus one, but never less than the seconds
+since :data:`INCARNATION_EPOCH`.  So a node whose directory was lost or replaced
+while it kept its identity (a new disk, the node id restored) does not start
+again from 1, which would reuse the actors of its first lives: it starts from the
+clock, above every incarnation it had unless it advanced faster than once a
+second for a long time (thousands of FLUSHALLs) just before losing the file.
 """
 
 from __future__ import annotations
 
 import os
+import time
 
 from ..persistence.files import replace_file
 
 INCARNATION_FILE = "incarnation"
+#: Unix time of 2024-01-01: incarnations taken from the clock count seconds from
+#: it (a u32 lasts until the 22nd century).
+INCARNATION_EPOCH = 1_704_067_200
+
+
+def clock_incarnation(now: float | None = None) -> int:
+    """The least incarnation a start at ``now`` (Unix seconds) may take."""
+    return int((time.time() if now is None else now) - INCARNATION_EPOCH)
 
 
 class IncarnationError(Exception):
@@ -39,9 +55,10 @@ class Incarnation:
         self.path = os.path.join(directory, INCARNATION_FILE)
 
     def advance(self) -> int:
-        """Start the next incarnation: the number after the one on disk, written and
-        fsynced before it is returned (and so before it writes anything)."""
-        incarnation = self._stored() + 1
+        """Start the next incarnation: the number after the one on disk (or the
+        clock's, if higher; see the module doc), written and fsynced before it is
+        returned (and so before it writes anything)."""
+        incarnation = max(self._stored() + 1, clock_incarnation())
         replace_file(self.path, b"%d\n" % incarnation)
         return incarnation
 

@@ -1,0 +1,122 @@
+"""The responder side of anti-entropy exchanges, in process: what each request
+answers, and that malformed requests are refused with an error (the bus answers
+it to the peer) rather than served wrongly."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from respkv.cluster.membership import Member
+from respkv.cluster.state import ClusterState
+from respkv.config import Config
+from respkv.keyspace.slots import SLOT_COUNT, key_slot
+from respkv.node import Node, start_replication
+from respkv.replication.antientropy import (
+    AE_KEYS,
+    AE_ROOT,
+    AE_SEGMENTS,
+    AE_SLOTS,
+    ExchangeNotReady,
+    pack_sums,
+    split_listing,
+    unpack_sums,
+)
+from respkv.replication.merkle import GROUP_COUNT, SEGMENT_COUNT, leaf_hash, slots_bitmap
+
+NODE = "ab" * 20
+
+
+class NoBus:
+    links: dict = {}
+
+
+@pytest.fixture
+def node(tmp_path) -> Node:
+    node = Node(Config(**{"cluster-enabled": True, "appendonly": False, "dir": str(tmp_path)}))
+    state = ClusterState(Member(NODE, "127.0.0.1", 7000, 17000), rf=3)
+    node.cluster = state
+    start_replication(node, state, NoBus())
+    return node
+
+
+def write(node: Node, key: bytes, value: bytes) -> None:
+    node.keyspace.set(key, value)
+    node.replication.store.written(key, node.keyspace.clock_ms())
+
+
+def test_nothing_is_answered_before_the_trees_are_built(node):
+    with pytest.raises(ExchangeNotReady, match="LOADING"):
+        node.replication.anti_entropy.handle("peer", AE_ROOT, [slots_bitmap(range(SLOT_COUNT))])
+
+
+def test_answers_follow_the_writes(node):
+    ae = node.replication.anti_entropy
+    ae.ready = True
+    write(node, b"a", b"1")
+    write(node, b"b", b"2")
+    store = node.replication.store
+    leaf_a = leaf_hash(b"a", store.digest(b"a"))
+    slot = key_slot(b"a")
+    (groups,) = ae.handle("peer", AE_ROOT, [slots_bitmap(range(SLOT_COUNT))])
+    assert unpack_sums(groups, GROUP_COUNT)[slot // 64] != 0
+    (empty,) = ae.handle("peer", AE_ROOT, [slots_bitmap([])])
+    assert unpack_sums(empty, GROUP_COUNT) == [0] * GROUP_COUNT
+    sums, counts = ae.handle("peer", AE_SLOTS, [b"%d" % slot])
+    assert unpack_sums(counts, 1) == [1]
+    assert unpack_sums(sums, 1) == [leaf_a]
+    (segments,) = ae.handle("peer", AE_SEGMENTS, [b"%d" % slot])
+    assert sorted(unpack_sums(segments, SEGMENT_COUNT))[-1] == leaf_a
+    listing = ae.handle("peer", AE_KEYS, [b"%d" % slot, b"", b"%d" % key_slot(b"b"), b""])
+    assert listing == [b"1", b"a", struct.pack("<Q", leaf_a),
+                       b"1", b"b", struct.pack("<Q", leaf_hash(b"b", store.digest(b"b")))]
+    node.keyspace.flush()
+    assert ae.handle("peer", AE_SLOTS, [b"%d" % slot])[1] == pack_sums([0])
+
+
+@pytest.mark.parametrize(
+    ("op", "args", "message"),
+    [
+        (AE_ROOT, [], "one slot bitmap"),
+        (AE_ROOT, [b"\x00" * 10], "2048 bytes"),
+        (AE_SLOTS, [b"16384"], "out of range"),
+        (AE_SLOTS, [b"x"], "invalid literal"),
+        (AE_SEGMENTS, [], "one slot"),
+        (AE_SEGMENTS, [b"-1"], "out of range"),
+        (AE_KEYS, [], "pairs"),
+        (AE_KEYS, [b"1"], "pairs"),
+        (AE_KEYS, [b"1", b"64"], "out of range"),
+        (b"AENOPE", [], "unknown anti-entropy operation"),
+    ],
+)
+def test_malformed_requests_are_refused(node, op, args, message):
+    ae = node.replication.anti_entropy
+    ae.ready = True
+    with pytest.raises(ValueError, match=message):
+        ae.handle("peer", op, args)
+
+
+def test_sums_pack_and_unpack_and_refuse_a_wrong_count():
+    assert unpack_sums(pack_sums([1, 2**64 - 1]), 2) == [1, 2**64 - 1]
+    with pytest.raises(ValueError, match="expected 3 sums"):
+        unpack_sums(pack_sums([1, 2]), 3)
+
+
+@pytest.mark.parametrize(
+    ("answer", "parts", "message"),
+    [
+        ([], 1, "fewer parts"),
+        ([b"2", b"k", b"\x00" * 8], 1, "cut short"),
+        ([b"0", b"0"], 1, "more than asked"),
+        ([b"x"], 1, "invalid literal"),
+    ],
+)
+def test_a_malformed_listing_from_a_peer_stops_the_exchange(answer, parts, message):
+    with pytest.raises(ValueError, match=message):
+        split_listing(answer, parts)
+
+
+def test_a_listing_splits_into_one_map_per_part():
+    leaf = struct.pack("<Q", 5)
+    assert split_listing([b"1", b"k", leaf, b"0"], 2) == [{b"k": 5}, {}]

@@ -1,0 +1,156 @@
+"""Anti-entropy end to end: real 3-node clusters (RF=3, W=2, R=2) with exchanges
+every second, checked through each node's own copy (``READONLY`` reads), never
+through reads that would repair.
+
+* A node whose data directory is wiped while it is down (its identity kept, as
+  after a disk replacement) gets every key of its slots back, deletions included.
+* A replica that missed deletions while cut off, whose coordinator then died
+  with the hints, ends up with the tombstones: the deleted keys stay deleted on
+  every node (the exchange never brings the old values back).
+* ``CLUSTER REPAIR`` starts exchanges and checks its argument.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from tools import faults
+
+from .test_cluster_e2e import HOST, UP_TIMEOUT, coordinators, key_slot, poll, start_cluster
+from .test_replication_e2e import CONVERGE, FAULTS_ALLOWED, flags_of, local
+
+pytestmark = pytest.mark.cluster
+
+#: Exchanges every second, so that tests wait seconds, not the default ten.
+FAST_EXCHANGES = ["--anti-entropy-interval", "1000"]
+#: What identifies a node and its cluster in its directory; the rest is its data.
+IDENTITY_FILES = {"node-id", "nodes.conf", "cluster-secret", "node.log"}
+
+
+def wipe_data(directory: str) -> list[str]:
+    """Delete every file of a node's directory but its identity (a new disk with
+    the identity restored); returns what was deleted."""
+    deleted = []
+    for name in os.listdir(directory):
+        if name not in IDENTITY_FILES:
+            os.remove(os.path.join(directory, name))
+            deleted.append(name)
+    return deleted
+
+
+def node_id(port: int) -> str:
+    return redis.Redis(host=HOST, port=port, socket_timeout=10).execute_command("CLUSTER", "MYID").decode()
+
+
+def wait_live_everywhere(cluster, victim_id: str, ports) -> None:
+    assert poll(lambda: all(not {"fail", "fail?"} & flags_of(p, victim_id) for p in ports), CONVERGE)
+
+
+def test_a_wiped_node_gets_every_key_back_without_reads(tmp_path):
+    cluster = start_cluster(tmp_path / "c", server_args=FAST_EXCHANGES)
+    try:
+        ports = [node.port for node in cluster.nodes]
+        rc = RedisCluster(host=HOST, port=ports[0], socket_timeout=10)
+        written = {f"ae:{i}": f"value-{i}" for i in range(3000)}
+        pipe = rc.pipeline()
+        for key, value in written.items():
+            pipe.set(key, value)
+        assert all(pipe.execute())
+        deleted = [f"ae:{i}" for i in range(0, 3000, 30)]
+        assert rc.delete(*deleted) == len(deleted)
+        victim = cluster.nodes[2]
+        # Every replica has every write (RF=3 on three nodes) before the disk goes.
+        assert poll(lambda: local(victim.port).info("replication")["versioned_keys"] == len(written), CONVERGE)
+
+        victim_id = node_id(victim.port)
+        cluster.kill_node(victim.index)
+        assert "incarnation" in wipe_data(victim.dir)
+        cluster.start_node(victim.index)
+        cluster.wait_ready(UP_TIMEOUT)
+        started = time.monotonic()
+        wait_live_everywhere(cluster, victim_id, ports[:2])
+        replica = local(victim.port)
+        assert replica.info("persistence")["rdb_last_load_keys_loaded"] == 0  # nothing came from its disk
+
+        def holds_everything():
+            return replica.info("replication")["versioned_keys"] == len(written)
+
+        assert poll(holds_everything, CONVERGE, interval=0.2)
+        elapsed = time.monotonic() - started
+        pipe = replica.pipeline(transaction=False)
+        for key in written:
+            pipe.get(key)
+        values = pipe.execute()
+        gone = set(deleted)
+        for (key, value), got in zip(written.items(), values):
+            assert got == (None if key in gone else value.encode()), key
+        infos = [local(p).info("replication") for p in ports]
+        assert sum(info["ae_keys_pulled"] + info["ae_keys_pushed"] for info in infos) >= len(written)
+        assert sum(info["ae_exchanges"] for info in infos) >= 1
+        print(f"wiped node repaired {len(written)} keys in {elapsed:.1f} s")
+    finally:
+        cluster.stop()
+
+
+def test_deleted_keys_stay_deleted_after_a_replica_missed_the_deletes_and_their_hints(tmp_path):
+    cluster = start_cluster(tmp_path / "c", server_args=[*FAST_EXCHANGES, *FAULTS_ALLOWED])
+    try:
+        ports = [node.port for node in cluster.nodes]
+        addresses = [f"{HOST}:{p}" for p in ports]
+        rc = RedisCluster(host=HOST, port=ports[0], socket_timeout=10)
+        owner_port, stale_port = ports[0], ports[2]
+        owned = coordinators(owner_port)
+        keys = [key for key in (f"del:{i}" for i in range(2000)) if owned[key_slot(key)] == owner_port][:40]
+        assert len(keys) == 40
+        for key in keys:
+            assert rc.set(key, "old")
+        assert poll(lambda: all(local(stale_port).get(key) == b"old" for key in keys), CONVERGE)
+
+        faults.isolate(addresses[2], addresses)  # the stale replica hears nothing
+        owner = redis.Redis(host=HOST, port=owner_port, socket_timeout=10)
+        for key in keys:
+            assert owner.delete(key) == 1  # W=2: the owner and the other replica
+        assert all(local(stale_port).get(key) == b"old" for key in keys)
+        # The owner dies with its hints for the stale replica (kept in memory).
+        owner_id = node_id(owner_port)
+        cluster.kill_node(0)
+        faults.heal(addresses[1:])
+        cluster.start_node(0)
+        cluster.wait_ready(UP_TIMEOUT)
+        wait_live_everywhere(cluster, owner_id, ports[1:])
+
+        # Only the stale replica's own copy is read (it coordinates none of these
+        # keys): a read on the owner would repair the replica itself.
+        stale = local(stale_port)
+        assert poll(lambda: all(stale.get(key) is None for key in keys), CONVERGE, interval=0.2)
+        # The tombstones themselves reached it, and no node brings the value back.
+        assert all(stale.execute_command("SIBLINGS", key)[1][0][b"tombstone"] == 1 for key in keys)
+        rc = RedisCluster(host=HOST, port=ports[1], socket_timeout=10)
+        assert all(rc.get(key) is None for key in keys)
+        assert all(local(p).get(key) is None for p in ports for key in keys)
+    finally:
+        cluster.stop()
+
+
+def test_cluster_repair_starts_exchanges_and_checks_its_argument(tmp_path):
+    cluster = start_cluster(tmp_path / "c")
+    try:
+        client = redis.Redis(host=HOST, port=cluster.nodes[0].port, socket_timeout=10)
+        before = client.info("replication")["ae_exchanges"]
+        assert client.execute_command("CLUSTER", "REPAIR") == 2
+        assert client.execute_command("CLUSTER", "REPAIR", "0") == 2
+        assert poll(lambda: client.info("replication")["ae_exchanges"] >= before + 3, CONVERGE)
+        assert client.info("replication")["ae_oldest_slot_exchange_seconds"] >= 0
+        with pytest.raises(redis.ResponseError, match="Invalid slot"):
+            client.execute_command("CLUSTER", "REPAIR", "16384")
+        with pytest.raises(redis.ResponseError, match="not an integer"):
+            client.execute_command("CLUSTER", "REPAIR", "x")
+        with pytest.raises(redis.ResponseError, match="wrong number of arguments"):
+            client.execute_command("CLUSTER", "REPAIR", "1", "2")
+    finally:
+        cluster.stop()

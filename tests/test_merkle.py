@@ -1,0 +1,194 @@
+"""The anti-entropy hash trees (pure): incremental sums equal rebuilt ones, and the
+comparisons find exactly the differing groups, slots, segments and keys."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from respkv.keyspace.slots import SLOT_COUNT, key_slot
+from respkv.replication.merkle import (
+    GROUP_COUNT,
+    SEGMENT_COUNT,
+    SLOTS_PER_GROUP,
+    SlotTrees,
+    bitmap_slots,
+    diff_leaves,
+    differing,
+    leaf_hash,
+    segment_of,
+    slots_bitmap,
+)
+
+
+def built(pairs: dict[bytes, bytes]) -> SlotTrees:
+    trees = SlotTrees()
+    for key, digest in pairs.items():
+        trees.update(key, digest)
+    return trees
+
+
+def all_sums(trees: SlotTrees) -> list[int]:
+    return [trees.slot_sum(slot) for slot in range(SLOT_COUNT)]
+
+
+keys = st.binary(min_size=1, max_size=12)
+digests = st.binary(min_size=1, max_size=8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(keys, st.one_of(st.just(b""), digests)), max_size=60))
+def test_sums_after_any_sequence_of_changes_equal_a_tree_built_from_the_end_state(changes):
+    trees = SlotTrees()
+    final: dict[bytes, bytes] = {}
+    for key, digest in changes:
+        trees.update(key, digest)
+        if digest:
+            final[key] = digest
+        else:
+            final.pop(key, None)
+    rebuilt = built(final)
+    assert all_sums(trees) == all_sums(rebuilt)
+    assert trees.keys == len(final)
+    for slot in {key_slot(key) for key, _ in changes}:
+        assert trees.leaves(slot) == rebuilt.leaves(slot)
+        assert trees.key_count(slot) == rebuilt.key_count(slot)
+
+
+def test_a_slot_sum_is_the_xor_of_its_leaves_and_an_emptied_slot_sums_to_zero():
+    trees = SlotTrees()
+    a, b = b"{x}a", b"{x}b"  # one slot
+    trees.update(a, b"d1")
+    trees.update(b, b"d2")
+    slot = key_slot(a)
+    assert trees.slot_sum(slot) == leaf_hash(a, b"d1") ^ leaf_hash(b, b"d2")
+    trees.update(a, b"")
+    trees.update(b, b"")
+    assert trees.slot_sum(slot) == 0 and trees.key_count(slot) == 0 and trees.keys == 0
+
+
+def test_the_leaf_depends_on_key_and_digest_not_on_which_key_has_which_digest():
+    """Two keys swapping their versions change the slot sum (a plain XOR of key and
+    digest hashes would not see it)."""
+    one = built({b"{s}a": b"d1", b"{s}b": b"d2"})
+    swapped = built({b"{s}a": b"d2", b"{s}b": b"d1"})
+    assert one.slot_sum(key_slot(b"{s}a")) != swapped.slot_sum(key_slot(b"{s}a"))
+
+
+def test_settle_hashes_each_pending_key_once_with_its_digest_at_that_time():
+    trees = SlotTrees()
+    held = {b"a": b"1"}
+    for _ in range(5):
+        trees.changed(b"a")
+    trees.changed(b"gone")
+    assert trees.settle(lambda key: held.get(key, b"")) == 0
+    assert trees.hashed == 1 and trees.keys == 1
+    assert trees.slot_sum(key_slot(b"a")) == leaf_hash(b"a", b"1")
+
+
+def test_settle_with_a_limit_leaves_the_rest_pending():
+    trees = SlotTrees()
+    for i in range(10):
+        trees.changed(b"k%d" % i)
+    assert trees.settle(lambda key: b"d", limit=4) == 6
+    assert trees.keys == 4
+    assert trees.settle(lambda key: b"d") == 0
+    assert trees.keys == 10
+
+
+def test_group_sums_cover_only_the_slots_asked():
+    trees = built({b"k%d" % i: b"d" for i in range(200)})
+    some = sorted({key_slot(b"k%d" % i) for i in range(0, 200, 2)})
+    sums = trees.group_sums(some)
+    assert len(sums) == GROUP_COUNT
+    expected = [0] * GROUP_COUNT
+    for slot in some:
+        expected[slot // SLOTS_PER_GROUP] ^= trees.slot_sum(slot)
+    assert sums == expected
+
+
+def test_segments_partition_a_slot():
+    trees = built({b"{big}%d" % i: b"d%d" % i for i in range(500)})
+    slot = key_slot(b"{big}0")
+    sums = trees.segment_sums(slot)
+    assert len(sums) == SEGMENT_COUNT
+    total = 0
+    for segment, value in enumerate(sums):
+        leaves = trees.leaves(slot, segment)
+        assert all(segment_of(key) == segment for key in leaves)
+        folded = 0
+        for leaf in leaves.values():
+            folded ^= leaf
+        assert folded == value
+        total ^= value
+    assert total == trees.slot_sum(slot)
+    assert sum(len(trees.leaves(slot, s)) for s in range(SEGMENT_COUNT)) == 500
+
+
+@pytest.mark.parametrize("slots", [[], [0], [SLOT_COUNT - 1], [0, 7, 8, 9, 16383], list(range(0, SLOT_COUNT, 3))])
+def test_slot_bitmaps_round_trip(slots):
+    bitmap = slots_bitmap(slots)
+    assert len(bitmap) == SLOT_COUNT // 8
+    assert bitmap_slots(bitmap) == sorted(slots)
+
+
+def test_a_bitmap_of_the_wrong_size_is_refused():
+    with pytest.raises(ValueError, match="2048 bytes"):
+        bitmap_slots(b"\x01" * 10)
+
+
+@pytest.mark.parametrize(
+    ("ids", "mine", "theirs", "expected"),
+    [
+        ([], [], [], []),
+        ([1, 2, 3], [5, 6, 7], [5, 6, 7], []),
+        ([1, 2, 3], [5, 6, 7], [5, 0, 8], [2, 3]),
+        ([40], [0], [9], [40]),
+    ],
+)
+def test_differing_names_the_ids_whose_sums_differ(ids, mine, theirs, expected):
+    assert differing(ids, mine, theirs) == expected
+
+
+def test_differing_refuses_lists_of_other_lengths():
+    with pytest.raises(ValueError):
+        differing([1, 2], [0, 0], [0])
+
+
+@pytest.mark.parametrize(
+    ("mine", "theirs", "only_mine", "only_theirs", "both"),
+    [
+        ({}, {}, [], [], []),
+        ({b"a": 1}, {b"a": 1}, [], [], []),
+        ({b"a": 1}, {}, [b"a"], [], []),
+        ({}, {b"a": 1}, [], [b"a"], []),
+        ({b"a": 1, b"b": 2, b"c": 3}, {b"b": 2, b"c": 4, b"d": 5}, [b"a"], [b"d"], [b"c"]),
+    ],
+)
+def test_diff_leaves(mine, theirs, only_mine, only_theirs, both):
+    diff = diff_leaves(mine, theirs)
+    assert (diff.only_mine, diff.only_theirs, diff.both) == (only_mine, only_theirs, both)
+    assert len(diff) == len(only_mine) + len(only_theirs) + len(both)
+    assert diff.to_pull() == only_theirs + both
+
+
+def test_two_replicas_differing_in_a_few_keys_differ_in_exactly_their_slots():
+    rng = random.Random(7)
+    common = {b"key:%d" % i: b"clock%d" % rng.randrange(1000) for i in range(5000)}
+    other = dict(common)
+    changed = [b"key:%d" % i for i in rng.sample(range(5000), 20)]
+    for key in changed:
+        other[key] = b"newer"
+    del other[b"key:1"]
+    changed.append(b"key:1")
+    mine, theirs = built(common), built(other)
+    slots = differing(range(SLOT_COUNT), all_sums(mine), all_sums(theirs))
+    assert slots == sorted({key_slot(key) for key in changed})
+    found = []
+    for slot in slots:
+        diff = diff_leaves(mine.leaves(slot), theirs.leaves(slot))
+        found += diff.only_mine + diff.only_theirs + diff.both
+    assert sorted(found) == sorted(set(changed))
