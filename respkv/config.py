@@ -227,6 +227,10 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in [
     Directive("tombstone-grace", 60000, _parse_int, minimum=0, maximum=2**31,
               doc="Milliseconds a deletion's tombstone is kept after every replica acknowledged it, "
                   "and an expired key's version record after it expired."),
+    Directive("max-hints-per-node", 100_000, _parse_int, minimum=0, maximum=2**31 - 1,
+              doc="Hints (keys another node may lack, kept durably and handed off when it is back) a node "
+                  "holds for any one other node; beyond it new hints for that node are dropped and counted "
+                  "(hints_dropped in INFO replication), and anti-entropy repairs what they would have."),
     Directive("cluster-secret", "", show=_show_secret, mutable=False,
               doc="Shared secret of the cluster bus: peers prove they know it (HMAC challenge) before the bus "
                   "serves them, and nodes with different secrets refuse each other. Never sent, never shown "

@@ -407,8 +407,9 @@ def start_replication(node: Node, state: ClusterState, bus: ClusterBus) -> Coord
     incarnation = Incarnation(node.config["dir"])
     store = VersionStore(node.keyspace, actor_of(state.myself, incarnation.advance()), node.config["max-siblings"])
     coordinator = Coordinator(node, state, bus, store)
-    replay = RecordReplay(store, coordinator.forgetting.expired)
+    replay = RecordReplay(store, coordinator.forgetting.expired, coordinator.handoff.replay)
     journal = node.open_journal(record_image(store), replay, keys=store.keys)
+    coordinator.handoff.attach(journal)  # hints are logged, and held by snapshots
     store.on_change = record_marker(journal)
     for key in replay.adopted:  # values of a log written without replication
         journal.mark(key)
