@@ -233,6 +233,10 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in [
     Directive("anti-entropy-keys-per-second", 10000, _parse_int, minimum=1, maximum=10_000_000,
               doc="Records an anti-entropy exchange may pull or push per second, so that a large repair "
                   "leaves clients their latency."),
+    Directive("max-hints-per-node", 100_000, _parse_int, minimum=0, maximum=2**31 - 1,
+              doc="Hints (keys another node may lack, kept durably and handed off when it is back) a node "
+                  "holds for any one other node; beyond it new hints for that node are dropped and counted "
+                  "(hints_dropped in INFO replication), and anti-entropy repairs what they would have."),
     Directive("cluster-secret", "", show=_show_secret, mutable=False,
               doc="Shared secret of the cluster bus: peers prove they know it (HMAC challenge) before the bus "
                   "serves them, and nodes with different secrets refuse each other. Never sent, never shown "

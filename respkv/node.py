@@ -410,8 +410,9 @@ def start_replication(node: Node, state: ClusterState, bus: ClusterBus) -> Coord
     incarnation = Incarnation(node.config["dir"])
     store = VersionStore(node.keyspace, actor_of(state.myself, incarnation.advance()), node.config["max-siblings"])
     coordinator = Coordinator(node, state, bus, store)
-    replay = RecordReplay(store, coordinator.forgetting.expired)
+    replay = RecordReplay(store, coordinator.forgetting.expired, coordinator.handoff.replay)
     journal = node.open_journal(record_image(store), replay, keys=store.keys)
+    coordinator.handoff.attach(journal)  # hints are logged, and held by snapshots
     anti_entropy = coordinator.anti_entropy = AntiEntropy(node, state, bus, store, coordinator)
     anti_entropy.loaded(store.keys())
     store.on_change = fan_out(record_marker(journal), anti_entropy.changed)

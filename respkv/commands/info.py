@@ -321,13 +321,12 @@ def _replication(node) -> list[tuple[str, object]]:
             ("effective_r", quorums.r),
             ("effective_w", quorums.w),
             *coordinator.stats.items(),
-            ("hints_delivered", coordinator.handoff.delivered),
             ("versioned_keys", len(store.records)),
             ("keys_with_siblings", store.sibling_count()),
             ("siblings_dropped", store.siblings_dropped),
             ("versions_applied", store.versions_applied),
             ("tombstones_purged", store.tombstones_purged),
-            ("hints_pending", coordinator.handoff.pending()),
+            *coordinator.handoff.info_fields(),  # hints_pending, _stored, _delivered, _dropped, per node
         ]
         anti_entropy = getattr(coordinator, "anti_entropy", None)
         if anti_entropy is not None:

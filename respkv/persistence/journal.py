@@ -32,6 +32,17 @@ the old files.  A key changed while the snapshot is written is in the new log
 too, so replaying the new log over the snapshot gives the exact current state;
 a crash at any step leaves a manifest whose parts load.
 
+*Entries that are no key's image.*  A replicated node also keeps its **hints**
+(a key some other node may lack, see :mod:`respkv.replication.handoff`) in the
+log: ``HINT`` when one is stored, ``DELIVERED`` when the node it names has the
+key's record (or it is given up).  :meth:`Journal.append_entry` queues such an
+entry for the next commit, in order, beside the round's images.  They are not
+images, so a rewrite cannot re-create them from the keys: whoever sets
+:attr:`Journal.snapshot_extras` is asked for the entries that restore them as they
+are at the moment appends switch to the new log (right after a commit, so what
+memory holds is exactly what the old logs say), and the snapshot holds those too;
+later changes are in the new log.
+
 Without a log (``appendonly no``) the snapshot alone is the durable state, so it
 must be consistent by itself: the keys changed while it is written are imaged once
 more at its end (and, after a FLUSHALL meanwhile, every key), in one step of the
@@ -67,11 +78,14 @@ from .snapshot import SnapshotWriter, read_snapshot
 log = logging.getLogger(__name__)
 
 #: Entry kinds: a key's value image (standalone), its version record
-#: (replication), its absence, everything flushed.
+#: (replication), its absence, everything flushed; a hint stored for the node
+#: whose id is the body, and its delivery (or abandonment) — see the module doc.
 VALUE = b"V"
 RECORD = b"R"
 ABSENT = b"X"
 FLUSHED = b"F"
+HINT = b"H"
+DELIVERED = b"D"
 
 #: The key length that follows an entry's kind.
 KEY_LENGTH = struct.Struct("<I")
@@ -131,6 +145,11 @@ class Journal:
         #: already (mark_image), else None (imaged at the commit).
         self._dirty: dict[bytes, bytes | None] = {}
         self._flushed = False
+        #: Entries that are no key's image (hints), for the next commit, in order.
+        self._extra: list[bytes] = []
+        #: Returns the entries a snapshot needs besides the keys' images (the
+        #: pending hints); None: none (see the module doc).
+        self.snapshot_extras: Callable[[], list[bytes]] | None = None
         #: Statistics for INFO persistence.
         self.loading = False
         self.loaded_entries = 0
@@ -233,6 +252,11 @@ class Journal:
         bytes at hand): the next commit logs it unless ``key`` changes again."""
         self._dirty[key] = payload
 
+    def append_entry(self, payload: bytes) -> None:
+        """Log ``payload``, an entry that is no key's image (a hint or its
+        delivery), at the next commit, after the entries queued before it."""
+        self._extra.append(payload)
+
     def mark_flushed(self) -> None:
         """Every key was removed (FLUSHALL): recorded before the round's images."""
         self._flushed = True
@@ -262,6 +286,7 @@ class Journal:
         if flushed or self._dirty:
             self.changes += len(self._dirty) + flushed
         if journal_log is None:
+            self._extra.clear()  # no log: the next snapshot holds what is pending
             unlogged = self._unlogged
             if unlogged is not None:  # a snapshot is being written: remember for its end
                 if flushed:
@@ -281,6 +306,9 @@ class Journal:
             if flushed:  # absent keys are gone with the flush anyway
                 payloads = [payload for payload in payloads if payload[:1] != ABSENT]
             journal_log.append_all(payloads)
+        if self._extra:
+            extra, self._extra = self._extra, []
+            journal_log.append_all(extra)
         if journal_log.pending_bytes or journal_log.failed:
             journal_log.commit()
 
@@ -359,10 +387,13 @@ class Journal:
                 if old_log is not None:
                     self._other_parts_size += old_log.size
                     old_log.close()
+                # As the old logs leave them: their changes from now on are in the new log.
+                extras = self.snapshot_extras() if self.snapshot_extras is not None else []
             after = plan.after
         else:
             self.commit()
             self._unlogged, self._unlogged_flushed = set(), False
+            extras = []  # taken at the end, with the keys changed meanwhile
             after = Manifest(plan.new_snapshot, ())
         changes_before = self.changes
         snapshot_keys = keys()
@@ -371,6 +402,8 @@ class Journal:
         log.info("writing snapshot %s: %d keys", plan.new_snapshot, total)
         writer = SnapshotWriter(self.layout.path(plan.new_snapshot))
         try:
+            for payload in extras:
+                writer.add(payload)
             image = self.image
             progress = _Progress(plan.new_snapshot, total)
             for start in range(0, total, SNAPSHOT_CHUNK):
@@ -412,6 +445,9 @@ class Journal:
         image = self.image
         for key in changed:
             writer.add(image(key))
+        if self.snapshot_extras is not None:
+            for payload in self.snapshot_extras():
+                writer.add(payload)
         self._unlogged = None
 
     def _file_size(self, name: str) -> int:

@@ -77,6 +77,7 @@ from ..commands.table import CommandError
 from ..keyspace.slots import key_slot
 from ..peer import wire
 from ..peer.bus import PeerUnavailable
+from ..persistence.exceptions import LogWriteError
 from ..protocol import reply
 from . import get_core, put_core, quorum
 from .answers import ReadAnswer, ReplAnswer
@@ -116,17 +117,17 @@ class Coordinator:
         self._cached_for = None
         self._quorums: dict[tuple[int, int], Quorums] = {}
         self._placements: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
-        #: Serves what other coordinators send this node as a replica.
-        self.replica = ReplicaSide(node, store)
+        #: Keys other nodes may lack, kept durably, shipped when they are back.
+        self.handoff = HintedHandoff(state, bus, store, self._request, node.config, self._commit_hints)
+        self.hint = self.handoff.hint
+        #: Serves what other coordinators send this node as a replica (or fallback).
+        self.replica = ReplicaSide(node, store, self.hint)
         #: Writes whose local copy waits for the end-of-round commit of the log.
         self._awaiting_commit: list[WriteRequest] = []
         #: Requests whose client waits for them, oldest first, for their timeouts.
         self._waiting: deque[WriteRequest | ReadRequest] = deque()
         #: The deadline of requests that start waiting in this round (see _watch).
         self._round_deadline: float | None = None
-        #: Keys replicas may lack, shipped when they are back (hinted hand-off).
-        self.handoff = HintedHandoff(state, bus, self.send_records)
-        self.hint = self.handoff.hint
         #: Tombstones and records of expired keys to drop once their grace is over.
         self.forgetting = Forgetting(node, state, bus, store)
         self.stats = {
@@ -576,6 +577,13 @@ class Coordinator:
                 args.append(RECONCILE)
                 args.append(record)
         return args
+
+    def _commit_hints(self) -> None:
+        """Write hints logged outside a round (answers, hand-off) to the commit log."""
+        try:
+            self.node.persist_now()
+        except LogWriteError:
+            pass  # logged, and writes are refused until the log works again
 
     # -- the replica side ------------------------------------------------------------------
 

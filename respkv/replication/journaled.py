@@ -10,6 +10,9 @@ every version's value included) — the same bytes replicas exchange — or an
 expiry).  Replaying a record replaces what is held (:meth:`VersionStore.restore`),
 so a replay ends in the state of the last entry of each key.
 
+The log holds the node's hints as well (``HINT`` and ``DELIVERED`` entries, see
+:mod:`~.handoff`); the replay hands them to the hand-off's own replay.
+
 A directory written by the same node without replication (``VALUE`` entries of
 a plain keyspace) is adopted: each value becomes a version written by this node,
 which then reaches the other replicas as any write does.
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..persistence.journal import ABSENT, FLUSHED, KEY_LENGTH, RECORD, VALUE, Journal, entry
+from ..persistence.journal import ABSENT, DELIVERED, FLUSHED, HINT, KEY_LENGTH, RECORD, VALUE, Journal, entry
 from ..persistence.keyspace_images import keyspace_replay
 from .store import VersionStore
 from .versions import decode_record
@@ -63,9 +66,11 @@ class RecordReplay:
     this node at once; :attr:`adopted` lists their keys, to be written to the log
     as records once it is open."""
 
-    def __init__(self, store: VersionStore, expired: Callable[[bytes], None]) -> None:
+    def __init__(self, store: VersionStore, expired: Callable[[bytes], None],
+                 hints: Callable[[bytes, bytes, bytes], None] | None = None) -> None:
         self.store = store
         self.expired = expired
+        self.hints = hints
         self.adopted: list[bytes] = []
         self._replay_value = keyspace_replay(store.keyspace)
 
@@ -81,6 +86,9 @@ class RecordReplay:
         elif kind == FLUSHED:
             keyspace.flush()
             store.clear()
+        elif kind == HINT or kind == DELIVERED:
+            if self.hints is not None:
+                self.hints(kind, key, body)
         elif kind == VALUE:
             self._replay_value(kind, key, body)
             if store.written(key, keyspace.clock_ms()) is not None:

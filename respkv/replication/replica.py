@@ -8,6 +8,10 @@
   has the records (:meth:`Node.persist_now <respkv.node.Node.persist_now>`).  A
   node whose log cannot be written answers an error instead, and refuses further
   ``REPL`` requests until it can (the coordinator counts it as failed and hints).
+* ``REPLFOR node key parent record ...``: as ``REPL``, from a coordinator whose
+  preferred replica ``node`` is down, to this node as its **fallback** (sloppy
+  quorum): the records are applied and logged with a durable hint for ``node``
+  (:mod:`~.handoff`), in the same commit, before the answer leaves.
 * ``RREAD key digest ...``: per key, :data:`SAME` if this replica holds versions
   with that digest, :data:`NO_RECORD` if it holds none, else its whole record.
 * ``PURGE key clock``: drop the key's tombstone if it is still exactly that one.
@@ -21,9 +25,10 @@ from .store import VersionStore
 from .versions import OPERATION_PREFIX, parse_operation
 
 REPL = b"REPL"
+REPLFOR = b"REPLFOR"
 RREAD = b"RREAD"
 PURGE = b"PURGE"
-OPERATIONS = (REPL, RREAD, PURGE)
+OPERATIONS = (REPL, REPLFOR, RREAD, PURGE)
 
 NO_RECORD = b"-"
 SAME = b""
@@ -62,9 +67,11 @@ class ReplicaRefused(Exception):
 class ReplicaSide:
     """Serves the replication operations of the bus for one node's store."""
 
-    def __init__(self, node, store: VersionStore) -> None:
+    def __init__(self, node, store: VersionStore, hint=None) -> None:
         self.node = node
         self.store = store
+        #: ``hint(node_id, keys)``: stores durable hints (for REPLFOR).
+        self._hint = hint
         #: What shipped commands run as: a session-like view of this node (made
         #: when the first one arrives).
         self._replica_context: ReplicaContext | None = None
@@ -72,6 +79,13 @@ class ReplicaSide:
     def handle(self, peer_id: str, op: bytes, args: list[bytes]) -> list[bytes]:
         """Serve one replication bus request (see the module doc)."""
         store = self.store
+        target = None
+        if op == REPLFOR:
+            if not args or self._hint is None:
+                raise ValueError("REPLFOR needs the node it stands in for")
+            target = args[0].decode()
+            args = args[1:]
+            op = REPL
         if op == REPL:
             refusal = self.node.write_refusal
             if refusal is not None:
@@ -90,6 +104,8 @@ class ReplicaSide:
                         missing.append(args[i])
                 else:
                     apply_shipped(args[i], args[i + 1], blob)
+            if target is not None:
+                self._hint(target, args[0::3])
             self.node.persist_now()  # raises if the log cannot take them: no answer
             return missing
         if len(args) % 2:

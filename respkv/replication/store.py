@@ -152,6 +152,13 @@ class VersionStore:
         self._kept.pop(key, None)
         self.keyspace.delete(key)
 
+    def relinquish(self, key: bytes) -> None:
+        """Hold no record for ``key`` any more, and log that: a fallback's copy,
+        once the nodes it stood in for have it."""
+        if self._kept.pop(key, None) is not None:
+            self.keyspace.delete(key)
+            self.on_change(key)
+
     # -- reading -------------------------------------------------------------------------
 
     def record(self, key: bytes) -> Record | None:
