@@ -230,7 +230,7 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in [
     Directive("anti-entropy-interval", 10000, _parse_int, minimum=0, maximum=86_400_000,
               doc="Milliseconds between anti-entropy exchanges (each with the next live peer in turn: hash "
                   "trees compared, differing records merged both ways); 0 leaves only CLUSTER REPAIR."),
-    Directive("anti-entropy-keys-per-second", 10000, _parse_int, minimum=1, maximum=10_000_000,
+    Directive("anti-entropy-keys-per-second", 5000, _parse_int, minimum=1, maximum=10_000_000,
               doc="Records an anti-entropy exchange may pull or push per second, so that a large repair "
                   "leaves clients their latency."),
     Directive("max-hints-per-node", 100_000, _parse_int, minimum=0, maximum=2**31 - 1,

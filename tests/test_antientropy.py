@@ -120,3 +120,8 @@ def test_a_malformed_listing_from_a_peer_stops_the_exchange(answer, parts, messa
 def test_a_listing_splits_into_one_map_per_part():
     leaf = struct.pack("<Q", 5)
     assert split_listing([b"1", b"k", leaf, b"0"], 2) == [{b"k": 5}, {}]
+
+
+def test_a_listing_with_a_leaf_of_the_wrong_size_is_refused():
+    with pytest.raises(ValueError, match="not 8 bytes"):
+        split_listing([b"1", b"k", b"\x00" * 7], 1)

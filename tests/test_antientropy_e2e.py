@@ -19,6 +19,7 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
+from respkv import launcher
 from tools import faults
 
 from .test_cluster_e2e import HOST, UP_TIMEOUT, coordinators, key_slot, poll, start_cluster
@@ -146,6 +147,12 @@ def test_cluster_repair_starts_exchanges_and_checks_its_argument(tmp_path):
         assert client.execute_command("CLUSTER", "REPAIR", "0") == 2
         assert poll(lambda: client.info("replication")["ae_exchanges"] >= before + 3, CONVERGE)
         assert client.info("replication")["ae_oldest_slot_exchange_seconds"] >= 0
+        raw = launcher.command(HOST, cluster.nodes[0].port, "CLUSTER", "REPAIRINFO", "0", timeout=10)
+        status = dict(zip(raw[::2], raw[1::2]))
+        assert status[b"slot"] == 0 and 0 <= status[b"last-exchange-ms-ago"] < 60_000
+        assert len(status[b"replicas"]) == 3 and status[b"last-exchange-peer"] in status[b"replicas"]
+        with pytest.raises(redis.ResponseError, match="Invalid slot"):
+            client.execute_command("CLUSTER", "REPAIRINFO", "-1")
         with pytest.raises(redis.ResponseError, match="Invalid slot"):
             client.execute_command("CLUSTER", "REPAIR", "16384")
         with pytest.raises(redis.ResponseError, match="not an integer"):

@@ -264,11 +264,37 @@ def cluster_repair(s, args):
         if not 0 <= slot < SLOT_COUNT:
             raise CommandError("ERR Invalid slot")
         slots = (slot,)
+    return reply.integer(_anti_entropy(s).request_repair(slots))
+
+
+@command("cluster|repairinfo", "Returns what anti-entropy knows of one slot on this node.", group="cluster",
+         since="respkv 0.5", arity=3, flags=("stale",), acl_categories=("@slow",), keys=(0, 0, 0))
+def cluster_repairinfo(s, args):
+    """``CLUSTER REPAIRINFO slot``: a map of the slot's tree on this node (keys with
+    a leaf, the slot's hash in hex) and its last exchange (milliseconds ago, -1 for
+    never; the peers it was with)."""
+    _state(s)
+    slot = int_arg(args[2])
+    if not 0 <= slot < SLOT_COUNT:
+        raise CommandError("ERR Invalid slot")
+    anti_entropy = _anti_entropy(s)
+    status = anti_entropy.slot_status(slot)
+    return s.proto.map([
+        (reply.bulk(b"slot"), reply.integer(slot)),
+        (reply.bulk(b"tree-keys"), reply.integer(status["tree-keys"])),
+        (reply.bulk(b"tree-hash"), reply.bulk(status["tree-hash"])),
+        (reply.bulk(b"last-exchange-ms-ago"), reply.integer(status["last-exchange-ms-ago"])),
+        (reply.bulk(b"last-exchange-peer"), reply.bulk(status["last-exchange-peer"])),
+        (reply.bulk(b"replicas"), reply.bulk_array(status["replicas"])),
+    ])
+
+
+def _anti_entropy(s):
     replication = getattr(s.node, "replication", None)
     anti_entropy = getattr(replication, "anti_entropy", None)
     if anti_entropy is None:
         raise CommandError("ERR anti-entropy needs replication-factor above 1")
-    return reply.integer(anti_entropy.request_repair(slots))
+    return anti_entropy
 
 
 @command("cluster|count-failure-reports", "Returns the number of active failure reports active for a node.",
@@ -377,6 +403,8 @@ _CLUSTER_HELP = [
     "REPAIR [<slot>]",
     "    Start anti-entropy exchanges with every live replica peer (of <slot> only if given);",
     "    returns the number of peers. INFO replication (ae_*) shows their progress.",
+    "REPAIRINFO <slot>",
+    "    Return the slot's anti-entropy tree on this node and its last exchange.",
     "SLOTS",
     "    Return information about slots range mappings. Each range is made of:",
     "    start, end, master and replicas IP addresses, ports and ids",

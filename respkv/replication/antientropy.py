@@ -22,9 +22,11 @@ An exchange, run by the initiating node (:meth:`AntiEntropy.exchange`):
    pulled with ``RREAD`` (the peer answers its record when its versions differ)
    and merged here by clock (:meth:`VersionStore.apply
    <respkv.replication.store.VersionStore.apply>`, never a blind overwrite).
-   Then every key whose leaf here still differs from the peer's — held only
-   here, or the merge holds versions the peer lacks — is pushed with ``REPL`` as
-   a record to reconcile (read repair's message), merged the same way there.
+   Pulled records go into the commit log at once.  Then every key whose leaf
+   here still differs from the peer's — held only here, or the merge holds
+   versions the peer lacks — is pushed with ``REPL`` as a record to reconcile
+   (read repair's message), merged the same way there, and logged there before
+   the peer answers.  A node refusing writes (its log failed) starts no exchange.
 
 Records are merged, so an exchange never loses a version: the result on both
 sides is the reconciliation of both.  A tombstone is a record like any other,
@@ -34,9 +36,10 @@ preferred replica acknowledged them.  A record holding only a version that has
 expired is neither pulled nor pushed: every replica forgets it on its own.
 
 *Pacing.*  Repairs are rate-limited to ``anti-entropy-keys-per-second`` (the
-exchange sleeps after each batch for the batch's share of a second), and tree
-comparisons cost a few kilobytes per exchange, so clients keep their latency
-while a large repair runs.  Exchanges start every ``anti-entropy-interval``
+exchange sleeps after each batch for the batch's share of a second; a key
+listed counts as a tenth of one repaired), each step handles about a thousand
+keys, and tree comparisons cost a few kilobytes per exchange, so clients keep
+their latency while a large repair runs.  Exchanges start every ``anti-entropy-interval``
 milliseconds with the next live peer in turn (0 turns the schedule off), and at
 once on ``CLUSTER REPAIR [slot]``, with every live peer.
 
@@ -55,6 +58,7 @@ import trio
 
 from ..keyspace.slots import SLOT_COUNT
 from ..peer.bus import PeerError, PeerUnavailable
+from ..persistence.exceptions import LogWriteError
 from .merkle import (
     GROUP_COUNT,
     SEGMENT_COUNT,
@@ -82,11 +86,14 @@ OPERATIONS = (AE_ROOT, AE_SLOTS, AE_SEGMENTS, AE_KEYS)
 SETTLE_INTERVAL = 0.2
 #: Keys hashed per turn of the event loop while the trees are built at start.
 BUILD_CHUNK = 20_000
-#: Slots asked per AESLOTS request; slots or segments listed per AEKEYS request;
-#: keys pulled or pushed per request.
+#: Slots asked per AESLOTS request; slots or segments listed per AEKEYS request
+#: (about a thousand keys at a million keys per node: a millisecond or two of
+#: work on each side); keys pulled or pushed per request.
 SLOTS_PER_REQUEST = 1024
-PARTS_PER_REQUEST = 64
+PARTS_PER_REQUEST = 16
 KEYS_PER_REQUEST = 256
+#: Keys listed (AEKEYS) that count as one key repaired for the pace.
+LISTED_PER_REPAIRED = 10
 #: Seconds a peer has to answer one exchange request.
 REQUEST_TIMEOUT = 10.0
 #: An exchange repairing keys logs its progress at most this often.
@@ -127,8 +134,10 @@ class AntiEntropy:
         self._kick = trio.Event()
         self._requested: tuple[int, ...] | None = None  # slots of a CLUSTER REPAIR
         self._turn = 0
-        #: Unix seconds of the last completed exchange covering each slot (0: never).
+        #: Unix seconds of the last completed exchange covering each slot (0: never),
+        #: and the peer it was with.
         self.slot_exchanged = [0.0] * SLOT_COUNT
+        self.slot_peer: list[str | None] = [None] * SLOT_COUNT
         self.running: str | None = None  # the peer of the exchange under way
         self.stats = {
             "exchanges": 0,
@@ -256,12 +265,21 @@ class AntiEntropy:
         shared = self.shared_slots(peer, slots)
         if not shared:
             return True
+        refusal = self.node.write_refusal
+        if refusal is not None:
+            self.stats["exchanges_failed"] += 1
+            log.info("no anti-entropy exchange with %s while writes are refused: %s", peer, refusal)
+            return False
         self.running = peer
         try:
             await _Exchange(self, peer, shared).run()
-        except (PeerUnavailable, PeerError, ValueError) as exc:
+        except (PeerUnavailable, PeerError, ValueError, LogWriteError) as exc:
             self.stats["exchanges_failed"] += 1
             log.info("anti-entropy exchange with %s stopped: %s", peer, exc)
+            return False
+        except Exception:  # a peer's answer this code did not foresee: never the node's end
+            self.stats["exchanges_failed"] += 1
+            log.warning("anti-entropy exchange with %s failed", peer, exc_info=True)
             return False
         finally:
             self.running = None
@@ -269,9 +287,22 @@ class AntiEntropy:
         self.last_exchange_time = now = time.time()
         for slot in shared:
             self.slot_exchanged[slot] = now
+            self.slot_peer[slot] = peer
         return True
 
     # -- INFO --------------------------------------------------------------------------------
+
+    def slot_status(self, slot: int) -> dict:
+        """``CLUSTER REPAIRINFO``: the slot's tree here and its last exchange."""
+        self.settle()
+        exchanged = self.slot_exchanged[slot]
+        return {
+            "tree-keys": self.trees.key_count(slot),
+            "tree-hash": b"%016x" % self.trees.slot_sum(slot),
+            "last-exchange-ms-ago": int((time.time() - exchanged) * 1000) if exchanged else -1,
+            "last-exchange-peer": (self.slot_peer[slot] or "").encode(),
+            "replicas": [node.encode() for node in self.state.topology.nodes_for(slot)],
+        }
 
     def info(self) -> dict[str, object]:
         """The ``ae_*`` fields of INFO replication."""
@@ -361,6 +392,8 @@ class _Exchange:
             args.append(b"" if segment is None else b"%d" % segment)
         answer = await self._ask(AE_KEYS, args)
         listed = split_listing(answer, len(parts))
+        # Listing a key costs both sides about a tenth of repairing one.
+        await self._pace(sum(len(leaves) for leaves in listed) / LISTED_PER_REPAIRED)
         self.owner.settle()
         to_pull: list[bytes] = []
         theirs_of: dict[bytes, int | None] = {}  # key held here: the peer's leaf (None: none)
@@ -399,6 +432,7 @@ class _Exchange:
                 if store.apply(key, record):
                     self.stats["keys_pulled"] += 1
                     self.repaired += 1
+            self.owner.node.persist_now()  # into the commit log now, as a replica's REPL
             await self._pace(len(batch))
 
     async def _push(self, keys: list[bytes]) -> None:
@@ -417,7 +451,7 @@ class _Exchange:
             self.repaired += pushed
             await self._pace(len(batch))
 
-    async def _pace(self, keys: int) -> None:
+    async def _pace(self, keys: float) -> None:
         """Sleep for ``keys``' share of a second at the configured repair rate,
         and log progress now and then."""
         rate = self.owner.node.config["anti-entropy-keys-per-second"]
@@ -441,7 +475,12 @@ def split_listing(answer: list[bytes], parts: int) -> list[dict[bytes, int]]:
         end = i + 1 + 2 * count
         if count < 0 or end > len(answer):
             raise ValueError("AEKEYS answer is cut short")
-        listed.append({answer[j]: _SUM.unpack(answer[j + 1])[0] for j in range(i + 1, end, 2)})
+        leaves = {}
+        for j in range(i + 1, end, 2):
+            if len(answer[j + 1]) != _SUM.size:
+                raise ValueError("AEKEYS answer has a leaf that is not 8 bytes")
+            leaves[answer[j]] = _SUM.unpack(answer[j + 1])[0]
+        listed.append(leaves)
         i = end
     if i != len(answer):
         raise ValueError("AEKEYS answer lists more than asked")

@@ -67,7 +67,8 @@ SEGMENTED_SLOT_KEYS = 256
 
 
 def leaf_hash(key: bytes, digest: bytes) -> int:
-    """The leaf of ``key`` holding versions named ``digest`` (never 0 in practice)."""
+    """The leaf of ``key`` holding versions named ``digest`` (never 0 in practice;
+    :meth:`SlotTrees.settle` computes the same inline)."""
     return CityHash64WithSeed(digest, CityHash64(key))
 
 
@@ -105,16 +106,46 @@ class SlotTrees:
     def settle(self, digest_of: Callable[[bytes], bytes], limit: int | None = None) -> int:
         """Hash up to ``limit`` pending keys (all when None) with their digest now
         (``digest_of(key)``, empty when the key holds nothing).  Returns how many
-        keys are still pending."""
+        keys are still pending.  (:meth:`update` for each, inlined: this runs for
+        every write a node takes.)"""
         pending = self.pending
         if limit is None or limit >= len(pending):
             batch: Iterable[bytes] = pending
             self.pending = set()
         else:
             batch = [pending.pop() for _ in range(limit)]
-        update = self.update
+        all_leaves = self._leaves
+        sums = self._sums
+        slot_of = key_slot
+        key_hash = CityHash64
+        seeded = CityHash64WithSeed
+        hashed = added = removed = 0
         for key in batch:
-            update(key, digest_of(key))
+            digest = digest_of(key)
+            slot = slot_of(key)
+            leaves = all_leaves[slot]
+            if leaves is None:
+                if not digest:
+                    continue
+                leaves = all_leaves[slot] = {}
+            old = leaves.get(key, 0)
+            if digest:
+                new = seeded(digest, key_hash(key))
+                hashed += 1
+                leaves[key] = new
+                if not old:
+                    added += 1
+            else:
+                new = 0
+                if old:
+                    del leaves[key]
+                    removed += 1
+                    if not leaves:
+                        all_leaves[slot] = None
+            if old != new:
+                sums[slot] ^= old ^ new
+        self.hashed += hashed
+        self.keys += added - removed
         return len(self.pending)
 
     def update(self, key: bytes, digest: bytes) -> None:
