@@ -39,7 +39,6 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
@@ -415,7 +414,8 @@ def start_replication(node: Node, state: ClusterState, bus: ClusterBus) -> Coord
     coordinator.handoff.attach(journal)  # hints are logged, and held by snapshots
     anti_entropy = coordinator.anti_entropy = AntiEntropy(node, state, bus, store, coordinator)
     anti_entropy.loaded(store.keys())
-    store.on_change = fan_out(record_marker(journal), anti_entropy.changed)
+    store.on_change = record_marker(journal)
+    journal.commit_key_listeners.append(anti_entropy.changed)  # every changed key, once per round
     for key in replay.adopted:  # values of a log written without replication
         journal.mark(key)
     node.commit_listeners.append(coordinator.local_commit)
@@ -438,16 +438,6 @@ def start_replication(node: Node, state: ClusterState, bus: ClusterBus) -> Coord
     node.round_hooks.append(coordinator.flush)
     state.replicated = True
     return coordinator
-
-
-def fan_out(first: Callable[..., None], second: Callable[..., None]) -> Callable[..., None]:
-    """A store ``on_change(key, record=None)`` telling both listeners."""
-
-    def changed(key: bytes, record: bytes | None = None) -> None:
-        first(key, record)
-        second(key, record)
-
-    return changed
 
 
 def cluster_bus_port(config: Config, client_port: int) -> int:

@@ -42,8 +42,22 @@ def node(tmp_path) -> Node:
 
 
 def write(node: Node, key: bytes, value: bytes) -> None:
+    """A coordinator's write, and the end of its round (the commit hands the
+    changed keys to the trees)."""
     node.keyspace.set(key, value)
     node.replication.store.written(key, node.keyspace.clock_ms())
+    node.persist_now()
+
+
+def test_the_trees_hear_of_a_change_at_the_commit_of_its_round(node):
+    ae = node.replication.anti_entropy
+    node.keyspace.set(b"k", b"v")
+    node.replication.store.written(b"k", node.keyspace.clock_ms())
+    assert not ae.trees.pending
+    node.persist_now()
+    assert ae.trees.pending == {b"k"}
+    ae.settle()
+    assert ae.trees.keys == 1
 
 
 def test_nothing_is_answered_before_the_trees_are_built(node):

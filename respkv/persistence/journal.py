@@ -145,6 +145,10 @@ class Journal:
         #: already (mark_image), else None (imaged at the commit).
         self._dirty: dict[bytes, bytes | None] = {}
         self._flushed = False
+        #: Called at each commit with the keys changed since the last one (an
+        #: iterable the listener must not keep): whoever needs every changed key
+        #: once per round, as anti-entropy's hash trees do, without a call per change.
+        self.commit_key_listeners: list[Callable[[Iterable[bytes]], None]] = []
         #: Entries that are no key's image (hints), for the next commit, in order.
         self._extra: list[bytes] = []
         #: Returns the entries a snapshot needs besides the keys' images (the
@@ -285,6 +289,8 @@ class Journal:
         flushed = self._flushed
         if flushed or self._dirty:
             self.changes += len(self._dirty) + flushed
+            for listener in self.commit_key_listeners:
+                listener(self._dirty)
         if journal_log is None:
             self._extra.clear()  # no log: the next snapshot holds what is pending
             unlogged = self._unlogged

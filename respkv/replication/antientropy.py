@@ -153,9 +153,10 @@ class AntiEntropy:
 
     # -- keeping the trees ---------------------------------------------------------------
 
-    def changed(self, key: bytes, record: bytes | None = None) -> None:
-        """The store's change report: ``key`` is rehashed at the next settle."""
-        self.trees.pending.add(key)
+    def changed(self, keys: Iterable[bytes]) -> None:
+        """Keys whose record changed (the commit log's list, once per round):
+        rehashed at the next settle."""
+        self.trees.pending.update(keys)
 
     def loaded(self, keys: Iterable[bytes]) -> None:
         """The keys restored at start: hashed by :meth:`run` before any exchange."""

@@ -22,10 +22,10 @@ tree is never rebuilt for an exchange.  :class:`SlotTrees` keeps, per slot, the
 leaf of every key it holds and the slot's sum; a group's sum is the XOR of the
 sums of the slots compared, made when asked (both sides restrict it to the slots
 they share, named in the request), and a big slot's segment sums are made from
-its leaves when asked.  Keys whose record changed are noted cheaply on the write
-path (:meth:`SlotTrees.changed`) and hashed later in batches
-(:meth:`SlotTrees.settle`), so a key written many times between two settles is
-hashed once.
+its leaves when asked.  Keys whose record changed are only noted on the write
+path (the node hands over the commit log's list of changed keys once per
+event-loop round) and hashed later in batches (:meth:`SlotTrees.settle`), so a
+key written many times between two settles is hashed once.
 
 An exchange (:mod:`respkv.replication.antientropy`) walks down only where the
 sums differ: group sums, then the sums of the slots of differing groups, then —
