@@ -227,6 +227,13 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in [
     Directive("tombstone-grace", 60000, _parse_int, minimum=0, maximum=2**31,
               doc="Milliseconds a deletion's tombstone is kept after every replica acknowledged it, "
                   "and an expired key's version record after it expired."),
+    Directive("sloppy-quorum", True, _parse_bool, _format_bool,
+              doc="yes: when preferred replicas of a slot are down, a write also goes to the next live nodes "
+                  "on the ring beyond its preference list (fallbacks), which keep it with a durable hint and "
+                  "hand it off when the node is back; their acknowledgements count towards W (Dynamo's sloppy "
+                  "quorum: writable while W nodes live, but a read may miss the write until hand-off). "
+                  "no: only preferred replicas count (-NOQUORUM while fewer than W are up). "
+                  "A connection may override it with CONSISTENCY SLOPPY."),
     Directive("max-hints-per-node", 100_000, _parse_int, minimum=0, maximum=2**31 - 1,
               doc="Hints (keys another node may lack, kept durably and handed off when it is back) a node "
                   "holds for any one other node; beyond it new hints for that node are dropped and counted "
