@@ -4,6 +4,12 @@
   for it), is killed with SIGKILL and restarted while the replica is still down:
   its hints come back from its commit log, and once the replica returns it gets
   every key from them (checked on the replica's own copy).
+* Sloppy quorum, 5 nodes, RF = 3, W = 2: two of the three preferred nodes of some
+  slots are killed with ``kill -9``; with a strict quorum (the directive, or
+  ``CONSISTENCY SLOPPY no``) writes to those slots get ``-NOQUORUM``, with a sloppy
+  one they are acknowledged and held by the ring's fallbacks with hints; after the
+  two restart, every acknowledged write is on each preferred replica's own copy,
+  deleted keys are tombstones there, and no fallback keeps a copy.
 
 Every wait polls with a deadline; clusters run on free ports with a 1000 ms node
 timeout, as in ``test_cluster_e2e``.
