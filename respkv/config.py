@@ -233,6 +233,13 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in [
     Directive("anti-entropy-keys-per-second", 5000, _parse_int, minimum=1, maximum=10_000_000,
               doc="Records an anti-entropy exchange may pull or push per second, so that a large repair "
                   "leaves clients their latency."),
+    Directive("sloppy-quorum", True, _parse_bool, _format_bool,
+              doc="yes: when preferred replicas of a slot are down, a write also goes to the next live nodes "
+                  "on the ring beyond its preference list (fallbacks), which keep it with a durable hint and "
+                  "hand it off when the node is back; their acknowledgements count towards W (Dynamo's sloppy "
+                  "quorum: writable while W nodes live, but a read may miss the write until hand-off). "
+                  "no: only preferred replicas count (-NOQUORUM while fewer than W are up). "
+                  "A connection may override it with CONSISTENCY SLOPPY."),
     Directive("max-hints-per-node", 100_000, _parse_int, minimum=0, maximum=2**31 - 1,
               doc="Hints (keys another node may lack, kept durably and handed off when it is back) a node "
                   "holds for any one other node; beyond it new hints for that node are dropped and counted "

@@ -13,7 +13,7 @@ import pytest
 from respkv.replication.get_core import ASK, REPAIR, GetCore
 from respkv.replication.get_core import FAIL as GET_FAIL
 from respkv.replication.get_core import REPLY as GET_REPLY
-from respkv.replication.put_core import FAIL, FULL, HINT, REPLY, SEND, PutCore
+from respkv.replication.put_core import FAIL, FULL, HINT, REPLY, SEND, SEND_HINTED, PutCore
 
 
 def drive_put(core: PutCore, events: list[str]) -> list[list[tuple]]:
@@ -82,6 +82,38 @@ PUT_TABLE = [
 @pytest.mark.parametrize(("w", "peers", "down", "events", "expected"), PUT_TABLE)
 def test_put_core(w, peers, down, events, expected):
     assert drive_put(PutCore(w, "me", peers, down), events) == expected
+
+
+# Sloppy quorum: (w, peers, down, fallbacks as (fallback, down node), events, expected).
+# Fallbacks are ``f``, ``g``; their acknowledgements count towards W, a failed one
+# hints the node it stood in for, and a write with a down node is never FULL.
+SLOPPY_PUT_TABLE = [
+    pytest.param(2, (), ("b", "c"), (("f", "b"), ("g", "c")), ["start", "ack me", "ack f", "ack g"],
+                 [[(SEND_HINTED, "f", "b"), (SEND_HINTED, "g", "c")], [], [(REPLY,)], []],
+                 id="two-down-two-fallbacks-make-w"),
+    pytest.param(2, ("b",), ("c",), (("f", "c"),), ["start", "ack me", "ack f", "ack b"],
+                 [[(SEND, "b"), (SEND_HINTED, "f", "c")], [], [(REPLY,)], []],
+                 id="fallback-ack-counts-before-a-preferred-one"),
+    pytest.param(2, (), ("b", "c"), (("f", "b"),), ["start", "ack me", "ack f"],
+                 [[(SEND_HINTED, "f", "b"), (HINT, "c")], [], [(REPLY,)]],
+                 id="a-down-node-without-fallback-is-hinted"),
+    pytest.param(2, (), ("b", "c"), (("f", "b"), ("g", "c")), ["start", "ack me", "fail f", "fail g"],
+                 [[(SEND_HINTED, "f", "b"), (SEND_HINTED, "g", "c")], [], [(HINT, "b")], [(HINT, "c"), (FAIL, 1, 2)]],
+                 id="failed-fallbacks-hint-the-nodes-they-stood-in-for"),
+    pytest.param(3, (), ("b", "c"), (("f", "b"), ("g", "c")), ["start", "ack me", "ack f", "ack f", "timeout"],
+                 [[(SEND_HINTED, "f", "b"), (SEND_HINTED, "g", "c")], [], [], [], [(FAIL, 2, 3)]],
+                 id="duplicate-fallback-ack-counts-once"),
+    pytest.param(2, (), ("b", "c"), (("f", "b"),), ["start", "ack me", "ack g", "ack b", "timeout"],
+                 [[(SEND_HINTED, "f", "b"), (HINT, "c")], [], [], [], [(FAIL, 1, 2)]],
+                 id="acks-from-nodes-not-asked-ignored"),
+    pytest.param(2, (), ("b", "c"), (), ["start", "ack me"],
+                 [[(HINT, "b"), (HINT, "c")], [(FAIL, 1, 2)]], id="strict-alone-below-w"),
+]
+
+
+@pytest.mark.parametrize(("w", "peers", "down", "fallbacks", "events", "expected"), SLOPPY_PUT_TABLE)
+def test_put_core_with_fallbacks(w, peers, down, fallbacks, events, expected):
+    assert drive_put(PutCore(w, "me", peers, down, fallbacks), events) == expected
 
 
 def drive_get(core: GetCore, events: list[str]) -> list[list[tuple]]:

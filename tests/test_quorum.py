@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from respkv.replication import quorum
 from respkv.replication.quorum import Quorums, effective, noquorum_error
 
 
@@ -35,3 +36,26 @@ def test_noquorum_error_read():
     text = noquorum_error("read", 3, 0)
     assert text.startswith("NOQUORUM read quorum")
     assert text == "NOQUORUM read quorum not reached: 0 of 3 required replicas answered"
+
+
+class _Session:
+    def __init__(self, consistency) -> None:
+        self.consistency = consistency
+
+
+@pytest.mark.parametrize(
+    ("configured", "override", "expected"),
+    [
+        (True, None, (("f", "b"),)),
+        (False, None, ()),
+        (False, (2, 2, True), (("f", "b"),)),
+        (True, (2, 2, False), ()),
+        (True, (1, 1), (("f", "b"),)),  # R/W only: the configured sloppiness
+    ],
+)
+def test_stand_ins_follow_sloppy_quorum_and_its_override(configured, override, expected):
+    config = {"sloppy-quorum": configured, "read-quorum": 2, "write-quorum": 2}
+    fallbacks = {"b": "f", "c": None}  # c has no live node beyond the list
+    assert quorum.stand_ins(config, _Session(override), fallbacks) == expected
+    assert quorum.stand_ins(config, None, fallbacks) == ((("f", "b"),) if configured else ())
+    assert quorum.requested(config, override) == (override[:2] if override else (2, 2))

@@ -116,15 +116,24 @@ def test_consistency_per_connection(r, node):
             reply = dict(zip(reply[::2], reply[1::2]))
         return {k.decode() if isinstance(k, bytes) else k: v for k, v in reply.items()}
 
-    assert shown(r) == {"n": 3, "r": 2, "w": 2}
+    assert shown(r) == {"n": 3, "r": 2, "w": 2, "sloppy": 1}
     assert r.execute_command("CONSISTENCY", "R", "1", "W", "3") in (b"OK", True)
-    assert shown(r) == {"n": 3, "r": 1, "w": 3}
+    assert shown(r) == {"n": 3, "r": 1, "w": 3, "sloppy": 1}
     other = node.client()
-    assert shown(other) == {"n": 3, "r": 2, "w": 2}  # only this connection changed
+    assert shown(other) == {"n": 3, "r": 2, "w": 2, "sloppy": 1}  # only this connection changed
     assert r.execute_command("CONSISTENCY", "W", "2") in (b"OK", True)
-    assert shown(r) == {"n": 3, "r": 1, "w": 2}
+    assert shown(r) == {"n": 3, "r": 1, "w": 2, "sloppy": 1}
+    assert r.execute_command("CONSISTENCY", "SLOPPY", "no") in (b"OK", True)
+    assert shown(r) == {"n": 3, "r": 1, "w": 2, "sloppy": 0}
+    assert r.execute_command("CONSISTENCY", "R", "2") in (b"OK", True)  # keeps SLOPPY
+    assert shown(r) == {"n": 3, "r": 2, "w": 2, "sloppy": 0}
+    with pytest.raises(redis.ResponseError, match="SLOPPY must be yes or no"):
+        r.execute_command("CONSISTENCY", "SLOPPY", "maybe")
     assert r.execute_command("CONSISTENCY", "DEFAULT") in (b"OK", True)
-    assert shown(r) == {"n": 3, "r": 2, "w": 2}
+    assert shown(r) == {"n": 3, "r": 2, "w": 2, "sloppy": 1}
+    assert r.config_set("sloppy-quorum", "no")
+    assert shown(r)["sloppy"] == 0 and r.config_get("sloppy-quorum") == {"sloppy-quorum": "no"}
+    assert r.config_set("sloppy-quorum", "yes")
 
 
 def raw_command(port: int, *args: bytes):

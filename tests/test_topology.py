@@ -676,3 +676,16 @@ def test_large_cluster_slots_renders_quickly_and_is_cached():
         topology.encode_cluster_slots(RESP2)
         topology.encode_cluster_slots(RESP3)
     assert time.perf_counter() - started < 0.05
+
+
+def test_fallbacks_stand_in_for_failed_preferred_nodes_and_are_cached():
+    membership = healthy_membership()
+    ring = membership.ring(16)
+    slot = 100
+    preferred = ring.preference_list(slot, 3)
+    failed = {preferred[1]: FAIL, preferred[2]: PFAIL}  # only FAIL counts as down
+    topology = Topology(preferred[0], membership, ring, 3, failed)
+    beyond = [node for node in ring.walk(slot) if node not in preferred]
+    assert topology.fallbacks(slot) == {preferred[1]: beyond[0]}
+    assert topology.fallbacks(slot) is topology.fallbacks(slot)
+    assert Topology(preferred[0], membership, ring, 3).fallbacks(slot) == {}

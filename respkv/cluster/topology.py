@@ -98,7 +98,7 @@ class Topology:
     ``states`` maps member ids to the failure detector's verdict; members missing
     from it are OK, and ``myself`` is always OK.  ``ring`` must only hold active
     members of ``membership``; normally it is ``membership.ring(vnodes)``, but only
-    its ``members`` and ``preference_lists(rf)`` are used, so a hand-made table of
+    its ``members``, ``preference_lists(rf)`` and ``fallbacks`` are used, so a hand-made table of
     preference lists can stand in for it to lay slots out exactly.
     ``current_epoch`` (``cluster_current_epoch``) defaults to the membership's
     version; each member's own epoch is its config epoch in ``CLUSTER NODES``.
@@ -229,6 +229,16 @@ class Topology:
         """The master of ``slot``: its first live preferred node, or None."""
         nodes = self._per_slot[slot]
         return nodes[0] if nodes else None
+
+    def fallbacks(self, slot: int) -> Mapping[str, str | None]:
+        """For each failed node of ``slot``'s preference list, the live node beyond
+        the list that stands in for it (sloppy quorum; None when there is none):
+        :meth:`Ring.fallbacks <respkv.cluster.ring.Ring.fallbacks>`, cached per snapshot."""
+        key = ("fallbacks", slot)
+        found = self._cache.get(key)
+        if found is None:
+            found = self._cache[key] = self.ring.fallbacks(slot, self.rf, self._live)
+        return found
 
     def slot_ranges(self) -> list[tuple[int, int, tuple[str, ...]]]:
         """Served ranges as ``(start, end, live nodes)``, in slot order."""

@@ -128,9 +128,9 @@ class ClientSession:
         #: serves it while a command waits (see net.poller).
         self.poller = None
         self.cancel_scope: trio.CancelScope | None = None
-        #: Replication: this connection's (R, W) override (CONSISTENCY), and the
-        #: replies of the current batch still waiting for replicas.
-        self.consistency: tuple[int, int] | None = None
+        #: Replication: this connection's (R, W[, sloppy]) override (CONSISTENCY),
+        #: and the replies of the current batch still waiting for replicas.
+        self.consistency: tuple | None = None
         self.waiting = None
         #: (replies, close after them) of a batch parked until its replicas answer.
         self.parked: tuple[list, bool] | None = None

@@ -13,8 +13,9 @@ cluster clients (redis-py's ``RedisCluster``) route them like ``GET`` and ``SET`
 * ``RESOLVE key context [value]``: write ``value`` (or delete the key, without
   one) superseding exactly the versions ``context`` has seen: siblings written
   since the client read the context stay.  Without replication it is SET / DEL.
-* ``CONSISTENCY [R r] [W w] | DEFAULT``: this connection's read and write quorums;
-  without arguments, the N/R/W now in force for it.
+* ``CONSISTENCY [R r] [W w] [SLOPPY yes|no] | DEFAULT``: this connection's read and
+  write quorums, and whether its writes take a sloppy quorum; without arguments,
+  the N/R/W and sloppiness now in force for it.
 * ``BUSFAULT CUT node-id ... | HEAL [node-id ...] | LIST``: cut or restore this
   node's cluster-bus links, for partition tests (``tools/faults.py`` drives it).
   A fault-injection command, so guarded like Redis's ``DEBUG``: refused unless the
@@ -33,7 +34,7 @@ from ..keyspace.numbers import parse_int
 from ..keyspace.values import type_name
 from ..protocol import reply
 from . import vclock
-from .quorum import effective, requested
+from .quorum import effective, requested, sloppy
 from .versions import Version, winner
 
 _KEY_SPEC_RO = {
@@ -172,7 +173,7 @@ def _quorum_arg(value: bytes) -> int:
 
 @command(
     "consistency",
-    "Sets or shows this connection's read and write quorums (R and W).",
+    "Sets or shows this connection's read and write quorums (R and W) and whether its writes take a sloppy quorum.",
     group="connection",
     since="respkv 0.5",
     arity=-1,
@@ -191,27 +192,34 @@ def consistency(s, args):
             r, w = requested(config, s.consistency)
             q = effective(config["replication-factor"], config["replication-factor"], r, w)
         return s.proto.map(
-            [(reply.bulk(b"n"), reply.integer(q.n)), (reply.bulk(b"r"), reply.integer(q.r)), (reply.bulk(b"w"), reply.integer(q.w))]
+            [(reply.bulk(b"n"), reply.integer(q.n)), (reply.bulk(b"r"), reply.integer(q.r)), (reply.bulk(b"w"), reply.integer(q.w)),
+             (reply.bulk(b"sloppy"), reply.integer(int(sloppy(config, s.consistency))))]
         )
     if len(args) == 2 and args[1].upper() == b"DEFAULT":
         s.consistency = None
         return reply.OK
     r, w = requested(config, s.consistency)
+    loose = s.consistency[2] if s.consistency and len(s.consistency) > 2 else None
     i = 1
     given = False
     while i < len(args):
         option = args[i].upper()
-        if option not in (b"R", b"W") or i + 1 >= len(args):
+        if option not in (b"R", b"W", b"SLOPPY") or i + 1 >= len(args):
             raise CommandError(SYNTAX)
         if option == b"R":
             r = _quorum_arg(args[i + 1])
-        else:
+        elif option == b"W":
             w = _quorum_arg(args[i + 1])
+        else:
+            value = args[i + 1].lower()
+            if value not in (b"yes", b"no"):
+                raise CommandError("ERR SLOPPY must be yes or no")
+            loose = value == b"yes"
         given = True
         i += 2
     if not given:
         raise CommandError(SYNTAX)
-    s.consistency = (r, w)
+    s.consistency = (r, w) if loose is None else (r, w, loose)
     return reply.OK
 
 

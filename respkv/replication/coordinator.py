@@ -51,17 +51,13 @@ decides on what it has (``-NOQUORUM`` unless its quorum is met).  A missed
 quorum does not undo the write: the versions written stay where they landed, as
 in Dynamo, but the client is not told the write was done.
 
-A replica that did not acknowledge (down, cut off, failed) gets a **hint**: the key
-is remembered for it, and the hand-off loop ships the key's current record once
-the replica is reachable again.  Tombstones that every replica acknowledged are
-purged everywhere after ``tombstone-grace``.
+A replica that did not acknowledge (down, cut off, failed) gets a durable **hint**
+(:mod:`~.handoff`); with a sloppy quorum a preferred node that is down has a
+fallback beyond the preference list take the write and keep its hint instead
+(``REPLFOR``).  Tombstones every replica acknowledged are purged after ``tombstone-grace``.
 
-Bus operations: ``REPL key parent record ...`` (apply records or run shipped
-commands, answer the keys whose command could not run; ``parent`` names the
-versions the coordinator superseded, so a replica holding exactly those replaces
-them without comparing clocks),
-``RREAD key digest ...`` (per key: empty if the digest matches, ``-`` for no
-record, else the record) and ``PURGE key clock`` (a notification).
+The bus operations (``REPL``, ``REPLFOR``, ``RREAD``, ``PURGE``) are described
+with the replica side that serves them, :mod:`~.replica`.
 """
 
 from __future__ import annotations
@@ -77,7 +73,6 @@ from ..commands.table import CommandError
 from ..keyspace.slots import key_slot
 from ..peer import wire
 from ..peer.bus import PeerUnavailable
-from ..persistence.exceptions import LogWriteError
 from ..protocol import reply
 from . import get_core, put_core, quorum
 from .answers import ReadAnswer, ReplAnswer
@@ -118,7 +113,7 @@ class Coordinator:
         self._quorums: dict[tuple[int, int], Quorums] = {}
         self._placements: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         #: Keys other nodes may lack, kept durably, shipped when they are back.
-        self.handoff = HintedHandoff(state, bus, store, self._request, node.config, self._commit_hints)
+        self.handoff = HintedHandoff(state, bus, store, self._request, node.config, node.persist_now)
         self.hint = self.handoff.hint
         #: Serves what other coordinators send this node as a replica (or fallback).
         self.replica = ReplicaSide(node, store, self.hint)
@@ -353,8 +348,10 @@ class Coordinator:
         if not shipped_keys:
             return result
         self.stats["replicated_writes"] += len(requests)
-        peers, down = placement or self.placement(key_slot(shipped_keys[0]))
-        core = PutCore(self.quorums(session).w, self.myself, peers, down)
+        slot = key_slot(shipped_keys[0])
+        peers, down = placement or self.placement(slot)
+        stand_ins = quorum.stand_ins(self.node.config, session, self.state.topology.fallbacks(slot)) if down else ()
+        core = PutCore(self.quorums(session).w, self.myself, peers, down, stand_ins)
         request = WriteRequest(core, result, len(requests), shipped_keys)
         if tombstones and not down:
             # Purged only once every preferred replica has it: a failed one that
@@ -363,11 +360,13 @@ class Coordinator:
             request.on_full = lambda: self.forgetting.schedule_purges(now + grace, tombstones)
         encoded = wire.encode_args(shipped)
         count = len(shipped)
-        for action, peer in core.start():
-            if action is put_core.SEND:
-                self._out(peer).add_records(encoded, count, request, shipped_keys)
+        for action in core.start():
+            if action[0] is put_core.SEND:
+                self._out(action[1]).add_records(encoded, count, request, shipped_keys)
+            elif action[0] is put_core.SEND_HINTED:
+                self.handoff.stand_in(action[1], action[2], shipped_keys, ReplAnswer(self, action[1], [request], shipped_keys))
             else:
-                self.hint(peer, shipped_keys)
+                self.hint(action[1], shipped_keys)
         journal = self.node.journal
         if journal is not None and journal.log is not None:
             self._awaiting_commit.append(request)  # acknowledged by local_commit
@@ -577,13 +576,6 @@ class Coordinator:
                 args.append(RECONCILE)
                 args.append(record)
         return args
-
-    def _commit_hints(self) -> None:
-        """Write hints logged outside a round (answers, hand-off) to the commit log."""
-        try:
-            self.node.persist_now()
-        except LogWriteError:
-            pass  # logged, and writes are refused until the log works again
 
     # -- the replica side ------------------------------------------------------------------
 

@@ -45,8 +45,9 @@ import logging
 from collections.abc import Callable, Mapping
 
 from ..keyspace.slots import key_slot
+from ..persistence.exceptions import LogWriteError
 from ..persistence.journal import DELIVERED, HINT, entry
-from .replica import REPL
+from .replica import REPL, REPLFOR
 from .store import RECONCILE, VersionStore
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,8 @@ class HintedHandoff:
     """The hints one node holds, by node, and their delivery (see the module doc).
 
     ``request(peer, op, args, callback)`` sends a bus request; ``config`` gives
-    ``max-hints-per-node``; ``commit()`` writes what was logged outside a round.
+    ``max-hints-per-node``; ``commit()`` writes what was logged outside a round
+    (the node's end-of-round commit; a LogWriteError it raises was logged there).
     """
 
     def __init__(self, state, bus, store: VersionStore, request: Request, config: Mapping,
@@ -173,6 +175,17 @@ class HintedHandoff:
         fields.extend((f"hints_pending_{peer}", count) for peer, count in self.pending_by_node().items())
         return fields
 
+    def stand_in(self, fallback: str, node: str, keys: list[bytes], callback) -> None:
+        """Ship the whole records of ``keys`` (the fallback may hold no parent) to
+        ``fallback``, to keep for ``node`` with a durable hint (``REPLFOR``)."""
+        args: list[bytes] = [node.encode()]
+        wire_record = self.store.wire_record
+        for key in keys:
+            record = wire_record(key)
+            if record is not None:
+                args += (key, RECONCILE, record)
+        self._request(fallback, REPLFOR, args, callback)
+
     # -- delivering ---------------------------------------------------------------------
 
     def hand_off(self) -> None:
@@ -195,7 +208,10 @@ class HintedHandoff:
                 self._ship_batch(peer, queued, in_flight, topology)
         if self._logged_since_commit:
             self._logged_since_commit = False
-            self._commit()
+            try:
+                self._commit()
+            except LogWriteError:
+                pass  # logged; writes are refused until the log works again
 
     def _ship_batch(self, peer: str, queued: set[bytes], in_flight: set[bytes], topology) -> None:
         args: list[bytes] = []
