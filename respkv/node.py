@@ -61,7 +61,7 @@ from .keyspace.store import Keyspace
 from .net.dispatch import Dispatcher
 from .persistence.exceptions import LogWriteError
 from .persistence.journal import Journal
-from .persistence.keyspace_images import keyspace_image, keyspace_replay
+from .persistence.keyspace_images import keyspace_image, keyspace_images, keyspace_replay
 from .persistence.rewrites import Rewrites
 from .net.server import open_listener, serve_clients
 from .peer.bus import ClusterBus
@@ -288,14 +288,14 @@ class Node:
 
     # -- persistence ------------------------------------------------------------
 
-    def open_journal(self, image, replay, keys=None) -> Journal:
+    def open_journal(self, image, replay, keys=None, images=None) -> Journal:
         """Load ``dir``'s snapshot and commit logs through ``replay``, then open the
-        log for appending; changes are logged as ``image(key)`` from now on, and
-        snapshots hold ``image(key)`` of every key ``keys()`` lists (default: the
-        keyspace's keys)."""
+        log for appending; changes are logged as ``image(key)`` from now on (a
+        round's as ``images(marked)`` if given, see Journal), and snapshots hold
+        ``image(key)`` of every key ``keys()`` lists (default: the keyspace's keys)."""
         config = self.config
         journal = Journal(
-            config["dir"], image, appendonly=config["appendonly"], fsync=config["appendfsync"],
+            config["dir"], image, images=images, appendonly=config["appendonly"], fsync=config["appendfsync"],
             truncate_torn=config["aof-load-truncated"], truncate_corrupt=config["aof-load-corrupt-truncate"],
         )
         entries = journal.load(replay)
@@ -372,7 +372,8 @@ async def serve_node(node: Node, *, task_status=trio.TASK_STATUS_IGNORED) -> Non
     os.makedirs(config["dir"], exist_ok=True)
     if not (config["cluster-enabled"] and config["replication-factor"] > 1):
         # Replicated nodes journal version records instead (see start_replication).
-        node.open_journal(keyspace_image(node.keyspace), keyspace_replay(node.keyspace))
+        node.open_journal(keyspace_image(node.keyspace), keyspace_replay(node.keyspace),
+                          images=keyspace_images(node.keyspace))
         node.add_key_observer(node.journal.mark)
         node.keyspace.on_flush = node.journal.mark_flushed
     listener = await open_listener(node.config["bind"], node.config["port"])

@@ -19,7 +19,7 @@ import hiredis
 import trio
 
 from respkv.persistence.framing import ENTRY_HEADER_SIZE, FILE_HEADER_SIZE
-from respkv.persistence.journal import split_entry
+from respkv.persistence.journal import BATCH, split_batch, split_entry
 from tools.procs import free_port
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -195,15 +195,20 @@ def active_log(directory: pathlib.Path) -> pathlib.Path:
     return directory / [name for name in manifest_parts(directory) if name.startswith("log.")][-1]
 
 
-def log_entries(path: pathlib.Path) -> list[tuple[int, int, bytes, bytes]]:
-    """``(offset, framed size, kind, key)`` of every entry of a commit log."""
+def log_entries(path: pathlib.Path) -> list[tuple[int, int, bytes, list[bytes]]]:
+    """``(offset, framed size, kind, keys)`` of every entry of a commit log: a
+    batch's kind is BATCH and its keys are those of its entries, in order."""
     data = path.read_bytes()
     offset = FILE_HEADER_SIZE
     entries = []
     while offset < len(data):
         (length,) = _LENGTH.unpack_from(data, offset)
         payload = data[offset + ENTRY_HEADER_SIZE : offset + ENTRY_HEADER_SIZE + length]
-        kind, key, _ = split_entry(payload)
-        entries.append((offset, ENTRY_HEADER_SIZE + length, kind, key))
+        if payload[:1] == BATCH:
+            kind, keys = BATCH, [split_entry(sub)[1] for sub in split_batch(payload)]
+        else:
+            kind, key, _ = split_entry(payload)
+            keys = [key]
+        entries.append((offset, ENTRY_HEADER_SIZE + length, kind, keys))
         offset += ENTRY_HEADER_SIZE + length
     return entries

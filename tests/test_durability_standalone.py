@@ -20,7 +20,7 @@ import hiredis
 import pytest
 import trio
 
-from respkv.persistence.journal import VALUE
+from respkv.persistence.journal import BATCH, VALUE
 from tests.durability_helpers import (
     PROCESS_TIMEOUT,
     Client,
@@ -256,10 +256,12 @@ async def test_appendonly_no_keeps_what_the_last_snapshot_holds(servers, tmp_pat
 
 
 async def _log_with_last_key(servers, tmp_path) -> ServerProcess:
-    """A stopped node whose log ends with the entry of ``last``, alone in its round."""
+    """A stopped node whose log holds four batches of five keys (one pipeline each),
+    then the entry of ``last``, alone in its round."""
     server = await new_server(servers, tmp_path, "--appendfsync", "always").start()
     c = await server.client()
-    await c.pipeline([("SET", f"k{i}", f"v{i}") for i in range(20)])
+    for start in range(0, 20, 5):
+        await c.pipeline([("SET", f"k{i}", f"v{i}") for i in range(start, start + 5)])
     await c.call("SET", "last", "written last")
     assert await server.stop() == 0
     return server
@@ -268,8 +270,10 @@ async def _log_with_last_key(servers, tmp_path) -> ServerProcess:
 async def test_a_torn_last_entry_is_cut_off_at_start(servers, tmp_path):
     server = await _log_with_last_key(servers, tmp_path)
     path = active_log(server.directory)
-    offset, size, kind, key = log_entries(path)[-1]
-    assert (kind, key) == (VALUE, b"last")
+    entries = log_entries(path)
+    assert [kind for _, _, kind, _ in entries] == [BATCH] * 4 + [VALUE]
+    offset, size, kind, keys = entries[-1]
+    assert keys == [b"last"]
     pristine = tmp_path / "pristine"
     shutil.copytree(server.directory, pristine)
     for cut in (offset + 1, offset + 7, offset + 8, offset + size - 1):
@@ -303,9 +307,9 @@ async def test_a_corrupt_entry_in_the_middle_stops_the_start(servers, tmp_path):
     server = await _log_with_last_key(servers, tmp_path)
     path = active_log(server.directory)
     entries = log_entries(path)
-    index = len(entries) // 2
-    offset, size, _, key = entries[index]
-    survivors = [k for _, _, _, k in entries[:index]]
+    index = len(entries) // 2  # a batch: none of its keys survives
+    offset, size, _, keys = entries[index]
+    survivors = [key for _, _, _, earlier in entries[:index] for key in earlier]
     data = bytearray(path.read_bytes())
     data[offset + size - 1] ^= 0x40  # one bit of the payload's last byte
     path.write_bytes(bytes(data))
@@ -320,7 +324,7 @@ async def test_a_corrupt_entry_in_the_middle_stops_the_start(servers, tmp_path):
     await server.start("--aof-load-corrupt-truncate", "yes")
     c = await server.client()
     assert sorted(await c.call("KEYS", "*")) == sorted(survivors)
-    assert key not in survivors and await c.call("GET", "last") is None
+    assert len(keys) == 5 and not set(keys) & set(survivors) and await c.call("GET", "last") is None
     assert await server.stop() == 0
     assert f"Truncated the commit log {path} at byte offset {offset}" in server.output()
 

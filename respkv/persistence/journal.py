@@ -15,9 +15,15 @@ serving (below) and makes recovery a plain replay.
 :meth:`Journal.mark_image` with the image when it has the bytes at hand, as
 replication has the record it ships); at the end
 of the event-loop round :meth:`Journal.commit` encodes each dirty key's image once
-(a key written sixteen times in a pipeline costs one entry), appends the entries to
-the log and writes them with one system call — fsynced first under
-``appendfsync always`` (group commit).  Replies, and a replica's acknowledgements,
+(a key written sixteen times in a pipeline costs one entry; ``images`` encodes a
+whole round in one call), packs the round's entries into one ``BATCH`` entry
+(:func:`batch`: one frame and one checksum for the round instead of one per key,
+which is most of what framing costs), appends it to the log and writes it with
+one system call — fsynced first under ``appendfsync always`` (group commit).  A
+round of one entry is logged as that entry; a round of more than
+:data:`BATCH_MAX_BYTES` is split into several batches.  A batch is all or nothing
+when loaded: a torn one drops the whole round, which was not fsynced either (under
+``always`` the fsync precedes the replies, so a torn tail was never acknowledged).  Replies, and a replica's acknowledgements,
 leave only after that (see :mod:`respkv.net.poller` and the replication
 coordinator): no write is acknowledged before it is in the log.  When the write or
 fsync fails, :meth:`commit` raises :class:`LogWriteError` and :attr:`failed` stays
@@ -26,7 +32,8 @@ set until a retry succeeds; the node refuses writes meanwhile (``-MISCONF``).
 *Snapshots and rewrites.*  :meth:`Journal.rewrite` (``BGSAVE``, ``BGREWRITEAOF``,
 the ``save`` schedule, growth of the log) first switches appends to a new log and
 records that in the manifest, then writes every key's image into a new snapshot,
-a chunk at a time between turns of the event loop (file I/O in a worker thread),
+a chunk at a time between turns of the event loop (one batch entry per chunk; file
+I/O in a worker thread),
 then makes the manifest name the new snapshot and the new log alone and deletes
 the old files.  A key changed while the snapshot is written is in the new log
 too, so replaying the new log over the snapshot gives the exact current state;
@@ -66,7 +73,7 @@ import logging
 import os
 import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import trio
 
@@ -79,16 +86,22 @@ log = logging.getLogger(__name__)
 
 #: Entry kinds: a key's value image (standalone), its version record
 #: (replication), its absence, everything flushed; a hint stored for the node
-#: whose id is the body, and its delivery (or abandonment) — see the module doc.
+#: whose id is the body, and its delivery (or abandonment) — see the module doc;
+#: and a batch of such entries.
 VALUE = b"V"
 RECORD = b"R"
 ABSENT = b"X"
 FLUSHED = b"F"
 HINT = b"H"
 DELIVERED = b"D"
+BATCH = b"B"
 
 #: The key length that follows an entry's kind.
 KEY_LENGTH = struct.Struct("<I")
+#: The entry count that follows a batch's kind.
+BATCH_COUNT = struct.Struct("<I")
+#: Bytes of entries one batch holds at most (a round that wrote more is split).
+BATCH_MAX_BYTES = 16 << 20
 #: Keys encoded per turn of the event loop while a snapshot is written: about
 #: 2 ms of encoding, which bounds what a background snapshot adds to a client's wait.
 SNAPSHOT_CHUNK = 500
@@ -116,11 +129,69 @@ def split_entry(payload) -> tuple[bytes, bytes, bytes]:
     return payload[:1], payload[5 : 5 + length], payload[5 + length :]
 
 
+def batch(payloads: list[bytes]) -> bytes:
+    """One entry holding the entries ``payloads`` (at least one), in order::
+
+        batch = "B" | count (u32) | count x entry length (u32) | entries back to back
+
+    All lengths are little endian; the entries are as :func:`entry` makes them
+    (never batches).  Replaying a batch replays its entries in order."""
+    count = len(payloads)
+    lengths = struct.pack(f"<{count + 1}I", count, *map(len, payloads))
+    return b"".join((BATCH, lengths, *payloads))
+
+
+def split_batch(payload) -> list[bytes]:
+    """The entries of a :func:`batch`; ValueError if malformed."""
+    payload = bytes(payload)
+    if len(payload) < 1 + BATCH_COUNT.size:
+        raise ValueError("batch entry shorter than its header")
+    (count,) = BATCH_COUNT.unpack_from(payload, 1)
+    position = 1 + BATCH_COUNT.size * (count + 1)
+    if position > len(payload):  # checked before the table is unpacked
+        raise ValueError("batch entry's length table runs past its end")
+    lengths = struct.unpack_from(f"<{count}I", payload, 1 + BATCH_COUNT.size)
+    if position + sum(lengths) != len(payload):
+        raise ValueError("batch entry's lengths do not add up to its size")
+    entries = []
+    for length in lengths:
+        entries.append(payload[position : position + length])
+        position += length
+    return entries
+
+
+def batches(payloads: list[bytes], limit: int = BATCH_MAX_BYTES) -> Iterator[bytes]:
+    """``payloads`` (entries) as few log entries as batches of at most ``limit``
+    bytes of entries allow: one alone stays as it is, a run of several becomes a
+    :func:`batch`."""
+    if not payloads:
+        return
+    if len(payloads) == 1:
+        yield payloads[0]
+        return
+    if sum(map(len, payloads)) <= limit:
+        yield batch(payloads)
+        return
+    run: list[bytes] = []
+    size = 0
+    for payload in payloads:
+        if run and size + len(payload) > limit:
+            yield run[0] if len(run) == 1 else batch(run)
+            run, size = [], 0
+        run.append(payload)
+        size += len(payload)
+    if run:
+        yield run[0] if len(run) == 1 else batch(run)
+
+
 class Journal:
     """The commit log and snapshots of one data directory (see the module doc).
 
     ``image(key)`` returns the entry that makes a replay hold ``key`` as it is now
-    (built with :func:`entry`, ``ABSENT`` for a missing key).
+    (built with :func:`entry`, ``ABSENT`` for a missing key).  ``images(marked)``,
+    if given, does the same for a whole round: ``marked`` maps each key to its
+    entry or None, and it returns the entries in that order (the hot loop of
+    :meth:`commit`; by default ``image`` per key).
     """
 
     def __init__(
@@ -128,6 +199,7 @@ class Journal:
         directory: str,
         image: Callable[[bytes], bytes],
         *,
+        images: Callable[[dict[bytes, bytes | None]], list[bytes]] | None = None,
         appendonly: bool = True,
         fsync: str = "everysec",
         truncate_torn: bool = True,
@@ -135,6 +207,7 @@ class Journal:
     ) -> None:
         self.layout = Layout(directory)
         self.image = image
+        self.images = images or _images_from(image)
         self.appendonly = appendonly
         self.fsync = fsync
         self.truncate_torn = truncate_torn
@@ -206,6 +279,12 @@ class Journal:
                     )
                     payloads = loaded
                 for payload in payloads:
+                    if payload[:1] == BATCH:
+                        for sub in split_batch(payload):
+                            kind, key, body = split_entry(sub)
+                            apply(kind, key, body)
+                            count += 1
+                        continue
                     kind, key, body = split_entry(payload)
                     apply(kind, key, body)
                     count += 1
@@ -307,11 +386,11 @@ class Journal:
             journal_log.append(entry(FLUSHED, b""))
         if self._dirty:
             dirty, self._dirty = self._dirty, {}
-            image = self.image
-            payloads = [image(key) if payload is None else payload for key, payload in dirty.items()]
+            payloads = self.images(dirty)
             if flushed:  # absent keys are gone with the flush anyway
                 payloads = [payload for payload in payloads if payload[:1] != ABSENT]
-            journal_log.append_all(payloads)
+            if payloads:
+                journal_log.append_all(batches(payloads))
         if self._extra:
             extra, self._extra = self._extra, []
             journal_log.append_all(extra)
@@ -410,13 +489,15 @@ class Journal:
         try:
             for payload in extras:
                 writer.add(payload)
-            image = self.image
+            images = self.images
             progress = _Progress(plan.new_snapshot, total)
+            imaged = 0
             for start in range(0, total, SNAPSHOT_CHUNK):
-                for key in snapshot_keys[start : start + SNAPSHOT_CHUNK]:
-                    payload = image(key)
-                    if payload[:1] != ABSENT:
-                        writer.add(payload)
+                payloads = images(dict.fromkeys(snapshot_keys[start : start + SNAPSHOT_CHUNK]))
+                payloads = [payload for payload in payloads if payload[:1] != ABSENT]
+                imaged += len(payloads)
+                for payload in batches(payloads):
+                    writer.add(payload)
                 if writer.buffered_bytes >= SNAPSHOT_FLUSH_BYTES:
                     await trio.to_thread.run_sync(writer.flush)
                 done = min(total, start + SNAPSHOT_CHUNK)
@@ -424,7 +505,7 @@ class Journal:
                 progress.report(done)
                 await trio.lowlevel.checkpoint()
             if self._unlogged is not None:
-                self._add_unlogged_changes(writer, keys)
+                imaged += self._add_unlogged_changes(writer, keys)
                 changes_before = self.changes  # the snapshot holds them all
             info = await trio.to_thread.run_sync(writer.finish)
         except BaseException:
@@ -436,12 +517,13 @@ class Journal:
         self.snapshot_size = self._other_parts_size = info.size
         self.base_size = self.current_size
         self.changes -= changes_before
-        log.info("snapshot %s written: %d entries, %d bytes, in %.3f s", plan.new_snapshot, info.entries,
+        log.info("snapshot %s written: %d entries, %d bytes, in %.3f s", plan.new_snapshot, imaged,
                  info.size, progress.elapsed())
 
-    def _add_unlogged_changes(self, writer: SnapshotWriter, keys: Callable[[], list[bytes]]) -> None:
+    def _add_unlogged_changes(self, writer: SnapshotWriter, keys: Callable[[], list[bytes]]) -> int:
         """Without a log: image again, in this one step, the keys changed while the
-        snapshot was written (every key after a FLUSHALL), absent ones included."""
+        snapshot was written (every key after a FLUSHALL), absent ones included;
+        returns the entries added."""
         self.commit()  # the current round's changes too
         if self._unlogged_flushed:
             writer.add(entry(FLUSHED, b""))
@@ -449,18 +531,30 @@ class Journal:
         else:
             changed = self._unlogged or ()
         image = self.image
+        added = 0
         for key in changed:
             writer.add(image(key))
+            added += 1
         if self.snapshot_extras is not None:
             for payload in self.snapshot_extras():
                 writer.add(payload)
         self._unlogged = None
+        return added + self._unlogged_flushed
 
     def _file_size(self, name: str) -> int:
         try:
             return os.path.getsize(self.layout.path(name))
         except OSError:
             return 0
+
+
+def _images_from(image: Callable[[bytes], bytes]) -> Callable[[dict[bytes, bytes | None]], list[bytes]]:
+    """``images(marked)`` of a journal given only ``image`` (see :class:`Journal`)."""
+
+    def images(marked: dict[bytes, bytes | None]) -> list[bytes]:
+        return [image(key) if payload is None else payload for key, payload in marked.items()]
+
+    return images
 
 
 class _Progress:

@@ -16,6 +16,10 @@ from ..keyspace.codec import STRING_TAG, decode_value, encode_value
 from .journal import ABSENT, FLUSHED, KEY_LENGTH, VALUE, entry
 
 _EXPIRY = struct.Struct("<Q")
+#: A VALUE entry's kind and key length, in one pack.
+_VALUE_KEY_LENGTH = struct.Struct("<c" + KEY_LENGTH.format.lstrip("<"))
+#: What follows the key in the entry of a string without expiry.
+_STRING_FOREVER = _EXPIRY.pack(0) + STRING_TAG
 
 
 def keyspace_image(keyspace) -> Callable[[bytes], bytes]:
@@ -34,6 +38,35 @@ def keyspace_image(keyspace) -> Callable[[bytes], bytes]:
         return entry(VALUE, key, expiry(expires.get(key, 0)) + encode_value(value))
 
     return image
+
+
+def keyspace_images(keyspace) -> Callable[[dict[bytes, bytes | None]], list[bytes]]:
+    """``images(marked)``: the entries of the keys of ``marked`` (a key's entry, or
+    None to image it now), in order: :func:`keyspace_image` for a whole round, with
+    the common case - a string - inlined."""
+    data_get = keyspace.data.get
+    expires = keyspace.expires
+    expiry = _EXPIRY.pack
+    head = _VALUE_KEY_LENGTH.pack
+    forever = _STRING_FOREVER
+    image = keyspace_image(keyspace)
+
+    def images(marked: dict[bytes, bytes | None]) -> list[bytes]:
+        payloads = []
+        append = payloads.append
+        for key, payload in marked.items():
+            if payload is None:
+                value = data_get(key)
+                if value.__class__ is not bytes:
+                    payload = image(key)
+                elif expires and key in expires:
+                    payload = b"".join((head(VALUE, len(key)), key, expiry(expires[key]), STRING_TAG, value))
+                else:
+                    payload = b"".join((head(VALUE, len(key)), key, forever, value))
+            append(payload)
+        return payloads
+
+    return images
 
 
 def keyspace_replay(keyspace) -> Callable[[bytes, bytes, bytes], None]:
