@@ -224,6 +224,12 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in [
               doc="Milliseconds a coordinator waits for R or W replicas before answering -NOQUORUM."),
     Directive("max-siblings", 16, _parse_int, mutable=False, minimum=1, maximum=1000,
               doc="Concurrent versions kept per key; beyond it the oldest are dropped (counted in INFO replication)."),
+    Directive("convergent-types", True, _parse_bool, _format_bool, mutable=False,
+              doc="yes: concurrent versions (siblings) of a set, hash or sorted set show their merge "
+                  "(add-wins observed-remove elements) and counters written by INCR/INCRBY/DECR/DECRBY/"
+                  "INCRBYFLOAT/HINCRBY/HINCRBYFLOAT add up, for which writes keep small causal metadata (dots, per-node tallies). "
+                  "no: no metadata; sets show the union of their siblings, other types the newest sibling "
+                  "(resolve them with SIBLINGS/RESOLVE). Set it the same on every node."),
     Directive("tombstone-grace", 60000, _parse_int, minimum=0, maximum=2**31,
               doc="Milliseconds a deletion's tombstone is kept after every replica acknowledged it, "
                   "and an expired key's version record after it expired."),

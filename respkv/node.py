@@ -409,6 +409,7 @@ def start_replication(node: Node, state: ClusterState, bus: ClusterBus) -> Coord
     new incarnation of this node (see replication.incarnation)."""
     incarnation = Incarnation(node.config["dir"])
     store = VersionStore(node.keyspace, actor_of(state.myself, incarnation.advance()), node.config["max-siblings"])
+    store.convergent = node.config["convergent-types"]
     coordinator = Coordinator(node, state, bus, store)
     replay = RecordReplay(store, coordinator.forgetting.expired, coordinator.handoff.replay)
     journal = node.open_journal(record_image(store), replay, keys=store.keys)

@@ -5,8 +5,10 @@
   present or absent is fine; lost elements still held by a sibling are counted apart.
 * Marked ``cluster``, real runs on 3-node clusters with RF=3, W=2, R=2: three
   cycles of ``kill -9`` of a random node, 1.5 s of concurrent writes, restart on the
-  same directory; and a whole-cluster stop (SIGTERM, then ``kill -9``) and restart.
-  Each must lose no acknowledged write and no acknowledged set element.
+  same directory; four cycles with W=1 alternating kills and partitions (a node
+  cut off while both sides take writes); and a whole-cluster stop (SIGTERM, then
+  ``kill -9``) and restart.  Each must lose no acknowledged write and no
+  acknowledged set element.
 
 Every wait of the runs has a deadline (cluster readiness, socket timeouts, the
 final reads); the only sleeps are the stretches of writing the cycles consist of.
@@ -182,6 +184,22 @@ def test_kill_and_restart_cycles_lose_no_acknowledged_write(tmp_path):
     assert report.quorums and all(q == {"replication-factor": "3", "read-quorum": "2", "write-quorum": "2"}
                                   for q in report.quorums.values()), summary
     assert report.verdict.acknowledged_writes > 0 and report.verdict.acknowledged_elements > 0, summary
+    assert report.verdict.lost_writes == [], summary
+    assert report.verdict.lost_elements == [], summary
+    assert report.ok, summary
+
+
+@pytest.mark.cluster
+def test_kill_and_partition_cycles_with_w1_lose_no_acknowledged_set_element(tmp_path):
+    """A partition with W=1 makes both sides acknowledge SADDs to the same sets;
+    the siblings must merge (convergent types) without losing one."""
+    settings = faultsuite.Settings(cycles=4, seconds_per_cycle=1.5, clients=3, sets=4, seed=21, write_quorum=1,
+                                   partitions=True, keep=str(tmp_path / "cluster"), ready_timeout=45.0,
+                                   read_timeout=30.0)
+    report = faultsuite.run(settings)
+    summary = report.summary()
+    assert [bool(step.get("partition")) for step in report.steps] == [False, True, False, True], summary
+    assert report.verdict.acknowledged_elements > 0, summary
     assert report.verdict.lost_writes == [], summary
     assert report.verdict.lost_elements == [], summary
     assert report.ok, summary

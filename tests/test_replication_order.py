@@ -198,6 +198,7 @@ async def test_a_run_of_sadds_replicates_once_and_answers_in_order(wired):
     from respkv.replication.versions import OPERATION_PREFIX, parse_operation
 
     node, session, bus, client_end = wired
+    node.replication.store.convergent = False  # re-adds change nothing (see the next test)
     k0, k1, text = my_keys(node, 3)
     with trio.fail_after(5):
         await pipeline(session, (b"SET", text, b"x"))
@@ -234,6 +235,28 @@ async def test_a_run_of_sadds_replicates_once_and_answers_in_order(wired):
     assert received(client_end) == b":0\r\n:0\r\n"
     assert len(bus.links[B].sent) == sent_before
     assert [store.digest(key) for key in (k0, k1)] == versions
+
+
+async def test_with_convergent_types_a_run_of_re_adds_is_a_write(wired):
+    """A re-add changes no Redis value, but it is an add a concurrent removal
+    may not have seen: it gets a new version (a new dot for its members)."""
+    from respkv.replication.versions import parse_operation
+
+    node, session, bus, client_end = wired
+    (key,) = my_keys(node, 1)
+    store = node.replication.store
+    with trio.fail_after(5):
+        await pipeline(session, (b"SADD", key, b"a", b"b"))
+        before = store.digest(key)
+        sent_before = len(bus.links[B].sent)
+        await pipeline(session, (b"SADD", key, b"a"), (b"SADD", key, b"b"))
+    assert received(client_end) == b":2\r\n:0\r\n:0\r\n"
+    (repl,) = [args for op, args in bus.links[B].sent[sent_before:]]
+    assert repl[0::3] == [key]
+    assert parse_operation(repl[2])[1] == [b"SADD", key, b"a", b"b"]
+    assert store.digest(key) != before
+    dots = store.meta[key].dots
+    assert dots[b"a"] == dots[b"b"] and dots[b"a"][0][1] == 2  # the second write's dot
 
 
 async def test_requests_sent_while_parked_are_answered_after_the_parked_batch(wired):

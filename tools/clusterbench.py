@@ -6,6 +6,8 @@ Usage (from the repository root)::
     python -m tools.clusterbench                   # 3-node respkv vs 3-master Redis Cluster
     python -m tools.clusterbench --reference-only  # Redis Cluster vs Redis Cluster
     python -m tools.clusterbench --rf 3 --reference-rf 1   # replication's cost: RF=3 vs RF=1
+    python -m tools.clusterbench --rf 3 --reference-rf 3 --reference-arg=--convergent-types=no \
+        --tests sadd,hset,incr                     # what convergent types' metadata costs
 
 Both clusters run on this machine at the same time, on free ports: the respkv one
 started by :mod:`respkv.launcher` exactly as ``respkv cluster up`` starts
@@ -17,7 +19,9 @@ a share.
 
 With ``--reference-rf N`` the reference is a second respkv cluster of the same
 size started with replication factor N instead of a Redis Cluster, so the ratio is
-what replication costs (e.g. RF=3 with W=2/R=2 against RF=1).  A respkv cluster
+what replication costs (e.g. RF=3 with W=2/R=2 against RF=1); ``--reference-arg``
+adds server arguments to that reference cluster only (the same RF with a setting
+changed shows what the setting costs).  A respkv cluster
 given a password (``--respkv-arg=--requirepass=PW``) is benchmarked with
 ``redis-benchmark -a PW``; the launcher learns the password from the same argument.
 
@@ -91,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reference-rf", type=int,
                         help="compare against a respkv cluster with this replication factor "
                              "instead of a Redis Cluster")
+    parser.add_argument("--reference-arg", action="append", default=[],
+                        help="extra server argument of the --reference-rf cluster only (repeatable)")
     parser.add_argument("--routing", choices=launcher.ROUTINGS,
                         help="respkv routing (server default if omitted)")
     bench.add_run_options(parser, tests=DEFAULT_TESTS, pipelines=DEFAULT_PIPELINES)
@@ -106,6 +112,7 @@ class Config(bench.Config):
     rf: int | None
     reference_rf: int | None
     routing: str | None
+    reference_args: list[str] = field(default_factory=list)
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
@@ -119,9 +126,11 @@ def parse_args(argv: list[str] | None = None) -> Config:
         parser.error("--reference-rf and --reference-only exclude each other")
     if ns.reference_rf is not None and ns.reference_rf < 1:
         parser.error("--reference-rf must be at least 1")
+    if ns.reference_arg and ns.reference_rf is None:
+        parser.error("--reference-arg needs --reference-rf (it configures that respkv cluster)")
     return Config(
         nodes=ns.nodes, rf=ns.rf, reference_rf=ns.reference_rf, routing=ns.routing,
-        **bench.run_settings(parser, ns, "clusterbench"),
+        reference_args=ns.reference_arg, **bench.run_settings(parser, ns, "clusterbench"),
     )
 
 
@@ -256,13 +265,14 @@ def start_redis_cluster(role: str, name: str, nodes: int, extra: list[str]) -> C
     return ClusterSide(role, name, servers, stop)
 
 
-def start_respkv_cluster(role: str, name: str, cfg: Config, rf: int | None) -> ClusterSide:
+def start_respkv_cluster(role: str, name: str, cfg: Config, rf: int | None, extra: list[str] = ()) -> ClusterSide:
     """A local respkv cluster from :func:`respkv.launcher.up` in a temporary
-    directory (removed again by ``stop``)."""
+    directory (removed again by ``stop``), with server arguments ``extra`` beside
+    ``--respkv-arg``'s."""
     workdir = tempfile.mkdtemp(prefix="respkv-cluster-")
     try:
         cluster = launcher.up(workdir, cfg.nodes, 0, rf=rf, routing=cfg.routing,
-                              server_args=cfg.respkv_args, timeout=FORM_TIMEOUT)
+                              server_args=[*cfg.respkv_args, *extra], timeout=FORM_TIMEOUT)
     except launcher.LauncherError as exc:
         shutil.rmtree(workdir, ignore_errors=True)
         raise BenchmarkFailed(f"could not start the respkv cluster: {exc}") from None
@@ -290,8 +300,9 @@ def start_sides(cfg: Config) -> tuple[ClusterSide, ClusterSide]:
         target = start_respkv_cluster("target", name, cfg, cfg.rf)
     try:
         if cfg.reference_rf is not None:
+            label = " ".join([f"rf={cfg.reference_rf}", *cfg.reference_args])
             reference = start_respkv_cluster(
-                "reference", f"respkv-cluster(rf={cfg.reference_rf})", cfg, cfg.reference_rf)
+                "reference", f"respkv-cluster({label})", cfg, cfg.reference_rf, cfg.reference_args)
         else:
             reference = start_redis_cluster("reference", "redis-cluster", cfg.nodes, cfg.redis_args)
     except BaseException:

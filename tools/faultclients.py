@@ -58,18 +58,25 @@ class Router:
     connections that never retry; follows ``-MOVED``, which the node answers
     without running the command.  One per thread."""
 
-    def __init__(self, ports: Sequence[int], timeout: float) -> None:
+    def __init__(self, ports: Sequence[int], timeout: float, rng: random.Random | None = None,
+                 remap_every: float | None = None) -> None:
         self.ports = list(ports)
         self.timeout = timeout
+        #: Seconds between slot-map reloads from a random node even without errors
+        #: (None: only after errors): in a partition, each side publishes its own map,
+        #: so writers then reach both sides for the same slots.
+        self.remap_every = remap_every
+        self.rng = rng or random.Random(0)
         self.owner: list[int] = [self.ports[0]] * SLOTS
         self.conns: dict[int, redis.Redis] = {}
         self._refreshed = -1.0
         self.refresh()
 
-    def refresh(self, avoid: int | None = None) -> bool:
-        """Reload the slot map from a node that answers (``avoid`` asked last)."""
+    def refresh(self, avoid: int | None = None, prefer: int | None = None) -> bool:
+        """Reload the slot map from a node that answers (``prefer`` asked first,
+        ``avoid`` last)."""
         self._refreshed = time.monotonic()
-        for port in sorted(self.ports, key=lambda p: p == avoid):
+        for port in sorted(self.ports, key=lambda p: (p == avoid, p != prefer)):
             try:
                 reply = launcher.command(HOST, port, "CLUSTER", "SLOTS", timeout=self.timeout)
             except (OSError, launcher.ReplyError):
@@ -98,6 +105,8 @@ class Router:
         """The reply of the coordinator of ``key``; :class:`Unacknowledged` for an
         error reply, a timeout or a connection that failed."""
         slot = key_slot(key.encode())
+        if self.remap_every is not None and time.monotonic() - self._refreshed >= self.remap_every:
+            self.refresh(prefer=self.rng.choice(self.ports))
         for _ in range(MAX_REDIRECTS):
             port = self.owner[slot]
             try:
@@ -141,19 +150,20 @@ class Writer(threading.Thread):
 
     def __init__(self, cid: int, tag: str, ports: Sequence[int], set_keys: Sequence[str], *,
                  timeout: float, set_ratio: float, rng: random.Random, stop: threading.Event,
-                 budget: Budget) -> None:
+                 budget: Budget, remap_every: float | None = None) -> None:
         super().__init__(name=f"faultsuite-writer-{tag}{cid}", daemon=True)
         self.cid, self.tag = cid, tag
         self.ports, self.set_keys = list(ports), list(set_keys)
         self.timeout, self.set_ratio = timeout, set_ratio
         self.rng, self.stop, self.budget = rng, stop, budget
+        self.remap_every = remap_every
         self.ledger = Ledger()
         self.failure: BaseException | None = None
 
     def run(self) -> None:
         router = None
         try:
-            router = Router(self.ports, self.timeout)
+            router = Router(self.ports, self.timeout, random.Random(self.rng.random()), self.remap_every)
             seq = 0
             while not self.stop.is_set() and self.budget.take():
                 seq += 1
@@ -197,13 +207,15 @@ class Workload:
     """The writer threads of one stretch of writing, and their ledgers."""
 
     def __init__(self, ports: Sequence[int], rng: random.Random, *, tag: str, clients: int, sets: int,
-                 timeout: float, set_ratio: float, attempts: int | None = None) -> None:
+                 timeout: float, set_ratio: float, attempts: int | None = None,
+                 remap_every: float | None = None) -> None:
         self.timeout = timeout
         self.stop = threading.Event()
         budget = Budget(attempts)
         set_keys = set_names(sets)
         self.writers = [Writer(i, tag, ports, set_keys, timeout=timeout, set_ratio=set_ratio,
-                               rng=random.Random(rng.random()), stop=self.stop, budget=budget)
+                               rng=random.Random(rng.random()), stop=self.stop, budget=budget,
+                               remap_every=remap_every)
                         for i in range(clients)]
 
     def start(self) -> "Workload":

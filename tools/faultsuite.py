@@ -8,6 +8,7 @@ Usage (from the repository root)::
     python -m tools.faultsuite --whole-cluster sigterm --whole-cluster kill
     python -m tools.faultsuite --keep /tmp/fs --json   # keep the nodes' directories
     python -m tools.faultsuite --anti-entropy-interval 0   # hand-off and read repair only
+    python -m tools.faultsuite --partitions --write-quorum 1  # every other cycle a partition
 
 What it does
 ------------
@@ -31,6 +32,15 @@ for ``--seconds-per-cycle`` while it is down, restarts it with the same command 
 on the same directory and waits until the cluster is ready again (every node answers
 ``cluster_state:ok``, knows the 3 members, and all publish the same slot map).  The
 writers run through all of it.
+
+With ``--partitions`` every second cycle isolates the chosen node instead
+(``BUSFAULT`` on every node, as :mod:`tools.faults` does; the nodes then run with
+``--enable-debug-command yes``) for ``--seconds-per-cycle``, then heals the
+partition.  Writers then reload the slot map from a random node every
+``REMAP_EVERY`` seconds, so during a partition they reach both sides for the same
+slots (each side publishes its own map); with
+``--write-quorum 1`` both sides acknowledge writes, so the shared sets get
+concurrent versions (siblings) that must merge on heal without losing an element.
 
 Whole-cluster mode (``--whole-cluster sigterm|kill``, repeatable, rounds run in
 order on one cluster): the writers make ``--writes`` attempts, then all three nodes
@@ -75,6 +85,7 @@ from dataclasses import asdict, dataclass, field
 
 from respkv import launcher
 from tools.faultcheck import Ledger, Verdict, judge
+from tools import faults
 from tools.faultclients import Workload, WorkloadError, read_back
 
 HOST = launcher.DEFAULT_HOST
@@ -82,6 +93,8 @@ NODES = 3
 WHOLE_CLUSTER_MODES = ("sigterm", "kill")
 
 Progress = Callable[[str], None]
+#: With partitions, seconds between a writer's slot-map reloads from a random node.
+REMAP_EVERY = 0.3
 
 
 class SetupError(RuntimeError):
@@ -117,6 +130,8 @@ class Settings:
     #: Milliseconds between anti-entropy exchanges of each node: often, so that
     #: exchanges run during the kill cycles.
     anti_entropy_interval: int = 1000
+    #: Every second cycle isolates its node (a partition) instead of killing it.
+    partitions: bool = False
 
 
 # --------------------------------------------------------------------------- #
@@ -128,6 +143,8 @@ def start_cluster(directory: str, settings: Settings) -> launcher.LocalCluster:
     """A ready cluster on free ports whose recorded command lines have no ``--join``."""
     server_args = ["--read-quorum", str(settings.read_quorum), "--write-quorum", str(settings.write_quorum),
                    "--anti-entropy-interval", str(settings.anti_entropy_interval)]
+    if settings.partitions:
+        server_args += ["--enable-debug-command", "yes"]
     for attempt in range(3):
         try:
             cluster = launcher.up(directory, NODES, 0, rf=settings.rf, node_timeout=settings.node_timeout,
@@ -298,7 +315,11 @@ class Report:
                          f"does not show; sets with siblings {c['sets_with_siblings']}")
         if self.mode == "cycles" and self.steps:
             lines.append("keys a killed node held before the kill -> loaded at restart: " + ", ".join(
-                f"{st['node']} {st['keys_before_kill']}->{st['keys_loaded']}" for st in self.steps))
+                f"{st['node']} {st['keys_before_kill']}->{st['keys_loaded']}" for st in self.steps
+                if "partition" not in st))
+            partitions = [st["node"] for st in self.steps if "partition" in st]
+            if partitions:
+                lines.append(f"partitions (node cut off): {len(partitions)}: " + ", ".join(partitions))
         for st in self.steps:
             if "round" in st:
                 lines.append(f"round {st['round']} ({st['stop']}, exit {st['exit_status']}): lost writes "
@@ -361,7 +382,7 @@ def run(settings: Settings, progress: Progress = _quiet) -> Report:
 def _workload(cluster: launcher.LocalCluster, s: Settings, rng: random.Random, tag: str,
               attempts: int | None = None) -> Workload:
     return Workload(cluster.ports, rng, tag=tag, clients=s.clients, sets=s.sets, timeout=s.timeout,
-                    set_ratio=s.set_ratio, attempts=attempts)
+                    set_ratio=s.set_ratio, attempts=attempts, remap_every=REMAP_EVERY if s.partitions else None)
 
 
 def _check(cluster: launcher.LocalCluster, ledger: Ledger, settings: Settings) -> tuple[Verdict, dict]:
@@ -384,6 +405,9 @@ def _cycles(cluster: launcher.LocalCluster, s: Settings, seed: int, progress: Pr
             node = cluster.nodes[victim]
             keys_before = node_keys(cluster, victim)
             acked0, unknown0 = workload.counts()
+            if s.partitions and cycle % 2 == 0:
+                steps.append(_partition(cluster, s, cycle, victim, acked0, unknown0, workload, progress))
+                continue
             cluster.kill_node(victim)
             time.sleep(s.seconds_per_cycle)  # the writers go on while it is down
             ready, (loaded,), (keys_after,) = restart(cluster, [victim], s)
@@ -403,6 +427,25 @@ def _cycles(cluster: launcher.LocalCluster, s: Settings, seed: int, progress: Pr
     verdict, stats = _check(cluster, ledger, s)
     return Report(mode="cycles", seed=seed, settings=s, verdict=verdict, errors=ledger.errors, quorums=q,
                   steps=steps, nodes=stats)
+
+
+def _partition(cluster: launcher.LocalCluster, s: Settings, cycle: int, victim: int, acked0: int, unknown0: int,
+               workload: Workload, progress: Progress) -> dict:
+    """One partition cycle: cut node ``victim`` off the others' bus under writes, heal."""
+    addresses = [f"{HOST}:{port}" for port in cluster.ports]
+    name = cluster.nodes[victim].name
+    faults.isolate(addresses[victim], addresses)
+    time.sleep(s.seconds_per_cycle)  # both sides go on writing
+    faults.heal(addresses)
+    started = time.monotonic()
+    cluster.wait_ready(s.ready_timeout)
+    ready = time.monotonic() - started
+    acked, unknown = workload.counts()
+    progress(f"cycle {cycle}/{s.cycles}: {name} cut off for {s.seconds_per_cycle:g} s of writes, healed, "
+             f"ready in {ready:.1f} s; writes {acked - acked0} acknowledged, {unknown - unknown0} not "
+             f"(total {acked})")
+    return {"cycle": cycle, "node": name, "partition": True, "acknowledged": acked - acked0,
+            "unacknowledged": unknown - unknown0, "ready_seconds": round(ready, 2)}
 
 
 def _whole_cluster(cluster: launcher.LocalCluster, s: Settings, seed: int, progress: Progress) -> Report:
@@ -469,6 +512,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="cluster node timeout in ms (default %(default)s)")
     p.add_argument("--anti-entropy-interval", type=int, default=d.anti_entropy_interval,
                    help="ms between anti-entropy exchanges of each node, 0 for none (default %(default)s)")
+    p.add_argument("--partitions", action="store_true",
+                   help="every second cycle isolates its node for --seconds-per-cycle instead of killing it "
+                        "(with --write-quorum 1 both sides acknowledge writes)")
     p.add_argument("--show", type=int, default=5, help="failures listed per kind (default %(default)s)")
     return p
 
@@ -484,7 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         sets=args.sets, seed=args.seed, keep=args.keep, whole_cluster=args.whole_cluster,
                         writes=args.writes, rf=args.rf, write_quorum=args.write_quorum,
                         read_quorum=args.read_quorum, node_timeout=args.node_timeout,
-                        anti_entropy_interval=args.anti_entropy_interval)
+                        anti_entropy_interval=args.anti_entropy_interval, partitions=args.partitions)
 
     def progress(line: str) -> None:
         print(f"faultsuite: {line}", file=sys.stderr, flush=True)

@@ -34,6 +34,7 @@ from ..keyspace.numbers import parse_int
 from ..keyspace.values import type_name
 from ..protocol import reply
 from . import vclock
+from .convergent import split_value
 from .quorum import effective, requested, sloppy
 from .versions import Version, winner
 
@@ -71,7 +72,7 @@ def _render_value(proto, value) -> bytes:
 def _sibling(proto, version, is_winner: bool, now_ms: int) -> bytes:
     value = None
     if version.live(now_ms) and version.value:
-        value = decode_value(version.value)
+        value = decode_value(split_value(version.value)[0])
     clock = vclock.decode(version.clock)
     fields = [
         (reply.bulk(b"value"), proto.null if value is None else _render_value(proto, value)),

@@ -27,9 +27,8 @@ coordinator records which keys it changed (the keyspace's change signal).  Then:
   Replicas found stale get the merged record (read repair), without the client
   waiting for it.  A key nobody has answered with a version yet keeps the read
   waiting for every replica asked ("not found" never outweighs a version, see
-  :mod:`~respkv.replication.get_core`).  The session runs no later
-  write of the same client until such a read's reply is final, so it answers as
-  of its place in the pipeline.  ``EXEC`` first merges what R replicas hold of the
+  :mod:`~respkv.replication.get_core`).  No later write of the session runs
+  until such a read's reply is final, so it answers as of its place in the pipeline.  ``EXEC`` first merges what R replicas hold of the
   keys its queued reads read (:meth:`Coordinator.read_barrier`), then runs.
 
 Each replicated request is a pure state machine (:mod:`~.put_core`,
@@ -43,13 +42,13 @@ sends each peer *one* ``REPL``/``RREAD`` request for everything the round's
 sessions queued for it.  So a pipeline of 16 writes costs one round trip, shared
 with every other client served in that round.
 
-Answers come back through callbacks of :meth:`PeerLink.request_nowait`
-(:mod:`~.answers`), which only merge records and report events; when a machine
-decides, the slot is filled, and the session — posted to its poller — sends its
-replies in its next round.  A request still undecided at ``request-timeout``
-decides on what it has (``-NOQUORUM`` unless its quorum is met).  A missed
-quorum does not undo the write: the versions written stay where they landed, as
-in Dynamo, but the client is not told the write was done.
+Answers come back through callbacks (:mod:`~.answers`), which only merge
+records and report events; a decided machine fills its slot, and the session
+sends its replies in its next round.  A request undecided at ``request-timeout``
+decides on what it has (``-NOQUORUM`` unless its quorum is met); a missed quorum
+does not undo the write (the versions stay where they landed, as in Dynamo).
+Tracked commands also hand their requests to the store, which keeps the
+convergent metadata (:mod:`~.convergent`) by them.
 
 A replica that did not acknowledge (down, cut off, failed) gets a durable **hint**
 (:mod:`~.handoff`); with a sloppy quorum a preferred node that is down has a
@@ -74,7 +73,7 @@ from ..keyspace.slots import key_slot
 from ..peer import wire
 from ..peer.bus import PeerUnavailable
 from ..protocol import reply
-from . import get_core, put_core, quorum
+from . import convergent, get_core, put_core, quorum
 from .answers import ReadAnswer, ReplAnswer
 from .barrier import exec_after_reads, transaction_reads
 from .forgetting import Forgetting
@@ -216,6 +215,8 @@ class Coordinator:
                 blocking.serve_ready()
         finally:
             self.recording = None
+        if not changed and self.store.convergent and result is not None and result[:1] != b"-":
+            changed = convergent.readded(spec.name, [args], self.node.keyspace.get)
         if changed:
             # A pop served to a blocked client is part of the change: the command
             # alone would not reproduce it, so its result is shipped.
@@ -268,24 +269,24 @@ class Coordinator:
 
     def _write_run(self, session, spec, requests, changed: list[bytes], local: bytes, placement):
         """A run of pipelined writes that changed ``changed``: the general write
-        path, once for all of them.  A key changed by a command replicas can run
-        themselves is offered to them as that command (as :meth:`_write` does) if
-        one request of the run changed it, or as their merged command
-        (:data:`~.replica.MERGEABLE`)."""
+        path, once for all of them.  A key changed by a command replicas can run is
+        offered to them as that command if one request of the run changed it, or
+        as their merged command (:data:`~.replica.MERGEABLE`)."""
+        if self.store.convergent:
+            changed = changed + convergent.readded(spec.name, requests, self.node.keyspace.get)
         if not changed:
             return local  # nothing changed (SADD of members already there)
-        operations = None
-        if spec.name in SHIPPED_AS_COMMAND:
-            position = spec.first_key
-            by_key: dict[bytes, list] = {}
+        operations = by_key = None
+        if spec.name in SHIPPED_AS_COMMAND or spec.name in convergent.TRACKED:
+            by_key = {}
             for args in requests:
-                by_key.setdefault(args[position], []).append(args)
-            mergeable = spec.name in MERGEABLE and position == 1
-            operations = {
-                key: merged_operation(group) if len(group) == 1 or mergeable else None
-                for key, group in by_key.items()
-            }
-        return self._replicate(session, list(dict.fromkeys(changed)), local, operations, requests, placement)
+                by_key.setdefault(args[spec.first_key], []).append(args)
+        if spec.name in SHIPPED_AS_COMMAND:
+            mergeable = spec.name in MERGEABLE and spec.first_key == 1
+            operations = {key: merged_operation(group) if len(group) == 1 or mergeable else None
+                          for key, group in by_key.items()}
+        commands = by_key if spec.name in convergent.TRACKED else None
+        return self._replicate(session, list(dict.fromkeys(changed)), local, operations, requests, placement, commands)
 
     def _out(self, peer: str) -> Outgoing:
         """What this round sends ``peer`` (flushed by the poller at the round's end)."""
@@ -302,14 +303,14 @@ class Coordinator:
         return self._reply_of_read(session, self.read_request(session, local, q.r, peers, keys, spec, requests))
 
     def _write(self, session, keys: list[bytes], result: bytes | None, spec=None, args=None):
-        """A command changed ``keys``: version and replicate them (see _replicate)."""
-        # One key changed by a command replicas can run themselves: offer it to them.
-        operations = (
-            {keys[0]: args} if spec is not None and spec.name in SHIPPED_AS_COMMAND and len(set(keys)) == 1 else None
-        )
-        return self._replicate(session, keys, result, operations, [None])
+        """A command changed ``keys``: version and replicate them (see _replicate).
+        One key changed by a command replicas can run themselves is offered to them."""
+        shipped = spec is not None and spec.name in SHIPPED_AS_COMMAND and len(set(keys)) == 1
+        operations = {keys[0]: args} if shipped else None
+        commands = {args[1]: [args]} if spec is not None and spec.name in convergent.TRACKED else None
+        return self._replicate(session, keys, result, operations, [None], None, commands)
 
-    def _replicate(self, session, keys, result: bytes | None, operations, requests, placement=None):
+    def _replicate(self, session, keys, result: bytes | None, operations, requests, placement=None, commands=None):
         """The write path: version each changed key, then let a put state machine
         (:class:`~.put_core.PutCore`) decide — ship the new records (or a
         command of ``operations``) to the live replicas, hint the failed ones,
@@ -318,9 +319,10 @@ class Coordinator:
 
         ``operations`` maps a key to the command replicas may run for it instead
         of receiving its record (None: none may).  ``requests`` are the requests
-        the reply answers (a run of pipelined writes shares one reply); ``placement`` is their slot's, when known.  Returns
-        the reply, a slot of the session's reply queue that gets it, or None
-        (a blocking command that waits: nothing to reply yet).
+        the reply answers (a run of pipelined writes shares one reply); ``placement``
+        is their slot's, when known; ``commands`` maps a key to the tracked
+        requests that changed it (:mod:`~.convergent`).  Returns the reply, a slot
+        of the session's reply queue, or None (a blocking command that waits).
         """
         store = self.store
         data = self.node.keyspace.data
@@ -331,7 +333,8 @@ class Coordinator:
         tombstones: list[tuple[bytes, bytes]] = []
         for key in (keys if len(keys) == 1 else dict.fromkeys(keys)):
             written = store.written(
-                key, now, contexts.pop(key, None) if contexts else None, operations.get(key) if operations else None
+                key, now, contexts.pop(key, None) if contexts else None, operations.get(key) if operations else None,
+                commands.get(key) if commands else None,
             )
             if written is None:
                 continue
@@ -399,14 +402,10 @@ class Coordinator:
         """The commit log was written (``written``) or could not be: this node's
         copies of the writes made since the last commit count towards W, or as a
         failed replica (a commit listener of the node)."""
-        waiting = self._awaiting_commit
-        if not waiting:
-            return
-        self._awaiting_commit = []
-        myself = self.myself
+        waiting, self._awaiting_commit = self._awaiting_commit, []
         for request in waiting:
             core = request.core
-            self._perform_write(request, core.acked(myself) if written else core.failed(myself))
+            self._perform_write(request, core.acked(self.myself) if written else core.failed(self.myself))
 
     def write_acked(self, request: WriteRequest, peer: str) -> None:
         """``peer`` has the write (a REPL answer)."""

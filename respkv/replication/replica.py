@@ -140,7 +140,7 @@ class ReplicaSide:
             spec.handler(self._replica_context, command)
         except CommandError:
             return False  # cannot happen on the same prior value; recover with the record
-        self.store.operation_applied(key, kept)
+        self.store.operation_applied(key, kept, command)
         return True
 
 

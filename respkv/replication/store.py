@@ -28,14 +28,18 @@ The store changes records in three ways:
 * :meth:`VersionStore.purge`: a tombstone every replica holds is dropped after
   its grace period.
 
-**Set siblings show their union.**  When every version of a record is a live set
-without expiry, the keyspace holds the union of their members rather than the
-winner's (every version keeps its own encoded value).  A write over such a record
-runs on that union and supersedes all of the siblings, so a member one of them
-added is never dropped by a write that did not see it: the "add wins" merge of
-Dynamo's shopping cart.  A member removed on one side and still present in a
-concurrent sibling comes back, the price of that merge.  Other types show the
-winner; their siblings stay for ``SIBLINGS``/``RESOLVE``.
+**Siblings of a convergent type show their merge.**  When every version of a
+record is a live set, hash or sorted set of one type without expiry, or a counter
+of one origin, the keyspace holds their merge (:mod:`respkv.replication.convergent`:
+add-wins observed-remove elements, summed counters) rather than the winner's value
+(every version keeps its own encoded value).  A write over such a record runs on
+that merge and supersedes all of the siblings, so an add one of them made is
+never dropped by a write that did not see it.  For that, each version of a
+collection or counter carries metadata (dots, a tally) in its value, and the
+store keeps the materialized version's metadata in :attr:`VersionStore.meta`.
+With ``convergent = False`` (``convergent-types no``) no metadata is made and
+only sets merge, as the union of their members; other types show the winner.
+Their siblings stay for ``SIBLINGS``/``RESOLVE`` either way.
 
 Every change of a record is reported to :attr:`VersionStore.on_change`, with the
 new record's wire form when the write made it anyway (the node's commit log marks
@@ -49,12 +53,16 @@ moves records between nodes.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator, Mapping
 
-from ..keyspace.codec import SET_TAG, decode_value, encode_value
-from ..keyspace.values import Set
-from . import vclock
+from ..keyspace.codec import STRING_TAG, decode_value, encode_value
+from ..keyspace.values import Hash, Set
+from ..keyspace.zset import SortedSet
+from . import convergent, vclock
+from .convergent import Dots, Meta, Tally, join_value, split_value
 from .versions import (
+    ACTOR_AT,
     CLOCK_AT,
     DEFAULT_MAX_SIBLINGS,
     Compact,
@@ -64,6 +72,7 @@ from .versions import (
     compact_digest,
     compact_holds,
     compact_single,
+    compact_stamp,
     context,
     decode_record,
     digest,
@@ -83,6 +92,21 @@ from .versions import (
 RECONCILE = b"*"
 
 _MAX_UNPRUNED_CLOCK = vclock.SMALL_CLOCK * vclock.ENTRY_SIZE
+
+
+#: Command names (lower case) whose effect convergent metadata follows.
+_COUNTER_NAMES = frozenset(name.encode() for name in convergent.COUNTERS)
+_TRACKED_NAMES = frozenset(name.encode() for name in convergent.ADDS | convergent.REMOVES)
+_COLLECTIONS = (Set, Hash, SortedSet)
+
+
+_LENGTH = struct.Struct("<I")
+#: The codec tag of each value class a merge may start from.
+_TAGS = {bytes: STRING_TAG, Set: b"S", Hash: b"h", SortedSet: b"z"}
+#: The kinds of versions that merge (see ``VersionStore._kind``), with convergent
+#: types and without.
+_MERGED = frozenset({(STRING_TAG, True), (b"S", False), (b"h", False), (b"z", False)})
+_UNITED = frozenset({(b"S", False)})
 
 
 def _unobserved(key: bytes, record: bytes | None = None) -> None:
@@ -129,10 +153,16 @@ class VersionStore:
         #: Called with a key after its record changed, and with the record's wire
         #: form when it is at hand (the commit log logs it).
         self.on_change = _unobserved
+        #: key → metadata (dots, tally) of the version the keyspace holds, for keys
+        #: that have it (see the module doc).
+        self.meta: dict[bytes, Meta] = {}
+        #: Whether writes make convergent metadata and siblings merge by type.
+        self.convergent = True
 
     def clear(self) -> None:
         """Forget every record (FLUSHALL / FLUSHDB, which are node-local)."""
         self._kept.clear()
+        self.meta.clear()
 
     def keys(self) -> list[bytes]:
         """Every key holding a record, tombstones included (what a snapshot holds)."""
@@ -150,12 +180,14 @@ class VersionStore:
     def drop(self, key: bytes) -> None:
         """Hold no record for ``key`` (replaying a purge or a forgotten expiry)."""
         self._kept.pop(key, None)
+        self.meta.pop(key, None)
         self.keyspace.delete(key)
 
     def relinquish(self, key: bytes) -> None:
         """Hold no record for ``key`` any more, and log that: a fallback's copy,
         once the nodes it stood in for have it."""
         if self._kept.pop(key, None) is not None:
+            self.meta.pop(key, None)
             self.keyspace.delete(key)
             self.on_change(key)
 
@@ -209,7 +241,7 @@ class VersionStore:
         """Give the materialized ``version`` (one of ours) the keyspace's value, encoded."""
         value = self.keyspace.get(key)
         # A materialized winner gone from the keyspace has expired: no value to ship.
-        version.value = b"" if value is None else encode_value(value)
+        version.value = b"" if value is None else join_value(encode_value(value), self.meta.get(key))
         return version
 
     def causal_context(self, key: bytes) -> vclock.VClock:
@@ -223,7 +255,12 @@ class VersionStore:
     # -- writes by this node as coordinator ------------------------------------------------
 
     def written(
-        self, key: bytes, now_ms: int, seen: vclock.VClock | None = None, operation: list[bytes] | None = None
+        self,
+        key: bytes,
+        now_ms: int,
+        seen: vclock.VClock | None = None,
+        operation: list[bytes] | None = None,
+        commands: list[list[bytes]] | None = None,
     ) -> tuple[bytes, bytes] | None:
         """Version the keyspace's current state of ``key`` after a command changed it.
 
@@ -239,6 +276,11 @@ class VersionStore:
         instead of receiving the value: it is shipped when the value is a
         collection (costly to send whole) and neither the old nor the new version
         expires (a replica's clock must not decide what the command finds).
+
+        ``commands`` are the requests that made the change, when all of them
+        are :data:`~.convergent.TRACKED` commands naming ``key`` first: they
+        decide the new version's convergent metadata (without them a collection's
+        dots are reset and a string is no counter).
         """
         ks = self.keyspace
         value = ks.get(key)
@@ -249,10 +291,11 @@ class VersionStore:
                 if seen is None or old is None:
                     return None  # no value before, none now: only an expiry happened
             if seen is not None:
+                self.meta.pop(key, None)  # RESOLVE writes a plain value
                 return RECONCILE, self._written_in_context(key, value, old, seen, now_ms)
         # A plain write: the new version supersedes everything held here.
         actor = self.actor
-        if value.__class__ is bytes and old is not None:
+        if value.__class__ is bytes and old is not None and not (commands and self.convergent) and key not in self.meta:
             hot = next_string_write(old, actor, now_ms, ks.deadline(key) or 0, value)
             if hot is not None:  # a string over a version only this node wrote
                 parent, kept[key], blob = hot
@@ -269,13 +312,14 @@ class VersionStore:
         else:
             parent = compact_digest(old)
             clock = vclock.encode(vclock.prune(vclock.increment(context(expand(old)), actor, now_ms), now_ms))
+        meta = self._next_meta(key, value, old, actor, clock, now_ms, commands)
         if value is None:
             new = Version(clock, now_ms, actor, True, 0, b"")
             kept[key] = blob = compact((new,))
             self.on_change(key, blob)
             return parent, blob  # a tombstone's compact form is its whole record
         expire_at = ks.deadline(key) or 0
-        if value.__class__ is bytes:
+        if value.__class__ is bytes and meta is None:
             kept[key], blob = encode_string_write(clock, now_ms, actor, expire_at, value)
             self.on_change(key, blob)
             return parent, blob
@@ -287,19 +331,55 @@ class VersionStore:
                 return parent, blob
         new = Version(clock, now_ms, actor, False, expire_at, None)
         kept[key] = compact((new,))
-        blob = encode_single(new, encode_value(value))
+        blob = encode_single(new, self._fill(key, new).value)
         self.on_change(key, blob)
         return parent, blob
 
-    def operation_applied(self, key: bytes, kept: bytes) -> None:
-        """Record the version of a shipped command just run here (its compact form,
-        ``versions.parse_operation``), whose value the keyspace holds."""
+    def _next_meta(
+        self, key: bytes, value, old: Compact | None, actor: bytes, clock: bytes, now_ms: int,
+        commands: list[list[bytes]] | None,
+    ) -> Meta | None:
+        """The convergent metadata of ``key``'s new version (written by ``actor``
+        with clock ``clock`` at ``now_ms`` over ``old``, by ``commands``), kept in
+        :attr:`meta`; the same on the coordinator and on a replica running the
+        shipped command."""
+        meta = None
+        if self.convergent and value is not None:
+            prior = self.meta.get(key)
+            parent = b"" if old is None else vclock.encode(context(expand(old)))
+            if value.__class__ is bytes:
+                if commands and all(c[0].lower() in _COUNTER_NAMES for c in commands):
+                    increments = [convergent.increments_of(c) for c in commands]
+                    meta = convergent.counted(prior if prior.__class__ is Tally else None, parent, value,
+                                              actor, increments)
+            elif value.__class__ in _COLLECTIONS:
+                if commands and all(c[0].lower() in _TRACKED_NAMES for c in commands):
+                    dots = prior if prior.__class__ is Dots else Dots(parent)
+                    if old is not None and now_ms - compact_stamp(old, now_ms) >= convergent.SETTLE_MS:
+                        dots = convergent.settled(dots, parent)
+                    dot = (actor, vclock.counter(vclock.decode(clock), actor))
+                    meta = convergent.applied(dots, value, commands, dot)
+                else:
+                    meta = Dots(clock)  # history unknown: every element as old as this version
+        if meta is None:
+            self.meta.pop(key, None)
+        else:
+            self.meta[key] = meta
+        return meta
+
+    def operation_applied(self, key: bytes, kept: bytes, command: list[bytes]) -> None:
+        """Record the version of a shipped ``command`` just run here (its compact
+        form, ``versions.parse_operation``), whose value the keyspace holds, with
+        the convergent metadata the coordinator gave it."""
         ks = self.keyspace
         expire_at = compact_single(kept)[2]  # coordinators ship commands only without one
         if expire_at:
             ks.set_deadline(key, expire_at)
         else:
             ks.persist(key)
+        tracked = command if command[0].lower() in _TRACKED_NAMES else None
+        self._next_meta(key, ks.get(key), self._kept.get(key), kept[ACTOR_AT : ACTOR_AT + vclock.ACTOR_SIZE],
+                        kept[CLOCK_AT:], compact_stamp(kept, 0), None if tracked is None else [tracked])
         self._kept[key] = kept
         self.versions_applied += 1
         self.on_change(key)
@@ -379,6 +459,7 @@ class VersionStore:
         held = self.tombstone_clock(key)
         if held is not None and held == clock:
             del self._kept[key]
+            self.meta.pop(key, None)
             self.tombstones_purged += 1
             self.on_change(key)
             return True
@@ -398,6 +479,7 @@ class VersionStore:
         """Drop the record of a key that expired (every replica expires it on its own)."""
         if self.expired_clock(key, now_ms) == clock:
             del self._kept[key]
+            self.meta.pop(key, None)
             self.on_change(key)
             return True
         return False
@@ -418,7 +500,7 @@ class VersionStore:
     def _materialize(self, key: bytes, record: Record, materialized: Version | None) -> None:
         """:meth:`_install` without reporting the change."""
         ks = self.keyspace
-        if len(record) > 1 and self._materialize_union(key, record, materialized):
+        if len(record) > 1 and self._materialize_merge(key, record, materialized):
             return
         best = record[0] if len(record) == 1 else winner(record)
         if best is materialized:
@@ -429,38 +511,82 @@ class VersionStore:
             self._fill(key, materialized)
         # An empty value is a version that had expired where it was read (no value).
         if not best.tombstone and best.value and (not best.expire_at or best.expire_at > ks.clock_ms()):
-            ks.set(key, decode_value(best.value))
+            blob, meta = split_value(best.value)
+            ks.set(key, decode_value(blob))
             if best.expire_at:
                 ks.set_deadline(key, best.expire_at)
+            self._keep_meta(key, meta)
             self._kept[key] = compact(record, materialized=best)
         else:
             ks.delete(key)
+            self.meta.pop(key, None)
             self._kept[key] = compact(record)
 
-    def _materialize_union(self, key: bytes, record: Record, materialized: Version | None) -> bool:
-        """Make the keyspace hold the union of ``record``'s versions if they are all
-        live sets without expiry (see the module doc); False if they are not."""
+    def _keep_meta(self, key: bytes, meta: Meta | None) -> None:
+        if meta is None or not self.convergent:
+            self.meta.pop(key, None)
+        else:
+            self.meta[key] = meta
+
+    def _materialize_merge(self, key: bytes, record: Record, materialized: Version | None) -> bool:
+        """Make the keyspace hold the merge of ``record``'s versions if they are all
+        without expiry and of one convergent type, or tombstones beside
+        collections (see the module doc); False if they are not."""
+        kinds = set()
+        deleted = False
         for v in record:
-            value = v.value
-            if v.tombstone or v.expire_at or (value is not None and value[:1] != SET_TAG):
+            if v.expire_at:
                 return False
-        if materialized is not None and any(v is materialized for v in record):
-            if self.keyspace.get(key).__class__ is not Set:  # not a set, or expired
+            if v.tombstone:
+                deleted = True
+            elif v.value == b"":
                 return False
-            self._fill(key, materialized)
-        if any(not v.value for v in record):
-            return False
-        members = None
-        for v in record:
-            value = decode_value(v.value)
-            if members is None:
-                members = value
             else:
-                for member in value:
-                    members.add_member(member)
-        self.keyspace.set(key, members)
+                kinds.add(self._kind(key, v.value))
+        if len(kinds) != 1:
+            return False
+        (kind,) = kinds
+        if kind not in (_MERGED if self.convergent else _UNITED):
+            return False
+        if deleted and (not self.convergent or kind[0] == STRING_TAG):
+            return False
+        if materialized is not None and any(v is materialized for v in record):
+            self._fill(key, materialized)
+        parts = {id(v): split_value(v.value) for v in record if not v.tombstone}
+        if kind[0] == STRING_TAG:
+            tally = convergent.merge_tallies([meta for _, meta in parts.values()])
+            if tally is None:
+                return False
+            self.keyspace.set(key, convergent.tally_value(tally))
+            self.meta[key] = tally
+        else:
+            values = {key_: decode_value(blob) for key_, (blob, _) in parts.items()}
+            if not convergent.mergeable_collection(list(values.values())):
+                return False
+            kind_of = next(iter(values.values())).__class__
+            # A deletion is the empty collection its clock saw: it removes the
+            # elements whose adds it had seen, and no add made concurrently with it.
+            siblings = [(v.clock, kind_of(), None) if v.tombstone else
+                        (v.clock, values[id(v)], parts[id(v)][1] if self.convergent else None) for v in record]
+            merged, dots = convergent.merge_collections(siblings)
+            if len(merged):
+                self.keyspace.set(key, merged)
+            else:
+                self.keyspace.delete(key)  # every element was removed
+            self._keep_meta(key, dots)
         self._kept[key] = compact(record)  # every version keeps its value
         return True
+
+    def _kind(self, key: bytes, value: bytes | None) -> tuple[bytes, bool]:
+        """``(codec tag, whether it is a counter)`` of a version's value; None
+        stands for the value the keyspace holds."""
+        if value is None:
+            tag = _TAGS.get(self.keyspace.get(key).__class__, b"?")
+            return tag, tag == STRING_TAG and self.meta.get(key).__class__ is Tally
+        if value[:1] != convergent.META_TAG:
+            return value[:1], False
+        at = 5 + _LENGTH.unpack_from(value, 1)[0]
+        return value[5:6], value[5:6] == STRING_TAG and value[at : at + 1] == b"T"
 
     def sibling_count(self) -> int:
         """Keys holding more than one version."""

@@ -331,8 +331,10 @@ def decode_record(blob: bytes) -> Record:
 Compact = bytes | tuple
 
 #: Offsets in a one-version record (and in its compact form): the expiry, the
-#: flags byte, the clock.
+#: stamp, the actor, the flags byte, the clock.
 EXPIRE_AT_AT = struct.calcsize("<HHIQ")
+STAMP_AT = struct.calcsize("<HHI")
+ACTOR_AT = struct.calcsize("<HHIQQ")
 FLAGS_AT = struct.calcsize("<HHIQQ20s")
 CLOCK_AT = ONE_VERSION_START
 _ONE_RECORD = _COUNT.pack(1)  # how a one-version record starts
@@ -402,6 +404,17 @@ def compact_single(kept: Compact) -> tuple[bytes, bool, int] | None:
         clock, _, _, tombstone, expire_at, _ = kept[0]
         return clock, tombstone, expire_at
     return None
+
+
+def compact_stamp(kept: Compact, otherwise: int) -> int:
+    """When the version of a one-version compact form was written (``otherwise``
+    for a record of siblings)."""
+    if kept.__class__ is bytes:
+        return _STAMP.unpack_from(kept, STAMP_AT)[0]
+    return kept[0][1] if len(kept) == 1 else otherwise
+
+
+_STAMP = struct.Struct("<Q")
 
 
 #: The fields of a one-version record's header that tell a plain string record:
