@@ -15,7 +15,8 @@ import pytest
 from respkv.keyspace.store import Keyspace
 from respkv.keyspace.values import Hash, Set
 from respkv.keyspace.zset import SortedSet
-from respkv.replication.convergent import SETTLE_MS, Dots, Tally
+from respkv.replication.convergent import SETTLE_MS, Dots
+from respkv.replication.counters import Tally
 from respkv.replication.store import VersionStore
 from respkv.replication.versions import decode_record
 
@@ -180,6 +181,19 @@ def test_a_write_over_a_settled_version_drops_its_dots(gap, listed):
     b = Replica(2)
     a.send(b)
     assert b.store.meta[KEY] == dots and b.shown() == {b"x", b"y", b"z"}
+
+
+def test_a_key_written_all_the_time_settles_what_was_there_a_minute_ago():
+    a = Replica(1)
+    for second in range(200):
+        a.run(b"SADD", KEY, b"m%d" % second, at=START + second * 1000)
+    dots = a.store.meta[KEY]
+    # Only the adds of the last one to two minutes are still listed.
+    assert 60 <= len(dots.dots) <= 120, len(dots.dots)
+    assert b"m199" in dots.dots and b"m0" not in dots.dots
+    b = Replica(2)
+    a.send(b)
+    assert b.store.meta[KEY] == dots and b.shown() == a.shown()
 
 
 def test_untracked_commands_reset_the_dots():

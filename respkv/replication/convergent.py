@@ -28,18 +28,15 @@ against any concurrent sibling, which is the union of the siblings: never a lost
 add, at worst a removal undone.  A write over a version that nobody changed for
 ``SETTLE_MS`` **settles** it: that version's clock becomes the base and its dots
 are dropped (every replica has long had it, so later siblings descend it and the
-merge stays exact).
+merge stays exact); a key written all the time settles, on a write, the clock it
+had ``SETTLE_MS`` before (:func:`aged`).  Dots are packed (:func:`dot_of`), so an
+element costs one dictionary entry and a write's dot is shared by the elements
+it adds.
 
 **Counters** (strings written by ``INCR``, ``INCRBY``, ``DECR``, ``DECRBY``,
-``INCRBYFLOAT``) carry a :class:`Tally`: the value they started from (set by the
-last other write, named by that version's clock, its ``origin``) and, per actor,
-the sum of its increments and of its decrements.  Siblings with the same origin
-merge to the origin's value plus every actor's largest sums: concurrent
-increments add up.  Siblings with different origins (a ``SET`` concurrent with
-an ``INCR``) do not merge: the newest wins, as for any string.  A hash field
-written by ``HINCRBY``/``HINCRBYFLOAT`` keeps a tally too (in ``Dots.tallies``,
-its origin named by the field's dots before), so its concurrent increments add
-up the same way.
+``INCRBYFLOAT``) carry a tally (:mod:`respkv.replication.counters`): concurrent
+increments add up.  A hash field written by ``HINCRBY``/``HINCRBYFLOAT`` keeps a
+tally too (in ``Dots.tallies``, its origin named by the field's dots before).
 
 Wire form: a version's value with metadata is ``b"C"``, the ``u32`` length of the
 value's codec blob, the blob, then the metadata (:func:`join_value`).  Nothing
@@ -52,10 +49,11 @@ import struct
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 
-from ..keyspace.numbers import incr_by_float, parse_int
+from ..keyspace.numbers import parse_int
 from ..keyspace.values import Hash, Set
 from ..keyspace.zset import SortedSet
 from . import vclock
+from .counters import COUNTERS, Tally, counted, merge_tallies, tally_value
 
 #: A version left alone this long (ms) is settled by the next write over it.
 SETTLE_MS = 60_000
@@ -67,143 +65,76 @@ _TALLY_TAG = b"T"
 _U32 = struct.Struct("<I")
 _U16 = struct.Struct("<H")
 _DOT = struct.Struct("<20sQ")
+_COUNTER = struct.Struct("<Q")
 
 #: Commands whose effect on a collection's elements is tracked (the rest reset
 #: its dots, see the module doc), and the counter commands.
 ADDS = frozenset({"sadd", "hset", "hmset", "hincrby", "hincrbyfloat", "zadd", "zincrby"})
 REMOVES = frozenset({"srem", "hdel", "zrem", "zremrangebyscore", "zremrangebyrank", "zremrangebylex",
                      "zpopmin", "zpopmax"})
-COUNTERS = frozenset({"incr", "incrby", "decr", "decrby", "incrbyfloat"})
 _FIELD_COUNTERS = frozenset({"hincrby", "hincrbyfloat"})
+#: Removals whose arguments after the key are the elements they remove.
+_NAMED_REMOVES = frozenset({"srem", "hdel", "zrem"})
 #: Every command whose arguments the store wants to see (see ``VersionStore.written``).
 TRACKED = ADDS | REMOVES | COUNTERS
 
-Dot = tuple[bytes, int]
+#: A dot packed: the actor's 20 bytes, then the counter (u64).  An element's
+#: dots are kept as one bytes object, its dots packed back to back in order: a
+#: write's dot is one object shared by every element it adds, and encoding a
+#: collection's dots is a join.
+Dot = bytes
+DOT_SIZE = _DOT.size
 #: The dot that stands for an element's adds at or below its version's base
 #: (an element with only that one is not listed).  No write has counter 0.
-BASE_DOT: Dot = (bytes(vclock.ACTOR_SIZE), 0)
-_UNLISTED = (BASE_DOT,)
+BASE_DOT: Dot = bytes(DOT_SIZE)
+
+
+def dot_of(actor: bytes, counter: int) -> Dot:
+    """The packed dot of ``actor``'s write number ``counter``."""
+    return _DOT.pack(actor, counter)
+
+
+def unpack_dot(dot: Dot) -> tuple[bytes, int]:
+    """``(actor, counter)`` of a packed dot."""
+    return _DOT.unpack(dot)
+
+
+def dots_in(packed: bytes) -> list[Dot]:
+    """The dots of an element's packed dots."""
+    if len(packed) == DOT_SIZE:
+        return [packed]
+    return [packed[i : i + DOT_SIZE] for i in range(0, len(packed), DOT_SIZE)]
 
 
 @dataclass(slots=True)
 class Dots:
     """The causal metadata of one version of a collection (see the module doc).
 
-    ``base`` is an encoded clock; ``dots`` maps an element to the tuple of its
-    listed dots.  An element of the value without an entry was added at or below
-    ``base``.  ``tallies`` maps a hash field written by ``HINCRBY`` or
-    ``HINCRBYFLOAT`` to its counter's :class:`Tally`.
+    ``base`` is an encoded clock; ``dots`` maps an element to its listed dots,
+    packed (:func:`dots_in`).  An element of the value without an entry was added
+    at or below ``base``.  ``tallies`` maps a hash field written by ``HINCRBY`` or
+    ``HINCRBYFLOAT`` to its counter's :class:`Tally`.  ``values`` keeps, for a
+    hash field or sorted-set member that concurrent writes left with several
+    adds of different values, each add's value (a score packed as a double): if
+    a later merge finds the shown add removed, another's value shows.
+    ``checkpoint`` is the clock of a version this one descends, noted at
+    ``checkpoint_ms``: a write ``SETTLE_MS`` later settles the dots it covers, so
+    a key written all the time does not keep dots for ever.
     """
 
     base: bytes = b""
-    dots: dict[bytes, tuple[Dot, ...]] = dataclass_field(default_factory=dict)
+    dots: dict[bytes, bytes] = dataclass_field(default_factory=dict)
     tallies: dict[bytes, "Tally"] = dataclass_field(default_factory=dict)
+    values: dict[bytes, dict[Dot, bytes]] = dataclass_field(default_factory=dict)
+    checkpoint: bytes = b""
+    checkpoint_ms: int = 0
 
     def copy(self) -> "Dots":
-        return Dots(self.base, dict(self.dots), dict(self.tallies))
-
-
-@dataclass(slots=True)
-class Tally:
-    """The metadata of one version of a counter: ``origin`` (the clock of the write
-    that set ``start``, ``b""`` for a counter started from nothing), ``start`` (its
-    value, decimal bytes) and ``parts``: actor → (sum of increments, sum of
-    decrements), decimal bytes, both never negative."""
-
-    origin: bytes
-    start: bytes
-    parts: dict[bytes, tuple[bytes, bytes]] = dataclass_field(default_factory=dict)
-
-    def copy(self) -> "Tally":
-        return Tally(self.origin, self.start, dict(self.parts))
+        return Dots(self.base, dict(self.dots), dict(self.tallies), dict(self.values), self.checkpoint,
+                    self.checkpoint_ms)
 
 
 Meta = Dots | Tally
-
-# -- numbers of counters -------------------------------------------------------------------
-
-
-def add_numbers(a: bytes, b: bytes) -> bytes:
-    """``a + b`` of two decimal numbers: exact for integers, else with INCRBYFLOAT's
-    arithmetic and format."""
-    x, y = parse_int(a), parse_int(b)
-    if x is not None and y is not None:
-        return str(x + y).encode()
-    return incr_by_float(a, b)
-
-
-def negate(number: bytes) -> bytes:
-    return number[1:] if number.startswith(b"-") else b"-" + number
-
-
-def _magnitude(number: bytes) -> float | int:
-    value = parse_int(number)
-    return float(number) if value is None else value
-
-
-def tally_value(tally: Tally) -> bytes:
-    """The counter's value: its start plus every actor's increments less its
-    decrements (in actor order, so every node computes the same bytes)."""
-    total = tally.start
-    for actor in sorted(tally.parts):
-        up, down = tally.parts[actor]
-        if up != b"0":
-            total = add_numbers(total, up)
-        if down != b"0":
-            total = add_numbers(total, negate(down))
-    return total
-
-
-def counted(tally: Tally | None, origin: bytes, value: bytes, actor: bytes, increments: list[bytes]) -> Tally:
-    """The tally of a counter after ``actor`` added ``increments`` (decimal bytes,
-    negative for decrements) and got ``value``.  Without a tally before, the
-    counter starts at the value before them, named by ``origin`` (the clock of
-    the version they were applied to, ``b""`` for none)."""
-    if tally is None:
-        start = value
-        for increment in reversed(increments):
-            start = add_numbers(start, negate(increment))
-        tally = Tally(origin, start)
-    else:
-        tally = tally.copy()
-    up, down = tally.parts.get(actor, (b"0", b"0"))
-    for increment in increments:
-        if increment.startswith(b"-"):
-            down = add_numbers(down, increment[1:])
-        else:
-            up = add_numbers(up, increment)
-    tally.parts[actor] = (up, down)
-    return tally
-
-
-def merge_tallies(tallies: list[Tally]) -> Tally | None:
-    """The merge of concurrent counters (largest sums per actor), or None when
-    they started from different writes and do not merge."""
-    first = tallies[0]
-    if any(t.origin != first.origin or t.start != first.start for t in tallies[1:]):
-        return None
-    parts: dict[bytes, tuple[bytes, bytes]] = {}
-    for tally in tallies:
-        for actor, (up, down) in tally.parts.items():
-            held = parts.get(actor)
-            if held is None:
-                parts[actor] = (up, down)
-            else:
-                parts[actor] = (max(held[0], up, key=_magnitude), max(held[1], down, key=_magnitude))
-    return Tally(first.origin, first.start, parts)
-
-
-def increments_of(command: list[bytes]) -> bytes:
-    """The signed increment a counter command applies (decimal bytes)."""
-    name = command[0].lower()
-    if name == b"incr":
-        return b"1"
-    if name == b"decr":
-        return b"-1"
-    if name == b"decrby":
-        return negate(command[2])
-    return command[2]  # incrby, incrbyfloat
-
 
 # -- collections ------------------------------------------------------------------------------
 
@@ -216,7 +147,7 @@ def elements_of(value):
 
 
 def _covers(counters: dict[bytes, int], dot: Dot) -> bool:
-    return counters.get(dot[0], 0) >= dot[1]
+    return counters.get(dot[:20], 0) >= _COUNTER.unpack_from(dot, 20)[0]
 
 
 def _counters(clock: vclock.VClock) -> dict[bytes, int]:
@@ -250,11 +181,14 @@ def applied(dots: Dots, value, commands: list[list[bytes]], dot: Dot) -> Dots:
     an add named and the value holds gets the new dot (a re-add too), every
     element gone loses its dots.  A hash field ``HINCRBY`` changed counts in its
     tally (started at the field's value before, named by the field's dots before);
-    any other write of the field ends it."""
-    dots = dots.copy()
+    any other write of the field ends it.
+
+    ``dots`` is changed in place (the version it belonged to is superseded) and
+    returned: a write costs what it touches, not the collection's size, except
+    range removals and pops, whose elements are found by a scan."""
     listed, tallies = dots.dots, dots.tallies
     elements = elements_of(value)
-    removals = False
+    scan = False
     increments: dict[bytes, list[bytes]] = {}
     origins: dict[bytes, bytes] = {}
     for command in commands:
@@ -266,37 +200,42 @@ def applied(dots: Dots, value, commands: list[list[bytes]], dot: Dot) -> Dots:
                         if element not in origins:
                             origins[element] = _origin_of(dots.base, listed.get(element))
                         increments.setdefault(element, []).append(command[3])
-                    else:
+                    elif tallies:
                         tallies.pop(element, None)
-                    listed[element] = (dot,)
+                    listed[element] = dot
+                    if dots.values:
+                        dots.values.pop(element, None)
+        elif name in _NAMED_REMOVES:
+            for element in command[2:]:
+                if element not in elements:
+                    listed.pop(element, None)
+                    tallies.pop(element, None)
+                    dots.values.pop(element, None)
         else:
-            removals = True
+            scan = True
     for field, amounts in increments.items():
-        tallies[field] = counted(tallies.get(field), origins[field], elements[field], dot[0], amounts)
-    if removals:
-        for element in [e for e in listed if e not in elements]:
-            del listed[element]
-        for element in [e for e in tallies if e not in elements]:
-            del tallies[element]
+        tallies[field] = counted(tallies.get(field), origins[field], elements[field], dot[:20], amounts)
+    if scan:
+        for table in (listed, tallies, dots.values):
+            for element in [e for e in table if e not in elements]:
+                del table[element]
     return dots
 
 
-def _origin_of(base: bytes, listed: tuple[Dot, ...] | None) -> bytes:
+def _origin_of(base: bytes, listed: bytes | None) -> bytes:
     """What names the write a hash field's counter starts from: the field's dots
     before the increment (or the version's base, for a field absent or unlisted),
     the same on every replica that held that version."""
-    if listed is None:
-        return b"B" + base
-    return b"".join(_DOT.pack(actor, counter) for actor, counter in listed)
+    return b"B" + base if listed is None else listed
 
 
-def _compacted(listed: tuple[Dot, ...], base: dict[bytes, int]) -> tuple[Dot, ...] | None:
-    """An element's dots with those ``base`` covers folded into :data:`BASE_DOT`;
-    None when only that is left (the element goes unlisted)."""
-    left = tuple(sorted(d for d in listed if d != BASE_DOT and not _covers(base, d)))
-    if len(left) == len(listed):
-        return left
-    return (BASE_DOT, *left) if left else None
+def _compacted(dots: list[Dot], base: dict[bytes, int]) -> bytes | None:
+    """An element's dots, packed in order, with those ``base`` covers folded into
+    :data:`BASE_DOT`; None when only that is left (the element goes unlisted)."""
+    left = sorted(d for d in dots if d != BASE_DOT and not _covers(base, d))
+    if len(left) < len(dots):
+        left.insert(0, BASE_DOT)
+    return None if left == [BASE_DOT] else b"".join(left)
 
 
 def settled(dots: Dots, clock: bytes) -> Dots:
@@ -305,11 +244,40 @@ def settled(dots: Dots, clock: bytes) -> Dots:
     base = vclock.merge(vclock.decode(dots.base), vclock.decode(clock)) if dots.base else vclock.decode(clock)
     counters = _counters(base)
     kept = {}
-    for element, element_dots in dots.dots.items():
-        left = _compacted(element_dots, counters)
+    for element, packed in dots.dots.items():
+        left = _compacted(dots_in(packed), counters)
         if left is not None:
             kept[element] = left
-    return Dots(vclock.encode(base), kept, dict(dots.tallies))
+    return Dots(vclock.encode(base), kept, dict(dots.tallies), _folded_values(dots.values, kept), dots.checkpoint,
+                dots.checkpoint_ms)
+
+
+def aged(dots: Dots, parent: bytes, parent_ms: int, now_ms: int) -> Dots:
+    """``dots`` before a write at ``now_ms`` over the version whose clock is
+    ``parent``, written at ``parent_ms``: settled up to ``parent`` if that
+    version was left alone for ``SETTLE_MS``, else up to the checkpoint if that
+    is as old; and a new checkpoint when the last is ``SETTLE_MS`` old."""
+    if parent and now_ms - parent_ms >= SETTLE_MS:
+        dots = settled(dots, parent)
+    elif dots.checkpoint and now_ms - dots.checkpoint_ms >= SETTLE_MS:
+        dots = settled(dots, dots.checkpoint)
+    if now_ms - dots.checkpoint_ms >= SETTLE_MS:
+        dots.checkpoint, dots.checkpoint_ms = parent, now_ms
+    return dots
+
+
+def _folded_values(values: dict[bytes, dict[Dot, bytes]], kept: dict[bytes, bytes]):
+    """``values`` after the dots not in ``kept`` folded into :data:`BASE_DOT`;
+    an element left with one distinct value needs no entry."""
+    folded = {}
+    for element, by_dot in values.items():
+        still = dots_in(kept.get(element, b""))
+        remapped: dict[Dot, bytes] = {}
+        for dot, blob in by_dot.items():
+            remapped[dot if dot in still else BASE_DOT] = blob
+        if len(set(remapped.values())) > 1:
+            folded[element] = remapped
+    return folded
 
 
 def merge_collections(siblings: list[tuple[bytes, object, Dots | None]]):
@@ -342,12 +310,16 @@ def merge_collections(siblings: list[tuple[bytes, object, Dots | None]]):
     source: dict[bytes, int] = {}
     holders: dict[bytes, dict[int, None]] = {}  # element -> siblings with a surviving add
     merged: dict[bytes, set[Dot]] = {}
+    valued = values[0].__class__ is not Set
+    chosen: dict[bytes, tuple[int, Dot, bytes]] = {}  # element -> the newest surviving add's value
+    by_dot: dict[bytes, dict[Dot, bytes]] = {}  # element -> every surviving add's value
     for i in range(count):
         listed = metas[i].dots
+        kept_values = metas[i].values
         for element in elements[i]:
-            held = [None if j == i or element not in elements[j] else metas[j].dots.get(element, _UNLISTED)
+            held = [None if j == i or element not in elements[j] else dots_in(metas[j].dots.get(element, BASE_DOT))
                     for j in range(count)]
-            for dot in listed.get(element, _UNLISTED):
+            for dot in dots_in(listed.get(element, BASE_DOT)):
                 for j in range(count):
                     if j == i:
                         continue
@@ -363,15 +335,36 @@ def merge_collections(siblings: list[tuple[bytes, object, Dots | None]]):
                     merged.setdefault(element, set()).add(dot)
                     source[element] = i
                     holders.setdefault(element, {})[i] = None
+                    if valued:
+                        blob = kept_values.get(element, {}).get(dot)
+                        if blob is None:
+                            blob = _value_blob(values[i], element)
+                        by_dot.setdefault(element, {})[dot] = blob
+                        if (i, dot) > chosen.get(element, (-1, b"", b""))[:2]:
+                            chosen[element] = (i, dot, blob)
     base = vclock.merge(*bases) if count > 1 else bases[0]
     joined = _counters(base)
     kept = {}
     for element, element_dots in merged.items():
-        left = _compacted(tuple(element_dots), joined)
+        left = _compacted(list(element_dots), joined)
         if left is not None:
             kept[element] = left
     tallies, counts = _merged_tallies(metas, holders, source)
-    return _rebuild(values, source, counts), Dots(vclock.encode(base), kept, tallies)
+    shown = {element: blob for element, (_, _, blob) in chosen.items()}
+    shown.update(counts)
+    dots = Dots(vclock.encode(base), kept, tallies, _folded_values(by_dot, kept))
+    return _rebuild(values, source, shown), dots
+
+
+_SCORE = struct.Struct("<d")
+
+
+def _value_blob(value, element: bytes) -> bytes:
+    """What ``values`` keeps of an element's value: a hash field's value, or a
+    sorted-set member's score packed as a double."""
+    if value.__class__ is Hash:
+        return value[element]
+    return _SCORE.pack(value.scores[element])
 
 
 def _merged_tallies(metas: list[Dots], holders: dict[bytes, dict[int, None]], source: dict[bytes, int]):
@@ -396,13 +389,11 @@ def _merged_tallies(metas: list[Dots], holders: dict[bytes, dict[int, None]], so
     return tallies, counts
 
 
-def _rebuild(values: list, source: dict[bytes, int], counts: dict[bytes, bytes]):
+def _rebuild(values: list, source: dict[bytes, int], shown: dict[bytes, bytes]):
     """A copy of the newest value holding exactly ``source``'s elements, each with
-    its value (hash field, score) from the sibling ``source`` names, or for a hash
-    field whose counters merged, from ``counts``."""
+    the value (hash field, packed score) ``shown`` gives it."""
     newest = len(values) - 1
     result = values[newest].copy()
-    elements = elements_of(result)
     if result.__class__ is Set:
         for member in [m for m in result if m not in source]:
             result.remove_member(member)
@@ -411,17 +402,17 @@ def _rebuild(values: list, source: dict[bytes, int], counts: dict[bytes, bytes])
     elif result.__class__ is Hash:
         for field in [f for f in result if f not in source]:
             result.remove(field)
-        for field, i in source.items():
-            if field in counts:
-                result.put(field, counts[field])
-            elif i != newest or field not in elements:
-                result.put(field, values[i][field])
+        for field in source:
+            if result.get(field) != shown[field]:
+                result.put(field, shown[field])
     else:
         for member in [m for m in result.scores if m not in source]:
             result.remove(member)
-        for member, i in source.items():
-            if i != newest or member not in elements:
-                result.set_score(member, values[i].scores[member])
+        scores = result.scores
+        for member in source:
+            score = _SCORE.unpack(shown[member])[0]
+            if scores.get(member) != score:
+                result.set_score(member, score)
     return result
 
 
@@ -455,18 +446,30 @@ def split_value(value: bytes) -> tuple[bytes, Meta | None]:
 
 
 def encode_meta(meta: Meta) -> bytes:
+    """The wire form of ``meta``.  Dots are laid out as tables, packed in a few
+    calls whatever the collection's size: the base clock; the element count *n*;
+    the actors the dots name (*a*, 20 bytes each); *n* element lengths and *n*
+    dot counts; the elements; then for the *m* dots, *m* actor indexes and *m*
+    counters.  Hash-field tallies follow, if any."""
     if meta.__class__ is Dots:
-        parts = [_DOTS_TAG, _U16.pack(len(meta.base)), meta.base, _U32.pack(len(meta.dots))]
-        for element, dots in meta.dots.items():
-            parts.append(_U32.pack(len(element)))
-            parts.append(element)
-            parts.append(_U16.pack(len(dots)))
-            parts.extend(_DOT.pack(actor, counter) for actor, counter in dots)
-        if meta.tallies:
+        elements = list(meta.dots)
+        packed = list(meta.dots.values())
+        n = len(elements)
+        parts = [
+            _DOTS_TAG, _U16.pack(len(meta.base)), meta.base, _U16.pack(len(meta.checkpoint)), meta.checkpoint,
+            _COUNTER.pack(meta.checkpoint_ms), _U32.pack(n),
+            struct.pack(f"<{2 * n}I", *map(len, elements), *map(len, packed)), *elements, *packed,
+        ]
+        if meta.tallies or meta.values:
             parts.append(_U32.pack(len(meta.tallies)))
             for field, tally in meta.tallies.items():
                 blob = encode_meta(tally)
                 parts += [_U32.pack(len(field)), field, _U32.pack(len(blob)), blob]
+            parts.append(_U32.pack(len(meta.values)))
+            for element, by_dot in meta.values.items():
+                parts += [_U32.pack(len(element)), element, _U16.pack(len(by_dot))]
+                for dot, blob in by_dot.items():
+                    parts += [dot, _U32.pack(len(blob)), blob]
         return b"".join(parts)
     parts = [_TALLY_TAG, _U16.pack(len(meta.origin)), meta.origin, _U16.pack(len(meta.start)), meta.start,
              _U16.pack(len(meta.parts))]
@@ -496,25 +499,50 @@ class _Reader:
         return self.take(self.number(_U16))
 
 
+def _decode_listed(reader: _Reader) -> dict[bytes, bytes]:
+    """The element → packed dots table of an encoded :class:`Dots` (see
+    :func:`encode_meta`)."""
+    n = reader.number(_U32)
+    table = reader.take(8 * n)
+    lengths = struct.unpack_from(f"<{2 * n}I", table)
+    elements = [reader.take(length) for length in lengths[:n]]
+    packed = []
+    for length in lengths[n:]:
+        if not length or length % DOT_SIZE:
+            raise ValueError("an element's dots are not whole dots")
+        packed.append(reader.take(length))
+    listed = dict(zip(elements, packed))
+    if len(listed) != n:
+        raise ValueError("an element is listed twice in convergent metadata")
+    return listed
+
+
 def decode_meta(blob: bytes) -> Meta:
     """The metadata encoded by :func:`encode_meta`; ValueError if malformed."""
     reader = _Reader(blob, 1)
     if blob[:1] == _DOTS_TAG:
         base = reader.counted()
+        checkpoint = reader.counted()
+        checkpoint_ms = reader.number(_COUNTER)
         vclock.decode(base)
-        listed = {}
-        for _ in range(reader.number(_U32)):
-            element = reader.take(reader.number(_U32))
-            listed[element] = tuple(_DOT.unpack(reader.take(_DOT.size)) for _ in range(reader.number(_U16)))
+        vclock.decode(checkpoint)
+        listed = _decode_listed(reader)
         tallies = {}
-        if reader.at < len(blob):  # hash fields counted by HINCRBY
+        values: dict[bytes, dict[Dot, bytes]] = {}
+        if reader.at < len(blob):  # hash fields counted by HINCRBY, values of concurrent adds
             for _ in range(reader.number(_U32)):
                 field = reader.take(reader.number(_U32))
                 counter = reader.take(reader.number(_U32))
                 if counter[:1] != _TALLY_TAG:
                     raise ValueError("a field's counter is not a tally")
                 tallies[field] = decode_meta(counter)
-        meta: Meta = Dots(base, listed, tallies)
+            for _ in range(reader.number(_U32)):
+                element = reader.take(reader.number(_U32))
+                by_dot = values[element] = {}
+                for _ in range(reader.number(_U16)):
+                    dot = reader.take(DOT_SIZE)
+                    by_dot[dot] = reader.take(reader.number(_U32))
+        meta: Meta = Dots(base, listed, tallies, values, checkpoint, checkpoint_ms)
     elif blob[:1] == _TALLY_TAG:
         origin, start = reader.counted(), reader.counted()
         parts = {}

@@ -59,8 +59,9 @@ from collections.abc import Iterator, Mapping
 from ..keyspace.codec import STRING_TAG, decode_value, encode_value
 from ..keyspace.values import Hash, Set
 from ..keyspace.zset import SortedSet
-from . import convergent, vclock
-from .convergent import Dots, Meta, Tally, join_value, split_value
+from . import convergent, counters, vclock
+from .convergent import Dots, Meta, join_value, split_value
+from .counters import Tally
 from .versions import (
     ACTOR_AT,
     CLOCK_AT,
@@ -95,7 +96,7 @@ _MAX_UNPRUNED_CLOCK = vclock.SMALL_CLOCK * vclock.ENTRY_SIZE
 
 
 #: Command names (lower case) whose effect convergent metadata follows.
-_COUNTER_NAMES = frozenset(name.encode() for name in convergent.COUNTERS)
+_COUNTER_NAMES = frozenset(name.encode() for name in counters.COUNTERS)
 _TRACKED_NAMES = frozenset(name.encode() for name in convergent.ADDS | convergent.REMOVES)
 _COLLECTIONS = (Set, Hash, SortedSet)
 
@@ -349,15 +350,14 @@ class VersionStore:
             parent = b"" if old is None else vclock.encode(context(expand(old)))
             if value.__class__ is bytes:
                 if commands and all(c[0].lower() in _COUNTER_NAMES for c in commands):
-                    increments = [convergent.increments_of(c) for c in commands]
-                    meta = convergent.counted(prior if prior.__class__ is Tally else None, parent, value,
+                    increments = [counters.increments_of(c) for c in commands]
+                    meta = counters.counted(prior if prior.__class__ is Tally else None, parent, value,
                                               actor, increments)
             elif value.__class__ in _COLLECTIONS:
                 if commands and all(c[0].lower() in _TRACKED_NAMES for c in commands):
                     dots = prior if prior.__class__ is Dots else Dots(parent)
-                    if old is not None and now_ms - compact_stamp(old, now_ms) >= convergent.SETTLE_MS:
-                        dots = convergent.settled(dots, parent)
-                    dot = (actor, vclock.counter(vclock.decode(clock), actor))
+                    dots = convergent.aged(dots, parent, now_ms if old is None else compact_stamp(old, now_ms), now_ms)
+                    dot = convergent.dot_of(actor, vclock.counter(vclock.decode(clock), actor))
                     meta = convergent.applied(dots, value, commands, dot)
                 else:
                     meta = Dots(clock)  # history unknown: every element as old as this version
@@ -554,10 +554,10 @@ class VersionStore:
             self._fill(key, materialized)
         parts = {id(v): split_value(v.value) for v in record if not v.tombstone}
         if kind[0] == STRING_TAG:
-            tally = convergent.merge_tallies([meta for _, meta in parts.values()])
+            tally = counters.merge_tallies([meta for _, meta in parts.values()])
             if tally is None:
                 return False
-            self.keyspace.set(key, convergent.tally_value(tally))
+            self.keyspace.set(key, counters.tally_value(tally))
             self.meta[key] = tally
         else:
             values = {key_: decode_value(blob) for key_, (blob, _) in parts.items()}
