@@ -122,7 +122,7 @@ def test_counters_add_up_and_a_write_over_the_merge_keeps_counting():
     a, b = concurrent([(b"SET", KEY, b"10")], [(b"INCRBY", KEY, b"5"), (b"INCRBY", KEY, b"-2")],
                       [(b"INCRBY", KEY, b"7")])
     assert a.shown() == b.shown() == b"20"
-    assert isinstance(a.store.meta[KEY], Tally)
+    assert isinstance(a.store.metadata(KEY), Tally)
     a.run(b"INCRBY", KEY, b"1")
     a.send(b)
     assert a.shown() == b.shown() == b"21" and len(b.store.record(KEY)) == 1
@@ -136,7 +136,7 @@ def test_hash_field_counters_add_up_and_other_fields_merge():
     a.run(b"HINCRBY", KEY, b"n", b"1")
     a.send(b)
     assert a.shown()[b"n"] == b.shown()[b"n"] == b"21"
-    assert b.store.meta[KEY].tallies[b"n"] == a.store.meta[KEY].tallies[b"n"]
+    assert b.store.metadata(KEY).tallies[b"n"] == a.store.metadata(KEY).tallies[b"n"]
 
 
 def test_a_field_set_concurrently_with_an_increment_shows_the_newest_and_a_deleted_one_the_increments():
@@ -176,24 +176,24 @@ def test_a_write_over_a_settled_version_drops_its_dots(gap, listed):
     a.run(b"SADD", KEY, b"x")
     a.run(b"SADD", KEY, b"y")
     a.run(b"SADD", KEY, b"z", at=a.now + gap)
-    dots = a.store.meta[KEY]
+    dots = a.store.metadata(KEY)
     assert isinstance(dots, Dots) and len(dots.dots) == listed  # settled: only z's dot is listed
     b = Replica(2)
     a.send(b)
-    assert b.store.meta[KEY] == dots and b.shown() == {b"x", b"y", b"z"}
+    assert b.store.metadata(KEY) == dots and b.shown() == {b"x", b"y", b"z"}
 
 
 def test_a_key_written_all_the_time_settles_what_was_there_a_minute_ago():
     a = Replica(1)
     for second in range(200):
         a.run(b"SADD", KEY, b"m%d" % second, at=START + second * 1000)
-    dots = a.store.meta[KEY]
+    dots = a.store.metadata(KEY)
     # Only the adds of the last one to two minutes are still listed.
     assert 60 <= len(dots.dots) <= 120, len(dots.dots)
     assert b"m199" in dots.dots and b"m0" not in dots.dots
     b = Replica(2)
     a.send(b)
-    assert b.store.meta[KEY] == dots and b.shown() == a.shown()
+    assert b.store.metadata(KEY) == dots and b.shown() == a.shown()
 
 
 def test_untracked_commands_reset_the_dots():
@@ -202,5 +202,5 @@ def test_untracked_commands_reset_the_dots():
     a.ks.get(KEY).add_member(b"y")  # as SMOVE into the key would
     a.now += 1
     a.store.written(KEY, a.now)
-    dots = a.store.meta[KEY]
+    dots = a.store.metadata(KEY)
     assert dots.dots == {} and dots.base  # every element as old as this version

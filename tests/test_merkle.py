@@ -128,6 +128,35 @@ def test_segments_partition_a_slot():
     assert sum(len(trees.leaves(slot, s)) for s in range(SEGMENT_COUNT)) == 500
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 400), st.one_of(st.just(b""), digests)), min_size=300, max_size=900))
+def test_a_big_slot_kept_by_segment_agrees_with_its_leaves_through_any_changes(changes):
+    """Past SEGMENTED_SLOT_KEYS a slot keeps leaves by segment: its sums, counts
+    and listings must stay what the plain leaves give, as keys come and go."""
+    trees = SlotTrees()
+    final: dict[bytes, bytes] = {}
+    for i, digest in changes:
+        key = b"{hot}%d" % i
+        trees.update(key, digest)
+        if digest:
+            final[key] = digest
+        else:
+            final.pop(key, None)
+    slot = key_slot(b"{hot}0")
+    leaves = {key: leaf_hash(key, digest) for key, digest in final.items()}  # computed apart from SlotTrees
+    segment_sums = [0] * SEGMENT_COUNT
+    total = 0
+    for key, leaf in leaves.items():
+        segment_sums[segment_of(key)] ^= leaf
+        total ^= leaf
+    assert trees.slot_sum(slot) == total
+    assert trees.key_count(slot) == len(final) == trees.keys
+    assert trees.leaves(slot) == leaves
+    assert trees.segment_sums(slot) == segment_sums
+    for segment in range(SEGMENT_COUNT):
+        assert trees.leaves(slot, segment) == {k: v for k, v in leaves.items() if segment_of(k) == segment}
+
+
 @pytest.mark.parametrize("slots", [[], [0], [SLOT_COUNT - 1], [0, 7, 8, 9, 16383], list(range(0, SLOT_COUNT, 3))])
 def test_slot_bitmaps_round_trip(slots):
     bitmap = slots_bitmap(slots)

@@ -256,7 +256,7 @@ async def test_with_convergent_types_a_run_of_re_adds_is_a_write(wired):
     assert repl[0::3] == [key]
     assert parse_operation(repl[2])[1] == [b"SADD", key, b"a", b"b"]
     assert store.digest(key) != before
-    dots = store.meta[key].dots
+    dots = store.metadata(key).dots
     assert dots[b"a"] == dots[b"b"] and unpack_dot(dots[b"a"])[1] == 2  # the second write's dot
 
 

@@ -61,7 +61,7 @@ SETTLE_MS = 60_000
 #: What starts a version value that carries metadata; codec tags never are this.
 META_TAG = b"C"
 _DOTS_TAG = b"D"
-_TALLY_TAG = b"T"
+_TALLY_TAG = TALLY_TAG = b"T"
 _U32 = struct.Struct("<I")
 _U16 = struct.Struct("<H")
 _DOT = struct.Struct("<20sQ")
@@ -425,24 +425,40 @@ def mergeable_collection(values: list) -> bool:
 # -- wire form -----------------------------------------------------------------------------------
 
 
-def join_value(blob: bytes, meta: Meta | None) -> bytes:
-    """A version value: the codec ``blob`` of the value, with ``meta`` if any."""
+def join_value(blob: bytes, meta: Meta | bytes | None) -> bytes:
+    """A version value: the codec ``blob`` of the value, with ``meta`` (or its
+    wire form) if any."""
     if meta is None:
         return blob
-    return b"".join((META_TAG, _U32.pack(len(blob)), blob, encode_meta(meta)))
+    return b"".join((META_TAG, _U32.pack(len(blob)), blob, meta if meta.__class__ is bytes else encode_meta(meta)))
 
 
-def split_value(value: bytes) -> tuple[bytes, Meta | None]:
-    """``(codec blob, metadata or None)`` of a version value; ValueError if malformed."""
+def split_value(value: bytes, decode: bool = True):
+    """``(codec blob, metadata or None)`` of a version value; ValueError if
+    malformed.  With ``decode=False`` the metadata stays in its wire form (a
+    non-empty bytes object starting with its tag; decoded when needed)."""
     if value[:1] != META_TAG:
         return value, None
     if len(value) < 5:
         raise ValueError("truncated version value")
     (length,) = _U32.unpack_from(value, 1)
     end = 5 + length
-    if end > len(value):
+    if end >= len(value) or value[end : end + 1] not in (_DOTS_TAG, _TALLY_TAG):
         raise ValueError("truncated version value")
-    return value[5:end], decode_meta(value[end:])
+    return value[5:end], decode_meta(value[end:]) if decode else value[end:]
+
+
+#: The kinds of versions (:func:`kind_of`) that merge, with convergent types and without.
+MERGED = frozenset({(b"s", True), (b"S", False), (b"h", False), (b"z", False)})
+UNITED = frozenset({(b"S", False)})
+
+
+def kind_of(value: bytes) -> tuple[bytes, bool]:
+    """``(codec tag, whether it is a counter)`` of an encoded version value."""
+    if value[:1] != META_TAG:
+        return value[:1], False
+    at = 5 + _U32.unpack_from(value, 1)[0]
+    return value[5:6], value[5:6] == b"s" and value[at : at + 1] == _TALLY_TAG
 
 
 def encode_meta(meta: Meta) -> bytes:

@@ -12,8 +12,8 @@ it::
     root (all slots compared)
       group g: slots 64g .. 64g+63                 (GROUP_COUNT = 256 groups)
         slot s                                     (16384 slots, kept up to date)
-          segment: keys whose key hash falls in it (SEGMENT_COUNT per slot,
-                   computed on demand for big slots)
+          segment: keys whose key hash falls in it (SEGMENT_COUNT per slot;
+                   a big slot keeps its leaves and sums by segment)
             leaf: CityHash64 of the key's digest, seeded with the key's hash
 
 XOR makes every level incremental: a key changing from leaf ``a`` to leaf ``b``
@@ -21,11 +21,12 @@ changes its slot's sum by ``a ^ b`` and nothing else has to be rehashed, so the
 tree is never rebuilt for an exchange.  :class:`SlotTrees` keeps, per slot, the
 leaf of every key it holds and the slot's sum; a group's sum is the XOR of the
 sums of the slots compared, made when asked (both sides restrict it to the slots
-they share, named in the request), and a big slot's segment sums are made from
-its leaves when asked.  Keys whose record changed are only noted on the write
-path (the node hands over the commit log's list of changed keys once per
-event-loop round) and hashed later in batches (:meth:`SlotTrees.settle`), so a
-key written many times between two settles is hashed once.
+they share, named in the request); a small slot's segment sums are made from its
+leaves when asked, a big slot keeps its leaves and sums by segment.  Keys whose
+record changed are only noted on the write path (the node hands over the commit
+log's list of changed keys once per event-loop round) and hashed later in
+batches (:meth:`SlotTrees.settle`), so a key written many times between two
+settles is hashed once.
 
 An exchange (:mod:`respkv.replication.antientropy`) walks down only where the
 sums differ: group sums, then the sums of the slots of differing groups, then —
@@ -72,18 +73,42 @@ def leaf_hash(key: bytes, digest: bytes) -> int:
     return CityHash64WithSeed(digest, CityHash64(key))
 
 
+_SEGMENT_SHIFT = 58  # the top 6 bits of the key's hash: SEGMENT_COUNT = 64
+
+
 def segment_of(key: bytes) -> int:
     """The segment of its slot that ``key`` falls in (from the key alone, so both
     sides agree whatever versions they hold)."""
-    return CityHash64(key) >> 58  # the top 6 bits: SEGMENT_COUNT = 64
+    return CityHash64(key) >> _SEGMENT_SHIFT
+
+
+class _Segmented:
+    """A big slot's leaves kept by segment, with each segment's sum, so that an
+    exchange lists or sums one segment without hashing every key of the slot."""
+
+    __slots__ = ("parts", "sums", "count")
+
+    def __init__(self, leaves: dict[bytes, int]) -> None:
+        self.parts: list[dict[bytes, int]] = [{} for _ in range(SEGMENT_COUNT)]
+        self.sums = [0] * SEGMENT_COUNT
+        self.count = len(leaves)
+        for key, leaf in leaves.items():
+            segment = segment_of(key)
+            self.parts[segment][key] = leaf
+            self.sums[segment] ^= leaf
 
 
 class SlotTrees:
-    """The leaves and slot sums of every key one node holds (see the module doc)."""
+    """The leaves and slot sums of every key one node holds (see the module doc).
+
+    A slot's leaves are one dict while it is small; once it holds more than
+    :data:`SEGMENTED_SLOT_KEYS` keys they are kept by segment (:class:`_Segmented`,
+    for good), so an exchange's segment sums and listings cost what the segment
+    holds."""
 
     def __init__(self) -> None:
-        #: slot → {key: leaf}; None for a slot holding nothing.
-        self._leaves: list[dict[bytes, int] | None] = [None] * SLOT_COUNT
+        #: slot → {key: leaf} or its segments; None for a slot holding nothing.
+        self._leaves: list[dict[bytes, int] | _Segmented | None] = [None] * SLOT_COUNT
         self._sums: list[int] = [0] * SLOT_COUNT
         #: Keys whose record changed since they were last hashed.
         self.pending: set[bytes] = set()
@@ -106,72 +131,54 @@ class SlotTrees:
     def settle(self, digest_of: Callable[[bytes], bytes], limit: int | None = None) -> int:
         """Hash up to ``limit`` pending keys (all when None) with their digest now
         (``digest_of(key)``, empty when the key holds nothing).  Returns how many
-        keys are still pending.  (:meth:`update` for each, inlined: this runs for
-        every write a node takes.)"""
+        keys are still pending."""
         pending = self.pending
         if limit is None or limit >= len(pending):
             batch: Iterable[bytes] = pending
             self.pending = set()
         else:
             batch = [pending.pop() for _ in range(limit)]
-        all_leaves = self._leaves
-        sums = self._sums
-        slot_of = key_slot
-        key_hash = CityHash64
-        seeded = CityHash64WithSeed
-        hashed = added = removed = 0
+        update = self.update
         for key in batch:
-            digest = digest_of(key)
-            slot = slot_of(key)
-            leaves = all_leaves[slot]
-            if leaves is None:
-                if not digest:
-                    continue
-                leaves = all_leaves[slot] = {}
-            old = leaves.get(key, 0)
-            if digest:
-                new = seeded(digest, key_hash(key))
-                hashed += 1
-                leaves[key] = new
-                if not old:
-                    added += 1
-            else:
-                new = 0
-                if old:
-                    del leaves[key]
-                    removed += 1
-                    if not leaves:
-                        all_leaves[slot] = None
-            if old != new:
-                sums[slot] ^= old ^ new
-        self.hashed += hashed
-        self.keys += added - removed
+            update(key, digest_of(key))
         return len(self.pending)
 
     def update(self, key: bytes, digest: bytes) -> None:
         """Make ``key``'s leaf the one of ``digest`` (no leaf for an empty digest)."""
         slot = key_slot(key)
-        leaves = self._leaves[slot]
-        if leaves is None:
+        held = self._leaves[slot]
+        if held is None:
             if not digest:
                 return
-            leaves = self._leaves[slot] = {}
+            held = self._leaves[slot] = {}
+        key_hash = CityHash64(key)
+        segmented = held.__class__ is _Segmented
+        leaves = held.parts[key_hash >> _SEGMENT_SHIFT] if segmented else held
         old = leaves.get(key, 0)
         if digest:
-            new = leaf_hash(key, digest)
+            new = CityHash64WithSeed(digest, key_hash)
             self.hashed += 1
             leaves[key] = new
             if not old:
                 self.keys += 1
+                if segmented:
+                    held.count += 1
+                elif len(held) > SEGMENTED_SLOT_KEYS:
+                    self._leaves[slot] = _Segmented(held)
         else:
             new = 0
-            if old:
-                del leaves[key]
-                self.keys -= 1
-                if not leaves:
-                    self._leaves[slot] = None
+            if not old:
+                return
+            del leaves[key]
+            self.keys -= 1
+            if segmented:
+                held.count -= 1
+            if not (held.count if segmented else held):
+                self._leaves[slot] = None
         if old != new:
             self._sums[slot] ^= old ^ new
+            if segmented:
+                held.sums[key_hash >> _SEGMENT_SHIFT] ^= old ^ new
 
     # -- what an exchange asks for ---------------------------------------------------------
 
@@ -179,8 +186,10 @@ class SlotTrees:
         return self._sums[slot]
 
     def key_count(self, slot: int) -> int:
-        leaves = self._leaves[slot]
-        return 0 if leaves is None else len(leaves)
+        held = self._leaves[slot]
+        if held is None:
+            return 0
+        return held.count if held.__class__ is _Segmented else len(held)
 
     def group_sums(self, slots: Iterable[int]) -> list[int]:
         """Per group, the XOR of the sums of those of ``slots`` in it."""
@@ -192,17 +201,29 @@ class SlotTrees:
 
     def segment_sums(self, slot: int) -> list[int]:
         """The sum of each segment of ``slot``."""
+        held = self._leaves[slot]
+        if held.__class__ is _Segmented:
+            return list(held.sums)
         sums = [0] * SEGMENT_COUNT
-        for key, leaf in (self._leaves[slot] or {}).items():
+        for key, leaf in (held or {}).items():
             sums[segment_of(key)] ^= leaf
         return sums
 
     def leaves(self, slot: int, segment: int | None = None) -> dict[bytes, int]:
         """``{key: leaf}`` of ``slot`` (of one of its segments when given)."""
-        leaves = self._leaves[slot] or {}
+        held = self._leaves[slot]
+        if held is None:
+            return {}
+        if held.__class__ is _Segmented:
+            if segment is not None:
+                return dict(held.parts[segment])
+            whole: dict[bytes, int] = {}
+            for part in held.parts:
+                whole.update(part)
+            return whole
         if segment is None:
-            return dict(leaves)
-        return {key: leaf for key, leaf in leaves.items() if segment_of(key) == segment}
+            return dict(held)
+        return {key: leaf for key, leaf in held.items() if segment_of(key) == segment}
 
 
 # -- pure comparisons ---------------------------------------------------------------------------

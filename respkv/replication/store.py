@@ -53,14 +53,13 @@ moves records between nodes.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterator, Mapping
 
 from ..keyspace.codec import STRING_TAG, decode_value, encode_value
 from ..keyspace.values import Hash, Set
 from ..keyspace.zset import SortedSet
 from . import convergent, counters, vclock
-from .convergent import Dots, Meta, join_value, split_value
+from .convergent import TALLY_TAG, Dots, Meta, decode_meta, join_value, split_value
 from .counters import Tally
 from .versions import (
     ACTOR_AT,
@@ -101,13 +100,8 @@ _TRACKED_NAMES = frozenset(name.encode() for name in convergent.ADDS | convergen
 _COLLECTIONS = (Set, Hash, SortedSet)
 
 
-_LENGTH = struct.Struct("<I")
 #: The codec tag of each value class a merge may start from.
 _TAGS = {bytes: STRING_TAG, Set: b"S", Hash: b"h", SortedSet: b"z"}
-#: The kinds of versions that merge (see ``VersionStore._kind``), with convergent
-#: types and without.
-_MERGED = frozenset({(STRING_TAG, True), (b"S", False), (b"h", False), (b"z", False)})
-_UNITED = frozenset({(b"S", False)})
 
 
 def _unobserved(key: bytes, record: bytes | None = None) -> None:
@@ -154,9 +148,9 @@ class VersionStore:
         #: Called with a key after its record changed, and with the record's wire
         #: form when it is at hand (the commit log logs it).
         self.on_change = _unobserved
-        #: key → metadata (dots, tally) of the version the keyspace holds, for keys
-        #: that have it (see the module doc).
-        self.meta: dict[bytes, Meta] = {}
+        #: key → metadata (dots, tally) of the version the keyspace holds, decoded
+        #: or in the wire form it arrived in (decoded to write or merge the key).
+        self.meta: dict[bytes, Meta | bytes] = {}
         #: Whether writes make convergent metadata and siblings merge by type.
         self.convergent = True
 
@@ -345,11 +339,14 @@ class VersionStore:
         :attr:`meta`; the same on the coordinator and on a replica running the
         shipped command."""
         meta = None
-        if self.convergent and value is not None:
-            prior = self.meta.get(key)
-            parent = b"" if old is None else vclock.encode(context(expand(old)))
+        if self.convergent and value is not None and (commands or value.__class__ is not bytes):
+            prior = self.metadata(key)
+            if old is None:
+                parent = b""
+            else:
+                parent = old[CLOCK_AT:] if old.__class__ is bytes else vclock.encode(context(expand(old)))
             if value.__class__ is bytes:
-                if commands and all(c[0].lower() in _COUNTER_NAMES for c in commands):
+                if all(c[0].lower() in _COUNTER_NAMES for c in commands):
                     increments = [counters.increments_of(c) for c in commands]
                     meta = counters.counted(prior if prior.__class__ is Tally else None, parent, value,
                                               actor, increments)
@@ -511,7 +508,7 @@ class VersionStore:
             self._fill(key, materialized)
         # An empty value is a version that had expired where it was read (no value).
         if not best.tombstone and best.value and (not best.expire_at or best.expire_at > ks.clock_ms()):
-            blob, meta = split_value(best.value)
+            blob, meta = split_value(best.value, decode=False)
             ks.set(key, decode_value(blob))
             if best.expire_at:
                 ks.set_deadline(key, best.expire_at)
@@ -522,11 +519,21 @@ class VersionStore:
             self.meta.pop(key, None)
             self._kept[key] = compact(record)
 
-    def _keep_meta(self, key: bytes, meta: Meta | None) -> None:
-        if meta is None or not self.convergent:
-            self.meta.pop(key, None)
-        else:
-            self.meta[key] = meta
+    def metadata(self, key: bytes) -> Meta | None:
+        """The convergent metadata of ``key``'s materialized version, decoded now
+        if kept as it arrived; None if none, or if that does not decode (the next
+        write then starts afresh, as for a version of unknown history)."""
+        meta = self.meta.get(key)
+        if meta.__class__ is bytes:
+            try:
+                meta = self.meta[key] = decode_meta(meta)
+            except ValueError:
+                del self.meta[key]
+                return None
+        return meta
+
+    def _keep_meta(self, key: bytes, meta: Meta | bytes | None) -> None:
+        self.meta.pop(key, None) if meta is None or not self.convergent else self.meta.__setitem__(key, meta)
 
     def _materialize_merge(self, key: bytes, record: Record, materialized: Version | None) -> bool:
         """Make the keyspace hold the merge of ``record``'s versions if they are all
@@ -546,7 +553,7 @@ class VersionStore:
         if len(kinds) != 1:
             return False
         (kind,) = kinds
-        if kind not in (_MERGED if self.convergent else _UNITED):
+        if kind not in (convergent.MERGED if self.convergent else convergent.UNITED):
             return False
         if deleted and (not self.convergent or kind[0] == STRING_TAG):
             return False
@@ -578,15 +585,13 @@ class VersionStore:
         return True
 
     def _kind(self, key: bytes, value: bytes | None) -> tuple[bytes, bool]:
-        """``(codec tag, whether it is a counter)`` of a version's value; None
-        stands for the value the keyspace holds."""
+        """:func:`~.convergent.kind_of` a version's value (None: the keyspace's)."""
         if value is None:
             tag = _TAGS.get(self.keyspace.get(key).__class__, b"?")
-            return tag, tag == STRING_TAG and self.meta.get(key).__class__ is Tally
-        if value[:1] != convergent.META_TAG:
-            return value[:1], False
-        at = 5 + _LENGTH.unpack_from(value, 1)[0]
-        return value[5:6], value[5:6] == STRING_TAG and value[at : at + 1] == b"T"
+            meta = self.meta.get(key)
+            return tag, tag == STRING_TAG and (meta.__class__ is Tally or (meta.__class__ is bytes and
+                                                                            meta[:1] == TALLY_TAG))
+        return convergent.kind_of(value)
 
     def sibling_count(self) -> int:
         """Keys holding more than one version."""
