@@ -28,18 +28,14 @@ The store changes records in three ways:
 * :meth:`VersionStore.purge`: a tombstone every replica holds is dropped after
   its grace period.
 
-**Siblings of a convergent type show their merge.**  When every version of a
-record is a live set, hash or sorted set of one type without expiry, or a counter
-of one origin, the keyspace holds their merge (:mod:`respkv.replication.convergent`:
-add-wins observed-remove elements, summed counters) rather than the winner's value
-(every version keeps its own encoded value).  A write over such a record runs on
-that merge and supersedes all of the siblings, so an add one of them made is
-never dropped by a write that did not see it.  For that, each version of a
-collection or counter carries metadata (dots, a tally) in its value, and the
-store keeps the materialized version's metadata in :attr:`VersionStore.meta`.
-With ``convergent = False`` (``convergent-types no``) no metadata is made and
-only sets merge, as the union of their members; other types show the winner.
-Their siblings stay for ``SIBLINGS``/``RESOLVE`` either way.
+**Siblings of a convergent type show their merge.**  When the versions of a
+record are collections of one type without expiry (tombstones beside them count
+as what they saw) or counters of one origin, the keyspace holds their merge
+(:mod:`respkv.replication.convergent`) and every version keeps its own value; a
+write over the record runs on the merge and supersedes all of them.  The
+metadata this needs (dots, tallies) travels in the version values; the store
+keeps the materialized version's in :attr:`VersionStore.meta`.  With
+``convergent-types no`` none is made and only sets merge, as their union.
 
 Every change of a record is reported to :attr:`VersionStore.on_change`, with the
 new record's wire form when the write made it anyway (the node's commit log marks
@@ -533,7 +529,10 @@ class VersionStore:
         return meta
 
     def _keep_meta(self, key: bytes, meta: Meta | bytes | None) -> None:
-        self.meta.pop(key, None) if meta is None or not self.convergent else self.meta.__setitem__(key, meta)
+        if meta is None or not self.convergent:
+            self.meta.pop(key, None)
+        else:
+            self.meta[key] = meta
 
     def _materialize_merge(self, key: bytes, record: Record, materialized: Version | None) -> bool:
         """Make the keyspace hold the merge of ``record``'s versions if they are all
