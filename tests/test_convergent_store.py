@@ -204,3 +204,24 @@ def test_untracked_commands_reset_the_dots():
     a.store.written(KEY, a.now)
     dots = a.store.metadata(KEY)
     assert dots.dots == {} and dots.base  # every element as old as this version
+
+
+@pytest.mark.parametrize("value", [b"C", b"C\x01\x00", b"C\x02\x00\x00\x00Sx", b"C\x01\x00\x00\x00sD\x01"])
+def test_a_peer_sending_malformed_metadata_gets_a_value_error_and_changes_nothing(value):
+    """A malformed value beside a sibling (a merge is tried): ValueError, never
+    another exception, and the held record and value stay."""
+    from respkv.replication.versions import Version
+
+    a = Replica(1)
+    a.run(b"SADD", KEY, b"x")
+    before = (a.store.wire_record(KEY), a.shown())
+    bad = Version(b"\x09" * 20 + (1).to_bytes(8, "little") + bytes(8), START + 50, b"\x09" * 20, False, 0, value)
+    if value.startswith(b"C\x01\x00\x00\x00sD"):
+        # Well-framed metadata is kept as it arrived and decoded only when needed:
+        # then it does not decode, and the key counts as of unknown history.
+        assert a.store.apply(KEY, (bad,))
+        assert a.store.metadata(KEY) is None
+        return
+    with pytest.raises(ValueError):
+        a.store.apply(KEY, (bad,))
+    assert (a.store.wire_record(KEY), a.shown()) == before

@@ -457,6 +457,8 @@ def kind_of(value: bytes) -> tuple[bytes, bool]:
     """``(codec tag, whether it is a counter)`` of an encoded version value."""
     if value[:1] != META_TAG:
         return value[:1], False
+    if len(value) < 6:
+        return b"?", False  # malformed: no merge, and decoding it refuses it
     at = 5 + _U32.unpack_from(value, 1)[0]
     return value[5:6], value[5:6] == b"s" and value[at : at + 1] == _TALLY_TAG
 
