@@ -14,6 +14,7 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .keyspace.eviction import POLICIES
 from .keyspace.glob import compile_glob
 
 
@@ -89,9 +90,9 @@ def _parse_fsync(text: str) -> str:
 
 
 def _parse_policy(text: str) -> str:
-    if text.lower() != "noeviction":
-        raise ConfigError("argument(s) must be one of the following: noeviction")
-    return "noeviction"
+    if text.lower() not in POLICIES:
+        raise ConfigError("argument(s) must be one of the following: " + ", ".join(POLICIES))
+    return text.lower()
 
 
 def _parse_loglevel(text: str) -> str:
@@ -167,9 +168,23 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in [
     Directive("client-query-buffer-limit", 1024**3, parse_memory, minimum=1024 * 1024, maximum=2**63 - 1,
               doc="Most unparsed bytes buffered per client before it is disconnected."),
     Directive("maxmemory", 0, parse_memory, minimum=0, maximum=2**63 - 1,
-              doc="Refuse writes with -OOM while the node's resident memory is above this many bytes (0 = no limit)."),
+              doc="Most bytes the dataset may use (used_memory, the node's estimate of its keys, values and "
+                  "bookkeeping; not the process size); above it keys are evicted as maxmemory-policy says, "
+                  "or writes that add data get -OOM (0 = no limit)."),
     Directive("maxmemory-policy", "noeviction", _parse_policy,
-              doc="What happens at maxmemory: only noeviction (refuse writes that add data) is supported."),
+              doc="What happens above maxmemory: noeviction (refuse writes that add data), allkeys-lru, "
+                  "allkeys-lfu, allkeys-random (evict any key: least recently used, least frequently used, "
+                  "at random), volatile-lru, volatile-lfu, volatile-random, volatile-ttl (only keys with a "
+                  "TTL; ttl: the soonest to expire). Standalone nodes and RF=1 clusters only."),
+    Directive("maxmemory-samples", 5, _parse_int, minimum=1, maximum=64,
+              doc="Keys sampled per eviction by the LRU, LFU and TTL policies (more: closer to exact, slower)."),
+    Directive("maxmemory-eviction-tenacity", 10, _parse_int, minimum=0, maximum=100,
+              doc="How long one command may spend evicting: 50 µs per step up to 10, 15% more per step "
+                  "above, unlimited at 100; when the time runs out the next commands evict the rest."),
+    Directive("lfu-log-factor", 10, _parse_int, minimum=0, maximum=2**31 - 1,
+              doc="LFU counter: the higher, the more accesses a key needs to reach the counter's top (255)."),
+    Directive("lfu-decay-time", 1, _parse_int, minimum=0, maximum=2**31 - 1,
+              doc="LFU counter: minutes after which an idle key's counter drops by one (0 = never)."),
     Directive("save", (), parse_save_schedule, _show_save,
               doc="Snapshot schedule, as Redis: pairs of 'SECONDS CHANGES' (\"3600 1 300 100\": a snapshot once "
                   "an hour if a key changed, every 5 minutes after 100 changes); \"\" = none. A snapshot is a "

@@ -53,11 +53,12 @@ from .cluster.proxy import proxy_pool
 from .cluster.state import PROXY, ClusterState
 from .commands import FAMILIES
 from .commands.blocking import BlockingRegistry
-from .commands.info import sample_process
 from .commands.table import CommandTable, build_table
 from .config import Config, ConfigError
 from .gc_policy import tune_for_serving
-from .keyspace.store import Keyspace
+from .keyspace.eviction import ROOM_FAIL, Evictor
+from .keyspace.memory import KEY_ENTRY, bytes_cost
+from .keyspace.store import NO_LIMIT, Keyspace
 from .net.dispatch import Dispatcher
 from .persistence.exceptions import LogWriteError
 from .persistence.journal import Journal
@@ -78,6 +79,15 @@ log = logging.getLogger(__name__)
 
 #: Keys one active-expiry step may delete before yielding to clients.
 EXPIRE_STEP_KEYS = 200
+
+#: Directives the eviction machinery reads (applied again when CONFIG SET changes one).
+EVICTION_DIRECTIVES = frozenset(
+    ("maxmemory", "maxmemory-policy", "maxmemory-samples", "maxmemory-eviction-tenacity",
+     "lfu-log-factor", "lfu-decay-time")
+)
+#: Estimated bytes of a key's version record on a replicated node (its entry in
+#: the store and the clock and digest bytes of one version).
+VERSION_RECORD_BYTES = KEY_ENTRY + bytes_cost(48)
 
 #: Every command family a node serves: the command layer's own, then the cluster
 #: and replication commands, which live in the layers they need (in standalone mode
@@ -124,7 +134,8 @@ class Node:
         self.client_closed_hooks: list = []
         self.client_reset_hooks: list = []
         self._key_observers: list = []
-        #: True while resident memory exceeds ``maxmemory`` (checked by the cron).
+        #: True while used_memory exceeds ``maxmemory`` and nothing more may be
+        #: evicted: writes that add data get -OOM (see make_room).
         self.over_maxmemory = False
         #: "standalone", or "cluster" once the node takes part in a cluster.
         self.mode = "standalone"
@@ -143,6 +154,10 @@ class Node:
         self.bus_operations: dict = {}
         #: The replication coordinator, in cluster mode with replication-factor > 1.
         self.replication: Coordinator | None = None
+        self.evictor = Evictor(self.keyspace)
+        self._configure_eviction()
+        #: The highest used_memory the cron saw (INFO's used_memory_peak).
+        self.used_memory_peak = 0
         #: Called at the end of every poller round (see net.poller): replication
         #: flushes what the round queued for each peer.
         self.round_hooks: list = []
@@ -234,7 +249,9 @@ class Node:
             while ks.expire_due(EXPIRE_STEP_KEYS) == EXPIRE_STEP_KEYS:
                 await trio.sleep(0)
             self._close_idle_clients()
-            self._check_maxmemory()
+            ks.access.tick(ks.clock_ms())  # the LRU/LFU clocks move once per cron tick, as Redis's
+            self.make_room()
+            self.used_memory_peak = max(self.used_memory_peak, self.used_memory())
             if self.write_refusal is not None and self.journal is not None and not self.journal.failed:
                 log.warning("the commit log is writable again: accepting writes")
                 self._refuse_writes(None)
@@ -285,6 +302,61 @@ class Node:
         are read where they are used, and need nothing here)."""
         if "appendfsync" in names and self.journal is not None:
             self.journal.set_fsync(self.config["appendfsync"])
+        if EVICTION_DIRECTIVES.intersection(names):
+            self._configure_eviction()
+            self.make_room()  # CONFIG SET maxmemory takes effect now
+
+    def config_refusal(self, name: str, value) -> str | None:
+        """Why ``CONFIG SET name value`` cannot apply here, or None."""
+        if name == "maxmemory-policy" and value != "noeviction" and self.replication is not None:
+            return ("eviction policies need a standalone node or replication-factor 1: "
+                    "replicas would keep or bring back evicted keys")
+        return None
+
+    # -- memory --------------------------------------------------------------------
+
+    def _configure_eviction(self) -> None:
+        config = self.config
+        self.maxmemory = config["maxmemory"]
+        policy = config["maxmemory-policy"]
+        if self.replication is not None and policy != "noeviction":
+            policy = "noeviction"  # see config_refusal; a start-up setting is logged there
+        self.evictor.configure(policy, config["maxmemory-samples"], config["maxmemory-eviction-tenacity"],
+                               config["lfu-log-factor"], config["lfu-decay-time"])
+
+    def used_memory(self) -> int:
+        """``used_memory``: the dataset's estimated bytes (keyspace, see
+        keyspace.memory) and, with replication, its version records."""
+        used = self.keyspace.memory_used()
+        if self.replication is not None:
+            used += len(self.replication.store.records) * VERSION_RECORD_BYTES
+        return used
+
+    def client_buffer_bytes(self) -> int:
+        """Bytes the clients' unparsed input holds (INFO's ``mem_clients_normal``)."""
+        return sum(session.reader.buffered() for session in self.clients.values())
+
+    def make_room(self) -> None:
+        """While used_memory is above ``maxmemory``, evict keys as
+        ``maxmemory-policy`` says (for as long as ``maxmemory-eviction-tenacity``
+        allows).  ``over_maxmemory`` then says whether writes that add data are
+        refused (nothing more may be evicted).
+
+        Runs before a command once the keyspace's ``stored_bytes`` passed
+        ``evict_at`` (the room left at the last check; sessions and run handlers
+        compare the two, which costs less than adding up used_memory per command),
+        from the cron, and when CONFIG SET changes maxmemory."""
+        over = False
+        ks = self.keyspace
+        if self.maxmemory:
+            over = self.evictor.make_room(self.used_memory, self.maxmemory, ks.clock_ms()) == ROOM_FAIL
+            ks.evict_at = ks.stored_bytes + max(0, self.maxmemory - self.used_memory())
+        else:
+            ks.evict_at = NO_LIMIT
+        if over != self.over_maxmemory:
+            self.over_maxmemory = over
+            for session in self.clients.values():
+                session.refresh_fast()
 
     # -- persistence ------------------------------------------------------------
 
@@ -342,15 +414,6 @@ class Node:
     def _refuse_writes(self, refusal: str | None) -> None:
         if refusal != self.write_refusal:
             self.write_refusal = refusal
-            for session in self.clients.values():
-                session.refresh_fast()
-
-    def _check_maxmemory(self) -> None:
-        """Track whether the node is above ``maxmemory``; sessions refuse writes then."""
-        limit = self.config["maxmemory"]
-        over = bool(limit) and sample_process().rss > limit
-        if over != self.over_maxmemory:
-            self.over_maxmemory = over
             for session in self.clients.values():
                 session.refresh_fast()
 
@@ -437,6 +500,11 @@ def start_replication(node: Node, state: ClusterState, bus: ClusterBus) -> Coord
     for op in ANTI_ENTROPY_OPERATIONS:
         node.bus_operations[op] = anti_entropy.handle
     node.replication = coordinator
+    if node.config["maxmemory-policy"] != "noeviction":
+        log.warning("maxmemory-policy %s ignored: eviction needs a standalone node or replication-factor 1 "
+                    "(replicas would keep or bring back evicted keys); acting as noeviction",
+                    node.config["maxmemory-policy"])
+    node._configure_eviction()
     node.round_hooks.append(coordinator.flush)
     state.replicated = True
     return coordinator

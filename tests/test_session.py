@@ -177,35 +177,6 @@ def test_query_buffer_limit_closes_client(tmp_path):
         node.stop()
 
 
-def test_maxmemory_refuses_writes_but_not_reads(tmp_path):
-    node = NodeThread(tmp_path).start()
-    try:
-        client = node.client(protocol=2)
-        client.set("kept", "1")
-        client.config_set("maxmemory", "1mb")  # far below any Python process's RSS
-        deadline = time.monotonic() + 10
-        while True:  # the node notices at its next cron tick
-            try:
-                client.set("k", "v")
-            except redis.exceptions.OutOfMemoryError as exc:  # redis-py strips the "OOM " code
-                assert str(exc) == "command not allowed when used memory > 'maxmemory'."
-                break
-            assert time.monotonic() < deadline
-        assert client.get("kept") == b"1"
-        assert client.delete("kept") == 1  # DEL frees memory, so it is allowed
-        with pytest.raises(redis.ResponseError, match="must be one of the following: noeviction"):
-            client.config_set("maxmemory-policy", "allkeys-lru")
-        client.config_set("maxmemory", "0")
-        while True:
-            try:
-                assert client.set("k", "v") is True
-                break
-            except redis.ResponseError:
-                assert time.monotonic() < deadline
-    finally:
-        node.stop()
-
-
 # -- malformed requests inside pipelined runs ---------------------------------------------
 #
 # The reader's fast path hands the session hiredis's view of a chunk without checking

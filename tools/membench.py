@@ -57,6 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _used_memory(server: ServerProcess) -> int:
+    """The server's ``used_memory`` (INFO memory)."""
+    text = benchlib.command(server.port, "INFO", "memory")
+    text = text.decode() if isinstance(text, bytes) else str(text)
+    for line in text.splitlines():
+        if line.startswith("used_memory:"):
+            return int(line.split(":", 1)[1])
+    raise BenchmarkFailed(f"{server.name}: INFO memory has no used_memory")
+
+
 def measure(
     role: str,
     name: str,
@@ -69,6 +79,7 @@ def measure(
     try:
         time.sleep(ns.settle)
         rss_before = server.rss_bytes()
+        used_before = _used_memory(server)
         result = benchlib.run_redis_benchmark(
             server, shlex.split(ns.benchmark_args), timeout=ns.run_timeout,
         )
@@ -76,15 +87,19 @@ def measure(
         benchlib.check_alive([server])
         dbsize = benchlib.command(server.port, "DBSIZE")
         rss_after = server.rss_bytes()
+        used_after = _used_memory(server)
         benchlib.check_alive([server])
     finally:
         server.stop()
     if not isinstance(dbsize, int) or dbsize <= 0:
         raise BenchmarkFailed(f"{name}: DBSIZE returned {dbsize!r} after the fill")
     per_key = (rss_after - rss_before) / dbsize
+    # How well the server's own used_memory follows the real growth of the process.
+    accounting = (used_after - used_before) / (rss_after - rss_before) if rss_after > rss_before else None
     print(
         f"{name}: {dbsize} keys, RSS {rss_before / 2**20:.1f} MiB -> {rss_after / 2**20:.1f} MiB, "
-        f"{per_key:.1f} bytes/key",
+        f"{per_key:.1f} bytes/key; used_memory grew {(used_after - used_before) / 2**20:.1f} MiB"
+        + (f" = {accounting:.3f} of the RSS growth" if accounting is not None else ""),
         file=sys.stderr, flush=True,
     )
     return {
@@ -95,6 +110,9 @@ def measure(
         "rss_after_bytes": rss_after,
         "dbsize": dbsize,
         "bytes_per_key": per_key,
+        "used_memory_before": used_before,
+        "used_memory_after": used_after,
+        "used_memory_growth_over_rss_growth": accounting,
         "fill_seconds": round(result.seconds, 3),
         "fill_rows": result.rows,
         "warnings": result.warnings,

@@ -17,10 +17,13 @@ tests can build INFO text from fixed numbers.
 Memory figures
 --------------
 A Python process has no allocator statistics comparable to jemalloc's, so
-``used_memory`` is the resident set size of the process (``/proc/self/statm``
-where available, else the peak RSS from ``getrusage``), the same number as
-``used_memory_rss``; ``used_memory_peak`` is the kernel's peak RSS.  The
-fragmentation ratio is therefore always 1.00.
+``used_memory`` is the node's own estimate of what its dataset costs (keys,
+values, deadlines, access stamps, version records; see
+:mod:`respkv.keyspace.memory`), kept as values change; it is what ``maxmemory``
+limits.  ``used_memory_rss`` is the resident set size of the process
+(``/proc/self/statm`` where available, else the peak RSS from ``getrusage``),
+which also holds the interpreter (some 35 MB), so ``mem_fragmentation_ratio``
+(RSS ÷ used) is high while the dataset is small.
 """
 
 from __future__ import annotations
@@ -193,22 +196,34 @@ def _clients(node) -> list[tuple[str, object]]:
 
 
 def _memory(node, process: ProcessSample) -> list[tuple[str, object]]:
-    used, peak = process.rss, max(process.peak_rss, process.rss)
+    used = node.used_memory()
+    peak = max(node.used_memory_peak, used)
+    overhead = node.keyspace.memory_overhead()
+    dataset = max(used - overhead, 0)
+    rss = process.rss
     maxmemory = node.config["maxmemory"]
+    clients = node.client_buffer_bytes()
     return [
         ("used_memory", used),
         ("used_memory_human", bytes_to_human(used)),
-        ("used_memory_rss", used),
-        ("used_memory_rss_human", bytes_to_human(used)),
+        ("used_memory_rss", rss),
+        ("used_memory_rss_human", bytes_to_human(rss)),
         ("used_memory_peak", peak),
         ("used_memory_peak_human", bytes_to_human(peak)),
         ("used_memory_peak_perc", f"{100 * used / peak if peak else 100:.2f}%"),
+        ("used_memory_overhead", overhead),
+        ("used_memory_startup", 0),
+        ("used_memory_dataset", dataset),
+        ("used_memory_dataset_perc", f"{100 * dataset / used if used else 0:.2f}%"),
         ("total_system_memory", process.total_system_memory),
         ("total_system_memory_human", bytes_to_human(process.total_system_memory)),
         ("maxmemory", maxmemory),
         ("maxmemory_human", bytes_to_human(maxmemory)),
         ("maxmemory_policy", node.config.get_text("maxmemory-policy")),
-        ("mem_fragmentation_ratio", "1.00"),
+        ("mem_fragmentation_ratio", f"{rss / used if used else 0:.2f}"),
+        ("mem_fragmentation_bytes", rss - used),
+        ("mem_not_counted_for_evict", 0),
+        ("mem_clients_normal", clients),
         ("mem_allocator", "pymalloc"),
         ("lazyfree_pending_objects", 0),
     ]
@@ -281,6 +296,7 @@ def _persistence(node) -> list[tuple[str, object]]:
 
 def _stats(node) -> list[tuple[str, object]]:
     st = node.stats
+    exceeded_total, exceeded_now = node.evictor.exceeded_ms(node.keyspace.clock_ms())
     return [
         ("total_connections_received", st.connections_received),
         ("total_commands_processed", st.commands_processed),
@@ -288,7 +304,9 @@ def _stats(node) -> list[tuple[str, object]]:
         ("total_net_output_bytes", st.net_output_bytes),
         ("rejected_connections", st.rejected_connections),
         ("expired_keys", node.keyspace.expired_keys),
-        ("evicted_keys", 0),
+        ("evicted_keys", node.keyspace.evicted_keys),
+        ("total_eviction_exceeded_time", int(exceeded_total)),
+        ("current_eviction_exceeded_time", int(exceeded_now)),
         ("keyspace_hits", st.keyspace_hits),
         ("keyspace_misses", st.keyspace_misses),
     ]

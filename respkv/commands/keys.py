@@ -365,7 +365,14 @@ container("object", "Introspection of stored values: encoding, reference count, 
 
 
 def _object_lookup(s, key: bytes):
-    return lookup_read(s, key)
+    """The value at ``key`` counted as a read, without counting as an access (so
+    OBJECT IDLETIME does not reset what it reports), as Redis's OBJECT looks up."""
+    value = s.ks.peek(key)
+    if value is None:
+        s.stats.keyspace_misses += 1
+    else:
+        s.stats.keyspace_hits += 1
+    return value
 
 
 @command("object|encoding", "Names the internal representation Redis would use for a value.", since="2.2.3")
@@ -386,28 +393,43 @@ _NO_LFU = (
 )
 
 
+_NO_LRU = (
+    "ERR An LFU maxmemory policy is selected, idle time not tracked. "
+    "Please note that when switching between policies at runtime LRU and LFU data "
+    "will take some time to adjust."
+)
+
+
 @command(
     "object|freq",
-    "Access-frequency counter of a key (needs an LFU eviction policy, which respkv lacks).",
+    "Access-frequency counter of a key (LFU eviction policies only).",
     since="4.0.0",
 )
 def object_freq(s, args):
-    """There is no LFU eviction policy here, so like Redis without one this is an error."""
+    """The key's logarithmic access counter, decayed to now, under an LFU policy;
+    an error under the others, as Redis (see keyspace.eviction)."""
     if _object_lookup(s, args[2]) is None:
         return s.proto.null
-    raise CommandError(_NO_LFU)
+    access = s.ks.access
+    if not access.lfu:
+        raise CommandError(_NO_LFU)
+    return reply.integer(access.frequency(args[2]))
 
 
 @command(
     "object|idletime",
-    "Seconds since a key was last used (always 0: access times are not tracked).",
+    "Seconds since a key was last read or written (not under LFU policies).",
     since="2.2.3",
 )
 def object_idletime(s, args):
-    """Always 0 for an existing key: access times are not tracked (no LRU eviction)."""
+    """Seconds since the key's last access by the LRU clock (one-second steps,
+    moved by the node's cron); an error under an LFU policy, as Redis."""
     if _object_lookup(s, args[2]) is None:
         return s.proto.null
-    return reply.ZERO
+    access = s.ks.access
+    if access.lfu:
+        raise CommandError(_NO_LRU)
+    return reply.integer(access.idle(args[2]))
 
 
 @command("object|refcount", "How many references Redis would hold to a value.", since="2.2.3")

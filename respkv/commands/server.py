@@ -104,9 +104,12 @@ def config_set(s, args):
     for name, value in pairs:
         directive = DIRECTIVES[name.lower()]
         try:
-            directive.convert(value)
+            converted = directive.convert(value)
         except ConfigError as exc:
             raise _set_failed(directive.name, str(exc)) from None
+        refusal = s.node.config_refusal(directive.name, converted)
+        if refusal is not None:
+            raise _set_failed(directive.name, refusal)
     config = s.node.config
     for name, value in pairs:
         config.set_text(name.lower(), value)
@@ -118,6 +121,7 @@ def config_set(s, args):
 def config_resetstat(s, args):
     s.node.stats.reset()
     s.ks.expired_keys = 0
+    s.ks.evicted_keys = 0
     return reply.OK
 
 

@@ -15,6 +15,7 @@ clients and the conformance scripts observe which error wins.
 from __future__ import annotations
 
 from ..errors import SYNTAX, WRONGTYPE, invalid_expire, wrong_arity
+from ..keyspace.memory import SMALL_COSTS, bytes_cost
 from ..protocol import reply
 from ..protocol.reply import BULK_HEADERS
 from .args import int_arg
@@ -124,7 +125,7 @@ def _get_run(s, batch, i, out, _headers=BULK_HEADERS):
     Stops at the first request that is not a plain GET or that finds another type,
     leaving it to the per-request path and its error reply.  This loop is the
     hottest code of a pipelined benchmark, so it inlines :meth:`Keyspace.get` (a
-    key with a deadline still goes through it, to expire there) and appends a bulk
+    key with a deadline goes through :meth:`Keyspace.peek`, to expire there) and appends a bulk
     reply as three pieces that the session's single join puts together.
     """
     name = batch[i][0]
@@ -135,6 +136,9 @@ def _get_run(s, batch, i, out, _headers=BULK_HEADERS):
     count = len(batch)
     start = i
     misses = 0
+    access = ks.access
+    lru = not access.lfu
+    cells, mask, clock = access.cells, access.mask, access.clock
     while i < count:
         args = batch[i]
         if args.__class__ is not list or len(args) != 2 or args[0] != name:
@@ -142,8 +146,12 @@ def _get_run(s, batch, i, out, _headers=BULK_HEADERS):
         key = args[1]
         if key.__class__ is not bytes:  # malformed: the session deals with it
             break
-        value = ks.get(key) if expires and key in expires else lookup(key)
+        value = ks.peek(key) if expires and key in expires else lookup(key)
         if value.__class__ is bytes:
+            if lru:  # the access, as Keyspace.get counts it
+                cells[hash(key) & mask] = clock
+            else:
+                ks.touch(key)
             try:
                 append(_headers[len(value)])
             except IndexError:  # no ready-made header for a value this long
@@ -174,17 +182,25 @@ def get(s, args):
 def _set_run(s, batch, i, out):
     """Plain ``SET key value`` for a run of pipelined SETs (see CommandSpec.run_handler).
 
-    While a store needs no bookkeeping (see :meth:`Keyspace.stores_are_plain`) the
-    run stores straight into the keyspace's dictionary; otherwise each SET goes
-    through :meth:`Keyspace.set`.
+    While a store needs no bookkeeping (see :meth:`Keyspace.stores_are_plain`), a
+    string stored over a string goes straight into the keyspace's dictionary, with
+    :meth:`Keyspace.set`'s accounting and LRU stamp done inline; every other SET
+    goes through :meth:`Keyspace.set`.  The run stops once it added more than the
+    room ``maxmemory`` left (``Keyspace.evict_at``), so that the session evicts
+    before the next SET.
     """
     name = batch[i][0]
     ks = s.ks
     append = out.append
     count = len(batch)
-    plain = ks.stores_are_plain()
+    plain = ks.stores_are_plain() and not ks.access.lfu
     data = ks.data
+    lookup = data.get
     ks_set = ks.set
+    access = ks.access
+    cells, mask, clock = access.cells, access.mask, access.clock
+    costs = SMALL_COSTS
+    room = ks.evict_at - ks.stored_bytes  # maxmemory: how much the run may add before the session evicts
     while i < count:
         args = batch[i]
         if args.__class__ is not list or len(args) != 3 or args[0] != name:
@@ -193,10 +209,22 @@ def _set_run(s, batch, i, out):
         value = args[2]
         if key.__class__ is not bytes or value.__class__ is not bytes:  # malformed
             break
-        if plain:
+        if room < 0:
+            break
+        old = lookup(key) if plain else None
+        if old.__class__ is bytes:
+            # Keyspace.set's work for a string over a string.
             data[key] = value
+            cells[hash(key) & mask] = clock
+            if (size := len(value)) != (old_size := len(old)):
+                grown = ((costs[size] if size < 1024 else bytes_cost(size))
+                         - (costs[old_size] if old_size < 1024 else bytes_cost(old_size)))
+                ks.stored_bytes += grown
+                room -= grown
         else:
             ks_set(key, value)
+            cells, mask = access.cells, access.mask  # a new key may have grown the table
+            room = ks.evict_at - ks.stored_bytes
         append(reply.OK)
         i += 1
     return i

@@ -146,16 +146,20 @@ def per_request_run(handler: Callable, min_args: int) -> Callable:
 
     It stops before a request the handler refuses (:class:`CommandError`), which
     the per-request path then runs again for its error reply: ``handler`` must
-    raise before it changes anything.
+    raise before it changes anything.  It also stops once the keyspace grew past
+    ``evict_at``, so that the session checks maxmemory before the next request.
     """
 
     def run(s, batch, i, out):
         name = batch[i][0]
         append = out.append
         count = len(batch)
+        ks = s.ks
         while i < count:
             args = batch[i]
             if args.__class__ is not list or len(args) < min_args or args[0] != name or not well_formed(args):
+                break
+            if ks.stored_bytes > ks.evict_at:  # maxmemory: the session evicts first
                 break
             try:
                 append(handler(s, args))

@@ -35,7 +35,13 @@ import random
 import time
 from collections.abc import Callable
 
+from .eviction import AccessClock, Candidates
+from .memory import EXPIRY_ENTRY, KEY_ENTRY, SLOT_INDEX_ENTRY, bytes_cost, value_cost
 from .slots import SLOT_COUNT, key_slot
+
+#: ``evict_at`` while no maxmemory applies.
+NO_LIMIT = 1 << 62
+
 
 def wall_clock_ms() -> int:
     return int(time.time() * 1000)
@@ -65,17 +71,52 @@ class Keyspace:
         #: while the key still holds that very object, so writers need not clear it.
         self._encoding_hints: dict[bytes, tuple[bytes, bytes]] = {}
         self._hints_sweep_at = 4096
+        #: Bytes of the keys (dictionary entry and object) and their values (see
+        #: :mod:`.memory`); :meth:`memory_used` adds deadlines and bookkeeping.
+        self.stored_bytes = 0
+        #: Once ``stored_bytes`` passes this, the next command first checks maxmemory
+        #: (the node sets it from the room left; see Node.make_room).
+        self.evict_at = NO_LIMIT
+        #: The estimated cost of each collection value (strings are costed by length).
+        self._collection_costs: dict[bytes, int] = {}
+        #: Access stamps for OBJECT IDLETIME/FREQ and eviction (see :mod:`.eviction`).
+        self.access = AccessClock(clock_ms())
+        self._grow_access_at = len(self.access.cells) // 2
+        #: Keys eviction samples from, once an eviction needed them: every key, and
+        #: those with a deadline (see :class:`~.eviction.Candidates`).
+        self.candidates: Candidates | None = None
+        self.volatile_candidates: Candidates | None = None
+        self.evicted_keys = 0  # statistics: keys removed by eviction
 
     # -- reading -------------------------------------------------------------------
 
     def get(self, key: bytes):
-        """The live value of ``key``, or ``None``."""
+        """The live value of ``key``, or ``None``; an access (see :meth:`touch`)."""
         value = self.data.get(key)
-        if value is not None and self.expires and key in self.expires:
-            if self.expires[key] <= self.clock_ms():
+        if value is not None:
+            if self.expires and key in self.expires and self.expires[key] <= self.clock_ms():
                 self._expire(key)
                 return None
+            access = self.access
+            if access.lfu:
+                access.touch(key)
+            else:
+                access.cells[hash(key) & access.mask] = access.clock
         return value
+
+    def peek(self, key: bytes):
+        """The live value of ``key``, or ``None``, without counting an access
+        (``OBJECT``, ``TYPE``, ``MEMORY USAGE``, as Redis's no-touch lookups)."""
+        value = self.data.get(key)
+        if value is not None and self.expires and key in self.expires and self.expires[key] <= self.clock_ms():
+            self._expire(key)
+            return None
+        return value
+
+    def touch(self, key: bytes) -> None:
+        """``key`` was accessed: its LRU stamp or LFU counter moves (the GET fast
+        path, which reads ``data`` directly, calls this for the keys it finds)."""
+        self.access.touch(key)
 
     def contains(self, key: bytes) -> bool:
         return self.get(key) is not None
@@ -94,20 +135,55 @@ class Keyspace:
 
     def set(self, key: bytes, value, keep_ttl: bool = False) -> None:
         """Store ``value``; like Redis ``SET``, this clears any TTL unless ``keep_ttl``."""
-        if self._slot_index is not None and key not in self.data:
-            self._slot_index.add(key)
-        self.data[key] = value
+        data = self.data
+        old = data.get(key)
+        if old is None:
+            self._created(key)
+        else:
+            self.stored_bytes -= self._value_bytes(key, old)
+            if not self.access.lfu:  # LFU keeps the counter of an overwritten key
+                access = self.access
+                access.cells[hash(key) & access.mask] = access.clock
+        data[key] = value
+        if value.__class__ is bytes:
+            self.stored_bytes += bytes_cost(len(value))
+        else:
+            self.stored_bytes += self._cost_collection(key, value)
         if not keep_ttl and self.expires:
             self.expires.pop(key, None)
         if self.on_modified is not None:
             self.on_modified(key)
 
+    def _created(self, key: bytes) -> None:
+        """Bookkeeping of a key about to be stored for the first time."""
+        self.stored_bytes += KEY_ENTRY + bytes_cost(len(key))
+        if self._slot_index is not None:
+            self._slot_index.add(key)
+        if self.candidates is not None:
+            self.candidates.add(key)
+        if len(self.data) >= self._grow_access_at:
+            self.access.grow(len(self.data) + 1)
+            self._grow_access_at = len(self.access.cells) // 2
+        self.access.created(key)
+
+    def _value_bytes(self, key: bytes, value) -> int:
+        """What ``stored_bytes`` holds for ``key``'s stored ``value``."""
+        if value.__class__ is bytes:
+            return bytes_cost(len(value))
+        return self._collection_costs.pop(key, 0)
+
+    def _cost_collection(self, key: bytes, value) -> int:
+        cost = self._collection_costs[key] = value_cost(value)
+        return cost
+
     def stores_are_plain(self) -> bool:
-        """Whether storing a value is just ``data[key] = value`` for now.
+        """Whether storing a string over a string is just ``data[key] = value``
+        plus the change of ``stored_bytes`` for now.
 
         True while no key has a deadline (that a store would clear), nobody observes
         changes and no slot index is kept.  Hot loops that store many values use
-        this to skip :meth:`set`'s checks.
+        this to skip :meth:`set`'s checks; a store creating a key goes through
+        :meth:`set`.
         """
         return not self.expires and self.on_modified is None and self._slot_index is None
 
@@ -123,12 +199,23 @@ class Keyspace:
         return True
 
     def signal_modified(self, key: bytes) -> None:
-        """Report an in-place change of ``key``'s value (e.g. a hash field set)."""
+        """Report an in-place change of ``key``'s value (e.g. a hash field set):
+        its cost is estimated again, and observers are told."""
+        value = self.data.get(key)
+        if value is not None and value.__class__ is not bytes:
+            self.stored_bytes += self._recost(key, value)
         if self.on_modified is not None:
             self.on_modified(key)
 
+    def _recost(self, key: bytes, value) -> int:
+        """The change of ``key``'s collection cost since it was last estimated."""
+        old = self._collection_costs.get(key, 0)
+        return self._cost_collection(key, value) - old
+
     def set_deadline(self, key: bytes, when_ms: int) -> None:
         """Make an existing key expire at ``when_ms`` (absolute Unix ms)."""
+        if self.volatile_candidates is not None and key not in self.expires:
+            self.volatile_candidates.add(key)
         self.expires[key] = when_ms
         heapq.heappush(self._heap, (when_ms, key))
         if len(self._heap) > 2 * len(self.expires) + 1024:
@@ -148,6 +235,9 @@ class Keyspace:
         self.expires.clear()
         self._heap.clear()
         self._encoding_hints.clear()
+        self.stored_bytes = 0
+        self._collection_costs.clear()
+        self.candidates = self.volatile_candidates = None
         if self.on_flush is not None:
             self.on_flush()
         for key in keys:
@@ -158,7 +248,7 @@ class Keyspace:
 
     def _remove(self, key: bytes) -> None:
         """Forget a stored key's value (its deadline is the caller's business)."""
-        del self.data[key]
+        self.stored_bytes -= KEY_ENTRY + bytes_cost(len(key)) + self._value_bytes(key, self.data.pop(key))
         if self._slot_index is not None:
             self._slot_index.discard(key)
 
@@ -240,6 +330,47 @@ class Keyspace:
                         return key
                     break
         return None
+
+    # -- memory and eviction ------------------------------------------------------------
+
+    def memory_used(self) -> int:
+        """The dataset's estimated bytes (see :mod:`.memory`): keys, values,
+        deadlines, the slot index, access stamps and eviction candidates."""
+        return self.stored_bytes + self._bookkeeping_bytes()
+
+    def memory_overhead(self) -> int:
+        """The part of :meth:`memory_used` that is not key and value objects:
+        dictionary entries and bookkeeping (INFO's ``used_memory_overhead``)."""
+        return KEY_ENTRY * len(self.data) + self._bookkeeping_bytes()
+
+    def _bookkeeping_bytes(self) -> int:
+        used = EXPIRY_ENTRY * len(self.expires) + self.access.size_bytes()
+        if self._slot_index is not None:
+            used += SLOT_INDEX_ENTRY * len(self.data)
+        for candidates in (self.candidates, self.volatile_candidates):
+            if candidates is not None:
+                used += candidates.size_bytes()
+        return used
+
+    def key_memory(self, key: bytes, samples: int) -> int | None:
+        """``MEMORY USAGE``: the estimated bytes of ``key`` (``samples`` members of a
+        collection averaged, all when 0), None if there is no such key."""
+        value = self.peek(key)
+        if value is None:
+            return None
+        cost = KEY_ENTRY + bytes_cost(len(key)) + value_cost(value, samples)
+        return cost + EXPIRY_ENTRY if key in self.expires else cost
+
+    def evict(self, key: bytes) -> None:
+        """Remove ``key`` to free memory (``maxmemory``): a deletion, counted as an
+        eviction."""
+        if key in self.data:
+            self._remove(key)
+            if self.expires:
+                self.expires.pop(key, None)
+            self.evicted_keys += 1
+            if self.on_modified is not None:
+                self.on_modified(key)
 
     # -- encoding hints ----------------------------------------------------------------
 

@@ -240,6 +240,7 @@ class ClientSession:
         blocking = node.blocking
         ready_keys = blocking.ready
         append = out.append
+        ks = node.keyspace
         spec = None
         while batch:
             count = len(batch)
@@ -247,6 +248,8 @@ class ClientSession:
             self.commands_processed += count - start
             i = start
             while i < count:
+                if ks.stored_bytes > ks.evict_at:
+                    node.make_room()  # maxmemory: evict before the next command runs
                 args = batch[i]
                 # The reader's fast path leaves it to us to check that a request is
                 # well formed; a run checks the further requests of its run itself
@@ -481,7 +484,9 @@ class ClientSession:
         if refusal is not None and (spec.is_write or spec.name == "ping"):
             return self._reject(refusal)  # -MISCONF: the change could not be persisted
         if spec.deny_oom and self.node.over_maxmemory:
-            return self._reject("OOM command not allowed when used memory > 'maxmemory'.")
+            self.node.make_room()  # deletions since the last check may have made room
+            if self.node.over_maxmemory:
+                return self._reject("OOM command not allowed when used memory > 'maxmemory'.")
         self.last_spec = spec
         if self.multi is not None and spec.name not in IMMEDIATE_IN_MULTI:
             self.multi.append((spec, args))

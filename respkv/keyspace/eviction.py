@@ -1,0 +1,363 @@
+"""Access tracking and key eviction under ``maxmemory``, as Redis approximates it.
+
+Theory of operation
+-------------------
+Redis keeps 24 bits of access data in every value's header: the LRU clock of the
+last access (seconds, modulo 2**24) or, under an LFU policy, the minute of the
+last decrement (16 bits) beside a logarithmic access counter (8 bits).  A Python
+``bytes`` object has no room for them, and a dictionary from key to stamp would
+cost some 40 bytes a key, so :class:`AccessClock` keeps them in one array of
+32-bit cells indexed by ``hash(key)``: a power-of-two table with at least two cells
+per key (4 to 8 bytes a key), doubled as the keyspace grows.  Keys that share a
+cell share its stamp (the most recent access, or the counter both add to), so a
+key sometimes looks a little more recent or more frequent than it is; with two
+cells a key or more, a key shares with another one time in three at most, and a
+cold key rarely with a hot one.  Stamps cost one store on every access.
+
+Eviction samples keys at random, as Redis does, because an exact LRU order costs
+memory per key.  Python's ``dict`` offers no random access, so :class:`Candidates`
+keeps the keys (and the keys with a deadline) in plain lists, built on the first
+eviction and appended to as keys are created; a sampled entry whose key is gone
+is dropped there and then, and a list is rebuilt when dead entries outnumber
+the live ones.  The :class:`EvictionPool` keeps the best candidates seen across
+samplings (16, as Redis), so each eviction sees more than ``maxmemory-samples``
+keys.  The pure functions (:func:`lfu_increment`, :func:`lfu_decayed`,
+:func:`idle_seconds`, :func:`time_limit_us`) follow the formulas Redis
+documents and are table-tested.
+"""
+
+from __future__ import annotations
+
+import random
+from array import array
+from time import perf_counter
+
+#: Policies, as ``maxmemory-policy`` spells them.
+POLICIES = (
+    "noeviction",
+    "allkeys-lru", "allkeys-lfu", "allkeys-random",
+    "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl",
+)
+#: The LRU clock counts seconds modulo this (24 bits, as Redis's).
+LRU_CLOCK_MAX = (1 << 24) - 1
+#: The counter a new key starts with under LFU, so that it is not evicted at once.
+LFU_INIT_VAL = 5
+#: Candidates the pool keeps between evictions.
+POOL_SIZE = 16
+#: Fewest cells of the access table (1 KiB).
+_MIN_CELLS = 256
+
+
+def lru_clock(now_ms: int) -> int:
+    """The LRU clock at ``now_ms``: seconds modulo 2**24."""
+    return (now_ms // 1000) & LRU_CLOCK_MAX
+
+
+def idle_seconds(clock: int, stamp: int) -> int:
+    """Seconds since ``stamp`` at LRU clock ``clock``, across the clock's wrap."""
+    if clock >= stamp:
+        return clock - stamp
+    return clock + (LRU_CLOCK_MAX - stamp)
+
+
+def lfu_minutes(now_ms: int) -> int:
+    """The LFU decrement clock at ``now_ms``: minutes modulo 2**16."""
+    return (now_ms // 60000) & 0xFFFF
+
+
+def lfu_decayed(cell: int, minutes: int, decay_time: int) -> int:
+    """The counter of LFU ``cell`` (minute << 8 | counter) after decaying it by
+    one for every ``decay_time`` minutes since its minute (none when 0)."""
+    counter = cell & 0xFF
+    if not decay_time:
+        return counter
+    then = cell >> 8
+    elapsed = minutes - then if minutes >= then else 0xFFFF - then + minutes
+    periods = elapsed // decay_time
+    return 0 if periods > counter else counter - periods
+
+
+def lfu_increment(counter: int, log_factor: int, draw: float) -> int:
+    """The counter after one access, given a uniform ``draw`` in [0, 1): the more
+    accesses a key had, the less likely the next one counts (a logarithmic
+    counter saturating at 255)."""
+    if counter >= 255:
+        return 255
+    base = counter - LFU_INIT_VAL
+    if base < 0:
+        base = 0
+    return counter + 1 if draw < 1.0 / (base * log_factor + 1) else counter
+
+
+def time_limit_us(tenacity: int) -> float:
+    """How long one command may spend evicting (``maxmemory-eviction-tenacity``):
+    50 µs per step up to 10, then 15% more per step, unlimited at 100."""
+    if tenacity <= 10:
+        return 50.0 * tenacity
+    if tenacity < 100:
+        return 500.0 * 1.15 ** (tenacity - 10)
+    return float("inf")
+
+
+class AccessClock:
+    """Per-key access stamps in a hashed array (see the module doc).
+
+    ``lfu`` says how cells are read: LRU clock values, or LFU minute/counter pairs.
+    The owner calls :meth:`tick` with the time (the node's cron, and before
+    evicting), :meth:`grow` as the keyspace grows, and :meth:`touch` on every access.
+    """
+
+    __slots__ = ("cells", "mask", "lfu", "log_factor", "decay_time", "clock", "minutes", "_random")
+
+    def __init__(self, now_ms: int, lfu: bool = False) -> None:
+        self.cells = array("I", bytes(4 * _MIN_CELLS))
+        self.mask = _MIN_CELLS - 1
+        self.lfu = lfu
+        self.log_factor = 10
+        self.decay_time = 1
+        self.clock = lru_clock(now_ms)
+        self.minutes = lfu_minutes(now_ms)
+        self._random = random.random
+        self.reset()
+
+    def tick(self, now_ms: int) -> None:
+        self.clock = lru_clock(now_ms)
+        self.minutes = lfu_minutes(now_ms)
+
+    def reset(self, lfu: bool | None = None) -> None:
+        """Every cell fresh: accessed now (LRU), or a new key's counter (LFU).
+        Redis keeps old data when the policy changes; a fresh start is as useful."""
+        if lfu is not None:
+            self.lfu = lfu
+        fresh = (self.minutes << 8) | LFU_INIT_VAL if self.lfu else self.clock
+        self.cells = array("I", [fresh]) * len(self.cells)
+
+    def grow(self, keys: int) -> None:
+        """Keep at least two cells per key: double the table (each new cell starts
+        as the cell its hash used to land in)."""
+        cells = self.cells
+        while keys * 2 > len(cells):
+            cells = cells * 2
+        if cells is not self.cells:
+            self.cells = cells
+            self.mask = len(cells) - 1
+
+    def touch(self, key: bytes) -> None:
+        """``key`` was accessed now."""
+        at = hash(key) & self.mask
+        if self.lfu:
+            cell = self.cells[at]
+            counter = lfu_increment(lfu_decayed(cell, self.minutes, self.decay_time), self.log_factor, self._random())
+            self.cells[at] = (self.minutes << 8) | counter
+        else:
+            self.cells[at] = self.clock
+
+    def created(self, key: bytes) -> None:
+        """``key`` was just created: under LFU its cell gets at least a new key's
+        counter (a shared cell keeps a higher one)."""
+        at = hash(key) & self.mask
+        if self.lfu:
+            counter = lfu_decayed(self.cells[at], self.minutes, self.decay_time)
+            self.cells[at] = (self.minutes << 8) | max(counter, LFU_INIT_VAL)
+        else:
+            self.cells[at] = self.clock
+
+    def idle(self, key: bytes) -> int:
+        """Seconds since ``key``'s last access (LRU)."""
+        return idle_seconds(self.clock, self.cells[hash(key) & self.mask])
+
+    def frequency(self, key: bytes) -> int:
+        """``key``'s access counter now (LFU), decayed but not incremented."""
+        return lfu_decayed(self.cells[hash(key) & self.mask], self.minutes, self.decay_time)
+
+    def size_bytes(self) -> int:
+        return 4 * len(self.cells)
+
+
+class Candidates:
+    """Keys to sample from: every key, or only those with a deadline (see the
+    module doc).  ``source`` is the dict whose keys are live (the keyspace's data
+    or its expiry map)."""
+
+    __slots__ = ("source", "keys")
+
+    def __init__(self, source: dict) -> None:
+        self.source = source
+        self.keys: list[bytes] = list(source)
+
+    def add(self, key: bytes) -> None:
+        self.keys.append(key)
+
+    def sample(self, count: int, pick=random.randrange) -> list[bytes]:
+        """Up to ``count`` live keys at random (fewer when few are left)."""
+        keys = self.keys
+        source = self.source
+        if len(keys) > 2 * len(source) + 1024:
+            keys = self.keys = list(source)
+        found: list[bytes] = []
+        tries = 4 * count + 8
+        while len(found) < count and keys and tries:
+            tries -= 1
+            at = pick(len(keys))
+            key = keys[at]
+            if key in source:
+                found.append(key)
+            else:  # gone: drop the entry (swap with the last one)
+                last = keys.pop()
+                if at < len(keys):
+                    keys[at] = last
+        return found
+
+    def size_bytes(self) -> int:
+        return 8 * len(self.keys) + 56
+
+
+class EvictionPool:
+    """The best eviction candidates seen so far, highest score last (kept across
+    samplings, at most :data:`POOL_SIZE`)."""
+
+    __slots__ = ("entries",)
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[float, bytes]] = []
+
+    def offer(self, score: float, key: bytes) -> None:
+        entries = self.entries
+        for at, (_, held) in enumerate(entries):
+            if held == key:
+                entries[at] = (score, key)
+                entries.sort()
+                return
+        if len(entries) < POOL_SIZE:
+            entries.append((score, key))
+            entries.sort()
+        elif score > entries[0][0]:
+            entries[0] = (score, key)
+            entries.sort()
+
+    def best(self) -> bytes | None:
+        """Take the best candidate out of the pool."""
+        return self.entries.pop()[1] if self.entries else None
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+
+def choose_victim(policy: str, candidates: Candidates, pool: EvictionPool, samples: int, score) -> bytes | None:
+    """The key ``policy`` evicts next, or None when there is none to evict.
+
+    ``score(key)`` rates a sampled key (higher = evict sooner) for the LRU, LFU
+    and TTL policies; the random policies take any sampled key.  The pool may hand
+    back a key removed since it was offered: the caller checks and asks again.
+    """
+    if policy.endswith("random"):
+        found = candidates.sample(1)
+        return found[0] if found else None
+    for key in candidates.sample(samples):
+        pool.offer(score(key), key)
+    return pool.best()
+
+
+#: What :meth:`Evictor.make_room` found: under the limit (or back under it), still
+#: over it when the time allowed ran out (the next command evicts more), or over
+#: it with nothing the policy may evict (writes that add data are refused).
+ROOM_OK, ROOM_RUNNING, ROOM_FAIL = "ok", "running", "fail"
+
+
+class Evictor:
+    """Evicts keys of a keyspace as ``maxmemory-policy`` says (see the module doc).
+
+    The keyspace is duck-typed: ``data``, ``expires``, ``access``, ``candidates``,
+    ``volatile_candidates`` and ``evict(key)``.  :meth:`configure` applies the
+    ``maxmemory-*`` and ``lfu-*`` directives; :meth:`make_room` runs before commands.
+    """
+
+    def __init__(self, keyspace) -> None:
+        self.keyspace = keyspace
+        self.policy = "noeviction"
+        self.samples = 5
+        self.tenacity = 10
+        self.pool = EvictionPool()
+        #: Milliseconds spent over the limit in total, and since the current stretch began
+        #: (INFO's total_eviction_exceeded_time / current_eviction_exceeded_time).
+        self.exceeded_ms_total = 0.0
+        self._exceeded_since: float | None = None
+
+    def configure(self, policy: str, samples: int, tenacity: int, log_factor: int, decay_time: int) -> None:
+        access = self.keyspace.access
+        access.log_factor = log_factor
+        access.decay_time = decay_time
+        self.samples = samples
+        self.tenacity = tenacity
+        if policy != self.policy:
+            self.policy = policy
+            self.pool.clear()
+            lfu = policy.endswith("lfu")
+            if lfu != access.lfu:
+                access.reset(lfu)
+
+    def _score(self, key: bytes) -> float:
+        """Higher = evicted sooner: idle seconds, 255 - frequency, or the earliness of the deadline."""
+        policy = self.policy
+        access = self.keyspace.access
+        if policy.endswith("lru"):
+            return access.idle(key)
+        if policy.endswith("lfu"):
+            return 255 - access.frequency(key)
+        return -self.keyspace.expires.get(key, 0)  # volatile-ttl
+
+    def _candidates(self, volatile: bool) -> Candidates:
+        ks = self.keyspace
+        if volatile:
+            if ks.volatile_candidates is None:
+                ks.volatile_candidates = Candidates(ks.expires)
+            return ks.volatile_candidates
+        if ks.candidates is None:
+            ks.candidates = Candidates(ks.data)
+        return ks.candidates
+
+    def victim(self) -> bytes | None:
+        """The next key the policy evicts, or None when it may evict none."""
+        policy = self.policy
+        if policy == "noeviction":
+            return None
+        ks = self.keyspace
+        volatile = policy.startswith("volatile")
+        source = ks.expires if volatile else ks.data
+        candidates = self._candidates(volatile)
+        for _ in range(POOL_SIZE + 1):  # the pool may hold keys removed since
+            key = choose_victim(policy, candidates, self.pool, self.samples, self._score)
+            if key is None:
+                return None
+            if key in source:
+                return key
+        return None
+
+    def make_room(self, used, limit: int, now_ms: int, clock=perf_counter) -> str:
+        """Evict until ``used()`` is at most ``limit`` bytes, for at most the time
+        ``maxmemory-eviction-tenacity`` allows (checked every 16 keys)."""
+        if used() <= limit:
+            if self._exceeded_since is not None:
+                self.exceeded_ms_total += (now_ms - self._exceeded_since)
+                self._exceeded_since = None
+            return ROOM_OK
+        if self._exceeded_since is None:
+            self._exceeded_since = now_ms
+        self.keyspace.access.tick(now_ms)
+        budget = time_limit_us(self.tenacity) / 1e6
+        started = clock()
+        evicted = 0
+        while used() > limit:
+            key = self.victim()
+            if key is None:
+                return ROOM_FAIL
+            self.keyspace.evict(key)
+            evicted += 1
+            if not evicted & 15 and clock() - started > budget:
+                return ROOM_RUNNING
+        return ROOM_OK
+
+    def exceeded_ms(self, now_ms: int) -> tuple[float, float]:
+        """(total, current) milliseconds spent above the limit."""
+        current = now_ms - self._exceeded_since if self._exceeded_since is not None else 0
+        return self.exceeded_ms_total + current, current

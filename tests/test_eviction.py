@@ -1,0 +1,358 @@
+"""Eviction and access tracking: the pure rules (table tests), the keyspace's
+memory accounting against a recount, and each maxmemory policy on a real node."""
+
+from __future__ import annotations
+
+import random
+from array import array
+
+import pytest
+import redis
+
+from respkv.keyspace.eviction import (
+    LFU_INIT_VAL, LRU_CLOCK_MAX, POOL_SIZE, AccessClock, Candidates, EvictionPool, Evictor,
+    idle_seconds, lfu_decayed, lfu_increment, lfu_minutes, lru_clock, time_limit_us,
+)
+from respkv.keyspace.memory import KEY_ENTRY, bytes_cost, key_cost, value_cost
+from respkv.keyspace.store import Keyspace
+from respkv.keyspace.values import Hash, ListValue, Set
+from respkv.keyspace.zset import SortedSet
+
+from .conftest import NodeThread
+
+# -- pure rules ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("clock, stamp, idle", [
+    (100, 100, 0), (100, 40, 60), (5, LRU_CLOCK_MAX - 5, 10), (0, LRU_CLOCK_MAX, 0),
+])
+def test_idle_seconds_across_the_wrap(clock, stamp, idle):
+    assert idle_seconds(clock, stamp) == idle
+
+
+def test_clocks_are_seconds_and_minutes():
+    assert lru_clock(5_000) == 5 and lru_clock((LRU_CLOCK_MAX + 3) * 1000) == 2
+    assert lfu_minutes(125_000) == 2 and lfu_minutes(65536 * 60_000) == 0
+
+
+@pytest.mark.parametrize("cell, minutes, decay, counter", [
+    ((10 << 8) | 20, 10, 1, 20),     # no time passed
+    ((10 << 8) | 20, 15, 1, 15),     # one step per minute
+    ((10 << 8) | 20, 15, 2, 18),     # one step per two minutes
+    ((10 << 8) | 3, 15, 1, 0),       # never below zero
+    ((10 << 8) | 20, 15, 0, 20),     # decay off
+    ((0xFFFF << 8) | 20, 4, 1, 16),  # the minute clock wrapped (65535 - then + now, as Redis)
+])
+def test_lfu_decay(cell, minutes, decay, counter):
+    assert lfu_decayed(cell, minutes, decay) == counter
+
+
+@pytest.mark.parametrize("counter, factor, draw, after", [
+    (0, 10, 0.99, 1), (LFU_INIT_VAL, 10, 0.99, LFU_INIT_VAL + 1),  # at or below the start: always
+    (15, 10, 1 / 101 - 1e-9, 16), (15, 10, 1 / 101 + 1e-9, 15),    # p = 1 / ((15-5)*10 + 1)
+    (255, 0, 0.0, 255), (100, 0, 0.99, 101),                      # saturates; factor 0: always
+])
+def test_lfu_increment(counter, factor, draw, after):
+    assert lfu_increment(counter, factor, draw) == after
+
+
+@pytest.mark.parametrize("tenacity, micros", [(0, 0), (1, 50), (10, 500), (11, 575), (100, float("inf"))])
+def test_time_limit(tenacity, micros):
+    assert time_limit_us(tenacity) == pytest.approx(micros)
+
+
+def test_access_clock_keeps_stamps_when_it_grows():
+    access = AccessClock(1_000_000)
+    keys = [b"k%d" % i for i in range(300)]
+    for key in keys:
+        access.touch(key)
+    access.tick(1_050_000)
+    access.touch(b"k7")
+    access.grow(len(keys) * 10)
+    assert len(access.cells) >= 20 * len(keys) and access.mask == len(access.cells) - 1
+    assert access.idle(b"k7") == 0
+    assert sum(access.idle(k) == 50 for k in keys) >= len(keys) - 5  # a few share k7's cell
+
+
+def test_access_clock_lfu_counts_up_and_decays():
+    access = AccessClock(0, lfu=True)
+    access.log_factor = 0  # every access counts
+    access.created(b"hot")
+    for _ in range(30):
+        access.touch(b"hot")
+    assert access.frequency(b"hot") == LFU_INIT_VAL + 30
+    access.tick(10 * 60_000)  # ten minutes, decay time one minute
+    assert access.frequency(b"hot") == LFU_INIT_VAL + 20
+
+
+def test_candidates_drop_gone_keys_and_rebuild():
+    source = {b"a": 1, b"b": 2}
+    candidates = Candidates(source)
+    for i in range(3000):
+        candidates.add(b"gone%d" % i)
+    assert set(candidates.sample(2)) <= {b"a", b"b"}
+    assert len(candidates.keys) <= 2  # more dead than alive: rebuilt from the source
+    assert Candidates({}).sample(5) == []
+
+
+def test_pool_keeps_the_best():
+    pool = EvictionPool()
+    for score in range(40):
+        pool.offer(score, b"k%d" % score)
+    pool.offer(100, b"k3")  # a key offered again takes its new score
+    assert len(pool.entries) == POOL_SIZE
+    assert [pool.best() for _ in range(3)] == [b"k3", b"k39", b"k38"]
+
+
+# -- the keyspace's accounting --------------------------------------------------------------
+
+
+def recount(ks: Keyspace) -> int:
+    """What stored_bytes should hold, from scratch."""
+    return sum(key_cost(k) + value_cost(v) for k, v in ks.data.items())
+
+
+def hash_of(fields: dict) -> Hash:
+    value = Hash()
+    for field, field_value in fields.items():
+        value.put(field, field_value)
+    return value
+
+
+def test_accounting_follows_every_kind_of_change():
+    rng = random.Random(7)
+    ks = Keyspace(clock_ms=lambda: 1_000)
+    for step in range(3000):
+        key = b"key%d" % rng.randrange(50)
+        action = rng.randrange(6)
+        if action == 0:
+            ks.set(key, b"v" * rng.randrange(2000))
+        elif action == 1:
+            ks.delete(key)
+        elif action == 2:
+            value = ks.get(key)
+            if value is None:
+                value = Set()
+                value.add_member(b"m%d" % step)
+                ks.set(key, value)
+            elif value.__class__ is Set:
+                value.add_member(b"member-%d" % step)
+                ks.signal_modified(key)
+        elif action == 3:
+            ks.set(key, hash_of({b"f%d" % i: b"x" * i for i in range(rng.randrange(1, 20))}))
+        elif action == 4:
+            ks.set(key, ListValue([b"a"] * rng.randrange(1, 30)))
+        else:
+            ks.evict(key)
+    assert ks.stored_bytes == recount(ks)
+    ks.flush()
+    assert ks.stored_bytes == 0 and ks.memory_used() == ks.access.size_bytes()
+
+
+def test_memory_used_adds_the_fixed_costs():
+    ks = Keyspace(clock_ms=lambda: 1_000)
+    ks.set(b"k", b"v" * 100)
+    base = ks.memory_used()
+    assert base == key_cost(b"k") + bytes_cost(100) + ks.access.size_bytes() == ks.stored_bytes + ks.access.size_bytes()
+    ks.set_deadline(b"k", 10_000)
+    assert ks.memory_used() > base
+    assert ks.key_memory(b"k", 5) == ks.memory_used() - ks.access.size_bytes()
+    assert ks.key_memory(b"missing", 5) is None
+
+
+def test_collection_cost_grows_with_members():
+    small, big = SortedSet(), SortedSet()
+    small.set_score(b"a", 1.0)
+    for i in range(1000):
+        big.set_score(b"member%d" % i, float(i))
+    assert value_cost(big) > 500 * value_cost(small) // 10
+    assert value_cost(hash_of({b"f": b"v"})) < value_cost(hash_of({b"f" * 100: b"v" * 100}))
+
+
+# -- the evictor on a keyspace ----------------------------------------------------------------
+
+
+def keyspace_with(n: int, now: list[int]) -> Keyspace:
+    ks = Keyspace(clock_ms=lambda: now[0])
+    for i in range(n):
+        ks.set(b"key%d" % i, b"x" * 100)
+    return ks
+
+
+def test_lru_evicts_the_least_recently_used():
+    now = [1_000_000]
+    ks = keyspace_with(400, now)
+    evictor = Evictor(ks)
+    evictor.configure("allkeys-lru", 10, 100, 10, 1)
+    now[0] += 100_000
+    ks.access.tick(now[0])
+    recent = [b"key%d" % i for i in range(200)]
+    for key in recent:
+        ks.get(key)
+    limit = ks.memory_used() - 150 * (KEY_ENTRY + 2 * bytes_cost(10))
+    assert evictor.make_room(ks.memory_used, limit, now[0]) == "ok"
+    assert ks.memory_used() <= limit and ks.evicted_keys >= 100
+    kept_recent = sum(key in ks.data for key in recent)
+    assert kept_recent >= 190  # a handful share a cell with an idle key
+
+
+def test_volatile_ttl_evicts_the_soonest_first_and_fails_without_ttls():
+    now = [1_000_000]
+    ks = keyspace_with(100, now)
+    for i in range(50):
+        ks.set_deadline(b"key%d" % i, now[0] + 1_000_000 + i * 1000)  # key0 expires first
+    evictor = Evictor(ks)
+    evictor.configure("volatile-ttl", 64, 100, 10, 1)  # samples cover every volatile key
+    while ks.evicted_keys < 10:
+        evictor.make_room(ks.memory_used, ks.memory_used() - 1, now[0])
+    assert [i for i in range(50) if b"key%d" % i not in ks.data] == list(range(ks.evicted_keys))
+    assert evictor.make_room(ks.memory_used, 0, now[0]) == "fail"  # persistent keys are never chosen
+    assert len(ks.data) == 50 and not ks.expires
+
+
+def test_noeviction_and_random_policies():
+    now = [1_000_000]
+    ks = keyspace_with(100, now)
+    evictor = Evictor(ks)
+    assert evictor.make_room(ks.memory_used, 1, now[0]) == "fail" and len(ks.data) == 100
+    evictor.configure("allkeys-random", 5, 100, 10, 1)
+    assert evictor.make_room(ks.memory_used, ks.memory_used() // 2, now[0]) == "ok"
+    assert 40 <= len(ks.data) <= 55
+
+
+def test_tenacity_bounds_the_time_spent():
+    now = [1_000_000]
+    ks = keyspace_with(200, now)
+    evictor = Evictor(ks)
+    evictor.configure("allkeys-random", 5, 1, 10, 1)
+    ticks = iter(range(0, 10**6, 1))
+    # every clock read is a second later: the budget (50 µs) is spent at the first check
+    assert evictor.make_room(ks.memory_used, 0, now[0], clock=lambda: next(ticks)) == "running"
+    assert len(ks.data) == 200 - 16
+
+
+# -- policies on a real node -------------------------------------------------------------------
+
+
+@pytest.fixture
+def node(tmp_path):
+    server = NodeThread(tmp_path, appendonly=False).start()
+    yield server
+    server.stop()
+
+
+def age_every_key(node, seconds: int) -> None:
+    """Stamp every key's last access ``seconds`` before the node's LRU clock."""
+    access = node.node.keyspace.access
+    access.cells = array("I", [(access.clock - seconds) & LRU_CLOCK_MAX]) * len(access.cells)
+
+
+def fill(client, count: int, prefix: str = "key", ttl: int | None = None) -> None:
+    pipe = client.pipeline(transaction=False)
+    for i in range(count):
+        pipe.set(f"{prefix}{i}", "x" * 100, ex=ttl)
+    pipe.execute()
+
+
+def test_noeviction_answers_oom_as_redis(node):
+    client = node.client()
+    fill(client, 100)
+    client.config_set("maxmemory", node.node.used_memory() // 2)
+    with pytest.raises(redis.exceptions.OutOfMemoryError, match="^command not allowed when used memory > 'maxmemory'.$"):
+        client.set("more", "x")
+    assert client.get("key1") == b"x" * 100  # reads still work
+    assert client.delete(*[f"key{i}" for i in range(80)]) == 80  # and deletions
+    assert client.set("more", "x") is True
+    assert client.info("stats")["evicted_keys"] == 0
+
+
+@pytest.mark.parametrize("policy", ["allkeys-lru", "allkeys-lfu", "allkeys-random"])
+def test_allkeys_policies_stay_under_maxmemory(node, policy):
+    client = node.client()
+    client.config_set("maxmemory-policy", policy)
+    fill(client, 200)
+    limit = node.node.used_memory()
+    client.config_set("maxmemory", limit)
+    fill(client, 400, prefix="new")
+    info = client.info()
+    assert info["used_memory"] <= limit + 400  # at most one value over, before the next command
+    assert info["evicted_keys"] >= 380 and info["maxmemory_policy"] == policy
+    assert client.dbsize() < 220
+
+
+def test_lru_keeps_what_is_read(node):
+    client = node.client()
+    client.config_set("maxmemory-policy", "allkeys-lru")
+    client.config_set("maxmemory-samples", 20)
+    fill(client, 300)
+    age_every_key(node, 60)
+    for i in range(100):
+        client.get(f"key{i}")  # a minute later, these are read
+    client.config_set("maxmemory", node.node.used_memory())
+    fill(client, 150, prefix="new")
+    kept = sum(client.exists(f"key{i}") for i in range(100))
+    assert kept >= 95
+
+
+def test_volatile_policies_only_evict_keys_with_a_ttl(node):
+    client = node.client()
+    client.config_set("maxmemory-policy", "volatile-lru")
+    fill(client, 100, prefix="persistent")
+    fill(client, 100, prefix="volatile", ttl=1000)
+    client.config_set("maxmemory", node.node.used_memory())
+    fill(client, 50, prefix="new")
+    assert all(client.exists(f"persistent{i}") for i in range(100))
+    assert client.info("stats")["evicted_keys"] >= 30  # a volatile key frees more than a new key takes
+    client.config_set("maxmemory", 1)  # nothing volatile left to evict: OOM
+    client.config_set("maxmemory-policy", "volatile-random")
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        fill(client, 200, prefix="more")
+
+
+def test_object_idletime_and_freq_follow_the_policy(node):
+    client = node.client()
+    client.set("k", "v")
+    age_every_key(node, 42)
+    assert client.object("idletime", "k") in (42, 43)  # the clock may tick in between
+    assert client.object("idletime", "k") in (42, 43)  # OBJECT itself is no access
+    client.get("k")
+    assert client.object("idletime", "k") == 0
+    with pytest.raises(redis.ResponseError, match="^An LFU maxmemory policy is not selected"):
+        client.object("freq", "k")
+    client.config_set("maxmemory-policy", "allkeys-lfu")
+    client.config_set("lfu-log-factor", 0)
+    assert client.object("freq", "k") == LFU_INIT_VAL
+    for _ in range(10):
+        client.get("k")
+    assert client.object("freq", "k") == LFU_INIT_VAL + 10
+    with pytest.raises(redis.ResponseError, match="^An LFU maxmemory policy is selected, idle time not tracked"):
+        client.object("idletime", "k")
+    assert client.object("freq", "missing") is None
+
+
+def test_config_of_eviction_is_checked(node):
+    client = node.client()
+    for name, value in [("maxmemory-policy", "allkeys-lrux"), ("maxmemory-samples", 0),
+                        ("maxmemory-samples", 65), ("maxmemory-eviction-tenacity", 101), ("lfu-log-factor", -1)]:
+        with pytest.raises(redis.ResponseError, match="CONFIG SET failed"):
+            client.config_set(name, value)
+    client.config_set("maxmemory-policy", "VOLATILE-TTL")
+    assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "volatile-ttl"}
+
+
+def test_memory_command(node):
+    client = node.client(protocol=2)
+    client.set("k", "v" * 100)
+    client.sadd("s", *range(100))
+    assert client.memory_usage("k") == key_cost(b"k") + bytes_cost(100)
+    assert client.memory_usage("s", samples=0) > 100 * 30
+    assert client.memory_usage("missing") is None
+    with pytest.raises(redis.ResponseError, match="syntax error"):
+        client.execute_command("MEMORY", "USAGE", "k", "SAMPLES", "-1")
+    stats = client.memory_stats()
+    assert stats["keys.count"] == 2 and stats["total.allocated"] == node.node.used_memory()
+    assert "overhead.hashtable.main" in stats["db.0"]
+    assert "too little" in client.execute_command("MEMORY", "DOCTOR").decode()
+    assert client.execute_command("MEMORY", "PURGE") in (True, b"OK")
+    memory = client.info("memory")
+    assert memory["used_memory_dataset"] + memory["used_memory_overhead"] == memory["used_memory"]
