@@ -14,6 +14,7 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from . import REDIS_VERSION
 from .keyspace.eviction import POLICIES
 from .keyspace.glob import compile_glob
 
@@ -95,6 +96,13 @@ def _parse_policy(text: str) -> str:
     return text.lower()
 
 
+def _parse_version(text: str) -> str:
+    parts = text.split(".")
+    if len(parts) != 3 or not all(part.isdigit() and len(part) <= 4 for part in parts):
+        raise ConfigError("argument must be a version such as 7.0.15")
+    return text
+
+
 def _parse_loglevel(text: str) -> str:
     t = text.lower()
     if t not in ("debug", "verbose", "notice", "warning"):
@@ -167,6 +175,10 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in [
               doc="Largest bulk string a client may send."),
     Directive("client-query-buffer-limit", 1024**3, parse_memory, minimum=1024 * 1024, maximum=2**63 - 1,
               doc="Most unparsed bytes buffered per client before it is disconnected."),
+    Directive("advertised-redis-version", REDIS_VERSION, _parse_version, mutable=False,
+              doc="The Redis version HELLO and INFO report. respkv behaves as Redis 7.0; redis-py (5.1 and "
+                  "later) enables its client-side cache only for servers reporting 7.4.0 or later, so set "
+                  "7.4.0 to use that cache (respkv implements the CLIENT TRACKING it needs, not the rest of 7.4)."),
     Directive("maxmemory", 0, parse_memory, minimum=0, maximum=2**63 - 1,
               doc="Most bytes the dataset may use (used_memory, the node's estimate of its keys, values and "
                   "bookkeeping; not the process size); above it keys are evicted as maxmemory-policy says, "

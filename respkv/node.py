@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 import trio
 
-from . import REDIS_VERSION, __version__
+from . import __version__
 from .cluster.gossip import OPERATIONS as GOSSIP_OPERATIONS
 from .cluster.gossip import BUS_PORT_OFFSET, Gossip, announce_ip, parse_address
 from .cluster.identity import load_cluster_secret, load_or_create_node_id
@@ -65,6 +65,7 @@ from .persistence.journal import Journal
 from .persistence.keyspace_images import keyspace_image, keyspace_images, keyspace_replay
 from .persistence.rewrites import Rewrites
 from .net.server import open_listener, serve_clients
+from .net.tracking import Tracking
 from .peer.bus import ClusterBus
 from .replication.antientropy import OPERATIONS as ANTI_ENTROPY_OPERATIONS
 from .replication.antientropy import AntiEntropy
@@ -161,6 +162,13 @@ class Node:
         #: Called at the end of every poller round (see net.poller): replication
         #: flushes what the round queued for each peer.
         self.round_hooks: list = []
+        #: CLIENT TRACKING (see net.tracking): invalidations leave at the end of a round.
+        self.tracking = Tracking(self)
+        self.round_hooks.append(self.tracking.flush)
+        self.client_closed_hooks.append(self.tracking.disable)
+        self.client_reset_hooks.append(self.tracking.disable)
+        #: The session whose requests run now, None outside them (for NOLOOP).
+        self.executing = None
         #: What sessions may run without the general checks (see net.dispatch).
         self.dispatcher = Dispatcher(self)
         #: The commit log and snapshots of ``dir`` (see persistence.journal).
@@ -237,7 +245,8 @@ class Node:
 
     @property
     def redis_version(self) -> str:
-        return REDIS_VERSION
+        """The version HELLO and INFO report (``advertised-redis-version``)."""
+        return self.config["advertised-redis-version"]
 
     async def run_cron(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Periodic housekeeping, ``hz`` times a second: active expiry, idle clients."""
@@ -249,6 +258,7 @@ class Node:
             while ks.expire_due(EXPIRE_STEP_KEYS) == EXPIRE_STEP_KEYS:
                 await trio.sleep(0)
             self._close_idle_clients()
+            self.tracking.nudge()
             ks.access.tick(ks.clock_ms())  # the LRU/LFU clocks move once per cron tick, as Redis's
             self.make_room()
             self.used_memory_peak = max(self.used_memory_peak, self.used_memory())

@@ -12,7 +12,7 @@ and the node builds its table from all of them (:func:`respkv.node.build_command
 FAMILIES = tuple(
     f"respkv.commands.{name}"
     for name in (
-        "transactions", "connection", "client", "server", "memory", "persistence", "strings", "counters", "lcs", "keys",
+        "transactions", "connection", "client", "tracking", "server", "memory", "persistence", "strings", "counters", "lcs", "keys",
         "hashes", "sets", "zsets", "zset_ranges", "zset_setops", "lists", "blocking_lists",
         "blocking_zsets",
     )

@@ -91,7 +91,7 @@ def client_info_line(session, caller=None, caller_args: list[bytes] | None = Non
         ("events", "r"),
         ("cmd", last.name if last is not None else "NULL"),
         ("user", "default"),
-        ("redir", -1),
+        ("redir", -1 if session.tracking is None else session.tracking.redirect),
         ("resp", session.proto.version),
         ("lib-name", session.lib_name.decode("latin-1")),
         ("lib-ver", session.lib_ver.decode("latin-1")),
@@ -234,8 +234,14 @@ def _kill_filters(args: list[bytes]):
 
 
 def _flags(session, queued) -> str:
-    """CLIENT LIST's flags: b (blocked), x (in MULTI), or N (none)."""
-    flags = ("b" if session.node.blocking.is_blocked(session) else "") + ("x" if queued is not None else "")
+    """CLIENT LIST's flags, in Redis's order: x (in MULTI), b (blocked), t
+    (tracking), R (tracking's redirect target gone), B (broadcast tracking), or N."""
+    tracking = session.tracking
+    flags = (
+        ("x" if queued is not None else "")
+        + ("b" if session.node.blocking.is_blocked(session) else "")
+        + ("" if tracking is None else "t" + "R" * tracking.broken_redirect + "B" * tracking.bcast)
+    )
     return flags or "N"
 
 
@@ -285,25 +291,10 @@ def client_kill(s, args):
     return reply.integer(killed)
 
 
-@command("client|getredir", "Returns the client ID to which the connection's tracking notifications "
-         "are redirected.", since="6.0.0")
-def client_getredir(s, args):
-    return reply.integer(-1)  # respkv has no client-side caching tracking
-
-
-@command("client|trackinginfo", "Returns information about server-assisted client-side caching for "
-         "the connection.", since="6.2.0")
-def client_trackinginfo(s, args):
-    proto = s.proto
-    return proto.map([
-        (reply.bulk(b"flags"), proto.set([reply.bulk(b"off")])),
-        (reply.bulk(b"redirect"), reply.integer(-1)),
-        (reply.bulk(b"prefixes"), reply.EMPTY_ARRAY),
-    ])
-
-
 _CLIENT_HELP = [
     "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "CACHING (YES|NO)",
+    "    Enable/disable tracking of the keys for next command in OPTIN/OPTOUT modes.",
     "GETREDIR",
     "    Return the client ID we are redirecting to when tracking is enabled.",
     "GETNAME",
@@ -340,6 +331,9 @@ _CLIENT_HELP = [
     "    Set client meta attr. Options are:",
     "    * LIB-NAME: the client lib name.",
     "    * LIB-VER: the client lib version.",
+    "TRACKING (ON|OFF) [REDIRECT <id>] [BCAST] [PREFIX <prefix> [...]]",
+    "         [OPTIN] [OPTOUT] [NOLOOP]",
+    "    Control server assisted client side caching.",
     "TRACKINGINFO",
     "    Report tracking status for the current connection.",
     "NO-EVICT (ON|OFF)",

@@ -190,7 +190,7 @@ def _clients(node) -> list[tuple[str, object]]:
         ("client_recent_max_input_buffer", max_input),
         ("client_recent_max_output_buffer", 0),
         ("blocked_clients", node.blocking.blocked_count),
-        ("tracking_clients", 0),
+        ("tracking_clients", node.tracking.clients),
         ("clients_in_timeout_table", node.blocking.timeout_count),
     ]
 
@@ -309,6 +309,7 @@ def _stats(node) -> list[tuple[str, object]]:
         ("current_eviction_exceeded_time", int(exceeded_now)),
         ("keyspace_hits", st.keyspace_hits),
         ("keyspace_misses", st.keyspace_misses),
+        *node.tracking.stats().items(),
     ]
 
 

@@ -75,6 +75,8 @@ class ClientPoller:
         self.replies: list[tuple[object, bytes]] = []
         #: Parked sessions whose replicas answered (:meth:`post`), finished next round.
         self._posted: list = []
+        #: A round was asked for without a session to finish (:meth:`wake`).
+        self._woken = False
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._epoll.register(self._wake_fd, select.EPOLLIN)
 
@@ -84,11 +86,20 @@ class ClientPoller:
         For code outside the poller's round (cluster-bus callbacks, timeouts): it
         queues and wakes, and never touches the session's socket itself.
         """
-        if not self._posted:
+        if not self._posted and not self._woken:
             os.eventfd_write(self._wake_fd, 1)
         self._posted.append(session)
 
+    def wake(self) -> None:
+        """Have the poller run a round soon (its end-of-round hooks and replies),
+        for code outside its round that queued something for a session (client
+        tracking's invalidations)."""
+        if not self._posted and not self._woken:
+            os.eventfd_write(self._wake_fd, 1)
+        self._woken = True
+
     def _finish_posted(self) -> None:
+        self._woken = False
         try:
             os.eventfd_read(self._wake_fd)
         except BlockingIOError:
@@ -139,7 +150,7 @@ class ClientPoller:
                                 self.close(session)
                             elif outcome is not PARK:  # a parked one stays in the set
                                 self.detach(session, outcome)
-                        if self._posted:
+                        if self._posted or self._woken:
                             self._finish_posted()
                         # First the hooks: the commit log (nothing is acknowledged
                         # before it is written), then replication (one request per

@@ -36,6 +36,7 @@ import socket
 import trio
 
 from ..cluster.commands import route_request
+from ..commands.keyspecs import request_keys
 from ..commands.table import CloseConnection, CommandError, CommandSpec
 from ..commands.transactions import IMMEDIATE_IN_MULTI
 from ..errors import wrong_arity
@@ -97,8 +98,10 @@ class ClientSession:
         self.lib_ver = b""
         self.proto = RESP2
         self.authenticated = not node.config["requirepass"]
+        #: CLIENT TRACKING's options while it is on (see net.tracking).
+        self.tracking = None
         #: True while requests may take the fast path (authenticated, no transaction,
-        #: node below maxmemory); see refresh_fast().
+        #: node below maxmemory, no key tracking); see refresh_fast().
         self.fast = self.authenticated and not node.over_maxmemory and node.write_refusal is None
         self.no_evict = False
         self.created = trio.current_time()
@@ -147,7 +150,7 @@ class ClientSession:
         node = self.node
         self.fast = (
             self.authenticated and self.multi is None and not self.asking and not node.over_maxmemory
-            and node.write_refusal is None
+            and node.write_refusal is None and (self.tracking is None or self.tracking.bcast)
         )
 
     def reset(self) -> None:
@@ -188,12 +191,16 @@ class ClientSession:
         self.stats.net_input_bytes += len(data)
         out = []
         close = False
+        node = self.node
+        node.executing = self  # whose commands change keys now (CLIENT TRACKING's NOLOOP)
         try:
             pending = self._run_all(self.reader.parse(data), 0, out)
             if pending is not None:
                 return self._resume(pending, out)
         except (ProtocolError, QueryBufferFull, CloseConnection) as exc:
             close = self._final_reply(exc, out)
+        finally:
+            node.executing = None
         blocking = self.node.blocking
         if blocking.ready:  # a batch cut short by an exception still serves them
             blocking.serve_ready()
@@ -491,6 +498,11 @@ class ClientSession:
         if self.multi is not None and spec.name not in IMMEDIATE_IN_MULTI:
             self.multi.append((spec, args))
             return reply.QUEUED
+        tracking = self.tracking
+        if tracking is not None and spec.name != "client|caching":
+            if spec.is_readonly and not tracking.bcast:
+                self.node.tracking.remember(self, request_keys(spec, args))
+            tracking.caching = False  # CLIENT CACHING applies to one command
         replication = self.node.replication
         if replication is not None and (spec.first_key > 0 or spec.movable_keys or spec.name == "exec"):
             return replication.execute(self, spec, args)

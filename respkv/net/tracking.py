@@ -1,0 +1,194 @@
+"""Server-assisted client-side caching: ``CLIENT TRACKING``, as Redis 7.0 does it.
+
+Theory of operation
+-------------------
+A client that turns tracking on caches what it reads; the node tells it when a
+key it may have cached changes, with an ``invalidate`` message: a RESP3 push frame
+(``>2 invalidate [keys]``) on its own connection, or on the connection it named
+with ``REDIRECT`` (a RESP3 one; respkv has no pub/sub, so a RESP2 connection
+cannot subscribe to ``__redis__:invalidate``).
+
+* **Default mode**: the node remembers, per key, the ids of the clients that read
+  it (:attr:`Tracking.table`, filled by :meth:`Tracking.remember` after each
+  read-only command of a tracking client).  When the key changes, each of them is
+  told once and forgotten until it reads the key again.  ``OPTIN`` remembers only
+  the reads right after ``CLIENT CACHING yes``; ``OPTOUT`` all but those right after
+  ``CLIENT CACHING no``.
+* **Broadcast mode** (``BCAST``): no per-key memory; every change of a key that
+  starts with one of the client's prefixes (any key without ``PREFIX``) is sent.
+* ``NOLOOP``: changes the client made itself are not sent to it.
+
+Changes reach the registry through the keyspace's change observers
+(:meth:`Tracking.key_changed`; writes, expiries, evictions, keys written by
+replication and repairs alike).  Messages are gathered per target and sent at the
+end of the poller's round (:meth:`Tracking.flush`, a round hook), after the
+round's replies, so an invalidation never lands inside a reply.  A target busy in
+a task of its own (sending a long reply, a blocking command) gets them at the
+first round after it finished.
+"""
+
+from __future__ import annotations
+
+from ..commands.tracking import TrackingState
+from ..protocol import reply
+
+#: The name of the push message, and of the one a client with a vanished
+#: redirect target gets.
+INVALIDATE = b"invalidate"
+REDIRECT_BROKEN = b"tracking-redir-broken"
+
+
+def invalidate_frame(keys: list[bytes] | None) -> bytes:
+    """The RESP3 push frame invalidating ``keys`` (every key when None)."""
+    body = b"_\r\n" if keys is None else reply.bulk_array(keys)
+    return b">2\r\n$10\r\ninvalidate\r\n" + body
+
+
+class Tracking:
+    """The node's tracking registry (see the module doc)."""
+
+    def __init__(self, node) -> None:
+        self.node = node
+        #: key → ids of the default-mode clients that read it since it last changed.
+        self.table: dict[bytes, set[int]] = {}
+        #: prefix → ids of the broadcast clients registered for it (b"" = every key).
+        self.prefixes: dict[bytes, set[int]] = {}
+        #: target client id → keys to tell it about at the end of the round.
+        self.pending: dict[int, list[bytes]] = {}
+        #: Sessions with tracking on (INFO's tracking_clients).
+        self.clients = 0
+
+    # -- turning it on and off ---------------------------------------------------
+
+    def enable(self, session, state: TrackingState) -> None:
+        """Turn tracking on for ``session`` (or change its prefixes and flags)."""
+        if session.tracking is None:
+            self.clients += 1
+            if self.clients == 1:
+                self.node.add_key_observer(self.key_changed)
+        else:
+            state.prefixes = session.tracking.prefixes + state.prefixes
+        session.tracking = state
+        for prefix in state.prefixes if state.bcast else ():
+            self.prefixes.setdefault(prefix, set()).add(session.id)
+        if state.bcast and not state.prefixes:
+            self.prefixes.setdefault(b"", set()).add(session.id)
+        session.refresh_fast()
+
+    def disable(self, session) -> None:
+        """Turn tracking off for ``session`` (OFF, RESET, disconnection).  Its ids
+        in the key table are dropped lazily, when those keys change."""
+        state = session.tracking
+        if state is None:
+            return
+        session.tracking = None
+        for prefix in (state.prefixes or [b""]) if state.bcast else ():
+            members = self.prefixes.get(prefix)
+            if members is not None:
+                members.discard(session.id)
+                if not members:
+                    del self.prefixes[prefix]
+        self.pending.pop(session.id, None)
+        self.clients -= 1
+        if not self.clients:
+            self.node.remove_key_observer(self.key_changed)
+            self.table.clear()
+        session.refresh_fast()
+
+    # -- reads and changes ------------------------------------------------------------
+
+    def remember(self, session, keys: list[bytes]) -> None:
+        """``session`` (tracking in default mode) read ``keys``."""
+        state = session.tracking
+        if (state.optin and not state.caching) or (state.optout and state.caching):
+            return
+        table = self.table
+        client = session.id
+        for key in keys:
+            readers = table.get(key)
+            if readers is None:
+                table[key] = {client}
+            else:
+                readers.add(client)
+
+    def key_changed(self, key: bytes) -> None:
+        """A key changed (a keyspace observer): queue its invalidations."""
+        changer = self.node.executing
+        changer_id = changer.id if changer is not None else 0
+        readers = self.table.pop(key, None)
+        if readers:
+            for client in readers:
+                self._queue(client, key, changer_id)
+        if self.prefixes:
+            for prefix, members in self.prefixes.items():
+                if key.startswith(prefix):
+                    for client in members:
+                        self._queue(client, key, changer_id)
+
+    def _queue(self, client: int, key: bytes, changer_id: int) -> None:
+        session = self.node.clients.get(client)
+        if session is None or session.tracking is None:
+            return
+        if session.tracking.noloop and client == changer_id:
+            return
+        keys = self.pending.get(client)
+        if keys is None:
+            self.pending[client] = [key]
+            if session.poller is not None:
+                session.poller.wake()  # a round delivers it, even if this change came from outside one
+        else:
+            keys.append(key)
+
+    # -- delivery ---------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Send what is pending to each target that can take it now (a round hook)."""
+        if not self.pending:
+            return
+        clients = self.node.clients
+        for client, keys in list(self.pending.items()):
+            session = clients.get(client)
+            if session is None or session.tracking is None:
+                del self.pending[client]
+                continue
+            target = self._target(session)
+            if target is None:
+                del self.pending[client]
+                continue
+            if target.cancel_scope is not None or target.parked is not None or target.poller is None:
+                continue  # busy in a task, or waiting for replicas: a later round
+            del self.pending[client]
+            target.poller.replies.append((target, invalidate_frame(list(dict.fromkeys(keys)))))
+
+    def nudge(self) -> None:
+        """Wake the pollers of targets still waiting for their messages (the cron
+        calls this: a target that was busy gets them within a tick)."""
+        for client in self.pending:
+            session = self.node.clients.get(client)
+            if session is not None and session.poller is not None:
+                session.poller.wake()
+
+    def _target(self, session):
+        """Where ``session``'s messages go: itself, its redirect target (RESP3), or
+        None (nobody can receive them; a vanished target is reported once)."""
+        state = session.tracking
+        if not state.redirect:
+            return session if session.proto.version == 3 else None
+        target = self.node.clients.get(state.redirect)
+        if target is None:
+            if not state.broken_redirect and session.proto.version == 3 and session.poller is not None:
+                state.broken_redirect = True
+                frame = b">2\r\n$21\r\n" + REDIRECT_BROKEN + b"\r\n" + reply.integer(state.redirect)
+                session.poller.replies.append((session, frame))
+            return None
+        return target if target.proto.version == 3 else None
+
+    # -- introspection ------------------------------------------------------------------
+
+    def stats(self) -> dict[str, int]:
+        """INFO stats' tracking figures."""
+        return {
+            "tracking_total_keys": len(self.table),
+            "tracking_total_items": sum(map(len, self.table.values())),
+            "tracking_total_prefixes": len(self.prefixes),
+        }
