@@ -187,7 +187,8 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in [
               doc="What happens above maxmemory: noeviction (refuse writes that add data), allkeys-lru, "
                   "allkeys-lfu, allkeys-random (evict any key: least recently used, least frequently used, "
                   "at random), volatile-lru, volatile-lfu, volatile-random, volatile-ttl (only keys with a "
-                  "TTL; ttl: the soonest to expire). Standalone nodes and RF=1 clusters only."),
+                  "TTL; ttl: the soonest to expire). In a replicated cluster a node evicts only keys it coordinates, "
+                  "and replicates the deletion (see docs/memory.md)."),
     Directive("maxmemory-samples", 5, _parse_int, minimum=1, maximum=64,
               doc="Keys sampled per eviction by the LRU, LFU and TTL policies (more: closer to exact, slower)."),
     Directive("maxmemory-eviction-tenacity", 10, _parse_int, minimum=0, maximum=100,

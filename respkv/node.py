@@ -56,8 +56,9 @@ from .commands.blocking import BlockingRegistry
 from .commands.table import CommandTable, build_table
 from .config import Config, ConfigError
 from .gc_policy import tune_for_serving
-from .keyspace.eviction import ROOM_FAIL, Evictor
+from .keyspace.eviction import ROOM_ELSEWHERE, ROOM_FAIL, Evictor
 from .keyspace.memory import KEY_ENTRY, bytes_cost
+from .keyspace.slots import key_slot
 from .keyspace.store import NO_LIMIT, Keyspace
 from .net.dispatch import Dispatcher
 from .persistence.exceptions import LogWriteError
@@ -260,7 +261,11 @@ class Node:
             self._close_idle_clients()
             self.tracking.nudge()
             ks.access.tick(ks.clock_ms())  # the LRU/LFU clocks move once per cron tick, as Redis's
+            evicted = ks.evicted_keys
             self.make_room()
+            if ks.evicted_keys != evicted and self.replication is not None:
+                for hook in self.round_hooks:  # the evictions' deletions leave now, not at the next round
+                    hook()
             self.used_memory_peak = max(self.used_memory_peak, self.used_memory())
             if self.write_refusal is not None and self.journal is not None and not self.journal.failed:
                 log.warning("the commit log is writable again: accepting writes")
@@ -317,10 +322,8 @@ class Node:
             self.make_room()  # CONFIG SET maxmemory takes effect now
 
     def config_refusal(self, name: str, value) -> str | None:
-        """Why ``CONFIG SET name value`` cannot apply here, or None."""
-        if name == "maxmemory-policy" and value != "noeviction" and self.replication is not None:
-            return ("eviction policies need a standalone node or replication-factor 1: "
-                    "replicas would keep or bring back evicted keys")
+        """Why ``CONFIG SET name value`` cannot apply here, or None (a hook for
+        settings that depend on the node's state; none does today)."""
         return None
 
     # -- memory --------------------------------------------------------------------
@@ -328,18 +331,21 @@ class Node:
     def _configure_eviction(self) -> None:
         config = self.config
         self.maxmemory = config["maxmemory"]
-        policy = config["maxmemory-policy"]
-        if self.replication is not None and policy != "noeviction":
-            policy = "noeviction"  # see config_refusal; a start-up setting is logged there
-        self.evictor.configure(policy, config["maxmemory-samples"], config["maxmemory-eviction-tenacity"],
-                               config["lfu-log-factor"], config["lfu-decay-time"])
+        self.evictor.configure(config["maxmemory-policy"], config["maxmemory-samples"],
+                               config["maxmemory-eviction-tenacity"], config["lfu-log-factor"],
+                               config["lfu-decay-time"])
+        replication = self.replication
+        if replication is not None:  # evict only what this node coordinates, and replicate it
+            cluster = self.cluster
+            self.evictor.eligible = lambda key: cluster.topology.coordinator(key_slot(key)) == cluster.myself
+            self.evictor.on_evicted = lambda key: replication.evicted([key])
 
     def used_memory(self) -> int:
         """``used_memory``: the dataset's estimated bytes (keyspace, see
-        keyspace.memory) and, with replication, its version records."""
+        keyspace.memory) and, with replication, the version records of its keys."""
         used = self.keyspace.memory_used()
-        if self.replication is not None:
-            used += len(self.replication.store.records) * VERSION_RECORD_BYTES
+        if self.replication is not None:  # the records of live keys (tombstones go soon, see docs/memory.md)
+            used += min(len(self.replication.store.records), self.keyspace.dbsize()) * VERSION_RECORD_BYTES
         return used
 
     def client_buffer_bytes(self) -> int:
@@ -359,8 +365,12 @@ class Node:
         over = False
         ks = self.keyspace
         if self.maxmemory:
-            over = self.evictor.make_room(self.used_memory, self.maxmemory, ks.clock_ms()) == ROOM_FAIL
-            ks.evict_at = ks.stored_bytes + max(0, self.maxmemory - self.used_memory())
+            outcome = self.evictor.make_room(self.used_memory, self.maxmemory, ks.clock_ms())
+            over = outcome == ROOM_FAIL
+            # Waiting for other coordinators' evictions: look again after some growth
+            # (or the next cron tick), not before every command.
+            slack = self.maxmemory // 100 if outcome == ROOM_ELSEWHERE else 0
+            ks.evict_at = ks.stored_bytes + max(slack, self.maxmemory - self.used_memory())
         else:
             ks.evict_at = NO_LIMIT
         if over != self.over_maxmemory:
@@ -510,10 +520,6 @@ def start_replication(node: Node, state: ClusterState, bus: ClusterBus) -> Coord
     for op in ANTI_ENTROPY_OPERATIONS:
         node.bus_operations[op] = anti_entropy.handle
     node.replication = coordinator
-    if node.config["maxmemory-policy"] != "noeviction":
-        log.warning("maxmemory-policy %s ignored: eviction needs a standalone node or replication-factor 1 "
-                    "(replicas would keep or bring back evicted keys); acting as noeviction",
-                    node.config["maxmemory-policy"])
     node._configure_eviction()
     node.round_hooks.append(coordinator.flush)
     state.replicated = True

@@ -356,3 +356,21 @@ def test_memory_command(node):
     assert client.execute_command("MEMORY", "PURGE") in (True, b"OK")
     memory = client.info("memory")
     assert memory["used_memory_dataset"] + memory["used_memory_overhead"] == memory["used_memory"]
+
+
+def test_a_cluster_node_frees_only_its_share_of_the_excess():
+    """With eligible keys (those it coordinates) a node frees the excess times the
+    share of eligible keys it holds; the other coordinators free the rest."""
+    now = [1_000_000]
+    ks = keyspace_with(1000, now)
+    evictor = Evictor(ks)
+    evictor.configure("allkeys-random", 5, 100, 10, 1)
+    evictor.eligible = lambda key: int(key[3:]) % 2 == 0  # half the keys are this node's
+    used = ks.memory_used()
+    excess = used // 5
+    assert evictor.make_room(ks.memory_used, used - excess, now[0]) == "elsewhere"
+    freed = used - ks.memory_used()
+    assert 0.25 * excess <= freed <= 0.8 * excess
+    assert all(int(key[3:]) % 2 == 0 for key in (b"key%d" % i for i in range(1000)) if key not in ks.data)
+    evictor.eligible = lambda key: False  # nothing of its own: wait for the others
+    assert evictor.make_room(ks.memory_used, 1, now[0]) == "elsewhere"

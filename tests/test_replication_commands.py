@@ -261,13 +261,6 @@ def test_config_set_quorums_at_run_time(rc):
         rc.config_set("write-quorum", 2)
 
 
-def test_eviction_policies_are_refused_with_replication(rc):
-    """Replicas would keep or bring back keys evicted on one node (docs/memory.md)."""
-    with pytest.raises(redis.ResponseError, match="eviction policies need a standalone node or replication-factor 1"):
-        rc.config_set("maxmemory-policy", "allkeys-lru")
-    assert rc.config_set("maxmemory-policy", "noeviction")
-
-
 def test_busfault_cut_heal_list(rc):
     peer = "e" * 40
     assert rc.execute_command("BUSFAULT", "LIST") == []

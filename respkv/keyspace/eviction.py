@@ -44,6 +44,8 @@ LRU_CLOCK_MAX = (1 << 24) - 1
 LFU_INIT_VAL = 5
 #: Candidates the pool keeps between evictions.
 POOL_SIZE = 16
+#: Keys sampled to estimate which share of the held keys a cluster node coordinates.
+SHARE_SAMPLES = 32
 #: Fewest cells of the access table (1 KiB).
 _MIN_CELLS = 256
 
@@ -243,32 +245,42 @@ class EvictionPool:
         self.entries.clear()
 
 
-def choose_victim(policy: str, candidates: Candidates, pool: EvictionPool, samples: int, score) -> bytes | None:
+def choose_victim(policy: str, candidates: Candidates, pool: EvictionPool, samples: int, score,
+                  eligible=None) -> bytes | None:
     """The key ``policy`` evicts next, or None when there is none to evict.
 
     ``score(key)`` rates a sampled key (higher = evict sooner) for the LRU, LFU
-    and TTL policies; the random policies take any sampled key.  The pool may hand
-    back a key removed since it was offered: the caller checks and asks again.
+    and TTL policies; the random policies take any sampled key.  ``eligible(key)``,
+    if given, says which keys this node may evict (in a cluster: those it
+    coordinates); others are passed over.  The pool may hand back a key removed
+    since it was offered: the caller checks and asks again.
     """
     if policy.endswith("random"):
-        found = candidates.sample(1)
-        return found[0] if found else None
+        for key in candidates.sample(samples):
+            if eligible is None or eligible(key):
+                return key
+        return pool.best()  # nothing eligible sampled: the caller asks again
     for key in candidates.sample(samples):
-        pool.offer(score(key), key)
+        if eligible is None or eligible(key):
+            pool.offer(score(key), key)
     return pool.best()
 
 
 #: What :meth:`Evictor.make_room` found: under the limit (or back under it), still
-#: over it when the time allowed ran out (the next command evicts more), or over
-#: it with nothing the policy may evict (writes that add data are refused).
-ROOM_OK, ROOM_RUNNING, ROOM_FAIL = "ok", "running", "fail"
+#: over it when the time allowed ran out (the next command evicts more), over it
+#: with nothing the policy may evict (writes that add data are refused), or over
+#: it with only keys other nodes coordinate left to evict (a replicated cluster:
+#: their coordinators evict them, and writes go on meanwhile).
+ROOM_OK, ROOM_RUNNING, ROOM_FAIL, ROOM_ELSEWHERE = "ok", "running", "fail", "elsewhere"
 
 
 class Evictor:
     """Evicts keys of a keyspace as ``maxmemory-policy`` says (see the module doc).
 
     The keyspace is duck-typed: ``data``, ``expires``, ``access``, ``candidates``,
-    ``volatile_candidates`` and ``evict(key)``.  :meth:`configure` applies the
+    ``volatile_candidates`` and ``evict(key)``.  In a replicated cluster the node
+    sets :attr:`eligible` (only keys it coordinates) and :attr:`on_evicted`
+    (replicate the deletion).  :meth:`configure` applies the
     ``maxmemory-*`` and ``lfu-*`` directives; :meth:`make_room` runs before commands.
     """
 
@@ -278,6 +290,10 @@ class Evictor:
         self.samples = 5
         self.tenacity = 10
         self.pool = EvictionPool()
+        #: ``eligible(key)``: whether this node may evict ``key`` (None: any key).
+        self.eligible = None
+        #: ``evicted(key)``: called after each eviction (a cluster replicates it).
+        self.on_evicted = None
         #: Milliseconds spent over the limit in total, and since the current stretch began
         #: (INFO's total_eviction_exceeded_time / current_eviction_exceeded_time).
         self.exceeded_ms_total = 0.0
@@ -326,36 +342,63 @@ class Evictor:
         source = ks.expires if volatile else ks.data
         candidates = self._candidates(volatile)
         for _ in range(POOL_SIZE + 1):  # the pool may hold keys removed since
-            key = choose_victim(policy, candidates, self.pool, self.samples, self._score)
-            if key is None:
-                return None
-            if key in source:
+            key = choose_victim(policy, candidates, self.pool, self.samples, self._score, self.eligible)
+            if key is not None and key in source:
                 return key
         return None
 
     def make_room(self, used, limit: int, now_ms: int, clock=perf_counter) -> str:
         """Evict until ``used()`` is at most ``limit`` bytes, for at most the time
-        ``maxmemory-eviction-tenacity`` allows (checked every 16 keys)."""
-        if used() <= limit:
+        ``maxmemory-eviction-tenacity`` allows (checked every 16 keys).
+
+        Where only some keys are :attr:`eligible` (a replicated cluster), this node
+        frees only its share of the excess, the share of eligible keys among those
+        it holds (estimated by sampling): the other coordinators free theirs, and
+        each deletion frees memory on every replica of the key.  Freeing the whole
+        excess here would evict several times too much."""
+        over = used() - limit
+        if over <= 0:
             if self._exceeded_since is not None:
                 self.exceeded_ms_total += (now_ms - self._exceeded_since)
                 self._exceeded_since = None
             return ROOM_OK
         if self._exceeded_since is None:
             self._exceeded_since = now_ms
+        if self.policy == "noeviction":
+            return ROOM_FAIL
         self.keyspace.access.tick(now_ms)
+        target = limit
+        if self.eligible is not None:
+            share = self._eligible_share()
+            if not share:
+                return ROOM_ELSEWHERE if self._holds_keys() else ROOM_FAIL
+            target = limit + over - int(over * share)
         budget = time_limit_us(self.tenacity) / 1e6
         started = clock()
         evicted = 0
-        while used() > limit:
+        while used() > target:
             key = self.victim()
             if key is None:
-                return ROOM_FAIL
+                return ROOM_ELSEWHERE if self.eligible is not None and self._holds_keys() else ROOM_FAIL
             self.keyspace.evict(key)
+            if self.on_evicted is not None:
+                self.on_evicted(key)
             evicted += 1
             if not evicted & 15 and clock() - started > budget:
                 return ROOM_RUNNING
-        return ROOM_OK
+        return ROOM_OK if target == limit else ROOM_ELSEWHERE
+
+    def _eligible_share(self) -> float:
+        """The fraction of the keys held here that this node may evict (sampled)."""
+        sample = self._candidates(self.policy.startswith("volatile")).sample(SHARE_SAMPLES)
+        if not sample:
+            return 0.0
+        return sum(1 for key in sample if self.eligible(key)) / len(sample)
+
+    def _holds_keys(self) -> bool:
+        """Whether keys the policy could evict are held here (coordinated elsewhere)."""
+        ks = self.keyspace
+        return bool(ks.expires if self.policy.startswith("volatile") else ks.data)
 
     def exceeded_ms(self, now_ms: int) -> tuple[float, float]:
         """(total, current) milliseconds spent above the limit."""

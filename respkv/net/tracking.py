@@ -21,8 +21,9 @@ cannot subscribe to ``__redis__:invalidate``).
 Changes reach the registry through the keyspace's change observers
 (:meth:`Tracking.key_changed`; writes, expiries, evictions, keys written by
 replication and repairs alike).  Messages are gathered per target and sent at the
-end of the poller's round (:meth:`Tracking.flush`, a round hook), after the
-round's replies, so an invalidation never lands inside a reply.  A target busy in
+end of the poller's round (:meth:`Tracking.flush`, a round hook), never inside a
+reply: after the target's own replies of the round, before the other sessions'
+(so the writer hears "OK" only once the invalidation is on its way).  A target busy in
 a task of its own (sending a long reply, a blocking command) gets them at the
 first round after it finished.
 """
@@ -42,6 +43,19 @@ def invalidate_frame(keys: list[bytes] | None) -> bytes:
     """The RESP3 push frame invalidating ``keys`` (every key when None)."""
     body = b"_\r\n" if keys is None else reply.bulk_array(keys)
     return b">2\r\n$10\r\ninvalidate\r\n" + body
+
+
+def queue_before_others(replies: list, session, frame: bytes) -> None:
+    """Put ``frame`` for ``session`` into a round's ``(session, bytes)`` list: after
+    that session's own replies (a reply read before the change must reach the
+    client before the message that invalidates it), but before every other
+    session's, so that a writer's reply never reaches its client before the
+    invalidation it caused has been sent (Redis writes that order too)."""
+    at = 0
+    for index, (queued, _) in enumerate(replies):
+        if queued is session:
+            at = index + 1
+    replies.insert(at, (session, frame))
 
 
 class Tracking:
@@ -158,7 +172,7 @@ class Tracking:
             if target.cancel_scope is not None or target.parked is not None or target.poller is None:
                 continue  # busy in a task, or waiting for replicas: a later round
             del self.pending[client]
-            target.poller.replies.append((target, invalidate_frame(list(dict.fromkeys(keys)))))
+            queue_before_others(target.poller.replies, target, invalidate_frame(list(dict.fromkeys(keys))))
 
     def nudge(self) -> None:
         """Wake the pollers of targets still waiting for their messages (the cron

@@ -42,13 +42,13 @@ sends each peer *one* ``REPL``/``RREAD`` request for everything the round's
 sessions queued for it.  So a pipeline of 16 writes costs one round trip, shared
 with every other client served in that round.
 
-Answers come back through callbacks (:mod:`~.answers`), which only merge
-records and report events; a decided machine fills its slot, and the session
-sends its replies in its next round.  A request undecided at ``request-timeout``
-decides on what it has (``-NOQUORUM`` unless its quorum is met); a missed quorum
-does not undo the write (the versions stay where they landed, as in Dynamo).
-Tracked commands also hand their requests to the store, which keeps the
-convergent metadata (:mod:`~.convergent`) by them.
+Answers come back through callbacks (:mod:`~.answers`), which only merge records
+and report events; a decided machine fills its slot, sent in the session's next
+round.  A request undecided at ``request-timeout`` decides on what it has
+(``-NOQUORUM`` unless its quorum is met); a missed quorum does not undo the write
+(as in Dynamo).  Tracked commands hand their requests to the store, which keeps
+the convergent metadata (:mod:`~.convergent`) by them.  Keys evicted under
+``maxmemory`` are deleted as by ``DEL`` (:meth:`Coordinator.evicted`).
 
 A replica that did not acknowledge (down, cut off, failed) gets a durable **hint**
 (:mod:`~.handoff`); with a sloppy quorum a preferred node that is down has a
@@ -87,10 +87,8 @@ from .store import RECONCILE, VersionStore
 
 log = logging.getLogger(__name__)
 
-#: Seconds between hand-off passes (and purges of forgotten records).
-HANDOFF_INTERVAL = 0.5
-#: Seconds between checks for waiting requests past their deadline.
-EXPIRY_TICK = 0.01
+HANDOFF_INTERVAL = 0.5  # seconds between hand-off passes (and purges of forgotten records)
+EXPIRY_TICK = 0.01  # seconds between checks for waiting requests past their deadline
 
 
 class Coordinator:
@@ -379,6 +377,10 @@ class Coordinator:
         if payload is not None or result is None:
             return payload
         return self._watch(request, session.reserve_reply(False))
+
+    def evicted(self, keys: list[bytes]) -> None:
+        """This coordinator evicted ``keys`` (maxmemory): replicated as by ``DEL``."""
+        self._replicate(None, keys, None, None, [None])
 
     def _perform_write(self, request: WriteRequest, actions) -> bytes | None:
         """Carry out a put machine's ``actions``; the reply if it was decided."""
