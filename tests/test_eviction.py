@@ -294,9 +294,10 @@ def test_lru_keeps_what_is_read(node):
     assert kept >= 95
 
 
-def test_volatile_policies_only_evict_keys_with_a_ttl(node):
+@pytest.mark.parametrize("policy", ["volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl"])
+def test_volatile_policies_only_evict_keys_with_a_ttl(node, policy):
     client = node.client()
-    client.config_set("maxmemory-policy", "volatile-lru")
+    client.config_set("maxmemory-policy", policy)
     fill(client, 100, prefix="persistent")
     fill(client, 100, prefix="volatile", ttl=1000)
     client.config_set("maxmemory", node.node.used_memory())
