@@ -200,7 +200,7 @@ def _set_run(s, batch, i, out):
     access = ks.access
     cells, mask, clock = access.cells, access.mask, access.clock
     costs = SMALL_COSTS
-    room = ks.evict_at - ks.stored_bytes  # maxmemory: how much the run may add before the session evicts
+    evict_at = ks.evict_at  # maxmemory: the run stops once the keyspace grew past it
     while i < count:
         args = batch[i]
         if args.__class__ is not list or len(args) != 3 or args[0] != name:
@@ -209,22 +209,20 @@ def _set_run(s, batch, i, out):
         value = args[2]
         if key.__class__ is not bytes or value.__class__ is not bytes:  # malformed
             break
-        if room < 0:
+        if ks.stored_bytes > evict_at:
             break
-        old = lookup(key) if plain else None
-        if old.__class__ is bytes:
+        if not plain:
+            ks_set(key, value)
+        elif (old := lookup(key)).__class__ is bytes:
             # Keyspace.set's work for a string over a string.
             data[key] = value
             cells[hash(key) & mask] = clock
             if (size := len(value)) != (old_size := len(old)):
-                grown = ((costs[size] if size < 1024 else bytes_cost(size))
-                         - (costs[old_size] if old_size < 1024 else bytes_cost(old_size)))
-                ks.stored_bytes += grown
-                room -= grown
+                ks.stored_bytes += ((costs[size] if size < 1024 else bytes_cost(size))
+                                    - (costs[old_size] if old_size < 1024 else bytes_cost(old_size)))
         else:
             ks_set(key, value)
             cells, mask = access.cells, access.mask  # a new key may have grown the table
-            room = ks.evict_at - ks.stored_bytes
         append(reply.OK)
         i += 1
     return i

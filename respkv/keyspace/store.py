@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 
 from .eviction import AccessClock, Candidates
-from .memory import EXPIRY_ENTRY, KEY_ENTRY, SLOT_INDEX_ENTRY, bytes_cost, value_cost
+from .memory import EXPIRY_ENTRY, KEY_ENTRY, SLOT_INDEX_ENTRY, SMALL_COSTS, bytes_cost, value_cost
 from .slots import SLOT_COUNT, key_slot
 
 #: ``evict_at`` while no maxmemory applies.
@@ -137,22 +137,35 @@ class Keyspace:
         """Store ``value``; like Redis ``SET``, this clears any TTL unless ``keep_ttl``."""
         data = self.data
         old = data.get(key)
-        if old is None:
-            self._created(key)
-        else:
-            self.stored_bytes -= self._value_bytes(key, old)
-            if not self.access.lfu:  # LFU keeps the counter of an overwritten key
-                access = self.access
-                access.cells[hash(key) & access.mask] = access.clock
         data[key] = value
-        if value.__class__ is bytes:
-            self.stored_bytes += bytes_cost(len(value))
+        if old.__class__ is bytes and value.__class__ is bytes:  # the common case, kept short
+            if len(old) != len(value):
+                size, old_size = len(value), len(old)
+                self.stored_bytes += ((SMALL_COSTS[size] if size < 1024 else bytes_cost(size))
+                                      - (SMALL_COSTS[old_size] if old_size < 1024 else bytes_cost(old_size)))
+            access = self.access
+            if not access.lfu:  # LFU keeps the counter of an overwritten key
+                access.cells[hash(key) & access.mask] = access.clock
         else:
-            self.stored_bytes += self._cost_collection(key, value)
+            self._stored_other(key, old, value)
         if not keep_ttl and self.expires:
             self.expires.pop(key, None)
         if self.on_modified is not None:
             self.on_modified(key)
+
+    def _stored_other(self, key: bytes, old, value) -> None:
+        """:meth:`set`'s bookkeeping for a new key, or a collection before or after."""
+        if old is None:
+            self._created(key)
+        else:
+            self.stored_bytes -= self._value_bytes(key, old)
+            access = self.access
+            if not access.lfu:
+                access.cells[hash(key) & access.mask] = access.clock
+        if value.__class__ is bytes:
+            self.stored_bytes += bytes_cost(len(value))
+        else:
+            self.stored_bytes += self._cost_collection(key, value)
 
     def _created(self, key: bytes) -> None:
         """Bookkeeping of a key about to be stored for the first time."""
