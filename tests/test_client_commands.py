@@ -216,6 +216,7 @@ def test_kill_arguments(node, args, reply):
 
 def test_no_evict(r, node):
     assert r.client_no_evict("on") in (b"OK", "OK", True)
+    assert "e" in r.client_info()["flags"]  # shown as Redis shows it (no client eviction exists)
     assert r.client_no_evict("OFF") in (b"OK", "OK", True)
     assert raw_call(node, ["CLIENT", "NO-EVICT", "maybe"]) == [b"-ERR syntax error\r\n"]
 

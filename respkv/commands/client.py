@@ -235,12 +235,15 @@ def _kill_filters(args: list[bytes]):
 
 def _flags(session, queued) -> str:
     """CLIENT LIST's flags, in Redis's order: x (in MULTI), b (blocked), t
-    (tracking), R (tracking's redirect target gone), B (broadcast tracking), or N."""
+    (tracking), R (tracking's redirect target gone), B (broadcast tracking), r
+    (READONLY), e (CLIENT NO-EVICT on), or N."""
     tracking = session.tracking
     flags = (
         ("x" if queued is not None else "")
         + ("b" if session.node.blocking.is_blocked(session) else "")
         + ("" if tracking is None else "t" + "R" * tracking.broken_redirect + "B" * tracking.bcast)
+        + ("r" if session.readonly else "")
+        + ("e" if session.no_evict else "")
     )
     return flags or "N"
 
