@@ -55,6 +55,7 @@ from .commands import FAMILIES
 from .commands.blocking import BlockingRegistry
 from .commands.table import CommandTable, build_table
 from .config import Config, ConfigError
+from .allocator import keep_big_blocks_in_mmaps
 from .gc_policy import tune_for_serving
 from .keyspace.eviction import ROOM_ELSEWHERE, ROOM_FAIL, Evictor
 from .keyspace.memory import KEY_ENTRY, bytes_cost
@@ -452,6 +453,7 @@ class Node:
 async def serve_node(node: Node, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Run ``node`` until cancelled; ``task_status.started`` reports the bound port."""
     config = node.config
+    keep_big_blocks_in_mmaps()  # freed dictionary tables go back to the system (see allocator)
     os.makedirs(config["dir"], exist_ok=True)
     if not (config["cluster-enabled"] and config["replication-factor"] > 1):
         # Replicated nodes journal version records instead (see start_replication).

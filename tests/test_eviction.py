@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from array import array
+from sys import getsizeof
 
 import pytest
 import redis
@@ -13,7 +14,7 @@ from respkv.keyspace.eviction import (
     LFU_INIT_VAL, LRU_CLOCK_MAX, POOL_SIZE, AccessClock, Candidates, EvictionPool, Evictor,
     idle_seconds, lfu_decayed, lfu_increment, lfu_minutes, lru_clock, time_limit_us,
 )
-from respkv.keyspace.memory import KEY_ENTRY, bytes_cost, key_cost, value_cost
+from respkv.keyspace.memory import EXPIRY_ENTRY, EXPIRY_OBJECTS, KEY_ENTRY, bytes_cost, key_cost, value_cost
 from respkv.keyspace.store import Keyspace
 from respkv.keyspace.values import Hash, ListValue, Set
 from respkv.keyspace.zset import SortedSet
@@ -146,17 +147,20 @@ def test_accounting_follows_every_kind_of_change():
             ks.evict(key)
     assert ks.stored_bytes == recount(ks)
     ks.flush()
-    assert ks.stored_bytes == 0 and ks.memory_used() == ks.access.size_bytes()
+    assert ks.stored_bytes == 0
+    assert ks.memory_used() == getsizeof(ks.data) + getsizeof(ks.expires) + ks.access.size_bytes()
 
 
 def test_memory_used_adds_the_fixed_costs():
     ks = Keyspace(clock_ms=lambda: 1_000)
     ks.set(b"k", b"v" * 100)
     base = ks.memory_used()
-    assert base == key_cost(b"k") + bytes_cost(100) + ks.access.size_bytes() == ks.stored_bytes + ks.access.size_bytes()
+    assert ks.stored_bytes == key_cost(b"k") + bytes_cost(100)
+    # The total counts the dictionaries' real tables, not the average entry.
+    assert base == ks.stored_bytes - KEY_ENTRY + getsizeof(ks.data) + getsizeof(ks.expires) + ks.access.size_bytes()
     ks.set_deadline(b"k", 10_000)
-    assert ks.memory_used() > base
-    assert ks.key_memory(b"k", 5) == ks.memory_used() - ks.access.size_bytes()
+    assert ks.memory_used() > base + EXPIRY_OBJECTS
+    assert ks.key_memory(b"k", 5) == key_cost(b"k") + bytes_cost(100) + EXPIRY_ENTRY
     assert ks.key_memory(b"missing", 5) is None
 
 
@@ -216,8 +220,9 @@ def test_noeviction_and_random_policies():
     evictor = Evictor(ks)
     assert evictor.make_room(ks.memory_used, 1, now[0]) == "fail" and len(ks.data) == 100
     evictor.configure("allkeys-random", 5, 100, 10, 1)
-    assert evictor.make_room(ks.memory_used, ks.memory_used() // 2, now[0]) == "ok"
-    assert 40 <= len(ks.data) <= 55
+    # Half the keys' objects (the dictionary's table does not shrink as keys go).
+    assert evictor.make_room(ks.memory_used, ks.memory_used() - ks.stored_bytes // 2, now[0]) == "ok"
+    assert 30 <= len(ks.data) <= 55  # objects only are freed per key, and the candidate list is new
 
 
 def test_tenacity_bounds_the_time_spent():
@@ -291,7 +296,7 @@ def test_lru_keeps_what_is_read(node):
     client.config_set("maxmemory", node.node.used_memory())
     fill(client, 150, prefix="new")
     kept = sum(client.exists(f"key{i}") for i in range(100))
-    assert kept >= 95
+    assert kept >= 85  # random choice would keep about 60
 
 
 @pytest.mark.parametrize("policy", ["volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl"])

@@ -8,8 +8,10 @@ allocator figures.  ``MALLOC-STATS`` answers as Redis does without jemalloc, and
 
 from __future__ import annotations
 
+from sys import getsizeof
+
 from ..errors import SYNTAX
-from ..keyspace.memory import EXPIRY_ENTRY, KEY_ENTRY
+from ..keyspace.memory import EXPIRY_OBJECTS
 from ..keyspace.numbers import parse_int
 from ..protocol import reply
 from .info import sample_process
@@ -52,8 +54,8 @@ def _stats_fields(node) -> list[tuple[bytes, object]]:
         (b"total.allocated", used),
         (b"startup.allocated", 0),
         (b"clients.normal", node.client_buffer_bytes()),
-        (b"db.0", [(b"overhead.hashtable.main", KEY_ENTRY * keys),
-                   (b"overhead.hashtable.expires", EXPIRY_ENTRY * ks.volatile_count())]),
+        (b"db.0", [(b"overhead.hashtable.main", getsizeof(ks.data)),
+                   (b"overhead.hashtable.expires", getsizeof(ks.expires) + EXPIRY_OBJECTS * ks.volatile_count())]),
         (b"overhead.total", overhead),
         (b"keys.count", keys),
         (b"keys.bytes-per-key", used // keys if keys else 0),

@@ -10,10 +10,12 @@ keeps an estimate, maintained as values change rather than sampled:
 * a ``bytes`` object of ``n`` bytes costs :func:`bytes_cost` (``n`` + a 33-byte
   header, rounded up to CPython's 16-byte allocation classes; objects above 512
   bytes come from ``malloc``, which adds its own header);
-* a key costs its ``bytes`` object and its entry in the keyspace dictionary
-  (:data:`KEY_ENTRY`, the measured average of a large dict, growth slack
-  included); a deadline costs :data:`EXPIRY_ENTRY` (entry in the expiry map, the
-  ``int``, the heap's tuple);
+* a key costs its ``bytes`` object and its entry in the keyspace dictionary: in
+  the total, the dictionary's real size (``sys.getsizeof``, which a dict answers
+  in O(1); after many insertions and deletions its table is about twice what a
+  fresh one needs), per key :data:`KEY_ENTRY` (for one key's share and as the
+  trigger of the next maxmemory check); a deadline costs its entry in the expiry
+  map and :data:`EXPIRY_OBJECTS` (the ``int``, the heap's tuple);
 * a string value costs its ``bytes`` object; a collection costs a fixed part plus,
   per member, its container overhead (measured per type, :data:`MEMBER_OVERHEAD`)
   and the average cost of a few sampled members (:func:`value_cost`), recomputed
@@ -35,8 +37,10 @@ BYTES_HEADER = 33
 SMALL_OBJECT_LIMIT = 512
 #: Average bytes of one entry of a large dict (hash, key, value, index; growth slack).
 KEY_ENTRY = 40
-#: Bytes of a deadline: its expiry-map entry, the ``int`` and the heap's tuple.
-EXPIRY_ENTRY = 40 + 32 + 72
+#: Bytes of a deadline's objects: the ``int`` and the expiry heap's tuple and slot.
+EXPIRY_OBJECTS = 32 + 72
+#: ...and with its expiry-map entry (for one key's share, MEMORY USAGE).
+EXPIRY_ENTRY = 40 + EXPIRY_OBJECTS
 #: Bytes per key of the slot index, once it is built (a set entry).
 SLOT_INDEX_ENTRY = 40
 #: Fixed bytes of an empty collection object (header, slots, first table).

@@ -33,10 +33,11 @@ from __future__ import annotations
 import heapq
 import random
 import time
+from sys import getsizeof
 from collections.abc import Callable
 
 from .eviction import AccessClock, Candidates
-from .memory import EXPIRY_ENTRY, KEY_ENTRY, SLOT_INDEX_ENTRY, SMALL_COSTS, bytes_cost, value_cost
+from .memory import EXPIRY_ENTRY, EXPIRY_OBJECTS, KEY_ENTRY, SLOT_INDEX_ENTRY, SMALL_COSTS, bytes_cost, value_cost
 from .slots import SLOT_COUNT, key_slot
 
 #: ``evict_at`` while no maxmemory applies.
@@ -348,16 +349,20 @@ class Keyspace:
 
     def memory_used(self) -> int:
         """The dataset's estimated bytes (see :mod:`.memory`): keys, values,
-        deadlines, the slot index, access stamps and eviction candidates."""
-        return self.stored_bytes + self._bookkeeping_bytes()
+        deadlines, the slot index, access stamps and eviction candidates.
+
+        ``stored_bytes`` charges each key an average dictionary entry, which is
+        what triggers the next maxmemory check as keys are added; the total uses
+        the dictionaries' real sizes instead (``sys.getsizeof`` of a dict is its
+        table, O(1)), which grow in steps and stay large after churn."""
+        return self.stored_bytes - KEY_ENTRY * len(self.data) + self.memory_overhead()
 
     def memory_overhead(self) -> int:
-        """The part of :meth:`memory_used` that is not key and value objects:
-        dictionary entries and bookkeeping (INFO's ``used_memory_overhead``)."""
-        return KEY_ENTRY * len(self.data) + self._bookkeeping_bytes()
-
-    def _bookkeeping_bytes(self) -> int:
-        used = EXPIRY_ENTRY * len(self.expires) + self.access.size_bytes()
+        """The part of :meth:`memory_used` that is not key and value objects: the
+        dictionaries and the bookkeeping (INFO's ``used_memory_overhead``)."""
+        expires = self.expires
+        used = getsizeof(self.data) + getsizeof(expires) + EXPIRY_OBJECTS * len(expires)
+        used += self.access.size_bytes()
         if self._slot_index is not None:
             used += SLOT_INDEX_ENTRY * len(self.data)
         for candidates in (self.candidates, self.volatile_candidates):
