@@ -67,8 +67,11 @@ def test_evictions_are_coordinated_and_replicated(tmp_path):
         for port in ports:  # anti-entropy must not bring evicted keys back
             local(port).execute_command("CLUSTER", "REPAIR")
         assert poll(lambda: all(info(p, "replication")["ae_exchanges"] >= before[p] + 2 for p in ports), CONVERGE)
-        assert all(held(port) == kept for port in ports)
+        for port in ports:  # none back (the cron may have evicted a few more meanwhile)
+            back = held(port) - kept
+            assert not back, f"evicted keys came back on {port}: {sorted(back)[:5]}"
         # The tombstones are purged once every replica has them (grace 200 ms).
-        assert poll(lambda: all(info(p, "replication")["versioned_keys"] == len(kept) for p in ports), CONVERGE)
+        assert poll(lambda: all(info(p, "replication")["versioned_keys"] == local(p).dbsize() for p in ports),
+                    CONVERGE)
     finally:
         cluster.stop()
