@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import trio
 
 from . import __version__
+from .allocator import keep_big_blocks_in_mmaps
 from .cluster.gossip import OPERATIONS as GOSSIP_OPERATIONS
 from .cluster.gossip import BUS_PORT_OFFSET, Gossip, announce_ip, parse_address
 from .cluster.identity import load_cluster_secret, load_or_create_node_id
@@ -55,7 +56,6 @@ from .commands import FAMILIES
 from .commands.blocking import BlockingRegistry
 from .commands.table import CommandTable, build_table
 from .config import Config, ConfigError
-from .allocator import keep_big_blocks_in_mmaps
 from .gc_policy import tune_for_serving
 from .keyspace.eviction import ROOM_ELSEWHERE, ROOM_FAIL, Evictor
 from .keyspace.memory import KEY_ENTRY, bytes_cost
@@ -321,11 +321,6 @@ class Node:
         if EVICTION_DIRECTIVES.intersection(names):
             self._configure_eviction()
             self.make_room()  # CONFIG SET maxmemory takes effect now
-
-    def config_refusal(self, name: str, value) -> str | None:
-        """Why ``CONFIG SET name value`` cannot apply here, or None (a hook for
-        settings that depend on the node's state; none does today)."""
-        return None
 
     # -- memory --------------------------------------------------------------------
 

@@ -365,14 +365,8 @@ container("object", "Introspection of stored values: encoding, reference count, 
 
 
 def _object_lookup(s, key: bytes):
-    """The value at ``key`` counted as a read, without counting as an access (so
-    OBJECT IDLETIME does not reset what it reports), as Redis's OBJECT looks up."""
-    value = s.ks.peek(key)
-    if value is None:
-        s.stats.keyspace_misses += 1
-    else:
-        s.stats.keyspace_hits += 1
-    return value
+    """The value at ``key`` as Redis's OBJECT looks it up: a read, not an access."""
+    return lookup_read(s, key, touch=False)
 
 
 @command("object|encoding", "Names the internal representation Redis would use for a value.", since="2.2.3")

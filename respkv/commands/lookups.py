@@ -11,9 +11,11 @@ from ..errors import WRONGTYPE
 from .table import CommandError
 
 
-def lookup_read(session, key: bytes):
-    """The live value at ``key`` (any type) or None, counted as a keyspace hit or miss."""
-    value = session.ks.get(key)
+def lookup_read(session, key: bytes, *, touch: bool = True):
+    """The live value at ``key`` (any type) or None, counted as a keyspace hit or
+    miss; an access for LRU/LFU unless ``touch`` is False (``OBJECT`` looks without
+    touching, so that OBJECT IDLETIME does not reset what it reports)."""
+    value = session.ks.get(key) if touch else session.ks.peek(key)
     if value is None:
         session.stats.keyspace_misses += 1
     else:
