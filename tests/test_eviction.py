@@ -321,6 +321,8 @@ def test_object_idletime_and_freq_follow_the_policy(node):
     age_every_key(node, 42)
     assert client.object("idletime", "k") in (42, 43)  # the clock may tick in between
     assert client.object("idletime", "k") in (42, 43)  # OBJECT itself is no access
+    assert client.type("k") in (b"string", "string")  # nor is TYPE
+    assert client.object("idletime", "k") in (42, 43)
     client.get("k")
     assert client.object("idletime", "k") == 0
     with pytest.raises(redis.ResponseError, match="^An LFU maxmemory policy is not selected"):

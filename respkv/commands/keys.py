@@ -58,7 +58,7 @@ def touch(s, args):
 
 @command("type", "Names the type of the value stored at a key.", since="1.0.0")
 def type_(s, args):
-    value = lookup_read(s, args[1])
+    value = lookup_read(s, args[1], touch=False)  # as Redis 7.0: not an access
     if value is None:
         return b"+none\r\n"
     return b"+%b\r\n" % type_name(value)
