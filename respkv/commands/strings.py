@@ -15,7 +15,7 @@ clients and the conformance scripts observe which error wins.
 from __future__ import annotations
 
 from ..errors import SYNTAX, WRONGTYPE, invalid_expire, wrong_arity
-from ..keyspace.memory import SMALL_COSTS, bytes_cost
+from ..keyspace.memory import resized
 from ..protocol import reply
 from ..protocol.reply import BULK_HEADERS
 from .args import int_arg
@@ -151,7 +151,7 @@ def _get_run(s, batch, i, out, _headers=BULK_HEADERS):
             if lru:  # the access, as Keyspace.get counts it
                 cells[hash(key) & mask] = clock
             else:
-                ks.touch(key)
+                access.touch(key)
             try:
                 append(_headers[len(value)])
             except IndexError:  # no ready-made header for a value this long
@@ -199,7 +199,6 @@ def _set_run(s, batch, i, out):
     ks_set = ks.set
     access = ks.access
     cells, mask, clock = access.cells, access.mask, access.clock
-    costs = SMALL_COSTS
     evict_at = ks.evict_at  # maxmemory: the run stops once the keyspace grew past it
     while i < count:
         args = batch[i]
@@ -217,9 +216,8 @@ def _set_run(s, batch, i, out):
             # Keyspace.set's work for a string over a string.
             data[key] = value
             cells[hash(key) & mask] = clock
-            if (size := len(value)) != (old_size := len(old)):
-                ks.stored_bytes += ((costs[size] if size < 1024 else bytes_cost(size))
-                                    - (costs[old_size] if old_size < 1024 else bytes_cost(old_size)))
+            if len(value) != len(old):
+                ks.stored_bytes += resized(len(old), len(value))
         else:
             ks_set(key, value)
             cells, mask = access.cells, access.mask  # a new key may have grown the table

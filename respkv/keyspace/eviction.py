@@ -255,14 +255,14 @@ def choose_victim(policy: str, candidates: Candidates, pool: EvictionPool, sampl
     coordinates); others are passed over.  The pool may hand back a key removed
     since it was offered: the caller checks and asks again.
     """
-    if policy.endswith("random"):
-        for key in candidates.sample(samples):
-            if eligible is None or eligible(key):
-                return key
-        return pool.best()  # nothing eligible sampled: the caller asks again
-    for key in candidates.sample(samples):
-        if eligible is None or eligible(key):
-            pool.offer(score(key), key)
+    random_policy = policy.endswith("random")
+    sampled = candidates.sample(1 if random_policy and eligible is None else samples)
+    if eligible is not None:
+        sampled = [key for key in sampled if eligible(key)]
+    if random_policy:
+        return sampled[0] if sampled else None
+    for key in sampled:
+        pool.offer(score(key), key)
     return pool.best()
 
 

@@ -62,6 +62,14 @@ def bytes_cost(length: int) -> int:
 SMALL_COSTS = tuple(bytes_cost(n) for n in range(1024))
 
 
+def resized(old_size: int, size: int) -> int:
+    """How many bytes more a string of ``size`` bytes costs than one of
+    ``old_size`` (the change a write of one over the other makes)."""
+    costs = SMALL_COSTS
+    return ((costs[size] if size < 1024 else bytes_cost(size))
+            - (costs[old_size] if old_size < 1024 else bytes_cost(old_size)))
+
+
 def _members(value, type_name: str):
     """Iterator over the bytes objects one member of ``value`` owns, grouped per member."""
     if type_name == "hash":

@@ -37,7 +37,7 @@ from sys import getsizeof
 from collections.abc import Callable
 
 from .eviction import AccessClock, Candidates
-from .memory import EXPIRY_ENTRY, EXPIRY_OBJECTS, KEY_ENTRY, SLOT_INDEX_ENTRY, SMALL_COSTS, bytes_cost, value_cost
+from .memory import EXPIRY_ENTRY, EXPIRY_OBJECTS, KEY_ENTRY, SLOT_INDEX_ENTRY, bytes_cost, resized, value_cost
 from .slots import SLOT_COUNT, key_slot
 
 #: ``evict_at`` while no maxmemory applies.
@@ -92,7 +92,8 @@ class Keyspace:
     # -- reading -------------------------------------------------------------------
 
     def get(self, key: bytes):
-        """The live value of ``key``, or ``None``; an access (see :meth:`touch`)."""
+        """The live value of ``key``, or ``None``; an access (its LRU stamp or LFU
+        counter moves, see :mod:`.eviction`)."""
         value = self.data.get(key)
         if value is not None:
             if self.expires and key in self.expires and self.expires[key] <= self.clock_ms():
@@ -113,11 +114,6 @@ class Keyspace:
             self._expire(key)
             return None
         return value
-
-    def touch(self, key: bytes) -> None:
-        """``key`` was accessed: its LRU stamp or LFU counter moves (the GET fast
-        path, which reads ``data`` directly, calls this for the keys it finds)."""
-        self.access.touch(key)
 
     def contains(self, key: bytes) -> bool:
         return self.get(key) is not None
@@ -141,9 +137,7 @@ class Keyspace:
         data[key] = value
         if old.__class__ is bytes and value.__class__ is bytes:  # the common case, kept short
             if len(old) != len(value):
-                size, old_size = len(value), len(old)
-                self.stored_bytes += ((SMALL_COSTS[size] if size < 1024 else bytes_cost(size))
-                                      - (SMALL_COSTS[old_size] if old_size < 1024 else bytes_cost(old_size)))
+                self.stored_bytes += resized(len(old), len(value))
             access = self.access
             if not access.lfu:  # LFU keeps the counter of an overwritten key
                 access.cells[hash(key) & access.mask] = access.clock
@@ -205,26 +199,26 @@ class Keyspace:
         """Remove ``key``; True if a live key was removed."""
         if self.get(key) is None:
             return False
+        self._drop(key)
+        return True
+
+    def _drop(self, key: bytes) -> None:
+        """Remove a stored key with its deadline, and tell the observers."""
         self._remove(key)
         if self.expires:
             self.expires.pop(key, None)
         if self.on_modified is not None:
             self.on_modified(key)
-        return True
 
     def signal_modified(self, key: bytes) -> None:
         """Report an in-place change of ``key``'s value (e.g. a hash field set):
         its cost is estimated again, and observers are told."""
         value = self.data.get(key)
         if value is not None and value.__class__ is not bytes:
-            self.stored_bytes += self._recost(key, value)
+            old = self._collection_costs.get(key, 0)
+            self.stored_bytes += self._cost_collection(key, value) - old
         if self.on_modified is not None:
             self.on_modified(key)
-
-    def _recost(self, key: bytes, value) -> int:
-        """The change of ``key``'s collection cost since it was last estimated."""
-        old = self._collection_costs.get(key, 0)
-        return self._cost_collection(key, value) - old
 
     def set_deadline(self, key: bytes, when_ms: int) -> None:
         """Make an existing key expire at ``when_ms`` (absolute Unix ms)."""
@@ -383,12 +377,8 @@ class Keyspace:
         """Remove ``key`` to free memory (``maxmemory``): a deletion, counted as an
         eviction."""
         if key in self.data:
-            self._remove(key)
-            if self.expires:
-                self.expires.pop(key, None)
             self.evicted_keys += 1
-            if self.on_modified is not None:
-                self.on_modified(key)
+            self._drop(key)
 
     # -- encoding hints ----------------------------------------------------------------
 
