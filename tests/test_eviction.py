@@ -382,3 +382,24 @@ def test_a_cluster_node_frees_only_its_share_of_the_excess():
     assert all(int(key[3:]) % 2 == 0 for key in (b"key%d" % i for i in range(1000)) if key not in ks.data)
     evictor.eligible = lambda key: False  # nothing of its own: wait for the others
     assert evictor.make_room(ks.memory_used, 1, now[0]) == "elsewhere"
+
+
+def test_evictions_are_logged_so_a_restart_keeps_them_evicted(tmp_path):
+    """An eviction is a deletion in the commit log: after a restart on the same
+    directory the evicted keys stay gone and every key that was kept is there."""
+    first = NodeThread(tmp_path, **{"maxmemory-policy": "allkeys-random"}).start()
+    try:
+        client = first.client()
+        fill(client, 300)
+        client.config_set("maxmemory", first.node.used_memory() // 2)
+        client.ping()
+        kept = {key for key in (f"key{i}" for i in range(300)) if client.exists(key)}
+        assert 0 < len(kept) < 300 and client.info("stats")["evicted_keys"] == 300 - len(kept)
+    finally:
+        first.stop()
+    second = NodeThread(tmp_path).start()  # no maxmemory: nothing is evicted at start
+    try:
+        client = second.client()
+        assert {key for key in (f"key{i}" for i in range(300)) if client.exists(key)} == kept
+    finally:
+        second.stop()
