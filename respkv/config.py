@@ -267,6 +267,10 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in [
     Directive("anti-entropy-keys-per-second", 5000, _parse_int, minimum=1, maximum=10_000_000,
               doc="Records an anti-entropy exchange may pull or push per second, so that a large repair "
                   "leaves clients their latency."),
+    Directive("anti-entropy-load-ops", 10000, _parse_int, minimum=0, maximum=10_000_000,
+              doc="Client commands per second on a node (INFO's instantaneous_ops_per_sec) at which its "
+                  "anti-entropy repairs slow to half of anti-entropy-keys-per-second (a third at twice the "
+                  "load, and so on), so that clients keep their throughput; 0: repairs ignore the load."),
     Directive("sloppy-quorum", True, _parse_bool, _format_bool,
               doc="yes: when preferred replicas of a slot are down, a write also goes to the next live nodes "
                   "on the ring beyond its preference list (fallbacks), which keep it with a durable hint and "

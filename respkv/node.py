@@ -62,6 +62,7 @@ from .keyspace.memory import KEY_ENTRY, bytes_cost
 from .keyspace.slots import key_slot
 from .keyspace.store import NO_LIMIT, Keyspace
 from .net.dispatch import Dispatcher
+from .net.rates import InstantaneousMetrics
 from .persistence.exceptions import LogWriteError
 from .persistence.journal import Journal
 from .persistence.keyspace_images import keyspace_image, keyspace_images, keyspace_replay
@@ -127,6 +128,8 @@ class Node:
         self.table = build_command_table()
         self.clients: dict = {}
         self.stats = Stats()
+        #: INFO's instantaneous_* figures; anti-entropy paces repairs by the ops one.
+        self.instantaneous = InstantaneousMetrics()
         self.run_id = secrets.token_hex(20)
         self.started_at = time.time()
         self.started_monotonic = time.monotonic()
@@ -260,6 +263,7 @@ class Node:
             while ks.expire_due(EXPIRE_STEP_KEYS) == EXPIRE_STEP_KEYS:
                 await trio.sleep(0)
             self._close_idle_clients()
+            self.instantaneous.sample(time.monotonic(), self.stats)
             self.tracking.nudge()
             ks.access.tick(ks.clock_ms())  # the LRU/LFU clocks move once per cron tick, as Redis's
             evicted = ks.evicted_keys

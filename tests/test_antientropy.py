@@ -12,7 +12,7 @@ from respkv.cluster.membership import Member
 from respkv.cluster.state import ClusterState
 from respkv.config import Config
 from respkv.keyspace.slots import SLOT_COUNT, key_slot
-from respkv.node import Node, start_replication
+from respkv.node import Node, Stats, start_replication
 from respkv.replication.antientropy import (
     AE_KEYS,
     AE_ROOT,
@@ -24,6 +24,7 @@ from respkv.replication.antientropy import (
     unpack_sums,
 )
 from respkv.replication.merkle import GROUP_COUNT, SEGMENT_COUNT, leaf_hash, slots_bitmap
+from respkv.replication.pacing import repair_rate
 
 NODE = "ab" * 20
 
@@ -139,3 +140,32 @@ def test_a_listing_splits_into_one_map_per_part():
 def test_a_listing_with_a_leaf_of_the_wrong_size_is_refused():
     with pytest.raises(ValueError, match="not 8 bytes"):
         split_listing([b"1", b"k", b"\x00" * 7], 1)
+
+
+@pytest.mark.parametrize("cap, load, load_ops, expected", [
+    (5000, 0, 10000, 5000),          # an idle node repairs at the full rate
+    (5000, 10000, 10000, 2500),      # at the configured load: half
+    (5000, 20000, 10000, 5000 / 3),  # twice that load: a third
+    (5000, 1000, 10000, 5000 * 10 / 11),
+    (5000, 90000, 10000, 500),
+    (5000, 50000, 0, 5000),          # 0: the load is ignored
+    (1, 1e9, 1, 1 / (1 + 1e9)),      # never zero: a repair always ends
+])
+def test_the_repair_rate_falls_with_the_clients_load(cap, load, load_ops, expected):
+    assert repair_rate(cap, load, load_ops) == pytest.approx(expected)
+
+
+def test_the_repair_rate_never_rises_with_the_load():
+    rates = [repair_rate(5000, load, 10000) for load in range(0, 200_000, 5000)]
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+    assert rates[0] == 5000 and rates[-1] > 0
+
+
+def test_a_node_busy_with_clients_repairs_slower(node):
+    ae = node.replication.anti_entropy
+    assert ae.info()["ae_repair_rate"] == 5000  # idle: the configured cap
+    node.instantaneous.sample(0.0, Stats())
+    node.instantaneous.sample(1.0, Stats(commands_processed=30_000))
+    assert ae.info()["ae_repair_rate"] == 1250  # 5000 * 10000 / (10000 + 30000)
+    node.config.set_text("anti-entropy-load-ops", "0")
+    assert ae.info()["ae_repair_rate"] == 5000

@@ -297,11 +297,15 @@ def _persistence(node) -> list[tuple[str, object]]:
 def _stats(node) -> list[tuple[str, object]]:
     st = node.stats
     exceeded_total, exceeded_now = node.evictor.exceeded_ms(node.keyspace.clock_ms())
+    ops, input_kbps, output_kbps = node.instantaneous.info_fields()
     return [
         ("total_connections_received", st.connections_received),
         ("total_commands_processed", st.commands_processed),
+        ops,
         ("total_net_input_bytes", st.net_input_bytes),
         ("total_net_output_bytes", st.net_output_bytes),
+        input_kbps,
+        output_kbps,
         ("rejected_connections", st.rejected_connections),
         ("expired_keys", node.keyspace.expired_keys),
         ("evicted_keys", node.keyspace.evicted_keys),

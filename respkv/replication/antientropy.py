@@ -37,9 +37,11 @@ expired is neither pulled nor pushed: every replica forgets it on its own.
 
 *Pacing.*  Repairs are rate-limited to ``anti-entropy-keys-per-second`` (the
 exchange sleeps after each batch for the batch's share of a second; a key
-listed counts as a tenth of one repaired), each step handles about a thousand
-keys, and tree comparisons cost a few kilobytes per exchange, so clients keep
-their latency while a large repair runs.  Exchanges start every ``anti-entropy-interval``
+listed counts as a tenth of one repaired), and slower still while clients keep
+the node busy (:mod:`.pacing`: halved at ``anti-entropy-load-ops`` client
+commands per second); each step handles about a thousand keys, and tree
+comparisons cost a few kilobytes per exchange, so clients keep their throughput
+and latency while a large repair runs.  Exchanges start every ``anti-entropy-interval``
 milliseconds with the next live peer in turn (0 turns the schedule off), and at
 once on ``CLUSTER REPAIR [slot]``, with every live peer.
 
@@ -71,6 +73,7 @@ from .merkle import (
     leaf_hash,
     slots_bitmap,
 )
+from .pacing import repair_rate
 from .replica import NO_RECORD, RREAD, SAME
 from .versions import decode_record
 
@@ -305,6 +308,13 @@ class AntiEntropy:
             "replicas": [node.encode() for node in self.state.topology.nodes_for(slot)],
         }
 
+    def repair_rate(self) -> float:
+        """Records per second an exchange may repair now: the configured cap,
+        lowered while clients keep the node busy (:func:`.pacing.repair_rate`)."""
+        config = self.node.config
+        return repair_rate(config["anti-entropy-keys-per-second"], self.node.instantaneous.ops.recent_peak(),
+                           config["anti-entropy-load-ops"])
+
     def info(self) -> dict[str, object]:
         """The ``ae_*`` fields of INFO replication."""
         now = time.time()
@@ -316,6 +326,7 @@ class AntiEntropy:
             "ae_tree_keys": self.trees.keys,
             "ae_tree_pending": len(self.trees.pending),
             "ae_running": self.running or "",
+            "ae_repair_rate": round(self.repair_rate()),
         }
         fields.update({f"ae_{name}": value for name, value in self.stats.items()})
         fields["ae_last_exchange_seconds_ago"] = round(now - self.last_exchange_time, 1) if self.last_exchange_time else -1
@@ -453,9 +464,9 @@ class _Exchange:
             await self._pace(len(batch))
 
     async def _pace(self, keys: float) -> None:
-        """Sleep for ``keys``' share of a second at the configured repair rate,
-        and log progress now and then."""
-        rate = self.owner.node.config["anti-entropy-keys-per-second"]
+        """Sleep for ``keys``' share of a second at the repair rate the clients'
+        load leaves (:func:`.pacing.repair_rate`), and log progress now and then."""
+        rate = self.owner.repair_rate()
         now = time.monotonic()
         if now - self.reported >= PROGRESS_SECONDS:
             self.reported = now
