@@ -41,11 +41,27 @@ class Topology:
         return (PEER, OTHER)
 
 
+class Record:
+    def __init__(self, left: bool) -> None:
+        self.left = left
+
+
+class Members:
+    """The part of a Membership the hand-off reads: each node's record (left or not)."""
+
+    def __init__(self) -> None:
+        self.left: set[str] = set()
+
+    def get(self, node: str) -> Record:
+        return Record(node in self.left)
+
+
 class State:
     myself = ME
 
     def __init__(self, live: bool = True, preferred: tuple[str, ...] = (ME, PEER)) -> None:
         self.topology = Topology(live, preferred)
+        self.membership = Members()
 
 
 class Link:
@@ -254,3 +270,24 @@ def test_the_commit_log_and_its_rewrites_keep_the_hints(tmp_path):
 
     _, handoff = open_node()
     assert handoff.hints == {PEER: {b"b"}, OTHER: {b"c", b"d"}}
+
+
+def test_hints_for_a_node_that_left_go_to_the_nodes_now_preferred():
+    """CLUSTER FORGET: the hints for the forgotten node become hints for the other
+    preferred nodes of each key; this fallback keeps its copy until they have it."""
+    gone = "d" * 40
+    handoff, sent, journal, store = handoff_with(keys=[b"k", b"j"], preferred=(PEER, OTHER))
+    handoff.hint(gone, [b"k", b"j"])
+    handoff.state.membership.left.add(gone)
+    handoff.state.topology.ring = Ring((PEER, OTHER))  # the ring rebuilt without it
+    journal.entries.clear()
+    handoff.hand_off()
+    assert handoff.pending_by_node() == {OTHER: 2, PEER: 2}
+    assert sorted((kind, peer) for kind, _, peer in journal.entries) == (
+        [(DELIVERED, gone.encode())] * 2 + [(HINT, PEER.encode())] * 2 + [(HINT, OTHER.encode())] * 2)
+    assert {peer for peer, _, _, _ in sent} == {PEER, OTHER}
+    assert store.record(b"k") is not None  # nobody has acknowledged yet
+    for peer, _, _, callback in sent:
+        callback([], None)
+    assert handoff.pending() == 0
+    assert store.record(b"k") is None  # not a preferred node: its copy goes once both have it

@@ -79,3 +79,37 @@ def test_random_key_and_keys_in_slot_use_the_index():
     assert len(ks.keys_in_slot(slot, 10)) == 10
     assert ks.count_in_slot(slot) == 50
     assert ks.keys_in_slot((slot + 1) % SLOT_COUNT, 10) == []
+
+
+def test_counts_and_listings_restricted_to_flagged_slots():
+    """A cluster node counts and lists only the slots it coordinates (a mask)."""
+    ks = Keyspace(clock_ms=lambda: 1_000)
+    keys = [b"m%d" % i for i in range(400)]
+    for key in keys:
+        ks.set(key, b"v")
+    ks.set_deadline(keys[0], 10**12)
+    ks.set_deadline(keys[1], 10**12)
+    mine = bytearray(SLOT_COUNT)
+    for slot in range(0, SLOT_COUNT, 3):
+        mine[slot] = 1
+    flagged = {key for key in keys if mine[key_slot(key)]}
+    assert 0 < len(flagged) < len(keys)
+    assert ks.dbsize(mine) == len(flagged) and ks.dbsize() == len(keys)
+    assert set(ks.live_keys(mine)) == flagged and len(ks.live_keys()) == len(keys)
+    assert ks.volatile_count(mine) == sum(1 for key in keys[:2] if mine[key_slot(key)])
+    assert ks.volatile_count() == 2
+    seen, cursor = [], 0
+    while True:
+        cursor, found = ks.scan(cursor, 7, mine)
+        seen += found
+        if cursor == 0:
+            break
+    assert sorted(seen) == sorted(flagged)
+    for _ in range(50):
+        assert ks.random_key(mine) in flagged
+    assert ks.random_key(bytearray(SLOT_COUNT)) is None  # no slot flagged: no key
+    slot_in, slot_out = key_slot(next(iter(flagged))), key_slot(next(k for k in keys if k not in flagged))
+    assert ks.count_in_slot(slot_in, mine) == ks.count_in_slot(slot_in) > 0
+    assert ks.count_in_slot(slot_out, mine) == 0 and ks.count_in_slot(slot_out) > 0
+    assert ks.keys_in_slot(slot_out, 10, mine) == [] and ks.keys_in_slot(slot_out, 10)
+    assert ks.dbsize(bytearray(SLOT_COUNT)) == 0

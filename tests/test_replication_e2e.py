@@ -24,7 +24,17 @@ from redis.cluster import RedisCluster
 from respkv import launcher
 from tools import faults
 
-from .test_cluster_e2e import HOST, UP_TIMEOUT, cluster_nodes, coordinators, key_slot, poll, start_cluster
+from .test_cluster_e2e import (
+    _ANSI,
+    HOST,
+    UP_TIMEOUT,
+    cluster_nodes,
+    coordinators,
+    key_slot,
+    poll,
+    run_tool,
+    start_cluster,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -315,3 +325,43 @@ def test_collections_changed_by_shipped_commands_converge_on_every_replica(share
         return all(view == views[0] for view in views) and len(views[0][0]) == 295
     assert poll(same_everywhere, CONVERGE)
     assert local(ports[0]).zrange("coll:{z}", 0, 0) == [b"m21"]  # m20 (score 230) was popped
+
+
+def test_each_node_counts_the_keys_it_coordinates_and_readonly_shows_its_copies(shared):
+    """DBSIZE, KEYS, SCAN, INFO keyspace and CLUSTER COUNTKEYSINSLOT on a node
+    cover the slots it coordinates, so they add up to the cluster's keys (as
+    ``redis-cli --cluster check`` sums them); READONLY shows the replica copies."""
+    rc = RedisCluster(host=HOST, port=shared.nodes[0].port, socket_timeout=5)
+    pipe = rc.pipeline()
+    for i in range(600):
+        pipe.set(f"count:{i}", i)
+    assert all(pipe.execute())
+    ports = [node.port for node in shared.nodes]
+    # RF=3: every node holds a copy of every key (other tests' keys included).
+    assert poll(lambda: all(len(local(p).keys("count:*")) == 600 for p in ports), CONVERGE)
+    every = set(local(ports[0]).keys("*"))
+    assert poll(lambda: all(set(local(p).keys("*")) == every for p in ports), CONVERGE)
+    assert all(local(p).dbsize() == len(every) for p in ports)
+
+    owner = coordinators(ports[0])
+    plain = {p: redis.Redis(host=HOST, port=p, socket_timeout=5) for p in ports}
+    own = {p: set(client.keys("*")) for p, client in plain.items()}
+    assert all(owner[key_slot(key)] == p for p, keys in own.items() for key in keys)
+    assert set().union(*own.values()) == every
+    assert sum(len(keys) for keys in own.values()) == len(every)
+    for p, client in plain.items():
+        assert client.dbsize() == len(own[p])
+        assert set(client.scan_iter(count=50)) == own[p]
+        assert client.info("keyspace")["db0"]["keys"] == len(own[p])
+        assert local(p).info("keyspace")["db0"]["keys"] == len(every)
+
+    slot = key_slot("count:0")
+    in_slot = sum(1 for key in every if key_slot(key) == slot)
+    for p, client in plain.items():
+        assert client.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == (in_slot if p == owner[slot] else 0)
+        assert local(p).execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == in_slot
+
+    out = run_tool("redis-cli", "--cluster", "check", f"{HOST}:{ports[0]}")
+    text = _ANSI.sub("", out.stdout + out.stderr)
+    assert out.returncode == 0, text
+    assert f"[OK] {len(every)} keys in {len(ports)} masters." in text, text

@@ -185,9 +185,10 @@ def quorums(cluster: launcher.LocalCluster) -> dict[str, dict[str, str]]:
 
 
 def node_keys(cluster: launcher.LocalCluster, index: int) -> int | None:
-    """How many keys node ``index`` holds (``DBSIZE``), None if it does not answer."""
+    """How many keys node ``index`` holds, replica copies included (``DBSIZE`` on
+    a ``READONLY`` connection), None if it does not answer."""
     try:
-        return int(launcher.command(HOST, cluster.nodes[index].port, "DBSIZE", timeout=5.0))
+        return int(launcher.command(HOST, cluster.nodes[index].port, "DBSIZE", timeout=5.0, readonly=True))
     except (OSError, launcher.ReplyError, ValueError):
         return None
 

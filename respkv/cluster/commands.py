@@ -232,7 +232,7 @@ def cluster_countkeysinslot(s, args):
     slot = int_arg(args[2])
     if not 0 <= slot < SLOT_COUNT:
         raise CommandError("ERR Invalid slot")
-    return reply.integer(s.ks.count_in_slot(slot))
+    return reply.integer(s.ks.count_in_slot(slot, s.visible_slots()))
 
 
 @command("cluster|getkeysinslot", "Returns the key names in a hash slot.", group="cluster", since="3.0.0")
@@ -242,7 +242,7 @@ def cluster_getkeysinslot(s, args):
     count = int_arg(args[3])
     if not 0 <= slot < SLOT_COUNT or count < 0:
         raise CommandError("ERR Invalid slot or number of keys")
-    return reply.bulk_array(s.ks.keys_in_slot(slot, count))
+    return reply.bulk_array(s.ks.keys_in_slot(slot, count, s.visible_slots()))
 
 
 
@@ -309,6 +309,37 @@ def cluster_count_failure_reports(s, args):
         return reply.ZERO
     reports = gossip.detector.reports
     return reply.integer(sum(1 for suspects in reports.values() if node_id in suspects))
+
+
+@command("cluster|forget", "Removes a node from the nodes table.", group="cluster", since="3.0.0")
+def cluster_forget(s, args):
+    """Remove a failed node from the cluster for good (a membership tombstone).
+
+    Unlike Redis, where every node must be told within its 60-second ban, the
+    tombstone is gossiped: one node told is enough, and it never expires.  The
+    ring is rebuilt without the node, so its slots get complete preference lists
+    again; the hints held for it are redirected to the nodes that now replicate
+    its keys, and anti-entropy fills those nodes' copies.  A live node is refused:
+    it would announce itself again, and its slots would lose a copy without being
+    handed off first.  Forgetting a node that left already answers OK, so telling
+    every node in turn (as ``redis-cli --cluster del-node`` does) works."""
+    state = _state(s)
+    node_id = args[2].decode("latin-1")
+    if node_id == state.myself:
+        raise CommandError("ERR I tried hard but I can't forget myself...")
+    record = state.membership.get(node_id)
+    if record is None:
+        raise CommandError(f"ERR Unknown node {node_id}")
+    if record.left:
+        return reply.OK  # forgotten already (here, or by gossip from another node told first)
+    if state.topology.is_live(node_id):
+        raise CommandError("ERR Can't forget a live node: stop it first and wait until CLUSTER NODES flags it fail")
+    gossip = s.node.cluster_gossip
+    if gossip is None:
+        raise CommandError("ERR The cluster bus is not running")
+    gossip.forget(node_id)
+    log.warning("CLUSTER FORGET %s: removed from the cluster", node_id)
+    return reply.OK
 
 
 @command("cluster|links", "Returns a list of all TCP links to and from peer nodes.", group="cluster", since="7.0.0")
@@ -385,6 +416,8 @@ _CLUSTER_HELP = [
     "    Return number of failure reports for <node-id>.",
     "COUNTKEYSINSLOT <slot>",
     "    Return the number of keys in <slot>.",
+    "FORGET <node-id>",
+    "    Remove a failed node from the cluster (gossiped to every member).",
     "GETKEYSINSLOT <slot> <count>",
     "    Return key names stored by current node in a slot.",
     "INFO",

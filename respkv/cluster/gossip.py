@@ -446,6 +446,11 @@ class Gossip:
             self.refresh()
         return changed
 
+    def forget(self, node_id: str) -> None:
+        """Remove ``node_id`` from the membership for good: its record becomes a
+        tombstone, which gossip spreads and no older record can undo."""
+        self.absorb(self.state.membership.without_member(node_id))
+
     def _body(self, include: bool) -> list[bytes]:
         membership = self.state.membership
         return encode_body(

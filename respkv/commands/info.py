@@ -370,13 +370,13 @@ def _cluster(node) -> list[tuple[str, object]]:
     return [("cluster_enabled", int(getattr(node, "mode", "standalone") == "cluster"))]
 
 
-def _keyspace(node) -> list[str]:
+def _keyspace(node, only) -> list[str]:
     ks = node.keyspace
-    keys = ks.dbsize()
+    keys = ks.dbsize(only)
     if not keys:
         return []
     # Redis estimates avg_ttl by sampling; respkv does not, and reports 0 ("unknown").
-    return [f"db0:keys={keys},expires={ks.volatile_count()},avg_ttl=0"]
+    return [f"db0:keys={keys},expires={ks.volatile_count(only)},avg_ttl=0"]
 
 
 def _lines(fields: list[tuple[str, object]]) -> list[str]:
@@ -384,8 +384,9 @@ def _lines(fields: list[tuple[str, object]]) -> list[str]:
 
 
 def build_info(node, sections: list[str], process: ProcessSample, now: float | None = None,
-               config_file: str = "") -> bytes:
-    """The INFO text for ``sections`` (names from :data:`SECTIONS`, in order)."""
+               config_file: str = "", slots=None) -> bytes:
+    """The INFO text for ``sections`` (names from :data:`SECTIONS`, in order);
+    the keyspace section counts the keys of ``slots`` (a mask, None: every key)."""
     if now is None:
         now = time.time()
     parts = []
@@ -407,7 +408,7 @@ def build_info(node, sections: list[str], process: ProcessSample, now: float | N
         elif name == "cluster":
             lines = _lines(_cluster(node))
         elif name == "keyspace":
-            lines = _keyspace(node)
+            lines = _keyspace(node, slots)
         else:  # "modules": respkv loads none
             lines = []
         parts.append("".join(f"{line}\r\n" for line in [f"# {SECTIONS[name]}", *lines]))

@@ -194,7 +194,7 @@ def persist(s, args):
 
 @command("keys", "Lists every key whose name matches a glob pattern.", since="1.0.0")
 def keys_(s, args):
-    found = s.ks.live_keys()
+    found = s.ks.live_keys(s.visible_slots())
     pattern = args[1]
     if pattern != b"*":
         match = compile_glob(pattern)
@@ -267,7 +267,7 @@ def scan(s, args):
     ks = s.ks
     if cursor >= SLOT_COUNT:
         return b"*2\r\n$1\r\n0\r\n*0\r\n"
-    next_cursor, candidates = ks.scan(cursor, count)
+    next_cursor, candidates = ks.scan(cursor, count, s.visible_slots())
     found = []
     for key in candidates:
         if match is not None and not match(key):
@@ -283,7 +283,7 @@ def scan(s, args):
 
 @command("randomkey", "Picks the name of a random existing key.", since="1.0.0")
 def randomkey(s, args):
-    key = s.ks.random_key()
+    key = s.ks.random_key(s.visible_slots())
     return s.proto.null if key is None else reply.bulk(key)
 
 

@@ -42,7 +42,8 @@ def _config_file(node) -> str:
 @command("info", "Returns information and statistics about the server.", group="server")
 def info(s, args):
     sections = select_sections(args[1:])
-    text = build_info(s.node, sections, sample_process(), config_file=_config_file(s.node))
+    text = build_info(s.node, sections, sample_process(), config_file=_config_file(s.node),
+                      slots=s.visible_slots())
     return s.proto.verbatim(text)
 
 
@@ -411,7 +412,7 @@ def command_help(s, args):
 
 @command("dbsize", "Returns the number of keys in the database.", group="server")
 def dbsize(s, args):
-    return reply.integer(s.ks.dbsize())
+    return reply.integer(s.ks.dbsize(s.visible_slots()))
 
 
 def _check_flush_args(args: list[bytes]) -> None:

@@ -8,7 +8,8 @@ slot computation on the request path).  The value's Python type is its Redis typ
 dictionary entry and two ``bytes`` objects, nothing more.
 
 What works slot by slot — ``SCAN``'s cursor, which must survive concurrent writes,
-``RANDOMKEY``, ``CLUSTER COUNTKEYSINSLOT``/``GETKEYSINSLOT`` — uses a :class:`SlotIndex`:
+``RANDOMKEY``, ``CLUSTER COUNTKEYSINSLOT``/``GETKEYSINSLOT``, and on a cluster node
+``DBSIZE`` and ``KEYS`` (which count only the slots the node coordinates) — uses a :class:`SlotIndex`:
 the keys of each Redis Cluster hash slot.  It is built on first use (one pass over
 the keys, about 0.7 s per million on a slow core, during which the node waits) and
 from then on kept exact by every insert and removal, so nodes that never walk their
@@ -39,6 +40,11 @@ from collections.abc import Callable
 from .eviction import AccessClock, Candidates
 from .memory import EXPIRY_ENTRY, EXPIRY_OBJECTS, KEY_ENTRY, SLOT_INDEX_ENTRY, bytes_cost, resized, value_cost
 from .slots import SLOT_COUNT, key_slot
+
+#: Which hash slots a count or listing covers: ``mask[slot]`` is true for the
+#: slots to include; None for every slot.  A cluster node counts only the slots
+#: it coordinates, so that the counts of all its nodes add up to the cluster's keys.
+Slots = bytes | bytearray | None
 
 #: ``evict_at`` while no maxmemory applies.
 NO_LIMIT = 1 << 62
@@ -122,11 +128,20 @@ class Keyspace:
         """Absolute expiry in Unix ms of a live key, or ``None`` if it is persistent."""
         return self.expires.get(key)
 
-    def dbsize(self) -> int:
-        return len(self.data)
+    def dbsize(self, only: Slots = None) -> int:
+        """The stored keys; with ``only``, those of the slots it flags (see
+        :data:`Slots`), counted from the slot index."""
+        if only is None:
+            return len(self.data)
+        slots = self.slot_index().slots
+        return sum(len(slots[slot]) for slot in _flagged(only) if slots[slot])
 
-    def volatile_count(self) -> int:
-        return len(self.expires)
+    def volatile_count(self, only: Slots = None) -> int:
+        """The keys with a deadline; with ``only``, those of the flagged slots
+        (a pass over the deadlines)."""
+        if only is None:
+            return len(self.expires)
+        return sum(1 for key in self.expires if only[key_slot(key)])
 
     # -- writing -------------------------------------------------------------------
 
@@ -296,9 +311,15 @@ class Keyspace:
         """Every stored key (expired ones included; callers filter with ``get``)."""
         return list(self.data)
 
-    def live_keys(self) -> list[bytes]:
-        """Every live key, expiring the dead ones found on the way."""
-        return [k for k in self.iter_keys() if self.get(k) is not None]
+    def live_keys(self, only: Slots = None) -> list[bytes]:
+        """Every live key (of the slots ``only`` flags), expiring the dead ones
+        found on the way."""
+        if only is None:
+            keys = self.iter_keys()
+        else:
+            slots = self.slot_index().slots
+            keys = [key for slot in _flagged(only) if slots[slot] for key in list(slots[slot])]
+        return [k for k in keys if self.get(k) is not None]
 
     def slot_index(self) -> SlotIndex:
         """The keys by hash slot, built now if this is its first use."""
@@ -306,8 +327,9 @@ class Keyspace:
             self._slot_index = SlotIndex(self.data)
         return self._slot_index
 
-    def scan(self, cursor: int, count: int) -> tuple[int, list[bytes]]:
-        """Visit whole slots from ``cursor`` until ``count`` keys were seen.
+    def scan(self, cursor: int, count: int, only: Slots = None) -> tuple[int, list[bytes]]:
+        """Visit whole slots from ``cursor`` until ``count`` keys were seen
+        (only the slots ``only`` flags, when given).
 
         Returns the next cursor (0 when the walk is complete) and the keys visited,
         expired ones included.  A key present for the whole walk is returned at
@@ -318,25 +340,29 @@ class Keyspace:
         slot = cursor
         while slot < SLOT_COUNT and len(keys) < count:
             members = slots[slot]
-            if members:
+            if members and (only is None or only[slot]):
                 keys.extend(members)
             slot += 1
         return (0 if slot >= SLOT_COUNT else slot), keys
 
-    def random_key(self) -> bytes | None:
-        """A live key chosen at random, or ``None`` in an empty keyspace."""
+    def random_key(self, only: Slots = None) -> bytes | None:
+        """A live key (of the slots ``only`` flags) chosen at random, or ``None``
+        when there is none."""
         for _ in range(100):
             if not self.data:
                 return None
             slots = self.slot_index().slots
             start = random.randrange(SLOT_COUNT)
             for i in range(SLOT_COUNT):
-                members = slots[(start + i) & (SLOT_COUNT - 1)]
-                if members:
+                slot = (start + i) & (SLOT_COUNT - 1)
+                members = slots[slot]
+                if members and (only is None or only[slot]):
                     key = random.choice(list(members))
                     if self.get(key) is not None:
                         return key
                     break
+            else:
+                return None  # no flagged slot holds a key
         return None
 
     # -- memory and eviction ------------------------------------------------------------
@@ -404,13 +430,20 @@ class Keyspace:
 
     # -- slots -------------------------------------------------------------------------
 
-    def count_in_slot(self, slot: int) -> int:
+    def count_in_slot(self, slot: int, only: Slots = None) -> int:
         members = self.slot_index().slots[slot]
-        return len(members) if members else 0
+        return len(members) if members and (only is None or only[slot]) else 0
 
-    def keys_in_slot(self, slot: int, count: int) -> list[bytes]:
+    def keys_in_slot(self, slot: int, count: int, only: Slots = None) -> list[bytes]:
         members = self.slot_index().slots[slot] or ()
+        if only is not None and not only[slot]:
+            return []
         return [k for _, k in zip(range(count), members)]
+
+
+def _flagged(only: bytes | bytearray) -> list[int]:
+    """The slots a :data:`Slots` mask flags."""
+    return [slot for slot, flag in enumerate(only) if flag]
 
 
 class SlotIndex:

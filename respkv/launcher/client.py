@@ -33,15 +33,17 @@ def _encode(args: Sequence[str | bytes | int]) -> bytes:
 
 
 def command(host: str, port: int, *args: str | bytes | int, timeout: float = 2.0,
-            password: str | None = None):
+            password: str | None = None, readonly: bool = False):
     """Send one command over RESP2 on a fresh connection and return the decoded reply.
 
-    With ``password``, ``AUTH password`` goes first (in the same write).  Strings
+    With ``password``, ``AUTH password`` goes first (in the same write); with
+    ``readonly``, ``READONLY`` (a cluster node's ``DBSIZE`` then counts the replica
+    copies it holds too, not only the keys of the slots it coordinates).  Strings
     come back as ``bytes``; an error reply (to AUTH or the command) raises
     :class:`ReplyError`; network trouble raises :class:`OSError`
     (``socket.timeout`` included).
     """
-    requests = [("AUTH", password), args] if password else [args]
+    requests = ([("AUTH", password)] if password else []) + ([("READONLY",)] if readonly else []) + [args]
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.sendall(b"".join(_encode(r) for r in requests))
         reader = hiredis.Reader()

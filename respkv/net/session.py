@@ -153,6 +153,16 @@ class ClientSession:
             and node.write_refusal is None and (self.tracking is None or self.tracking.bcast)
         )
 
+    def visible_slots(self) -> bytearray | None:
+        """The slots whose keys DBSIZE, KEYS, SCAN, RANDOMKEY, INFO keyspace and
+        CLUSTER COUNTKEYSINSLOT/GETKEYSINSLOT show this connection: on a cluster
+        node the slots it coordinates (as a Redis Cluster master counts its own,
+        so the counts of all nodes add up to the cluster's keys), unless the
+        connection is READONLY (then the replica copies too); None (every key)
+        on a standalone node."""
+        cluster = self.node.cluster
+        return None if cluster is None or self.readonly else cluster.served
+
     def reset(self) -> None:
         """RESET: back to the state of a new connection (RESP2, unnamed, re-auth)."""
         self.proto = RESP2

@@ -192,6 +192,11 @@ class HintedHandoff:
         """Ship hinted keys to every hinted node that is reachable and live again;
         then write what was logged since the last commit."""
         topology = self.state.topology
+        membership = self.state.membership
+        for peer in list(self.hints):
+            record = membership.get(peer)
+            if record is not None and record.left:
+                self._redirect(peer)
         for peer, queued in list(self._queued.items()):
             if not queued:
                 if not self.hints.get(peer):
@@ -212,6 +217,25 @@ class HintedHandoff:
                 self._commit()
             except LogWriteError:
                 pass  # logged; writes are refused until the log works again
+
+    def _redirect(self, gone: str) -> None:
+        """``gone`` left the cluster (CLUSTER FORGET): its hints become hints for
+        the other nodes now preferred for each key (merged there by clock, so a
+        copy they already have costs one comparison), and this node keeps its
+        own copy until those are delivered."""
+        topology = self.state.topology
+        myself = self.state.myself
+        keys = list(self.hints.get(gone, ()))
+        for key in keys:
+            for node in topology.ring.preference_list(key_slot(key), topology.rf):
+                if node != myself and node != gone:
+                    self.hint(node, [key])
+            self._remove(gone, key)
+        self.hints.pop(gone, None)
+        self._queued.pop(gone, None)
+        self._in_flight.pop(gone, None)
+        log.warning("%s left the cluster: %d hints for it redirected to the nodes that now replicate the keys",
+                    gone, len(keys))
 
     def _ship_batch(self, peer: str, queued: set[bytes], in_flight: set[bytes], topology) -> None:
         args: list[bytes] = []

@@ -1,0 +1,113 @@
+"""Removing a dead node for good: ``CLUSTER FORGET`` on a real 4-node RF=3 cluster.
+
+A node is killed with SIGKILL and stays down; writes go on (sloppy quorum, hints
+for the dead node).  ``CLUSTER FORGET`` on one survivor removes it from every
+member (the tombstone is gossiped), the ring is rebuilt on the three left, the
+hints held for the dead node are redirected to the nodes that now replicate its
+keys, and anti-entropy fills the new replicas: every acknowledged key stays
+readable and ends on all three survivors, ``redis-cli --cluster check`` is clean
+and counts every key once.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from respkv import launcher
+from respkv.launcher import PortInUse
+
+from .test_cluster_e2e import _ANSI, HOST, NODE_TIMEOUT_MS, UP_TIMEOUT, cluster_nodes, poll, run_tool
+from .test_replication_e2e import CONVERGE, local, write_acknowledged
+
+pytestmark = pytest.mark.cluster
+
+NODES = 4
+
+
+def start_four(directory) -> launcher.LocalCluster:
+    for attempt in range(3):
+        try:
+            return launcher.up(str(directory), NODES, 0, timeout=UP_TIMEOUT, rf=3, node_timeout=NODE_TIMEOUT_MS)
+        except PortInUse:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def node_id(port: int) -> str:
+    return launcher.command(HOST, port, "CLUSTER", "MYID", timeout=10).decode()
+
+
+def test_a_forgotten_dead_node_leaves_every_member_and_its_keys_stay(tmp_path):
+    cluster = start_four(tmp_path / "c")
+    try:
+        ports = [node.port for node in cluster.nodes]
+        rc = RedisCluster(host=HOST, port=ports[0], socket_timeout=5)
+        acknowledged: dict[str, str] = {}
+        for i in range(400):
+            assert rc.set(f"before:{i}", f"v{i}")
+            acknowledged[f"before:{i}"] = f"v{i}"
+
+        victim = cluster.nodes[3]
+        victim_id = node_id(victim.port)
+        survivors = ports[:3]
+        plain = redis.Redis(host=HOST, port=survivors[0], socket_timeout=10)
+        with pytest.raises(redis.ResponseError, match="^Can't forget a live node"):
+            plain.execute_command("CLUSTER", "FORGET", victim_id)
+        with pytest.raises(redis.ResponseError, match=r"^I tried hard but I can't forget myself\.\.\.$"):
+            plain.execute_command("CLUSTER", "FORGET", node_id(survivors[0]))
+        with pytest.raises(redis.ResponseError, match="^Unknown node " + "0" * 40 + "$"):
+            plain.execute_command("CLUSTER", "FORGET", "0" * 40)
+
+        cluster.kill_node(victim.index)
+        assert poll(lambda: all("fail" in flags(p, victim_id) for p in survivors), CONVERGE)
+        deadline = time.monotonic() + CONVERGE
+        for i in range(400):  # with the victim down: fallbacks and hints for it
+            if write_acknowledged(rc, f"after:{i}", f"w{i}", deadline):
+                acknowledged[f"after:{i}"] = f"w{i}"
+        assert len(acknowledged) == 800
+        assert poll(lambda: any(hints_for(p, victim_id) for p in survivors), CONVERGE)
+
+        assert plain.execute_command("CLUSTER", "FORGET", victim_id) == b"OK"
+        # Gossiped: every survivor drops it (telling another one again is harmless).
+        assert redis.Redis(host=HOST, port=survivors[1]).execute_command("CLUSTER", "FORGET", victim_id) == b"OK"
+        assert poll(lambda: all(len(cluster_nodes(p)) == 3 and victim_id not in {line.node_id for line in
+                                                                               cluster_nodes(p)}
+                                for p in survivors), CONVERGE)
+        assert poll(lambda: all(b"cluster_state:ok" in launcher.command(HOST, p, "CLUSTER", "INFO")
+                                for p in survivors), CONVERGE)
+        # Its hints went to the nodes that now replicate those keys, and were delivered.
+        assert poll(lambda: not any(hints_for(p, victim_id) for p in survivors), CONVERGE)
+
+        rc = RedisCluster(host=HOST, port=survivors[0], socket_timeout=5)
+        assert all(rc.get(key) == value.encode() for key, value in acknowledged.items())
+        # RF=3 on three nodes: anti-entropy puts every key on every survivor, without reads.
+
+        def everywhere() -> bool:
+            for p in survivors:
+                redis.Redis(host=HOST, port=p).execute_command("CLUSTER", "REPAIR")
+            return all(set(local(p).keys("*")) >= {k.encode() for k in acknowledged} for p in survivors)
+
+        assert poll(everywhere, CONVERGE * 2, interval=1.0)
+        out = run_tool("redis-cli", "--cluster", "check", f"{HOST}:{survivors[0]}")
+        text = _ANSI.sub("", out.stdout + out.stderr)
+        assert out.returncode == 0, text
+        assert "[OK] All 16384 slots covered." in text and "[ERR]" not in text, text
+        assert f"[OK] {len(acknowledged)} keys in 3 masters." in text, text
+    finally:
+        cluster.stop()
+
+
+def flags(port: int, node: str) -> set[str]:
+    for line in cluster_nodes(port):
+        if line.node_id == node:
+            return set(line.flags)
+    return set()
+
+
+def hints_for(port: int, node: str) -> int:
+    return int(redis.Redis(host=HOST, port=port).info("replication").get(f"hints_pending_{node}", 0))
