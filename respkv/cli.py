@@ -238,6 +238,14 @@ def _cluster_parser(sub) -> None:
     st.add_argument("--dir", default=L.DEFAULT_DIR, help=dir_help)
     st.set_defaults(func=_cluster_status)
 
+    rm = actions.add_parser("remove", help="remove a failed node from the cluster for good (CLUSTER FORGET)")
+    rm.add_argument("node", help="the node: its name (node-3), client port or node id (any member's id, "
+                    "also of nodes started by hand)")
+    rm.add_argument("--dir", default=L.DEFAULT_DIR, help=dir_help)
+    rm.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                    help="how long to wait until every running member dropped it (default 60)")
+    rm.set_defaults(func=_cluster_remove)
+
 
 def _cluster_up(ns: argparse.Namespace) -> int:
     from . import launcher as L
@@ -291,6 +299,20 @@ def _cluster_status(ns: argparse.Namespace) -> int:
         return 1
     print(L.format_status(st))
     return 0 if st.ok else 1
+
+
+def _cluster_remove(ns: argparse.Namespace) -> int:
+    from . import launcher as L
+
+    try:
+        removed = L.remove(ns.dir, ns.node, ns.timeout)
+    except L.LauncherError as exc:
+        print(f"respkv cluster remove: {exc}", file=sys.stderr)
+        return 1
+    what = removed if isinstance(removed, str) else f"{removed.name} ({removed.node_id})"
+    print(f"removed {what}: every running member dropped it; its hints go to the nodes that now "
+          "replicate its keys, and anti-entropy copies its slots to them")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> None:

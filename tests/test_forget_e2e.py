@@ -1,8 +1,8 @@
 """Removing a dead node for good: ``CLUSTER FORGET`` on a real 4-node RF=3 cluster.
 
 A node is killed with SIGKILL and stays down; writes go on (sloppy quorum, hints
-for the dead node).  ``CLUSTER FORGET`` on one survivor removes it from every
-member (the tombstone is gossiped), the ring is rebuilt on the three left, the
+for the dead node).  ``respkv cluster remove`` (``CLUSTER FORGET`` on one
+survivor) removes it from every member (the tombstone is gossiped), the ring is rebuilt on the three left, the
 hints held for the dead node are redirected to the nodes that now replicate its
 keys, and anti-entropy fills the new replicas: every acknowledged key stays
 readable and ends on all three survivors, ``redis-cli --cluster check`` is clean
@@ -11,6 +11,7 @@ and counts every key once.
 
 from __future__ import annotations
 
+import sys
 import time
 
 import pytest
@@ -18,7 +19,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from respkv import launcher
-from respkv.launcher import PortInUse
+from respkv.launcher import LauncherError, PortInUse
 
 from .test_cluster_e2e import _ANSI, HOST, NODE_TIMEOUT_MS, UP_TIMEOUT, cluster_nodes, poll, run_tool
 from .test_replication_e2e import CONVERGE, local, write_acknowledged
@@ -62,6 +63,8 @@ def test_a_forgotten_dead_node_leaves_every_member_and_its_keys_stay(tmp_path):
             plain.execute_command("CLUSTER", "FORGET", node_id(survivors[0]))
         with pytest.raises(redis.ResponseError, match="^Unknown node " + "0" * 40 + "$"):
             plain.execute_command("CLUSTER", "FORGET", "0" * 40)
+        with pytest.raises(LauncherError, match="node-3 is running"):
+            launcher.remove(cluster.directory, "node-3")
 
         cluster.kill_node(victim.index)
         assert poll(lambda: all("fail" in flags(p, victim_id) for p in survivors), CONVERGE)
@@ -72,12 +75,14 @@ def test_a_forgotten_dead_node_leaves_every_member_and_its_keys_stay(tmp_path):
         assert len(acknowledged) == 800
         assert poll(lambda: any(hints_for(p, victim_id) for p in survivors), CONVERGE)
 
-        assert plain.execute_command("CLUSTER", "FORGET", victim_id) == b"OK"
-        # Gossiped: every survivor drops it (telling another one again is harmless).
+        out = run_tool(sys.executable, "-m", "respkv", "cluster", "remove", "node-3", "--dir", cluster.directory,
+                       "--timeout", str(CONVERGE))  # CLUSTER FORGET on node-0, then waits for every member
+        assert out.returncode == 0 and f"removed node-3 ({victim_id})" in out.stdout, out
+        # Gossiped: every survivor dropped it; telling another one again is harmless.
+        assert all(victim_id not in {line.node_id for line in cluster_nodes(p)} for p in survivors)
         assert redis.Redis(host=HOST, port=survivors[1]).execute_command("CLUSTER", "FORGET", victim_id) == b"OK"
-        assert poll(lambda: all(len(cluster_nodes(p)) == 3 and victim_id not in {line.node_id for line in
-                                                                               cluster_nodes(p)}
-                                for p in survivors), CONVERGE)
+        with pytest.raises(LauncherError, match="removed already"):
+            launcher.remove(cluster.directory, victim_id)
         assert poll(lambda: all(b"cluster_state:ok" in launcher.command(HOST, p, "CLUSTER", "INFO")
                                 for p in survivors), CONVERGE)
         # Its hints went to the nodes that now replicate those keys, and were delivered.
@@ -98,6 +103,11 @@ def test_a_forgotten_dead_node_leaves_every_member_and_its_keys_stay(tmp_path):
         assert out.returncode == 0, text
         assert "[OK] All 16384 slots covered." in text and "[ERR]" not in text, text
         assert f"[OK] {len(acknowledged)} keys in 3 masters." in text, text
+        st = launcher.status(cluster.directory)
+        assert st.ok and len(st.members) == 3 and sum(m.keys for m in st.members) == len(acknowledged)
+        assert "removed: node-3" in launcher.format_status(st)
+        with pytest.raises(LauncherError, match="was removed"):
+            launcher.LocalCluster.load(cluster.directory).start_node(3)
     finally:
         cluster.stop()
 

@@ -21,7 +21,9 @@ terminal does not reach them.  What was started is recorded in
 ``DIR/cluster.json``: ports, directories, the exact command line and the pid of
 every node.  ``down`` and ``status`` work from that record, and a pid counts as a
 live node only while ``/proc/<pid>/cmdline`` still is the recorded command line,
-so a pid reused by an unrelated process is never signalled.
+so a pid reused by an unrelated process is never signalled.  ``remove`` has a
+failed node forgotten by the cluster and marks its record removed; the other
+commands then leave it out.
 
 ``up`` returns only once the cluster is usable by a stock client: every node
 answers ``CLUSTER INFO`` with ``cluster_state:ok`` and ``cluster_known_nodes`` =
@@ -73,6 +75,7 @@ from .control import (
     ensure_secret_file,
     format_status,
     plan,
+    remove,
     status,
     up,
 )
@@ -133,6 +136,7 @@ __all__ = [
     "port_is_free",
     "probe",
     "process_matches",
+    "remove",
     "requirepass_of",
     "slot_map",
     "slots_covered",

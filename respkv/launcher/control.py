@@ -1,10 +1,12 @@
-"""``up``, ``down`` and ``status``: what ``respkv cluster`` does, as functions.
+"""``up``, ``down``, ``status`` and ``remove``: what ``respkv cluster`` does, as functions.
 
 :func:`up` plans the nodes (:func:`plan`), makes sure the cluster's bus secret
 exists, starts node 0 (the seed), then the others with ``--join`` pointing at it,
 and returns once the cluster is ready or fails with every node's state and log
-tail, stopping what it started.  :func:`down` stops what a record lists, and
-:func:`status` asks the running nodes how they see the cluster.
+tail, stopping what it started.  :func:`down` stops what a record lists,
+:func:`status` asks the running nodes how they see the cluster (members, slots,
+keys), and :func:`remove` has a failed node forgotten by the cluster
+(``CLUSTER FORGET``) and marks it removed in the record.
 """
 
 from __future__ import annotations
@@ -177,6 +179,8 @@ class MemberStatus:
     #: Slots whose (live) preference list includes the node without it being
     #: the coordinator: the replica entries of ``CLUSTER SLOTS``.
     replica_slots: int
+    #: Keys of the slots it coordinates (its ``DBSIZE``); None if it did not answer.
+    keys: int | None = None
 
 
 @dataclass
@@ -204,14 +208,15 @@ def status(directory: str = DEFAULT_DIR, timeout: float = 2.0) -> ClusterStatus 
     cluster = LocalCluster.load(directory)
     if cluster is None:
         return None
-    running = [cluster.is_running(n.index) for n in cluster.nodes]
+    members = cluster.members
+    running = [cluster.is_running(n.index) for n in members]
     password = cluster.password
     reports: list[NodeReport | None] = [
         probe(cluster.host, n.port, timeout, password) if alive else None
-        for n, alive in zip(cluster.nodes, running)
+        for n, alive in zip(members, running)
     ]
     result = ClusterStatus(cluster=cluster, running=running, reports=reports)
-    for node, report in zip(cluster.nodes, reports):
+    for node, report in zip(members, reports):
         if report is None or report.error is not None:
             continue
         try:
@@ -229,7 +234,8 @@ def status(directory: str = DEFAULT_DIR, timeout: float = 2.0) -> ClusterStatus 
                     key = as_text(holder[2])
                     replica[key] = replica.get(key, 0) + size
         result.seen_by = node
-        result.members = [MemberStatus(line, replica.get(line.node_id, 0)) for line in lines]
+        result.members = [MemberStatus(line, replica.get(line.node_id, 0),
+                                       _dbsize(line, timeout, password)) for line in lines]
         result.covered = slots_covered(slots)
         break
     return result
@@ -239,7 +245,7 @@ def format_status(st: ClusterStatus) -> str:
     """The text ``respkv cluster status`` prints."""
     cluster = st.cluster
     rows = [["node", "address", "pid", "process", "state", "known nodes", "node id"]]
-    for node, alive, report in zip(cluster.nodes, st.running, st.reports):
+    for node, alive, report in zip(cluster.members, st.running, st.reports):
         if not alive:
             state, known, node_id = "-", "-", node.node_id or "-"
         elif report is None or report.error is not None:
@@ -249,20 +255,94 @@ def format_status(st: ClusterStatus) -> str:
         rows.append([node.name, f"{cluster.host}:{node.port}",
                      str(node.pid) if alive else "-", "running" if alive else "stopped",
                      state, known, node_id or "-"])
-    out = [f"cluster in {cluster.directory}: {sum(st.running)} of {len(cluster.nodes)} "
+    out = [f"cluster in {cluster.directory}: {sum(st.running)} of {len(cluster.members)} "
            f"nodes running, {'ok' if st.ok else 'NOT ok'}",
            "", _table(rows)]
+    removed = [n for n in cluster.nodes if n.removed]
+    if removed:
+        out += ["", "removed: " + ", ".join(f"{n.name} ({n.node_id or '-'})" for n in removed)]
     if st.seen_by is not None:
         out += ["", f"members as {st.seen_by.name} sees them (CLUSTER NODES, CLUSTER SLOTS):", ""]
-        member_rows = [["node id", "address", "flags", "link", "slots", "replica slots"]]
+        member_rows = [["node id", "address", "flags", "link", "slots", "replica slots", "keys"]]
         for m in st.members:
             member_rows.append([m.line.node_id, m.line.address, ",".join(m.line.flags),
-                                m.line.link, str(m.line.slots), str(m.replica_slots)])
+                                m.line.link, str(m.line.slots), str(m.replica_slots),
+                                "-" if m.keys is None else str(m.keys)])
         out.append(_table(member_rows))
-        out += ["", f"slots covered: {st.covered} of {SLOT_COUNT}"]
+        total = sum(m.keys or 0 for m in st.members)
+        out += ["", f"slots covered: {st.covered} of {SLOT_COUNT}; keys: {total} "
+                    "(each counted once, by the node that coordinates its slot)"]
     elif any(st.running):
         out += ["", "no running node answered CLUSTER NODES / CLUSTER SLOTS"]
     return "\n".join(out)
+
+
+def _dbsize(line: NodeLine, timeout: float, password: str | None) -> int | None:
+    """A member's ``DBSIZE`` (the keys of the slots it coordinates), by the address
+    ``CLUSTER NODES`` gives, so members started by hand count too."""
+    if "fail" in line.flags:
+        return None
+    host = line.address.split("@", 1)[0].rsplit(":", 1)[0]
+    try:
+        return int(command(host, line.port, "DBSIZE", timeout=timeout, password=password))
+    except (OSError, ReplyError, ValueError):
+        return None
+
+
+def remove(directory: str, which: str, timeout: float = 60.0) -> NodeRecord | str:
+    """Remove a failed node from the cluster recorded in ``directory`` for good.
+
+    ``which`` is a recorded node's name (``node-3``), client port or node id, or
+    the id of a member started by hand.  The node must not be running: a running
+    node is refused (its slots would lose a copy before anything was handed off).
+    ``CLUSTER FORGET`` goes to a running member, which gossips the removal; this
+    returns once every running member's ``CLUSTER NODES`` lacks the node (the
+    record, marked removed, or the id of a member the launcher did not start).
+    """
+    cluster = LocalCluster.load(directory)
+    if cluster is None:
+        raise LauncherError(f"no cluster recorded in {directory}")
+    record = next((n for n in cluster.nodes if which in (n.name, str(n.port), n.node_id)), None)
+    if record is not None and record.removed:
+        raise LauncherError(f"{record.name} was removed already")
+    if record is not None and cluster.is_running(record.index):
+        raise LauncherError(f"{record.name} is running (pid {record.pid}): stop it first; only a failed node "
+                            "can be removed (decommissioning a running node is not supported yet)")
+    node_id = record.node_id if record is not None else which
+    if not node_id:
+        raise LauncherError(f"the node id of {record.name} was never recorded: pass the id CLUSTER NODES shows")
+    running = [n for n in cluster.members if cluster.is_running(n.index)]
+    if not running:
+        raise LauncherError("no node of the cluster is running: start it first (respkv cluster up)")
+    password = cluster.password
+    try:
+        command(cluster.host, running[0].port, "CLUSTER", "FORGET", node_id, timeout=10.0, password=password)
+    except ReplyError as exc:
+        raise LauncherError(f"{running[0].name} refused CLUSTER FORGET {node_id}: {exc}") from None
+    deadline = time.monotonic() + timeout
+    pending = list(running)
+    while pending:
+        still = []
+        for node in pending:
+            try:
+                lines = parse_cluster_nodes(command(cluster.host, node.port, "CLUSTER", "NODES",
+                                                    timeout=2.0, password=password))
+            except (OSError, ReplyError, ValueError):
+                still.append(node)
+                continue
+            if any(line.node_id == node_id for line in lines):
+                still.append(node)
+        pending = still
+        if pending and time.monotonic() >= deadline:
+            raise LauncherError(f"{', '.join(n.name for n in pending)} still list {node_id} after {timeout:.0f}s")
+        if pending:
+            time.sleep(0.1)
+    if record is None:
+        return node_id
+    record.removed = True
+    record.pid = None
+    cluster.save()
+    return record
 
 
 def _table(rows: list[list[str]]) -> str:

@@ -54,6 +54,9 @@ class NodeRecord:
     argv: list[str]
     pid: int | None = None
     node_id: str | None = None
+    #: Removed from the cluster for good (``respkv cluster remove``): kept in the
+    #: record (its name, ports and directory stay taken) but never started again.
+    removed: bool = False
 
     @property
     def name(self) -> str:
@@ -67,6 +70,7 @@ class NodeRecord:
         return {
             "index": self.index, "port": self.port, "bus_port": self.bus_port,
             "dir": self.dir, "argv": self.argv, "pid": self.pid, "node_id": self.node_id,
+            "removed": self.removed,
         }
 
     @classmethod
@@ -74,7 +78,7 @@ class NodeRecord:
         return cls(
             index=int(data["index"]), port=int(data["port"]), bus_port=int(data["bus_port"]),
             dir=str(data["dir"]), argv=[str(a) for a in data["argv"]],
-            pid=data.get("pid"), node_id=data.get("node_id"),
+            pid=data.get("pid"), node_id=data.get("node_id"), removed=bool(data.get("removed", False)),
         )
 
 
@@ -130,6 +134,11 @@ class LocalCluster:
     @property
     def state_path(self) -> str:
         return os.path.join(self.directory, STATE_FILE)
+
+    @property
+    def members(self) -> list[NodeRecord]:
+        """The nodes that belong to the cluster: every record not removed."""
+        return [n for n in self.nodes if not n.removed]
 
     @property
     def ports(self) -> list[int]:
@@ -223,6 +232,8 @@ class LocalCluster:
         members whose addresses changed while it was down.
         """
         node = self.nodes[index]
+        if node.removed:
+            raise LauncherError(f"{node.name} was removed from the cluster; it is not started again")
         if self.is_running(index):
             raise ClusterRunning(f"{node.name} is already running (pid {node.pid})")
         check_ports_free(node, self.host)
@@ -319,7 +330,7 @@ class LocalCluster:
     # -- readiness -------------------------------------------------------------
 
     def probe_all(self, timeout: float = 2.0) -> list[NodeReport]:
-        return [probe(self.host, n.port, timeout, self.password) for n in self.nodes]
+        return [probe(self.host, n.port, timeout, self.password) for n in self.members]
 
     def readiness(self, reports: Sequence[NodeReport]) -> list[str]:
         """Why the cluster is not ready yet, one line per unready node (empty = ready).
@@ -327,10 +338,11 @@ class LocalCluster:
         Ready means: every node answers ``cluster_state:ok`` and
         ``cluster_known_nodes`` = N, and all of them publish the same slot map.
         """
-        expected = len(self.nodes)
+        members = self.members
+        expected = len(members)
         reference = next((r.slots for r in reports if r.error is None), None)
         problems = []
-        for node, report in zip(self.nodes, reports):
+        for node, report in zip(members, reports):
             where = f"{node.name} ({self.host}:{node.port})"
             if report.error is not None:
                 problems.append(f"{where}: {report.error}")
@@ -348,7 +360,7 @@ class LocalCluster:
 
     def _exited(self) -> list[str]:
         out = []
-        for node in self.nodes:
+        for node in self.members:
             if node.pid is not None and not self.is_running(node.index):
                 status = self.exit_status(node.index)
                 how = "" if status is None else f" with status {status}"
@@ -357,7 +369,7 @@ class LocalCluster:
 
     def _failure(self, headline: str, problems: Sequence[str]) -> LauncherError:
         parts = [headline, *(f"  {p}" for p in problems)]
-        for node in self.nodes:
+        for node in self.members:
             parts.append(f"--- last lines of {node.log}")
             parts.append(self.log_tail(node.index))
         return LauncherError("\n".join(parts))
@@ -400,7 +412,7 @@ class LocalCluster:
             reports = self.probe_all(timeout=min(2.0, max(0.2, deadline - time.monotonic())))
             problems = self.readiness(reports)
             if not problems:
-                for node, report in zip(self.nodes, reports):
+                for node, report in zip(self.members, reports):
                     node.node_id = report.node_id
                 self.save()
                 return reports
