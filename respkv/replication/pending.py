@@ -69,6 +69,13 @@ class ReadRequest:
         self.slot = None
         self.deadline = 0.0
 
+    def changed_here(self, digest_of: Callable[[bytes], bytes]) -> bool:
+        """Whether this node's copy of the keys differs from when the read began:
+        merged from an answer, or arrived meanwhile (a hint handed off here, an
+        anti-entropy pull).  Then the local reply is out of date even when no
+        answer merged anything new, and the requests must run again."""
+        return any(digest_of(key) != held for key, held in zip(self.keys, self.digests))
+
     def final_reply(self, rerun: bool) -> bytes:
         """The reply: the local one, or the requests run again on merged state."""
         if not rerun or self.spec is None:
