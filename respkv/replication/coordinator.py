@@ -22,9 +22,8 @@ coordinator records which keys it changed (the keyspace's change signal).  Then:
 * **Reads** (a ``readonly`` command, R above 1): the reply is computed locally at
   once; the other live replicas are asked whether they hold the same versions of
   the keys (a digest per key, not the values).  Those holding something else send
-  their record back; it is reconciled into the local store, and if the local
-  record changed since the read began (by that merge, or by a hand-off or an
-  anti-entropy pull meanwhile) the command runs again on it before it replies.
+  their record back; it is reconciled into the local store, and if the local record
+  changed since the read began (that merge, a hand-off or an anti-entropy pull) the command runs again.
   Replicas found stale get the merged record (read repair), without the client
   waiting for it.  A key nobody has answered with a version yet keeps the read
   waiting for every replica asked ("not found" never outweighs a version, see
