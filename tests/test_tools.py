@@ -1,9 +1,16 @@
 """The tools still work: the in-process benchmark against the current command handlers,
-and the fault tool against nodes that refuse BUSFAULT or require a password."""
+the fault tool against nodes that refuse BUSFAULT or require a password, and a
+``kill`` unwinding a tool as Ctrl-C does."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+
+import pytest
+
+from tools.procs import sigterm_interrupts
 
 
 def test_zsetbench_runs_on_a_small_set(tmp_path):
@@ -91,3 +98,18 @@ def test_clusterbench_counts_cpu_per_request():
     # Idle use (0.5 cores over a 2 s window = 1 CPU second) comes off the net figure.
     assert cell["net_cpu_us_per_request"]["target"]["median"] == 20.0
     assert cell["net_cpu_ratio"] == 2.0
+
+
+def test_sigterm_unwinds_a_tool_as_ctrl_c_does():
+    """Benchmarks and the fault suite run their main under sigterm_interrupts, so a
+    ``kill`` runs their ``finally`` blocks (which stop the nodes they started)."""
+    before = signal.getsignal(signal.SIGTERM)
+    stopped = []
+    with pytest.raises(KeyboardInterrupt):
+        with sigterm_interrupts():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)  # the handler runs as the call returns
+            finally:
+                stopped.append(True)
+    assert stopped == [True]
+    assert signal.getsignal(signal.SIGTERM) is before

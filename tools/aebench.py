@@ -51,6 +51,7 @@ from redis.cluster import RedisCluster
 
 from respkv import launcher
 from tools import benchlib, faults
+from tools.procs import sigterm_interrupts
 
 HOST = launcher.DEFAULT_HOST
 NODES = 3
@@ -346,4 +347,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with sigterm_interrupts():  # a kill stops the servers this started, as Ctrl-C does
+        sys.exit(main())

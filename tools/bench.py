@@ -33,7 +33,7 @@ from typing import Callable
 
 from tools import benchlib
 from tools.benchlib import BenchmarkFailed
-from tools.procs import ServerProcess, start_redis_server, start_respkv
+from tools.procs import ServerProcess, start_redis_server, start_respkv, sigterm_interrupts
 
 
 @dataclass(frozen=True)
@@ -471,4 +471,5 @@ def drive(kind: str, argv: list[str] | None, cfg, run_all, **extra_config) -> in
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with sigterm_interrupts():  # a kill stops the servers this started, as Ctrl-C does
+        sys.exit(main())

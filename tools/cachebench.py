@@ -50,7 +50,7 @@ import hiredis
 from respkv import launcher
 from tools import benchlib
 from tools.benchlib import BenchmarkFailed
-from tools.procs import ServerProcess, start_redis_server, start_respkv
+from tools.procs import ServerProcess, start_redis_server, start_respkv, sigterm_interrupts
 
 POLICIES = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
 SERVERS = ("respkv", "redis")
@@ -600,4 +600,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with sigterm_interrupts():  # a kill stops the servers this started, as Ctrl-C does
+        sys.exit(main())

@@ -58,7 +58,7 @@ from respkv import launcher
 from tools import bench, benchlib
 from tools.bench import TESTS, BenchTest
 from tools.benchlib import BenchmarkFailed
-from tools.procs import ServerProcess, start_redis_server
+from tools.procs import ServerProcess, start_redis_server, sigterm_interrupts
 
 DEFAULT_NODES = 3
 DEFAULT_TESTS = ("set", "get")
@@ -516,4 +516,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with sigterm_interrupts():  # a kill stops the servers this started, as Ctrl-C does
+        sys.exit(main())

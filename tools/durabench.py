@@ -52,7 +52,7 @@ from respkv import launcher
 from tools import benchlib, clusterbench
 from tools.bench import log
 from tools.benchlib import BenchmarkFailed
-from tools.procs import ServerProcess, start_respkv
+from tools.procs import ServerProcess, start_respkv, sigterm_interrupts
 
 #: The log settings compared; "off" is the baseline of the ratios.
 MODES: dict[str, list[str]] = {
@@ -619,4 +619,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with sigterm_interrupts():  # a kill stops the servers this started, as Ctrl-C does
+        sys.exit(main())

@@ -87,6 +87,7 @@ from respkv import launcher
 from tools.faultcheck import Ledger, Verdict, judge
 from tools import faults
 from tools.faultclients import Workload, WorkloadError, read_back
+from tools.procs import sigterm_interrupts
 
 HOST = launcher.DEFAULT_HOST
 NODES = 3
@@ -549,4 +550,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with sigterm_interrupts():  # a kill stops the servers this started, as Ctrl-C does
+        sys.exit(main())

@@ -27,7 +27,7 @@ from typing import Callable
 
 from tools import benchlib
 from tools.benchlib import BenchmarkFailed
-from tools.procs import ServerProcess, start_redis_server, start_respkv
+from tools.procs import ServerProcess, start_redis_server, start_respkv, sigterm_interrupts
 
 DEFAULT_BENCHMARK_ARGS = "-t set -r 1000000 -n 1000000 -d 100 -P 32 -q"
 TARGET_RATIO = 1.5
@@ -187,4 +187,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with sigterm_interrupts():  # a kill stops the servers this started, as Ctrl-C does
+        sys.exit(main())

@@ -7,6 +7,7 @@ stopped (SIGTERM, then SIGKILL) when the caller is done with it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -18,6 +19,23 @@ import time
 from dataclasses import dataclass, field
 
 from respkv.launcher import find_free_base_port
+
+
+@contextlib.contextmanager
+def sigterm_interrupts():
+    """Within the block, SIGTERM raises KeyboardInterrupt: a tool stopped with
+    ``kill`` or ``timeout`` then unwinds as after Ctrl-C, and its ``finally``
+    blocks stop the servers and clusters it started instead of leaving them
+    running.  The previous handler comes back at the end."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def free_port() -> int:

@@ -87,6 +87,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from respkv import launcher
+from tools.procs import sigterm_interrupts
 
 HOST = "127.0.0.1"
 WRITE = "write"
@@ -724,4 +725,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with sigterm_interrupts():  # a kill stops the servers this started, as Ctrl-C does
+        sys.exit(main())
