@@ -137,6 +137,51 @@ def test_deleted_keys_stay_deleted_after_a_replica_missed_the_deletes_without_hi
         cluster.stop()
 
 
+def test_a_big_hash_tagged_slot_is_repaired_segment_by_segment(tmp_path):
+    """20,000 keys in one slot (its tree kept by segment, listed a few segments per
+    request): a replica that missed overwrites spread over all of them gets every
+    one back from exchanges alone (no hints, no reads through a coordinator)."""
+    cluster = start_cluster(tmp_path / "c", server_args=[*FAST_EXCHANGES, *FAULTS_ALLOWED,
+                                                         "--max-hints-per-node", "0"])
+    try:
+        ports = [node.port for node in cluster.nodes]
+        addresses = [f"{HOST}:{p}" for p in ports]
+        rc = RedisCluster(host=HOST, port=ports[0], socket_timeout=30)
+        keys = [f"{{big}}:{i}" for i in range(20_000)]
+        owner_port = coordinators(ports[0])[key_slot(keys[0])]
+        stale_port = next(p for p in ports if p != owner_port)
+        owner = redis.Redis(host=HOST, port=owner_port, socket_timeout=30)
+        for start in range(0, len(keys), 1000):
+            pipe = owner.pipeline(transaction=False)
+            for key in keys[start:start + 1000]:
+                pipe.set(key, "old")
+            assert all(pipe.execute())
+        stale = local(stale_port)
+        assert poll(lambda: stale.execute_command("CLUSTER", "COUNTKEYSINSLOT", key_slot(keys[0])) == len(keys),
+                    CONVERGE)
+        changed = keys[::50]  # 400 keys, in every segment
+        faults.isolate(f"{HOST}:{stale_port}", addresses)
+        try:
+            pipe = owner.pipeline(transaction=False)
+            for key in changed:
+                pipe.set(key, "new")  # W=2: the owner and the third node
+            assert all(pipe.execute())
+        finally:
+            faults.heal(addresses)
+        assert all(stale.get(key) == b"old" for key in changed[:20])
+
+        def repaired() -> bool:
+            pipe = stale.pipeline(transaction=False)
+            for key in changed:
+                pipe.get(key)
+            return all(value == b"new" for value in pipe.execute())
+
+        assert poll(repaired, CONVERGE * 2, interval=0.5)
+        assert rc.get(keys[1]) == b"old" and rc.get(changed[3]) == b"new"
+    finally:
+        cluster.stop()
+
+
 def test_cluster_repair_starts_exchanges_and_checks_its_argument(tmp_path):
     cluster = start_cluster(tmp_path / "c")
     try:

@@ -94,6 +94,10 @@ BUILD_CHUNK = 20_000
 #: work on each side); keys pulled or pushed per request.
 SLOTS_PER_REQUEST = 1024
 PARTS_PER_REQUEST = 16
+#: Keys one AEKEYS request should list at most, about (a part is never split): the
+#: segments of a slot with a million keys go one or two at a time, so neither
+#: side stops serving clients for long to list or compare them.
+KEYS_PER_LISTING = 4096
 KEYS_PER_REQUEST = 256
 #: Keys listed (AEKEYS) that count as one key repaired for the pace.
 LISTED_PER_REPAIRED = 10
@@ -366,6 +370,7 @@ class _Exchange:
         groups = set(differing(range(GROUP_COUNT), self.trees.group_sums(shared), theirs))
         candidates = [slot for slot in shared if slot // SLOTS_PER_GROUP in groups]
         parts: list[tuple[int, int | None]] = []  # (slot, segment or whole) to list
+        listed = 0  # the keys ``parts`` will list, about
         for start in range(0, len(candidates), SLOTS_PER_REQUEST):
             chunk = candidates[start : start + SLOTS_PER_REQUEST]
             answer = await self._ask(AE_SLOTS, [b"%d" % slot for slot in chunk])
@@ -379,16 +384,21 @@ class _Exchange:
                 if trees.slot_sum(slot) == sum_there:
                     continue
                 self.stats["slots_differing"] += 1
-                if max(count_there, trees.key_count(slot)) <= SEGMENTED_SLOT_KEYS:
-                    parts.append((slot, None))
-                    continue
-                answer = await self._ask(AE_SEGMENTS, [b"%d" % slot])
-                segments_there = unpack_sums(answer[0], SEGMENT_COUNT)
-                parts += [(slot, segment) for segment in
-                          differing(range(SEGMENT_COUNT), trees.segment_sums(slot), segments_there)]
-            while len(parts) >= PARTS_PER_REQUEST:
-                await self._repair_parts(parts[:PARTS_PER_REQUEST])
-                del parts[:PARTS_PER_REQUEST]
+                keys = max(count_there, trees.key_count(slot))
+                if keys <= SEGMENTED_SLOT_KEYS:
+                    new_parts = [(slot, None)]
+                else:
+                    answer = await self._ask(AE_SEGMENTS, [b"%d" % slot])
+                    segments_there = unpack_sums(answer[0], SEGMENT_COUNT)
+                    new_parts = [(slot, segment) for segment in
+                                 differing(range(SEGMENT_COUNT), trees.segment_sums(slot), segments_there)]
+                    keys //= SEGMENT_COUNT
+                for part in new_parts:
+                    parts.append(part)
+                    listed += keys
+                    if len(parts) >= PARTS_PER_REQUEST or listed >= KEYS_PER_LISTING:
+                        await self._repair_parts(parts)
+                        parts, listed = [], 0
         if parts:
             await self._repair_parts(parts)
         if self.differing_keys:
