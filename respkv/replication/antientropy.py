@@ -14,10 +14,11 @@ An exchange, run by the initiating node (:meth:`AntiEntropy.exchange`):
    restricted to the slots of the bitmap (the shared ones).  Equal sums end it.
 2. ``AESLOTS slot ...``: for the slots of the differing groups, each slot's sum
    and key count.
-3. ``AEKEYS slot segment ...`` lists the ``(key, leaf)`` pairs of up to 64
-   differing slots at a time; a slot with more than ``SEGMENTED_SLOT_KEYS`` keys
-   on either side is first split with ``AESEGS slot`` (64 segment sums) and only
-   its differing segments are listed.
+3. ``AEKEYS slot segment ...`` lists the ``(key, leaf)`` pairs of up to 16
+   differing slots or segments at a time, and about ``KEYS_PER_LISTING`` keys at
+   most; a slot with more than ``SEGMENTED_SLOT_KEYS`` keys on either side is
+   first split with ``AESEGS slot`` (64 segment sums) and only its differing
+   segments are listed.
 4. Keys the peer holds in other versions, or that only the peer holds, are
    pulled with ``RREAD`` (the peer answers its record when its versions differ)
    and merged here by clock (:meth:`VersionStore.apply
