@@ -98,14 +98,20 @@ def test_a_wiped_node_gets_every_key_back_without_reads(tmp_path):
         cluster.stop()
 
 
+def start_without_hints(tmp_path):
+    """(cluster, client ports, ``host:port`` addresses) of a cluster with fast
+    exchanges, BUSFAULT allowed and no hints: only exchanges repair a replica."""
+    cluster = start_cluster(tmp_path / "c", server_args=[*FAST_EXCHANGES, *FAULTS_ALLOWED,
+                                                         "--max-hints-per-node", "0"])
+    ports = [node.port for node in cluster.nodes]
+    return cluster, ports, [f"{HOST}:{p}" for p in ports]
+
+
 def test_deleted_keys_stay_deleted_after_a_replica_missed_the_deletes_without_hints(tmp_path):
     """No hints (``max-hints-per-node 0``) and no reads of the stale replica's keys
     through a coordinator: only exchanges can bring it the tombstones."""
-    cluster = start_cluster(tmp_path / "c", server_args=[*FAST_EXCHANGES, *FAULTS_ALLOWED,
-                                                         "--max-hints-per-node", "0"])
+    cluster, ports, addresses = start_without_hints(tmp_path)
     try:
-        ports = [node.port for node in cluster.nodes]
-        addresses = [f"{HOST}:{p}" for p in ports]
         rc = RedisCluster(host=HOST, port=ports[0], socket_timeout=10)
         owner_port, stale_port = ports[0], ports[2]
         owned = coordinators(owner_port)
@@ -141,11 +147,8 @@ def test_a_big_hash_tagged_slot_is_repaired_segment_by_segment(tmp_path):
     """20,000 keys in one slot (its tree kept by segment, listed a few segments per
     request): a replica that missed overwrites spread over all of them gets every
     one back from exchanges alone (no hints, no reads through a coordinator)."""
-    cluster = start_cluster(tmp_path / "c", server_args=[*FAST_EXCHANGES, *FAULTS_ALLOWED,
-                                                         "--max-hints-per-node", "0"])
+    cluster, ports, addresses = start_without_hints(tmp_path)
     try:
-        ports = [node.port for node in cluster.nodes]
-        addresses = [f"{HOST}:{p}" for p in ports]
         rc = RedisCluster(host=HOST, port=ports[0], socket_timeout=30)
         keys = [f"{{big}}:{i}" for i in range(20_000)]
         owner_port = coordinators(ports[0])[key_slot(keys[0])]
