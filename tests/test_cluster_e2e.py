@@ -61,8 +61,8 @@ def key_slot(key: str | bytes) -> int:
     return binascii.crc_hqx(key, 0) % SLOTS
 
 
-def start_cluster(directory, **options) -> launcher.LocalCluster:
-    """A ready 3-node cluster on free ports with a short node timeout.
+def start_cluster(directory, nodes: int = NODES, **options) -> launcher.LocalCluster:
+    """A ready cluster of ``nodes`` nodes (3) on free ports with a short node timeout.
 
     Free ports are found before the nodes start, so another process can take one
     in between; that (and only that) is retried on fresh ports.
@@ -71,7 +71,7 @@ def start_cluster(directory, **options) -> launcher.LocalCluster:
     attempts = 3
     for attempt in range(1, attempts + 1):
         try:
-            return launcher.up(str(directory), NODES, 0, timeout=UP_TIMEOUT, **options)
+            return launcher.up(str(directory), nodes, 0, timeout=UP_TIMEOUT, **options)
         except PortInUse:
             if attempt == attempts:
                 raise

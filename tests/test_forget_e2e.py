@@ -19,32 +19,19 @@ import redis
 from redis.cluster import RedisCluster
 
 from respkv import launcher
-from respkv.launcher import LauncherError, PortInUse
+from respkv.launcher import LauncherError
 
-from .test_cluster_e2e import _ANSI, HOST, NODE_TIMEOUT_MS, UP_TIMEOUT, cluster_nodes, poll, run_tool
-from .test_replication_e2e import CONVERGE, local, write_acknowledged
+from .test_antientropy_e2e import node_id
+from .test_cluster_e2e import _ANSI, HOST, cluster_nodes, poll, run_tool, start_cluster
+from .test_replication_e2e import CONVERGE, flags_of, local, write_acknowledged
 
 pytestmark = pytest.mark.cluster
 
 NODES = 4
 
 
-def start_four(directory) -> launcher.LocalCluster:
-    for attempt in range(3):
-        try:
-            return launcher.up(str(directory), NODES, 0, timeout=UP_TIMEOUT, rf=3, node_timeout=NODE_TIMEOUT_MS)
-        except PortInUse:
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
-
-
-def node_id(port: int) -> str:
-    return launcher.command(HOST, port, "CLUSTER", "MYID", timeout=10).decode()
-
-
 def test_a_forgotten_dead_node_leaves_every_member_and_its_keys_stay(tmp_path):
-    cluster = start_four(tmp_path / "c")
+    cluster = start_cluster(tmp_path / "c", nodes=NODES, rf=3)
     try:
         ports = [node.port for node in cluster.nodes]
         rc = RedisCluster(host=HOST, port=ports[0], socket_timeout=5)
@@ -67,7 +54,7 @@ def test_a_forgotten_dead_node_leaves_every_member_and_its_keys_stay(tmp_path):
             launcher.remove(cluster.directory, "node-3")
 
         cluster.kill_node(victim.index)
-        assert poll(lambda: all("fail" in flags(p, victim_id) for p in survivors), CONVERGE)
+        assert poll(lambda: all("fail" in flags_of(p, victim_id) for p in survivors), CONVERGE)
         deadline = time.monotonic() + CONVERGE
         for i in range(400):  # with the victim down: fallbacks and hints for it
             if write_acknowledged(rc, f"after:{i}", f"w{i}", deadline):
@@ -110,13 +97,6 @@ def test_a_forgotten_dead_node_leaves_every_member_and_its_keys_stay(tmp_path):
             launcher.LocalCluster.load(cluster.directory).start_node(3)
     finally:
         cluster.stop()
-
-
-def flags(port: int, node: str) -> set[str]:
-    for line in cluster_nodes(port):
-        if line.node_id == node:
-            return set(line.flags)
-    return set()
 
 
 def hints_for(port: int, node: str) -> int:

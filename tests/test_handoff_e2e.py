@@ -23,7 +23,7 @@ import redis
 from respkv import launcher
 from respkv.cluster.ring import Ring
 
-from .test_cluster_e2e import HOST, NODE_TIMEOUT_MS, UP_TIMEOUT, coordinators, key_slot, poll, start_cluster
+from .test_cluster_e2e import HOST, UP_TIMEOUT, coordinators, key_slot, poll, start_cluster
 from .test_replication_e2e import CONVERGE, flags_of
 
 pytestmark = pytest.mark.cluster
@@ -98,18 +98,8 @@ def test_a_holder_killed_with_sigkill_still_delivers_its_hints(tmp_path):
 # --------------------------------------------------------------------------- #
 
 
-def start_five(directory) -> launcher.LocalCluster:
-    for attempt in range(3):
-        try:
-            return launcher.up(str(directory), 5, 0, timeout=UP_TIMEOUT, node_timeout=NODE_TIMEOUT_MS)
-        except launcher.PortInUse:
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
-
-
 def test_sloppy_quorum_writes_through_fallbacks_and_hands_off(tmp_path):
-    cluster = start_five(tmp_path / "c")
+    cluster = start_cluster(tmp_path / "c", nodes=5)
     try:
         ports = [node.port for node in cluster.nodes]
         ids = [node_id(port) for port in ports]

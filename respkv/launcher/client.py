@@ -100,6 +100,11 @@ class NodeLine:
     slot_ranges: tuple[tuple[int, int], ...]
 
     @property
+    def host(self) -> str:
+        """The client address's IP, from ``ip:port@bus-port[,hostname]``."""
+        return self.address.split("@", 1)[0].rsplit(":", 1)[0]
+
+    @property
     def port(self) -> int:
         """The client port, from ``ip:port@bus-port[,hostname]``."""
         return int(self.address.split("@", 1)[0].rsplit(":", 1)[1])

@@ -280,11 +280,10 @@ def format_status(st: ClusterStatus) -> str:
 def _dbsize(line: NodeLine, timeout: float, password: str | None) -> int | None:
     """A member's ``DBSIZE`` (the keys of the slots it coordinates), by the address
     ``CLUSTER NODES`` gives, so members started by hand count too."""
-    if "fail" in line.flags:
+    if line.failed:
         return None
-    host = line.address.split("@", 1)[0].rsplit(":", 1)[0]
     try:
-        return int(command(host, line.port, "DBSIZE", timeout=timeout, password=password))
+        return int(command(line.host, line.port, "DBSIZE", timeout=timeout, password=password))
     except (OSError, ReplyError, ValueError):
         return None
 
