@@ -280,8 +280,20 @@ def test_hints_for_a_node_that_left_go_to_the_nodes_now_preferred():
     handoff.hint(gone, [b"k", b"j"])
     handoff.state.membership.left.add(gone)
     handoff.state.topology.ring = Ring((PEER, OTHER))  # the ring rebuilt without it
+    before_redirect = list(journal.entries)
     journal.entries.clear()
     handoff.hand_off()
+    # A restart replays the log: after the redirect's entries (logged in one
+    # commit), the same hints; without them (killed first), the old ones, which
+    # the next pass redirects again.
+    restored, _, _, _ = handoff_with()
+    for kind, logged_key, body in before_redirect + journal.entries:
+        restored.replay(kind, logged_key, body)
+    assert restored.pending_by_node() == {OTHER: 2, PEER: 2} and restored.hints[PEER] == {b"k", b"j"}
+    crashed, _, _, _ = handoff_with()
+    for kind, logged_key, body in before_redirect:
+        crashed.replay(kind, logged_key, body)
+    assert crashed.pending_by_node() == {gone: 2}
     assert handoff.pending_by_node() == {OTHER: 2, PEER: 2}
     assert sorted((kind, peer) for kind, _, peer in journal.entries) == (
         [(DELIVERED, gone.encode())] * 2 + [(HINT, PEER.encode())] * 2 + [(HINT, OTHER.encode())] * 2)
