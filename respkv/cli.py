@@ -194,7 +194,7 @@ def _startup_failures(exc: Exception) -> list[str] | None:
 
 
 def _cluster_parser(sub) -> None:
-    """``respkv cluster up|down|status``: a local cluster of node processes."""
+    """``respkv cluster up|down|status|add|remove|restart``: a local cluster of node processes."""
     from . import launcher as L
 
     p = sub.add_parser("cluster", help="start, inspect or stop a local cluster of nodes")
@@ -238,13 +238,32 @@ def _cluster_parser(sub) -> None:
     st.add_argument("--dir", default=L.DEFAULT_DIR, help=dir_help)
     st.set_defaults(func=_cluster_status)
 
-    rm = actions.add_parser("remove", help="remove a failed node from the cluster for good (CLUSTER FORGET)")
+    rm = actions.add_parser("remove", help="remove a node for good: a running one leaves after handing its "
+                            "keys over (CLUSTER LEAVE), a failed one is forgotten (CLUSTER FORGET)")
     rm.add_argument("node", help="the node: its name (node-3), client port or node id (any member's id, "
                     "also of nodes started by hand)")
     rm.add_argument("--dir", default=L.DEFAULT_DIR, help=dir_help)
-    rm.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
-                    help="how long to wait until every running member dropped it (default 60)")
+    rm.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
+                    help="how long to wait for its keys to move and every running member to drop it "
+                    "(default 600)")
     rm.set_defaults(func=_cluster_remove)
+
+    add = actions.add_parser("add", help="start N more nodes; the keys of the slots they take over move to them")
+    add.add_argument("count", type=int, nargs="?", default=1, help="how many nodes (default 1)")
+    add.add_argument("--dir", default=L.DEFAULT_DIR, help=dir_help)
+    add.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
+                     help="how long to wait for the nodes to be ready and the keys to move (default 600)")
+    add.add_argument("--no-wait", action="store_true", help="return once the nodes are ready, "
+                     "without waiting for the keys to move (respkv cluster status shows the moves)")
+    add.set_defaults(func=_cluster_add)
+
+    rs = actions.add_parser("restart", help="stop a node (SIGTERM) and start it again on its directory")
+    rs.add_argument("node", help="the node: its name (node-3), client port or node id")
+    rs.add_argument("--dir", default=L.DEFAULT_DIR, help=dir_help)
+    rs.add_argument("--timeout", type=float, default=L.DEFAULT_UP_TIMEOUT, metavar="SECONDS",
+                    help=f"how long to wait for it to stop, then for the cluster to be ready "
+                    f"(default {L.DEFAULT_UP_TIMEOUT:.0f})")
+    rs.set_defaults(func=_cluster_restart)
 
 
 def _cluster_up(ns: argparse.Namespace) -> int:
@@ -305,14 +324,59 @@ def _cluster_remove(ns: argparse.Namespace) -> int:
     from . import launcher as L
 
     try:
-        removed = L.remove(ns.dir, ns.node, ns.timeout)
+        removed = L.remove(ns.dir, ns.node, ns.timeout, report=_progress_printer())
     except L.LauncherError as exc:
         print(f"respkv cluster remove: {exc}", file=sys.stderr)
         return 1
     what = removed if isinstance(removed, str) else f"{removed.name} ({removed.node_id})"
-    print(f"removed {what}: every running member dropped it; its hints go to the nodes that now "
-          "replicate its keys, and anti-entropy copies its slots to them")
+    _end_progress()
+    print(f"removed {what}: every running member dropped it; a node that ran handed its keys over "
+          "and was stopped; a failed node's hints go to the nodes that now replicate its keys, and "
+          "anti-entropy copies its slots to them")
     return 0
+
+
+def _cluster_add(ns: argparse.Namespace) -> int:
+    from . import launcher as L
+
+    try:
+        added = L.add(ns.dir, ns.count, timeout=ns.timeout, wait=not ns.no_wait, report=_progress_printer())
+    except L.LauncherError as exc:
+        print(f"respkv cluster add: {exc}", file=sys.stderr)
+        return 1
+    _end_progress()
+    for node in added:
+        print(f"added {node.name} ({node.node_id}) on port {node.port}")
+    print("its share of the keys has moved to it" if not ns.no_wait
+          else "keys move to it in the background: respkv cluster status shows how far they are")
+    return 0
+
+
+def _cluster_restart(ns: argparse.Namespace) -> int:
+    from . import launcher as L
+
+    try:
+        node = L.restart(ns.dir, ns.node, timeout=ns.timeout)
+    except L.LauncherError as exc:
+        print(f"respkv cluster restart: {exc}", file=sys.stderr)
+        return 1
+    print(f"restarted {node.name} (pid {node.pid}, port {node.port}); the cluster is ready")
+    return 0
+
+
+def _end_progress() -> None:
+    if sys.stdout.isatty():
+        print("\r\033[K", end="")
+
+
+def _progress_printer():
+    """Progress lines of moves: redrawn in place on a terminal, one per report otherwise."""
+    if not sys.stdout.isatty():
+        return lambda line: print(line, flush=True)
+
+    def show(line: str) -> None:
+        print("\r\033[K" + line, end="", flush=True)
+    return show
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -75,6 +75,7 @@ from .replication.antientropy import AntiEntropy
 from .replication.replica import OPERATIONS as REPLICATION_OPERATIONS
 from .replication.coordinator import Coordinator
 from .replication.incarnation import Incarnation
+from .replication.ownership import OPERATIONS as OWNERSHIP_OPERATIONS, OwnershipHandoff
 from .replication.journaled import RecordReplay, record_image, record_marker
 from .replication.store import VersionStore
 from .replication.vclock import actor_of
@@ -516,10 +517,11 @@ def start_replication(node: Node, state: ClusterState, bus: ClusterBus) -> Coord
     node.keyspace.on_flush = flushed
     node.keyspace.on_expire = coordinator.forgetting.expired
     node.add_key_observer(coordinator.observe)
-    for op in REPLICATION_OPERATIONS:
-        node.bus_operations[op] = coordinator.handle
-    for op in ANTI_ENTROPY_OPERATIONS:
-        node.bus_operations[op] = anti_entropy.handle
+    ownership = coordinator.ownership = OwnershipHandoff(node, state, bus, store, anti_entropy, coordinator.holders,
+                                                         coordinator.handoff.holds_hint_for)
+    for operations, handler in ((REPLICATION_OPERATIONS, coordinator.handle),
+                                (ANTI_ENTROPY_OPERATIONS, anti_entropy.handle), (OWNERSHIP_OPERATIONS, ownership.handle)):
+        node.bus_operations.update(dict.fromkeys(operations, handler))
     node.replication = coordinator
     node._configure_eviction()
     node.round_hooks.append(coordinator.flush)
@@ -587,6 +589,7 @@ async def serve_cluster(node: Node, *, task_status=trio.TASK_STATUS_IGNORED) -> 
                 await nursery.start(node.journal.run)
                 await nursery.start(coordinator.run)
                 await nursery.start(coordinator.anti_entropy.run)
+                await nursery.start(coordinator.ownership.run)
             node.cluster, node.cluster_gossip, node.cluster_bus = state, gossip, bus
             node.mode = "cluster"
             if seeds:

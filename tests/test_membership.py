@@ -62,7 +62,7 @@ def test_is_node_id(value, ok):
         {"port": 65536},
         {"port": True},
         {"bus_port": -1},
-        {"weight": 0},
+        {"weight": -1},
         {"weight": 1.5},
         {"epoch": -1},
         {"epoch": 2**63},
@@ -329,7 +329,7 @@ def with_field(index, value):
         with_field(2, b" 7000"),
         with_field(2, b"7_000"),
         with_field(2, b"70000"),
-        with_field(4, b"0"),
+        with_field(4, b"-1"),
         with_field(5, b"99999999999999999999"),
         with_field(5, b"\xd9\xa3"),  # a non-ASCII digit
         with_field(6, b"2"),
@@ -350,6 +350,12 @@ def test_ring_holds_active_members_with_weights():
     assert ring == Ring({A: 2, C: 1}, vnodes=8)
     assert members.ring(vnodes=8) is ring
     assert members.ring(vnodes=4) == Ring({A: 2, C: 1}, vnodes=4)
+
+
+def test_a_leaving_member_of_weight_zero_stays_active_but_holds_no_slot():
+    members = Membership([member(A, weight=0), member(B), member(C)])
+    assert members.is_active(A)
+    assert members.ring(vnodes=8) == Ring({B: 1, C: 1}, vnodes=8)
 
 
 def test_ring_of_empty_membership_is_empty():

@@ -5,7 +5,9 @@ A :class:`Router` sends each command to the coordinator of its key's slot, as a
 cluster client does: it learns the slot map from ``CLUSTER SLOTS``, follows
 ``-MOVED`` (answered without running the command, so following it is safe), and
 never retries otherwise: a command answered with an error, a timeout or a dropped
-connection has an unknown outcome, and a retry would hide that.  After a connection
+connection has an unknown outcome, and a retry would hide that.  (A connection
+refused before the command was sent is no such outcome: the client reloads the
+slot map and sends it to the coordinator named there, as cluster clients do.)  After a connection
 fails it reloads the slot map from another node, which is how it finds the new
 coordinator once the cluster has declared a killed node failed.
 
@@ -113,14 +115,19 @@ class Router:
                 return self.connection(port).execute_command(*args)
             except redis.exceptions.MovedError as exc:
                 self.owner[slot] = int(exc.port)
+                if time.monotonic() - self._refreshed >= REFRESH_INTERVAL:
+                    # Slots moved: reload the whole map, as redis-py does after MOVEDs.
+                    self.refresh(prefer=int(exc.port))
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                 self.drop(port)
                 if time.monotonic() - self._refreshed >= REFRESH_INTERVAL:
                     self.refresh(avoid=port)
+                if isinstance(exc, redis.ConnectionError) and " connecting to " in str(exc):
+                    continue  # refused before anything was sent: safe to send elsewhere, as cluster clients do
                 raise Unacknowledged(f"{type(exc).__name__}: {exc}") from None
             except redis.ResponseError as exc:
                 raise Unacknowledged(str(exc)) from None
-        raise Unacknowledged("MOVED too many times")
+        raise Unacknowledged("REDIRECTS exhausted: MOVED or refused connections, %d times" % MAX_REDIRECTS)
 
     def close(self) -> None:
         for port in list(self.conns):

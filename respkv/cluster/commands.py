@@ -321,8 +321,10 @@ def cluster_forget(s, args):
     again; the hints held for it are redirected to the nodes that now replicate
     its keys, and anti-entropy fills those nodes' copies.  A live node is refused:
     it would announce itself again, and its slots would lose a copy without being
-    handed off first.  Forgetting a node that left already answers OK, so telling
-    every node in turn (as ``redis-cli --cluster del-node`` does) works."""
+    handed off first.  A live node that left with ``CLUSTER LEAVE`` may be
+    forgotten once it announced holding no keys any more.  Forgetting a node
+    that left already answers OK, so telling every node in turn (as
+    ``redis-cli --cluster del-node`` does) works."""
     state = _state(s)
     node_id = args[2].decode("latin-1")
     if node_id == state.myself:
@@ -332,13 +334,71 @@ def cluster_forget(s, args):
         raise CommandError(f"ERR Unknown node {node_id}")
     if record.left:
         return reply.OK  # forgotten already (here, or by gossip from another node told first)
-    if state.topology.is_live(node_id):
-        raise CommandError("ERR Can't forget a live node: stop it first and wait until CLUSTER NODES flags it fail")
+    if state.topology.is_live(node_id) and not _drained(s, record):
+        if record.weight == 0:
+            raise CommandError("ERR Can't forget a node that is still handing its keys over: wait until its "
+                               "INFO replication shows handoff_keys_held:0")
+        raise CommandError("ERR Can't forget a live node: stop it first and wait until CLUSTER NODES flags it "
+                           "fail, or make it leave first with CLUSTER LEAVE on it")
     gossip = s.node.cluster_gossip
     if gossip is None:
         raise CommandError("ERR The cluster bus is not running")
     gossip.forget(node_id)
     log.warning("CLUSTER FORGET %s: removed from the cluster", node_id)
+    return reply.OK
+
+
+def _drained(s, record) -> bool:
+    """Whether ``record``'s node left the ring and announced that it handed everything over."""
+    holders = getattr(getattr(s.node, "replication", None), "holders", None)
+    return record.weight == 0 and holders is not None and holders.drained(record.node_id, record.epoch)
+
+
+@command("cluster|leave", "Makes this node leave the cluster: its keys go to the other nodes first.",
+         group="cluster", since="respkv 0.6", arity=2, flags=("admin", "stale"),
+         acl_categories=("@admin", "@slow", "@dangerous"), keys=(0, 0, 0))
+async def cluster_leave(s, args):
+    """``CLUSTER LEAVE``: decommission this node.  Its ring weight becomes 0, so
+    every slot's preference list moves to the other members at once, and the
+    ownership hand-off gives them its keys; it stays a member (serving reads of
+    what it still holds) until it holds nothing, then ``CLUSTER FORGET`` on any
+    other member (or ``redis-cli --cluster del-node``) removes it.  Answers OK
+    (also when it was leaving already); lasting: a restart goes on leaving."""
+    state = _state(s)
+    if getattr(s.node, "replication", None) is None:
+        raise CommandError("ERR CLUSTER LEAVE needs replication-factor above 1: with one copy per key "
+                           "nothing would hand this node's keys over")
+    gossip = s.node.cluster_gossip
+    if gossip is None:
+        raise CommandError("ERR The cluster bus is not running")
+    others = [m for m in state.membership.active() if m.node_id != state.myself and m.weight]
+    if not others and not gossip.leaving:
+        raise CommandError("ERR This is the last node holding slots: add another node before it leaves")
+    if s.in_exec:  # EXEC runs its commands without waiting, and leaving waits for the members' answers
+        raise CommandError("ERR CLUSTER LEAVE cannot run inside a transaction")
+    if await gossip.leave():
+        log.warning("CLUSTER LEAVE: this node gives its slots away and hands its keys over")
+    return reply.OK
+
+
+@command("cluster|reset", "Resets a node.", group="cluster", since="3.0.0", arity=-2,
+         flags=("admin", "stale", "noscript"), acl_categories=("@admin", "@slow", "@dangerous"), keys=(0, 0, 0))
+def cluster_reset(s, args):
+    """``CLUSTER RESET [HARD|SOFT]``: this node forgets every other member and
+    becomes a one-node cluster again (keeping its node id, also for HARD).  As in
+    Redis, refused while the node holds keys, so only a node that left and
+    handed everything over (``redis-cli --cluster del-node`` sends this last)
+    or an empty one can be reset."""
+    state = _state(s)
+    if len(args) > 3 or (len(args) == 3 and args[2].lower() not in (b"hard", b"soft")):
+        raise CommandError("ERR syntax error")
+    if s.node.keyspace.dbsize():
+        raise CommandError("ERR CLUSTER RESET can't be called with master nodes containing keys")
+    gossip = s.node.cluster_gossip
+    if gossip is None:
+        raise CommandError("ERR The cluster bus is not running")
+    gossip.reset(s.node.config["cluster-weight"])
+    log.warning("CLUSTER RESET: this node forgot every other member")
     return reply.OK
 
 
@@ -424,6 +484,9 @@ _CLUSTER_HELP = [
     "    Return information about the cluster.",
     "KEYSLOT <key>",
     "    Return the hash slot for <key>.",
+    "LEAVE",
+    "    Make this node leave: its slots move to the other nodes and its keys are handed over;",
+    "    then CLUSTER FORGET it on another node.",
     "MEET <ip> <port> [<bus-port>]",
     "    Connect nodes into a working cluster.",
     "MYID",
@@ -438,6 +501,8 @@ _CLUSTER_HELP = [
     "    returns the number of peers. INFO replication (ae_*) shows their progress.",
     "REPAIRINFO <slot>",
     "    Return the slot's anti-entropy tree on this node and its last exchange.",
+    "RESET [HARD|SOFT]",
+    "    Forget every other node (refused while this node holds keys).",
     "SLOTS",
     "    Return information about slots range mappings. Each range is made of:",
     "    start, end, master and replicas IP addresses, ports and ids",

@@ -32,7 +32,8 @@ both requests answered on the same multiplexed link:
     sender's.  Digests make the steady state cheap: a ping is then one record
     and a few ids.
 
-Wire formats (flat lists of byte strings, the arguments of a bus frame)::
+Wire formats (flat lists of byte strings, the arguments of a bus frame; encoded and
+decoded by :mod:`.gossip_wire`)::
 
     body  = digest, n, suspect_1 .. suspect_n, [members/1, member fields...]
     PING  = member fields of the sender (7), body            -> body
@@ -70,11 +71,11 @@ the seed addresses until one answers.  Both are started by the node with
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
 
 import trio
 
@@ -82,7 +83,8 @@ from ..peer import wire
 from ..peer.auth import AuthenticationFailed
 from ..peer.bus import CONNECT_TIMEOUT, ClusterBus, PeerError, PeerUnavailable
 from .failure import DEFAULT_NODE_TIMEOUT, FailureDetector, NodeState, suspects
-from .membership import WIRE_FIELDS, Member, Membership, is_node_id
+from .gossip_wire import GossipBody, decode_body, decode_meet, decode_ping, encode_body, encode_meet, encode_ping
+from .membership import Member, Membership
 from .state import ClusterState
 
 log = logging.getLogger(__name__)
@@ -105,8 +107,6 @@ MEET_TIMEOUT = 5.0
 #: Backoff between rounds of join attempts (seconds).
 JOIN_RETRY_MIN, JOIN_RETRY_MAX = 0.1, 2.0
 
-_DIGEST_LENGTH = 16
-_HEX = frozenset("0123456789abcdef")
 
 
 class MeetError(Exception):
@@ -200,78 +200,6 @@ def _config_get_value(data: bytes) -> tuple[bool, bytes | None]:
     return True, lines[4]
 
 
-# -- message formats -------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class GossipBody:
-    """What every ping, pong and MEET answer carries about the sender's view."""
-
-    digest: str
-    suspects: tuple[str, ...]
-    membership: Membership | None
-
-
-def encode_body(digest: str, suspected: Sequence[str], membership: Membership | None) -> list[bytes]:
-    """The body fields: digest, suspect count and ids, then maybe the membership."""
-    fields = [digest.encode(), b"%d" % len(suspected)]
-    fields.extend(node_id.encode() for node_id in suspected)
-    if membership is not None:
-        fields.extend(membership.to_wire())
-    return fields
-
-
-def decode_body(fields: Sequence[bytes]) -> GossipBody:
-    """Parse :func:`encode_body` output; ``ValueError`` if malformed."""
-    if len(fields) < 2:
-        raise ValueError("gossip body needs a digest and a suspect count")
-    digest = _text(fields[0])
-    if len(digest) != _DIGEST_LENGTH or not _HEX.issuperset(digest):
-        raise ValueError(f"bad membership digest {digest!r}")
-    count_text = _text(fields[1])
-    if not count_text.isdigit() or int(count_text) > len(fields) - 2:
-        raise ValueError(f"bad suspect count {count_text!r}")
-    count = int(count_text)
-    suspected = tuple(_text(field) for field in fields[2 : 2 + count])
-    for node_id in suspected:
-        if not is_node_id(node_id):
-            raise ValueError(f"bad suspect id {node_id!r}")
-    rest = fields[2 + count :]
-    return GossipBody(digest, suspected, Membership.from_wire(rest) if rest else None)
-
-
-def encode_ping(record: Member, body: list[bytes]) -> list[bytes]:
-    """PING arguments: the sender's own record, then its gossip body."""
-    return record.to_wire() + body
-
-
-def decode_ping(fields: Sequence[bytes]) -> tuple[Member, GossipBody]:
-    """``(sender's record, body)`` of PING arguments; ``ValueError`` if malformed."""
-    return Member.from_wire(fields[:WIRE_FIELDS]), decode_body(fields[WIRE_FIELDS:])
-
-
-def encode_meet(record: Member, vnodes: int) -> list[bytes]:
-    """MEET arguments: the sender's own record and its ``cluster-vnodes``."""
-    return record.to_wire() + [b"%d" % vnodes]
-
-
-def decode_meet(fields: Sequence[bytes]) -> tuple[Member, int]:
-    """``(sender's record, vnodes)`` of MEET arguments; ``ValueError`` if malformed."""
-    if len(fields) != WIRE_FIELDS + 1:
-        raise ValueError(f"MEET has {WIRE_FIELDS + 1} arguments, not {len(fields)}")
-    vnodes = _text(fields[WIRE_FIELDS])
-    if not vnodes.isdigit():
-        raise ValueError(f"bad vnodes {vnodes!r}")
-    return Member.from_wire(fields[:WIRE_FIELDS]), int(vnodes)
-
-
-def _text(field: bytes) -> str:
-    try:
-        return bytes(field).decode("ascii")
-    except UnicodeDecodeError:
-        raise ValueError(f"expected ASCII, not {bytes(field)!r}") from None
-
-
 # -- the protocol driver ---------------------------------------------------------
 
 
@@ -311,6 +239,12 @@ class Gossip:
         self._told: dict[str, str] = {}  # peer -> the membership digest it last told us
         self._in_flight: set[str] = set()
         self._bus_view: Membership | None = None
+        #: Set when this node's membership changed: the next round starts at once.
+        self._spread = trio.Event()
+        #: Bumped by CLUSTER RESET: answers to pings sent before it are ignored.
+        self._generation = 0
+        #: True while joining at weight 0 (see :meth:`meet`).
+        self.joining = False
         #: Whether any member has been heard from since this node started.
         self.in_contact = False
         state.on_change.append(self._on_change)
@@ -329,7 +263,9 @@ class Gossip:
                     if peer_id != self.myself and peer_id not in self._in_flight:
                         self._in_flight.add(peer_id)
                         nursery.start_soon(self._ping, peer_id)
-                await trio.sleep(self.interval)
+                with trio.move_on_after(self.interval):
+                    await self._spread.wait()  # a membership change goes out at once
+                self._spread = trio.Event()
                 self.refresh()
 
     async def _ping(self, peer_id: str) -> None:
@@ -340,6 +276,7 @@ class Gossip:
             membership = self.state.membership
             include = self._told.get(peer_id) != membership.digest()
             args = encode_ping(membership[self.myself], self._body(include))
+            generation = self._generation
             self.state.count(self.state.messages_sent, "ping")
             self.state.ping_sent.setdefault(peer_id, _unix_ms())
             try:
@@ -348,6 +285,8 @@ class Gossip:
                 log.debug("ping to %s: %s", peer_id, exc)
                 return
             self.state.count(self.state.messages_received, "pong")
+            if generation != self._generation:
+                return  # sent before a CLUSTER RESET: what it says of the cluster is forgotten
             try:
                 self._on_answer(peer_id, answer)
             except ValueError as exc:
@@ -436,6 +375,12 @@ class Gossip:
         """
         changed = self.state.merge(other)
         host, port, bus_port, weight = self.address
+        own = self.state.membership.get(self.myself)
+        if weight == 0 and own is not None and own.left:
+            if changed:  # a node that left and was forgotten stays out: nothing to re-assert
+                log.warning("this node left the cluster and was forgotten by it; stop it, or CLUSTER RESET it")
+                self.refresh()
+            return changed
         if self.state.set_myself(host, port, bus_port, weight):
             log.info(
                 "re-asserted this node's record at epoch %d",
@@ -445,6 +390,58 @@ class Gossip:
         if changed:
             self.refresh()
         return changed
+
+    def views_agree(self) -> bool:
+        """Whether every live member last told this node the membership it has now
+        (what a move waits for, as riak_core waits for a ready ring)."""
+        if self.joining:
+            return False  # the weight-0 record is not this node's lasting one
+        digest = self.state.membership.digest()
+        topology = self.state.topology
+        return all(self._told.get(member) == digest for member in self.state.membership.active_ids()
+                   if member != self.myself and topology.is_live(member))
+
+    async def leave(self) -> bool:
+        """Give up this node's share of the ring for good (``CLUSTER LEAVE``): its
+        record's weight becomes 0, so it stays a member, holding no slot, while it
+        hands its keys over; False if it was leaving already.
+
+        The other live members get the new record first (a PING each, answered
+        or timed out), and this node installs it last: until then it still
+        coordinates its slots, so a client never bounces between this node,
+        which would send it on, and a member still sending it here."""
+        host, port, bus_port, weight = self.address
+        self.address = (host, port, bus_port, 0)
+        if weight == 0:
+            return False
+        leaving = self.state.membership.with_member(self.myself, host, port, bus_port, 0)
+        body = encode_body(leaving.digest(), suspects(self.state.states), leaving)
+        args = encode_ping(leaving[self.myself], body)
+        async with trio.open_nursery() as nursery:
+            for peer_id in self.state.membership.active_ids():
+                link = self.bus.links.get(peer_id)
+                if peer_id != self.myself and link is not None and link.connected:
+                    nursery.start_soon(self._tell, link, args)
+        if not self.state.set_myself(*self.address):
+            return False
+        self.refresh()
+        return True
+
+    async def _tell(self, link, args: list[bytes]) -> None:
+        with contextlib.suppress(PeerUnavailable, PeerError):
+            self._on_answer(link.peer_id, await link.request(PING, args, timeout=self.ping_timeout))
+
+    @property
+    def leaving(self) -> bool:
+        return self.address[3] == 0
+
+    def reset(self, weight: int) -> None:
+        """``CLUSTER RESET``: know only this node again, with ``weight``."""
+        host, port, bus_port, _ = self.address
+        self.address = (host, port, bus_port, weight)
+        self._generation += 1
+        self.state.reset_membership(host, port, bus_port, weight)
+        self.refresh()
 
     def forget(self, node_id: str) -> None:
         """Remove ``node_id`` from the membership for good: its record becomes a
@@ -462,6 +459,7 @@ class Gossip:
     def _on_change(self, _topology) -> None:
         if self.state.membership is not self._bus_view:
             self._sync_bus()
+            self._spread.set()
 
     def _sync_bus(self) -> None:
         """Point the bus at every active member and forget the ones that left."""
@@ -515,23 +513,46 @@ class Gossip:
         if peer_id == self.myself:
             return peer_id
         link = self.bus.link(peer_id)
-        with trio.move_on_after(CONNECT_TIMEOUT):
-            while not link.connected:  # the bus starts the new link as a task
-                await trio.sleep(0.001)
+        await self._connected([link], CONNECT_TIMEOUT)
         membership = self.state.membership
+        record = membership[self.myself]
+        # A node alone joins at weight 0 (no slot, so nobody sends it clients
+        # yet), connects to every member, and only then takes its share: it
+        # never coordinates a write it has no link to replicate.
+        weight = self.address[3]
+        joining = weight > 0 and membership.active_ids() == (self.myself,)
+        if joining:
+            record = membership.with_member(self.myself, *self.address[:3], 0)[self.myself]
+            self.address = (*self.address[:3], 0)
+            self.joining = True
         self.state.count(self.state.messages_sent, "meet")
         try:
-            answer = await link.request(
-                MEET, encode_meet(membership[self.myself], self.state.vnodes), timeout=MEET_TIMEOUT
-            )
-        except (PeerUnavailable, PeerError) as exc:
-            raise MeetError(f"{host}:{port} did not accept MEET: {exc}") from None
-        self.state.count(self.state.messages_received, "pong")
-        try:
-            self._on_answer(peer_id, answer)
-        except ValueError as exc:
-            raise MeetError(f"{host}:{port} answered MEET with {exc}") from None
+            try:
+                answer = await link.request(MEET, encode_meet(record, self.state.vnodes), timeout=MEET_TIMEOUT)
+            except (PeerUnavailable, PeerError) as exc:
+                raise MeetError(f"{host}:{port} did not accept MEET: {exc}") from None
+            self.state.count(self.state.messages_received, "pong")
+            try:
+                self._on_answer(peer_id, answer)
+            except ValueError as exc:
+                raise MeetError(f"{host}:{port} answered MEET with {exc}") from None
+            if joining:
+                links = [self.bus.link(m) for m in self.state.membership.active_ids() if m != self.myself]
+                await self._connected(links, CONNECT_TIMEOUT)
+        finally:
+            if joining:
+                self.joining = False
+                self.address = (*self.address[:3], weight)
+                if self.state.set_myself(*self.address):
+                    self.refresh()
         return peer_id
+
+    @staticmethod
+    async def _connected(links, timeout: float) -> None:
+        """Wait until every link of ``links`` is connected, ``timeout`` seconds at most."""
+        with trio.move_on_after(timeout):
+            while not all(link.connected for link in links):  # the bus starts new links as tasks
+                await trio.sleep(0.001)
 
     async def _dial(self, host: str, bus_port: int) -> str:
         try:

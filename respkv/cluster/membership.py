@@ -105,8 +105,8 @@ class Member:
             raise ValueError(f"host must be written canonically as {canonical!r}")
         _check_port("port", self.port)
         _check_port("bus port", self.bus_port)
-        if not isinstance(self.weight, int) or isinstance(self.weight, bool) or self.weight < 1:
-            raise ValueError(f"weight must be a positive integer, not {self.weight!r}")
+        if not isinstance(self.weight, int) or isinstance(self.weight, bool) or self.weight < 0:
+            raise ValueError(f"weight must be a non-negative integer, not {self.weight!r}")
         if (
             not isinstance(self.epoch, int)
             or isinstance(self.epoch, bool)
@@ -369,12 +369,13 @@ class Membership:
     # -- placement ---------------------------------------------------------------
 
     def ring(self, vnodes: int = DEFAULT_VNODES) -> Ring:
-        """The consistent-hash ring of the members that have not left.
+        """The consistent-hash ring of the members that have not left, less those
+        of weight 0 (leaving: members that hold no slot, see ``CLUSTER LEAVE``).
 
         Cached per ``vnodes``: building a ring hashes every token.
         """
         ring = self._rings.get(vnodes)
         if ring is None:
-            ring = Ring({member.node_id: member.weight for member in self.active()}, vnodes)
+            ring = Ring({member.node_id: member.weight for member in self.active() if member.weight}, vnodes)
             self._rings[vnodes] = ring
         return ring

@@ -55,9 +55,12 @@ class ClusterState:
             self.membership = Membership([myself])
         else:
             # A restart: start from the members known before (see cluster.persisted),
-            # with this node's own record re-asserted at its current address.
+            # with this node's own record re-asserted at its current address; a node
+            # that was leaving (weight 0) goes on leaving.
+            saved = known.get(myself.node_id)
+            weight = 0 if saved is not None and not saved.left and saved.weight == 0 else myself.weight
             self.membership = known.with_member(
-                myself.node_id, myself.host, myself.port, myself.bus_port, myself.weight
+                myself.node_id, myself.host, myself.port, myself.bus_port, weight
             )
         self.states: Mapping[str, NodeState] = {}
         #: Gossip counters by message type, for CLUSTER INFO.
@@ -95,6 +98,14 @@ class ClusterState:
         self._rebuild()
         return True
 
+    def reset_membership(self, host: str, port: int, bus_port: int, weight: int) -> None:
+        """Know only this node (``CLUSTER RESET``), its record newer than any seen."""
+        own = self.membership.get(self.myself)
+        epoch = own.epoch + 1 if own is not None else 1
+        self.membership = Membership([Member(self.myself, host, port, bus_port, weight, epoch)])
+        self.states = {}
+        self._rebuild()
+
     def set_states(self, states: Mapping[str, NodeState]) -> bool:
         """Install the failure detector's verdicts; True if any changed."""
         if dict(states) == dict(self.states):
@@ -105,7 +116,7 @@ class ClusterState:
 
     def _rebuild(self) -> None:
         membership = self.membership
-        rf = max(1, min(self.rf, len(membership.active_ids())))
+        rf = max(1, min(self.rf, len(membership.ring(self.vnodes))))
         topology = Topology(self.myself, membership, membership.ring(self.vnodes), rf, self.states)
         topology.prepare()
         served = bytearray(SLOT_COUNT)

@@ -354,6 +354,9 @@ def _replication(node) -> list[tuple[str, object]]:
         anti_entropy = getattr(coordinator, "anti_entropy", None)
         if anti_entropy is not None:
             fields += anti_entropy.info().items()
+        ownership = getattr(coordinator, "ownership", None)
+        if ownership is not None:
+            fields += ownership.info().items()
     return fields
 
 

@@ -1,12 +1,14 @@
-"""``up``, ``down``, ``status`` and ``remove``: what ``respkv cluster`` does, as functions.
+"""``up``, ``down``, ``status`` and ``remove``: what ``respkv cluster`` does, as functions
+(``add`` and ``restart`` are in :mod:`.moves`).
 
 :func:`up` plans the nodes (:func:`plan`), makes sure the cluster's bus secret
 exists, starts node 0 (the seed), then the others with ``--join`` pointing at it,
 and returns once the cluster is ready or fails with every node's state and log
 tail, stopping what it started.  :func:`down` stops what a record lists,
 :func:`status` asks the running nodes how they see the cluster (members, slots,
-keys), and :func:`remove` has a failed node forgotten by the cluster
-(``CLUSTER FORGET``) and marks it removed in the record.
+keys, moves under way), and :func:`remove` decommissions a running node or has a
+failed one forgotten by the cluster (``CLUSTER FORGET``), and marks it removed in
+the record.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from .local import (
     NodeRecord,
     node_argv,
 )
+from .moves import MoveProgress, Report, cluster_moves, decommission, find, progress_line, wait_forgotten
 from .processes import DEFAULT_HOST, ClusterRunning, LauncherError, check_ports_free, find_free_base_port
 
 
@@ -194,6 +197,8 @@ class ClusterStatus:
     seen_by: NodeRecord | None = None
     members: list[MemberStatus] = field(default_factory=list)
     covered: int = 0
+    #: The hand-off of each running recorded member that replicates (moves of keys).
+    moves: list[MoveProgress] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -215,7 +220,7 @@ def status(directory: str = DEFAULT_DIR, timeout: float = 2.0) -> ClusterStatus 
         probe(cluster.host, n.port, timeout, password) if alive else None
         for n, alive in zip(members, running)
     ]
-    result = ClusterStatus(cluster=cluster, running=running, reports=reports)
+    result = ClusterStatus(cluster=cluster, running=running, reports=reports, moves=cluster_moves(cluster))
     for node, report in zip(members, reports):
         if report is None or report.error is not None:
             continue
@@ -274,6 +279,12 @@ def format_status(st: ClusterStatus) -> str:
                     "(each counted once, by the node that coordinates its slot)"]
     elif any(st.running):
         out += ["", "no running node answered CLUSTER NODES / CLUSTER SLOTS"]
+    busy = [p for p in st.moves if not p.idle]
+    if busy:
+        out += ["", "keys moving (ownership hand-off, from each node giving keys away):", ""]
+        out += ["  " + progress_line(p) for p in busy]
+    elif st.moves:
+        out += ["", "no keys moving"]
     return "\n".join(out)
 
 
@@ -288,54 +299,38 @@ def _dbsize(line: NodeLine, timeout: float, password: str | None) -> int | None:
         return None
 
 
-def remove(directory: str, which: str, timeout: float = 60.0) -> NodeRecord | str:
-    """Remove a failed node from the cluster recorded in ``directory`` for good.
+def remove(directory: str, which: str, timeout: float = 60.0, report: Report | None = None) -> NodeRecord | str:
+    """Remove a node from the cluster recorded in ``directory`` for good.
 
     ``which`` is a recorded node's name (``node-3``), client port or node id, or
-    the id of a member started by hand.  The node must not be running: a running
-    node is refused (its slots would lose a copy before anything was handed off).
-    ``CLUSTER FORGET`` goes to a running member, which gossips the removal; this
-    returns once every running member's ``CLUSTER NODES`` lacks the node (the
-    record, marked removed, or the id of a member the launcher did not start).
+    the id of a member started by hand.  A running recorded node is
+    decommissioned (:func:`~.moves.decommission`: it leaves, hands its keys over,
+    is forgotten, then stopped).  A failed one is forgotten at once: ``CLUSTER
+    FORGET`` goes to a running member, which gossips the removal.  Returns once
+    every running member's ``CLUSTER NODES`` lacks the node (the record, marked
+    removed, or the id of a member the launcher did not start).
     """
     cluster = LocalCluster.load(directory)
     if cluster is None:
         raise LauncherError(f"no cluster recorded in {directory}")
-    record = next((n for n in cluster.nodes if which in (n.name, str(n.port), n.node_id)), None)
+    record = find(cluster, which)
     if record is not None and record.removed:
         raise LauncherError(f"{record.name} was removed already")
-    if record is not None and cluster.is_running(record.index):
-        raise LauncherError(f"{record.name} is running (pid {record.pid}): stop it first; only a failed node "
-                            "can be removed (decommissioning a running node is not supported yet)")
     node_id = record.node_id if record is not None else which
     if not node_id:
         raise LauncherError(f"the node id of {record.name} was never recorded: pass the id CLUSTER NODES shows")
-    running = [n for n in cluster.members if cluster.is_running(n.index)]
-    if not running:
-        raise LauncherError("no node of the cluster is running: start it first (respkv cluster up)")
-    password = cluster.password
-    try:
-        command(cluster.host, running[0].port, "CLUSTER", "FORGET", node_id, timeout=10.0, password=password)
-    except ReplyError as exc:
-        raise LauncherError(f"{running[0].name} refused CLUSTER FORGET {node_id}: {exc}") from None
-    deadline = time.monotonic() + timeout
-    pending = list(running)
-    while pending:
-        still = []
-        for node in pending:
-            try:
-                lines = parse_cluster_nodes(command(cluster.host, node.port, "CLUSTER", "NODES",
-                                                    timeout=2.0, password=password))
-            except (OSError, ReplyError, ValueError):
-                still.append(node)
-                continue
-            if any(line.node_id == node_id for line in lines):
-                still.append(node)
-        pending = still
-        if pending and time.monotonic() >= deadline:
-            raise LauncherError(f"{', '.join(n.name for n in pending)} still list {node_id} after {timeout:.0f}s")
-        if pending:
-            time.sleep(0.1)
+    if record is not None and cluster.is_running(record.index):
+        decommission(cluster, record, timeout, report)
+    else:
+        running = [n for n in cluster.members if cluster.is_running(n.index)]
+        if not running:
+            raise LauncherError("no node of the cluster is running: start it first (respkv cluster up)")
+        try:
+            command(cluster.host, running[0].port, "CLUSTER", "FORGET", node_id, timeout=10.0,
+                    password=cluster.password)
+        except ReplyError as exc:
+            raise LauncherError(f"{running[0].name} refused CLUSTER FORGET {node_id}: {exc}") from None
+        wait_forgotten(cluster, node_id, running, timeout)
     if record is None:
         return node_id
     record.removed = True

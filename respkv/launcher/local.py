@@ -322,6 +322,8 @@ class LocalCluster:
                 raise LauncherError(f"could not stop {left}")
         for node in self.nodes:
             node.pid = None
+        for proc in self._procs.values():
+            proc.poll()  # reaps children stopped meanwhile by others (a node removed from the record)
         self._procs.clear()
         if os.path.exists(self.state_path):
             self.save()
@@ -336,11 +338,14 @@ class LocalCluster:
         """Why the cluster is not ready yet, one line per unready node (empty = ready).
 
         Ready means: every node answers ``cluster_state:ok`` and
-        ``cluster_known_nodes`` = N, and all of them publish the same slot map.
+        ``cluster_known_nodes`` = N, all of them publish the same slot map, and
+        every node coordinates slots in it (a node joins at ring weight 0 until
+        it is connected to every member).
         """
         members = self.members
         expected = len(members)
         reference = next((r.slots for r in reports if r.error is None), None)
+        masters = {who for _, _, who in reference or ()}
         problems = []
         for node, report in zip(members, reports):
             where = f"{node.name} ({self.host}:{node.port})"
@@ -354,6 +359,8 @@ class LocalCluster:
                 reasons.append(f"cluster_known_nodes:{report.known_nodes} (want {expected})")
             if report.slots != reference:
                 reasons.append("its CLUSTER SLOTS differs from the other nodes'")
+            elif report.node_id not in masters and f"{self.host}:{node.port}" not in masters:
+                reasons.append("it coordinates no slot yet (still joining)")
             if reasons:
                 problems.append(f"{where}: " + ", ".join(reasons))
         return problems

@@ -75,7 +75,7 @@ from .merkle import (
     slots_bitmap,
 )
 from .pacing import repair_rate
-from .replica import NO_RECORD, RREAD, SAME
+from .replica import NO_RECORD, RREAD, SAME, reconcile_args
 from .versions import decode_record
 
 log = logging.getLogger(__name__)
@@ -281,7 +281,7 @@ class AntiEntropy:
             return False
         self.running = peer
         try:
-            await _Exchange(self, peer, shared).run()
+            await Exchange(self, peer, shared).run()
         except (PeerUnavailable, PeerError, ValueError, LogWriteError) as exc:
             self.stats["exchanges_failed"] += 1
             log.info("anti-entropy exchange with %s stopped: %s", peer, exc)
@@ -316,9 +316,11 @@ class AntiEntropy:
     def repair_rate(self) -> float:
         """Records per second an exchange may repair now: the configured cap,
         lowered while clients keep the node busy (:func:`.pacing.repair_rate`)."""
-        config = self.node.config
-        return repair_rate(config["anti-entropy-keys-per-second"], self.node.instantaneous.ops.recent_peak(),
-                           config["anti-entropy-load-ops"])
+        return self.paced(self.node.config["anti-entropy-keys-per-second"])
+
+    def paced(self, cap: float) -> float:
+        """``cap`` records per second, lowered as clients' load asks (:func:`.pacing.repair_rate`)."""
+        return repair_rate(cap, self.node.instantaneous.ops.recent_peak(), self.node.config["anti-entropy-load-ops"])
 
     def info(self) -> dict[str, object]:
         """The ``ae_*`` fields of INFO replication."""
@@ -340,14 +342,18 @@ class AntiEntropy:
         return fields
 
 
-class _Exchange:
-    """One exchange with one peer (see the module doc); :meth:`run` walks the trees."""
+class Exchange:
+    """One exchange with one peer (see the module doc); :meth:`run` walks the trees.
 
-    def __init__(self, owner: AntiEntropy, peer: str, shared: list[int]) -> None:
+    Subclasses change what happens to differing keys (:meth:`_repair_parts`) and
+    learn which slots and segments were found equal (:meth:`_equal`); the ownership
+    hand-off (:mod:`.ownership`) is one."""
+
+    def __init__(self, owner: AntiEntropy, peer: str, shared: list[int], stats: dict | None = None) -> None:
         self.owner = owner
         self.peer = peer
         self.shared = shared
-        self.stats = owner.stats
+        self.stats = owner.stats if stats is None else stats
         self.store = owner.store
         self.trees = owner.trees
         self.repaired = 0
@@ -370,6 +376,7 @@ class _Exchange:
         theirs = unpack_sums(answer[0], GROUP_COUNT)
         groups = set(differing(range(GROUP_COUNT), self.trees.group_sums(shared), theirs))
         candidates = [slot for slot in shared if slot // SLOTS_PER_GROUP in groups]
+        self._equal([slot for slot in shared if slot // SLOTS_PER_GROUP not in groups])
         parts: list[tuple[int, int | None]] = []  # (slot, segment or whole) to list
         listed = 0  # the keys ``parts`` will list, about
         for start in range(0, len(candidates), SLOTS_PER_REQUEST):
@@ -383,6 +390,7 @@ class _Exchange:
             trees = self.trees
             for slot, sum_there, count_there in zip(chunk, sums, counts):
                 if trees.slot_sum(slot) == sum_there:
+                    self._equal([slot])
                     continue
                 self.stats["slots_differing"] += 1
                 keys = max(count_there, trees.key_count(slot))
@@ -391,8 +399,9 @@ class _Exchange:
                 else:
                     answer = await self._ask(AE_SEGMENTS, [b"%d" % slot])
                     segments_there = unpack_sums(answer[0], SEGMENT_COUNT)
-                    new_parts = [(slot, segment) for segment in
-                                 differing(range(SEGMENT_COUNT), trees.segment_sums(slot), segments_there)]
+                    segments = differing(range(SEGMENT_COUNT), trees.segment_sums(slot), segments_there)
+                    new_parts = [(slot, segment) for segment in segments]
+                    self._equal([slot], [s for s in range(SEGMENT_COUNT) if s not in segments])
                     keys //= SEGMENT_COUNT
                 for part in new_parts:
                     parts.append(part)
@@ -405,6 +414,10 @@ class _Exchange:
         if self.differing_keys:
             log.info("anti-entropy exchange with %s: %d keys differed, %d records repaired in %.1f s",
                      self.peer, self.differing_keys, self.repaired, time.monotonic() - self.started)
+
+    def _equal(self, slots: list[int], segments: list[int] | None = None) -> None:
+        """``slots`` (only their ``segments`` when given) hold the same here and
+        there as the trees stand now; nothing to repair."""
 
     async def _repair_parts(self, parts: list[tuple[int, int | None]]) -> None:
         """List the keys of ``parts`` (slots or segments of slots) on both sides,
@@ -466,7 +479,7 @@ class _Exchange:
         keys = [key for key in keys if store.expired_clock(key, now) is None]
         for start in range(0, len(keys), KEYS_PER_REQUEST):
             batch = keys[start : start + KEYS_PER_REQUEST]
-            args = coordinator.records_args(batch)
+            args = reconcile_args(store, batch)
             self.stats["bytes_sent"] += sum(len(arg) for arg in args)
             coordinator.ship(self.peer, args, batch)
             pushed = len(args) // 3
@@ -477,13 +490,19 @@ class _Exchange:
     async def _pace(self, keys: float) -> None:
         """Sleep for ``keys``' share of a second at the repair rate the clients'
         load leaves (:func:`.pacing.repair_rate`), and log progress now and then."""
-        rate = self.owner.repair_rate()
+        rate = self._rate()
         now = time.monotonic()
         if now - self.reported >= PROGRESS_SECONDS:
             self.reported = now
-            log.info("anti-entropy exchange with %s: %d keys differ so far, %d records repaired, %.0f s",
-                     self.peer, self.differing_keys, self.repaired, now - self.started)
+            self._progress(now)
         await trio.sleep(keys / rate)
+
+    def _rate(self) -> float:
+        return self.owner.repair_rate()
+
+    def _progress(self, now: float) -> None:
+        log.info("anti-entropy exchange with %s: %d keys differ so far, %d records repaired, %.0f s",
+                 self.peer, self.differing_keys, self.repaired, now - self.started)
 
 
 def split_listing(answer: list[bytes], parts: int) -> list[dict[bytes, int]]:

@@ -57,13 +57,14 @@ async def read_barrier(coordinator, session, keys: list[bytes]) -> bytes | None:
     q = coordinator.quorums(session)
     if q.r <= 1:
         return None
-    by_peers: dict[tuple[str, ...], list[bytes]] = {}
+    by_peers: dict[tuple[tuple[str, ...], tuple[str, ...]], list[bytes]] = {}
     for key in dict.fromkeys(keys):
-        by_peers.setdefault(coordinator.placement(key_slot(key))[0], []).append(key)
+        peers, _, extra = coordinator.placement(key_slot(key))
+        by_peers.setdefault((peers, extra), []).append(key)
     wait = _BarrierWait()
     reads: list[tuple[ReadRequest, bytes | None]] = []
-    for peers, group in by_peers.items():
-        request = coordinator.read_request(session, b"", q.r, peers, group, None, ())
+    for (peers, extra), group in by_peers.items():
+        request = coordinator.read_request(session, b"", q.r, peers, group, None, (), extra)
         reads.append((request, coordinator.begin_read(request)))
     for request, decided in reads:
         if decided is None:

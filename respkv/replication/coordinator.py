@@ -79,11 +79,12 @@ from .barrier import exec_after_reads, transaction_reads
 from .forgetting import Forgetting
 from .get_core import GetCore
 from .handoff import MAX_BACKLOG, HintedHandoff
+from .ownership import SlotHolders
 from .pending import Outgoing, ReadRequest, WriteRequest
 from .put_core import PutCore
 from .quorum import Quorums
-from .replica import MERGEABLE, REPL, RREAD, SHIPPED_AS_COMMAND, ReplicaSide, merged_operation
-from .store import RECONCILE, VersionStore
+from .replica import MERGEABLE, REPL, RREAD, SHIPPED_AS_COMMAND, ReplicaSide, merged_operation, reconcile_args
+from .store import VersionStore
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,10 @@ class Coordinator:
         #: Per topology snapshot: Quorums by (R, W) wanted, placement by slot.
         self._cached_for = None
         self._quorums: dict[tuple[int, int], Quorums] = {}
-        self._placements: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        self._placements: dict[int, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {}
+        #: Former holders of slots the ring moved, read too (see :mod:`.ownership`).
+        self.holders = SlotHolders()
+        self._holders_version = 0
         #: Keys other nodes may lack, kept durably, shipped when they are back.
         self.handoff = HintedHandoff(state, bus, store, self._request, node.config, node.persist_now)
         self.hint = self.handoff.hint
@@ -139,19 +143,21 @@ class Coordinator:
         if q is None:
             topology = self.state.topology
             q = self._quorums[wanted] = quorum.effective(
-                topology.rf, len(topology.membership.active()), wanted[0], wanted[1]
+                topology.rf, len(topology.ring), wanted[0], wanted[1]
             )
         return q
 
     def _check_topology(self) -> None:
-        """Drop what was cached for an older topology snapshot."""
-        if self.state.topology is not self._cached_for:
+        """Drop what was cached for an older topology snapshot (or holders' announcements)."""
+        if self.state.topology is not self._cached_for or self.holders.version != self._holders_version:
             self._cached_for = self.state.topology
+            self._holders_version = self.holders.version
             self._quorums = {}
             self._placements = {}
 
-    def placement(self, slot: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """``(live peers, failed preferred nodes)`` of ``slot``, cached per topology."""
+    def placement(self, slot: int) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+        """``(live peers, failed preferred nodes, live former holders)`` of ``slot``,
+        cached per topology and holders' announcements."""
         self._check_topology()
         entry = self._placements.get(slot)
         if entry is None:
@@ -164,7 +170,9 @@ class Coordinator:
                 for node_id in topology.ring.preference_lists(topology.rf)[slot]
                 if node_id not in live and node_id != self.myself
             )
-            entry = self._placements[slot] = (peers, down)
+            extra = tuple(node_id for node_id in self.holders.of(slot)
+                          if node_id != self.myself and node_id not in peers and topology.is_live(node_id))
+            entry = self._placements[slot] = (peers, down, extra)
         return entry
 
     def observe(self, key: bytes) -> None:
@@ -260,7 +268,7 @@ class Coordinator:
             if write:
                 out.append(self._write_run(session, spec, requests, changed, local, placement))
             else:
-                out.append(self._read_run(session, spec, requests, position, local, placement[0]))
+                out.append(self._read_run(session, spec, requests, position, local, placement))
             return done
 
         return run
@@ -293,12 +301,13 @@ class Coordinator:
             out = self._outgoing[peer] = Outgoing()
         return out
 
-    def _read_run(self, session, spec, requests, position: int, local: bytes, peers):
+    def _read_run(self, session, spec, requests, position: int, local: bytes, placement):
         q = self.quorums(session)
-        if q.r <= 1 or not peers:
+        peers, _, extra = placement
+        if q.r <= 1 or not (peers or extra):
             return local
         keys = list(dict.fromkeys([args[position] for args in requests]))
-        return self._reply_of_read(session, self.read_request(session, local, q.r, peers, keys, spec, requests))
+        return self._reply_of_read(session, self.read_request(session, local, q.r, peers, keys, spec, requests, extra))
 
     def _write(self, session, keys: list[bytes], result: bytes | None, spec=None, args=None):
         """A command changed ``keys``: version and replicate them (see _replicate).
@@ -350,7 +359,7 @@ class Coordinator:
             return result
         self.stats["replicated_writes"] += len(requests)
         slot = key_slot(shipped_keys[0])
-        peers, down = placement or self.placement(slot)
+        peers, down, _ = placement or self.placement(slot)
         stand_ins = quorum.stand_ins(self.node.config, session, self.state.topology.fallbacks(slot)) if down else ()
         core = PutCore(self.quorums(session).w, self.myself, peers, down, stand_ins)
         request = WriteRequest(core, result, len(requests), shipped_keys)
@@ -427,15 +436,16 @@ class Coordinator:
         slot = key_slot(keys[0])
         if self.state.topology.coordinator(slot) != self.myself:
             return None  # a READONLY connection reading a replica's own copy
-        peers = self.placement(slot)[0]
-        return self._reply_of_read(session, self.read_request(session, result, q.r, peers, keys, spec, [args]))
+        peers, _, extra = self.placement(slot)
+        return self._reply_of_read(session, self.read_request(session, result, q.r, peers, keys, spec, [args], extra))
 
-    def read_request(self, session, local: bytes, r: int, peers, keys: list[bytes], spec, requests) -> ReadRequest:
+    def read_request(self, session, local: bytes, r: int, peers, keys: list[bytes], spec, requests,
+                     extra=()) -> ReadRequest:
         """A read of ``keys`` answered here as ``local``, to check with R of ``peers``
-        and this node (see :class:`~.get_core.GetCore`)."""
+        and this node, and with the former holders ``extra`` (see :class:`~.get_core.GetCore`)."""
         digest_of = self.store.digest
         digests = [digest_of(key) for key in keys]  # empty: no record here
-        core = GetCore(r, peers, {key for key, held in zip(keys, digests) if not held})
+        core = GetCore(r, peers, {key for key, held in zip(keys, digests) if not held}, extra)
         request = ReadRequest(core, local, spec, requests, session, keys)
         request.digests = digests
         return request
@@ -549,13 +559,13 @@ class Coordinator:
     def send_records(self, peer: str, keys: list[bytes], waiting: Sequence[WriteRequest] = ()) -> int:
         """Ship the whole current records of ``keys`` to ``peer``; its
         acknowledgement counts for the ``waiting`` writes.  Returns how many records went."""
-        args = self.records_args(keys)
+        args = reconcile_args(self.store, keys)
         if args or waiting:
             self.ship(peer, args, keys, waiting)
         return len(args) // 3
 
     def ship(self, peer: str, args: list[bytes], keys: list[bytes], waiting: Sequence[WriteRequest] = ()) -> None:
-        """Send ``peer`` the records of :meth:`records_args` (``keys``'), to merge
+        """Send ``peer`` the records of :func:`~.replica.reconcile_args` (``keys``'), to merge
         there; if it does not acknowledge them they stay hinted to it."""
         self._request(peer, REPL, args, ReplAnswer(self, peer, list(waiting), keys))
 
@@ -565,18 +575,6 @@ class Coordinator:
         link = self.bus.links.get(peer)
         if link is None or not link.request_nowait(op, args, callback):
             callback(None, PeerUnavailable(peer))
-
-    def records_args(self, keys) -> list[bytes]:
-        """``REPL`` arguments shipping the whole current records of ``keys`` (those
-        with a record), to reconcile with what the receiver holds."""
-        args: list[bytes] = []
-        for key in keys:
-            record = self.store.wire_record(key)
-            if record is not None:
-                args.append(key)
-                args.append(RECONCILE)
-                args.append(record)
-        return args
 
     # -- the replica side ------------------------------------------------------------------
 

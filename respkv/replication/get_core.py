@@ -33,6 +33,12 @@ Rules:
   the client sees; a key whose only version is a tombstone is *found* (deleted).
 * A node answers once: a duplicate answer, or one from a node never asked,
   changes nothing.  Answers after the reply still lead to read repair.
+* **Former holders** (``extra``): while the ring moves a slot, the nodes that
+  still hold keys of it outside its preference list (:mod:`.ownership`) are asked
+  too.  Their records are merged and what they found counts as found, so a key
+  nobody else holds yet waits for them; but their answers never count towards R,
+  which only the slot's own replicas make (a former holder knows nothing of the
+  writes made since the ring changed).
 
 Nothing here does I/O.
 """
@@ -51,14 +57,19 @@ class GetCore:
     """The quorum state of one replicated read of ``keys`` (see the module doc).
 
     ``unfound`` are the keys this node holds no version of; ``peers`` the live
-    nodes asked besides the coordinator.
+    nodes asked besides the coordinator; ``extra`` the former holders asked too,
+    whose answers do not count towards R.
     """
 
-    __slots__ = ("r", "peers", "unfound", "answered_by", "failed_by", "rerun", "decided")
+    __slots__ = ("r", "peers", "extra", "unfound", "answered_by", "failed_by", "extra_heard", "rerun", "decided")
 
-    def __init__(self, r: int, peers: tuple[str, ...], unfound: set[bytes] | frozenset = frozenset()) -> None:
+    def __init__(self, r: int, peers: tuple[str, ...], unfound: set[bytes] | frozenset = frozenset(),
+                 extra: tuple[str, ...] = ()) -> None:
         self.r = r
         self.peers = peers
+        self.extra = extra
+        #: Former holders that answered or failed.
+        self.extra_heard: set[str] = set()
         self.unfound = set(unfound)
         self.answered_by: set[str] = set()
         self.failed_by: set[str] = set()
@@ -75,6 +86,7 @@ class GetCore:
     def start(self) -> list[tuple]:
         """Ask every live peer; a read nobody else can answer is decided at once."""
         actions: list[tuple] = [(ASK, peer) for peer in self.peers]
+        actions.extend((ASK, peer) for peer in self.extra)
         actions.extend(self._decide(final=False))
         return actions
 
@@ -83,20 +95,30 @@ class GetCore:
         """``peer`` answered: it held versions of ``found``; merging its records
         changed the coordinator's (``merged_newer``); it lacks the merged
         versions of ``stale``."""
-        if peer not in self.peers or peer in self.answered_by or peer in self.failed_by:
+        if peer in self.extra:
+            if peer in self.extra_heard:
+                return NOTHING
+            self.extra_heard.add(peer)
+        elif peer not in self.peers or peer in self.answered_by or peer in self.failed_by:
             return NOTHING
-        self.answered_by.add(peer)
+        else:
+            self.answered_by.add(peer)
         if found and self.unfound:
             self.unfound.difference_update(found)
         if merged_newer:
             self.rerun = True
         decided = self._decide(final=False)
-        if stale:
+        if stale and peer not in self.extra:  # a former holder is not repaired: it gives keys away
             return ((REPAIR, peer, tuple(stale)),) + decided
         return decided
 
     def failed(self, peer: str) -> tuple:
         """``peer`` could not answer (connection lost, error, bad record)."""
+        if peer in self.extra:
+            if peer in self.extra_heard:
+                return NOTHING
+            self.extra_heard.add(peer)
+            return self._decide(final=False)
         if peer not in self.peers or peer in self.answered_by or peer in self.failed_by:
             return NOTHING
         self.failed_by.add(peer)
@@ -114,9 +136,9 @@ class GetCore:
         if self.decided is not None:
             return NOTHING
         answered = self.answered
-        heard = answered + len(self.failed_by)
+        heard = answered + len(self.failed_by) + len(self.extra_heard)
         if answered >= self.r:
-            if self.unfound and not final and heard < self.asked:
+            if self.unfound and not final and heard < self.asked + len(self.extra):
                 return NOTHING  # someone still to answer may hold a key nobody had
             self.decided = REPLY
             return ((REPLY, self.rerun),)

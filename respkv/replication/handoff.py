@@ -282,12 +282,17 @@ class HintedHandoff:
             if key in hinted:
                 queued.add(key)
 
+    def holds_hint_for(self, key: bytes) -> bool:
+        """Whether a hint for ``key`` waits here for some node (its copy is then
+        the hint's, dropped once delivered)."""
+        return any(key in keys for keys in self.hints.values())
+
     def _release_copy(self, key: bytes) -> None:
         """A fallback's copy of ``key`` goes once no node it holds hints for lacks it."""
         topology = self.state.topology
         if self.state.myself in topology.ring.preference_list(key_slot(key), topology.rf):
             return
-        if any(key in keys for keys in self.hints.values()):
+        if self.holds_hint_for(key):
             return
         self.store.relinquish(key)
 

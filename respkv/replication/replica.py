@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from ..commands.table import CommandError
 from ..protocol.reply import RESP2
-from .store import VersionStore
+from .store import RECONCILE, VersionStore
 from .versions import OPERATION_PREFIX, parse_operation
 
 REPL = b"REPL"
@@ -159,3 +159,16 @@ class ReplicaContext:
         self.node = node
         self.ks = node.keyspace
         self.stats = type(node.stats)()  # counters of its own: not client traffic
+
+
+def reconcile_args(store: VersionStore, keys) -> list[bytes]:
+    """``REPL`` arguments shipping the whole current records of ``keys`` (those
+    with a record), to reconcile with what the receiver holds."""
+    args: list[bytes] = []
+    for key in keys:
+        record = store.wire_record(key)
+        if record is not None:
+            args.append(key)
+            args.append(RECONCILE)
+            args.append(record)
+    return args

@@ -1,0 +1,152 @@
+"""Elastic membership end to end, with real processes.
+
+* The short form of ``tools/movesuite.py``: a 3-node RF=3 cluster under steady
+  writes (every acknowledgement recorded) and reads grows to 5 nodes
+  (``respkv.launcher.add``), shrinks back to 3 by decommission (``CLUSTER LEAVE``,
+  hand-off, ``CLUSTER FORGET``), then loses a node to ``kill -9`` that is removed
+  for good.  No acknowledged write may be lost, no read may see a wrong value,
+  no join or decommission may cost a client an error, each new node must end
+  with its full share of the keys having been sent no more than 1.5x that share,
+  and each move's progress must have been shown while it ran.
+* ``redis-cli --cluster add-node`` and ``del-node`` against a node started by
+  hand, with ``redis-cli --cluster check`` counting every key once before and
+  after; ``CLUSTER LEAVE``/``FORGET``/``RESET`` refusals as Redis words them.
+* ``respkv cluster restart``.
+
+Throughput during the moves is reported by the tool, not asserted here (timing
+targets live in benchmarks).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from respkv import launcher
+from tools import movesuite
+
+from .test_cluster_e2e import _ANSI, HOST, cluster_nodes, poll, run_tool, start_cluster
+
+pytestmark = pytest.mark.cluster
+
+MOVE_TIMEOUT = 120.0
+
+
+def test_grow_shrink_and_remove_under_load_lose_nothing(tmp_path):
+    lines: list[str] = []
+    settings = movesuite.Settings(prefill=6000, clients=3, readers=2, steady_seconds=1.0,
+                                  keep=str(tmp_path / "c"), move_timeout=MOVE_TIMEOUT,
+                                  server_args=["--handoff-keys-per-second=3000"])
+    report = movesuite.run(settings, lines.append)
+    print(report.summary())
+    assert report.verdict.ok and report.prefill_lost == 0, report.summary()
+    assert all(p.wrong_reads == 0 for p in report.phases), report.summary()
+    moves = [p for p in report.phases if p.is_move]
+    assert [p.name for p in moves] == ["add node-3", "add node-4", "remove node-4", "remove node-1"]
+    assert all(p.write_errors == 0 and p.read_errors == 0 for p in moves), report.summary()
+    assert report.ok
+    for join in moves[:2]:
+        moved = join.moved
+        assert moved["pushed_vs_ideal"] <= 1.5, moved
+        assert moved["holds_vs_ideal"] >= 0.9, moved  # its full share, less what a rounding of the ring gives
+    # Progress bars were shown while keys moved, for the joins and the decommissions.
+    bars = [line for line in lines if "[" in line and "keys/s" in line]
+    assert any(line.startswith(("node-0", "node-1", "node-2")) for line in bars), lines
+    assert any(line.startswith("node-4") for line in bars) and any(line.startswith("node-1") for line in bars), lines
+
+
+def test_redis_cli_add_node_and_del_node(tmp_path):
+    cluster = start_cluster(tmp_path / "c", nodes=3, rf=3)
+    hand = None
+    try:
+        seed = cluster.nodes[0].port
+        rc = RedisCluster(host=HOST, port=seed, socket_timeout=10)
+        for i in range(0, 3000, 500):
+            pipe = rc.pipeline()
+            for j in range(i, i + 500):
+                pipe.set(f"cli:{j}", j)
+            pipe.execute()
+        port = max(cluster.ports) + 1
+        hand_dir = tmp_path / "hand"
+        hand_dir.mkdir()
+        argv = launcher.node_argv(python=sys.executable, host=HOST, port=port, node_dir=str(hand_dir),
+                                  rf=3, node_timeout=1000,
+                                  secret_file=os.path.join(cluster.directory, "cluster-secret"))
+        hand = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        assert poll(lambda: _answers(port), 30)
+        out = run_tool("redis-cli", "--cluster", "add-node", f"{HOST}:{port}", f"{HOST}:{seed}")
+        assert out.returncode == 0 and "[OK] New node added correctly." in _ANSI.sub("", out.stdout), out
+        hand_id = launcher.command(HOST, port, "CLUSTER", "MYID").decode()
+        assert poll(lambda: len(cluster_nodes(seed)) == 4 and _moves_done([*cluster.ports, port]), MOVE_TIMEOUT)
+        check = _ANSI.sub("", run_tool("redis-cli", "--cluster", "check", f"{HOST}:{seed}").stdout)
+        assert "[OK] 3000 keys in 4 masters." in check, check
+        assert int(launcher.command(HOST, port, "DBSIZE", readonly=True)) > 1500  # its share (3/4) moved to it
+
+        # Refusals, with Redis's words where Redis has them.
+        plain = redis.Redis(host=HOST, port=seed, socket_timeout=10)
+        with pytest.raises(redis.ResponseError, match="^Can't forget a live node"):
+            plain.execute_command("CLUSTER", "FORGET", hand_id)
+        with pytest.raises(redis.ResponseError, match="^CLUSTER RESET can't be called with master nodes containing keys$"):
+            plain.execute_command("CLUSTER", "RESET", "SOFT")
+        out = run_tool("redis-cli", "--cluster", "del-node", f"{HOST}:{seed}", hand_id)
+        assert out.returncode != 0 and "is not empty" in _ANSI.sub("", out.stdout), out
+
+        # Decommission: it gives its slots up at once and hands its keys over;
+        # del-node then works (FORGET everywhere, CLUSTER RESET SOFT on it).
+        assert launcher.command(HOST, port, "CLUSTER", "LEAVE") == b"OK"
+        assert launcher.command(HOST, port, "CLUSTER", "LEAVE") == b"OK"  # leaving already: OK again
+        deleted = poll(lambda: run_tool("redis-cli", "--cluster", "del-node", f"{HOST}:{seed}", hand_id).returncode == 0,
+                       MOVE_TIMEOUT, interval=0.5)
+        assert deleted
+        assert all(hand_id not in {line.node_id for line in cluster_nodes(p)} for p in cluster.ports)
+        known = [line.node_id for line in cluster_nodes(port)]
+        assert known == [hand_id], launcher.command(HOST, port, "CLUSTER", "NODES")  # reset: it knows only itself
+        assert int(launcher.command(HOST, port, "DBSIZE", readonly=True)) == 0
+        check = _ANSI.sub("", run_tool("redis-cli", "--cluster", "check", f"{HOST}:{seed}").stdout)
+        assert "[OK] 3000 keys in 3 masters." in check and "All 16384 slots covered." in check, check
+        rc = RedisCluster(host=HOST, port=seed, socket_timeout=10)
+        assert rc.mget_nonatomic([f"cli:{j}" for j in range(3000)]) == [str(j).encode() for j in range(3000)]
+
+        # respkv cluster restart: SIGTERM, start on its directory, ready again.
+        out = run_tool(sys.executable, "-m", "respkv", "cluster", "restart", "node-2", "--dir", cluster.directory)
+        assert out.returncode == 0 and "restarted node-2" in out.stdout, out
+        assert rc.get("cli:7") == b"7"
+    finally:
+        if hand is not None:
+            hand.kill()
+            hand.wait(10)
+        cluster.stop()
+
+
+def test_the_last_node_with_slots_cannot_leave(tmp_path):
+    cluster = start_cluster(tmp_path / "c", nodes=2, rf=2)
+    try:
+        a, b = cluster.ports
+        assert launcher.command(HOST, b, "CLUSTER", "LEAVE") == b"OK"
+        with pytest.raises(launcher.ReplyError, match="last node holding slots"):
+            launcher.command(HOST, a, "CLUSTER", "LEAVE")
+        assert poll(lambda: _moves_done([a, b]) and int(launcher.command(HOST, b, "DBSIZE", readonly=True)) == 0,
+                    MOVE_TIMEOUT)
+    finally:
+        cluster.stop()
+
+
+def _answers(port: int) -> bool:
+    try:
+        return launcher.command(HOST, port, "PING", timeout=1.0) == b"PONG"
+    except OSError:
+        return False
+
+
+def _moves_done(ports) -> bool:
+    for port in ports:
+        info = launcher.parse_info(launcher.command(HOST, port, "INFO", "replication", timeout=5.0))
+        if info.get("handoff_slots_held") != "0" or info.get("handoff_running") != "0":
+            return False
+    return True
