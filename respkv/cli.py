@@ -379,11 +379,63 @@ def _progress_printer():
     return show
 
 
+def _kube_parser(sub) -> None:
+    """``respkv kube run|ready|stop|manifests``: a StatefulSet's pods (docs/deployment.md)."""
+    p = sub.add_parser("kube", help="run respkv as a Kubernetes StatefulSet (see docs/deployment.md)")
+    actions = p.add_subparsers(dest="action", required=True)
+    actions.add_parser("run", help="the container's entrypoint: start this pod's node").set_defaults(func=_kube_run)
+    actions.add_parser("ready", help="readiness probe: exit 0 once the node has joined").set_defaults(
+        func=_kube_ready)
+    actions.add_parser("stop", help="preStop hook: decommission the node if the StatefulSet no longer counts "
+                       "its pod").set_defaults(func=_kube_stop)
+    m = actions.add_parser("manifests", help="print the Service, RBAC and StatefulSet objects for kubectl apply")
+    m.add_argument("--name", default="respkv", help="StatefulSet name (default respkv)")
+    m.add_argument("--replicas", type=int, default=3, help="pods (default 3)")
+    m.add_argument("--image", default="respkv:latest", help="container image (default respkv:latest)")
+    m.add_argument("--namespace", default="default", help="namespace (default default)")
+    m.add_argument("--storage", default="10Gi", help="volume size per pod (default 10Gi)")
+    m.add_argument("--rf", type=int, default=3, help="replication factor (default 3)")
+    m.set_defaults(func=_kube_manifests)
+
+
+def _kube_run(ns: argparse.Namespace) -> int:
+    from .launcher import kube
+
+    kube.run()
+    return 1  # run execs the node; reaching here means it could not
+
+
+def _kube_ready(ns: argparse.Namespace) -> int:
+    from .launcher import kube
+
+    return 0 if kube.probe_ready() else 1
+
+
+def _kube_stop(ns: argparse.Namespace) -> int:
+    from .launcher import kube
+
+    try:
+        kube.stop()
+    except (OSError, ValueError, kube.ReplyError) as exc:  # the node stops anyway; its volume keeps its data
+        print(f"respkv kube stop: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _kube_manifests(ns: argparse.Namespace) -> int:
+    from .launcher import kube
+
+    sys.stdout.write(kube.render(kube.manifests(ns.name, replicas=ns.replicas, image=ns.image,
+                                                namespace=ns.namespace, storage=ns.storage, rf=ns.rf)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="respkv", description="A Dynamo-style key-value store speaking RESP.")
     sub = parser.add_subparsers(dest="command", required=True)
     _server_parser(sub)
     _cluster_parser(sub)
+    _kube_parser(sub)
     ns, extra = parser.parse_known_args(argv)
     if extra and ns.command != "server":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -518,7 +518,7 @@ def start_replication(node: Node, state: ClusterState, bus: ClusterBus) -> Coord
     node.keyspace.on_expire = coordinator.forgetting.expired
     node.add_key_observer(coordinator.observe)
     ownership = coordinator.ownership = OwnershipHandoff(node, state, bus, store, anti_entropy, coordinator.holders,
-                                                         coordinator.handoff.holds_hint_for)
+                                                         coordinator.handoff)
     for operations, handler in ((REPLICATION_OPERATIONS, coordinator.handle),
                                 (ANTI_ENTROPY_OPERATIONS, anti_entropy.handle), (OWNERSHIP_OPERATIONS, ownership.handle)):
         node.bus_operations.update(dict.fromkeys(operations, handler))

@@ -121,6 +121,7 @@ def test_redis_cli_add_node_and_del_node(tmp_path):
         if hand is not None:
             hand.kill()
             hand.wait(10)
+        launcher.down(cluster.directory)  # first: node-2 as restarted by the command above is in the record
         cluster.stop()
 
 

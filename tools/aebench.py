@@ -33,6 +33,12 @@ which would repair what they read.
   count), then ``--repeat`` times idle again.  Reported per test: median
   throughput and p99 latency while idle and during the repair, and the ratio of
   the repair runs to the idle median (the issue's target is >= 0.8).
+* **move**: ``--move-keys`` keys on 3 nodes; ``redis-benchmark`` runs
+  ``--repeat`` times, then a fourth node joins (``respkv cluster add``) and runs
+  go on while the other nodes hand it its share (only runs that ended before the
+  move did count), then ``--repeat`` times on the 4 nodes.  Reported per test:
+  the median throughput during the move against the 4-node runs (same members,
+  no move) and against the 3-node runs, and the move's duration.
 """
 
 from __future__ import annotations
@@ -295,6 +301,48 @@ def load_phase(directory: str, keys: int, percent: float, value_size: int, repea
         cluster.stop()
 
 
+def move_phase(directory: str, keys: int, value_size: int, repeat: int, requests: int) -> dict:
+    cluster = start(directory, [])
+    try:
+        load(cluster, keys, b"v" * value_size)
+        wait_everywhere(cluster, keys)
+        before = [benchmark(cluster, keys, requests) for _ in range(repeat)]
+
+        def moving() -> bool:
+            return any(not p.idle for p in launcher.cluster_moves(cluster))
+
+        started = time.monotonic()
+        launcher.add(cluster.directory, 1, timeout=FORM_TIMEOUT, wait=False, cluster=cluster)
+        during = []
+        while len(during) < repeat * 3 and moving():
+            sample = benchmark(cluster, keys, requests)
+            if not moving():
+                break  # the move ended during this run: it does not count
+            during.append(sample)
+        wait_for(lambda: not moving(), CONVERGE_TIMEOUT, "the move")
+        move_seconds = time.monotonic() - started
+        after = [benchmark(cluster, keys, requests) for _ in range(repeat)]
+        if not during:
+            raise benchlib.BenchmarkFailed("the move ended before one benchmark run: raise --move-keys")
+        result: dict = {"keys": keys, "move_seconds": round(move_seconds, 1), "runs_during_move": len(during)}
+        for test in during[0]:
+            rps = lambda samples: [round(sample[test][0]) for sample in samples]  # noqa: E731
+            busy = statistics.median(rps(during))
+            result[test] = {
+                "rps_3_nodes": rps(before), "rps_during_move": rps(during), "rps_4_nodes": rps(after),
+                "ratio_to_4_nodes": round(busy / statistics.median(rps(after)), 3),
+                "ratio_to_3_nodes": round(busy / statistics.median(rps(before)), 3),
+                "ratio_range_to_4_nodes": [round(min(rps(during)) / statistics.median(rps(after)), 3),
+                                           round(max(rps(during)) / statistics.median(rps(after)), 3)],
+            }
+            progress(f"move {test}: 3 nodes {result[test]['rps_3_nodes']}, during the move "
+                     f"{result[test]['rps_during_move']}, 4 nodes {result[test]['rps_4_nodes']} rps; ratio "
+                     f"{result[test]['ratio_to_4_nodes']} (to 4 nodes), {result[test]['ratio_to_3_nodes']} (to 3)")
+        return result
+    finally:
+        cluster.stop()
+
+
 # --------------------------------------------------------------------------- #
 # Command line
 # --------------------------------------------------------------------------- #
@@ -308,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--diverge-percent", type=float, default=1.0, help="default %(default)s")
     p.add_argument("--load-keys", type=int, default=1_000_000, help="keys of the load section (default %(default)s)")
     p.add_argument("--load-percent", type=float, default=10.0, help="default %(default)s")
+    p.add_argument("--move-keys", type=int, default=1_000_000, help="keys of the move section (default %(default)s)")
     p.add_argument("--value-size", type=int, default=100, help="default %(default)s")
     p.add_argument("--repeat", type=int, default=3, help="idle runs before and after the repair (default %(default)s)")
     p.add_argument("--requests", type=int, default=400_000,
@@ -320,9 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.quick:
-        args.keys, args.load_keys, args.repeat, args.requests = 3000, 20_000, 1, 20_000
+        args.keys, args.load_keys, args.move_keys, args.repeat, args.requests = 3000, 20_000, 20_000, 1, 20_000
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = set(sections) - {"wiped", "diverge", "load"}
+    unknown = set(sections) - {"wiped", "diverge", "load", "move"}
     if unknown:
         print(f"aebench: unknown sections {sorted(unknown)}", file=sys.stderr)
         return 2
@@ -337,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
             if "load" in sections:
                 results["load"] = load_phase(os.path.join(workdir, "load"), args.load_keys, args.load_percent,
                                              args.value_size, args.repeat, args.requests)
+            if "move" in sections:
+                results["move"] = move_phase(os.path.join(workdir, "move"), args.move_keys, args.value_size,
+                                             args.repeat, args.requests)
     except (benchlib.BenchmarkFailed, launcher.LauncherError) as exc:
         print(f"aebench: failed: {exc}", file=sys.stderr)
         return 1

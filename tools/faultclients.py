@@ -72,12 +72,15 @@ class Router:
         self.owner: list[int] = [self.ports[0]] * SLOTS
         self.conns: dict[int, redis.Redis] = {}
         self._refreshed = -1.0
+        #: Redirections followed and slot-map reloads, for reports.
+        self.moved = self.refreshes = 0
         self.refresh()
 
     def refresh(self, avoid: int | None = None, prefer: int | None = None) -> bool:
         """Reload the slot map from a node that answers (``prefer`` asked first,
         ``avoid`` last)."""
         self._refreshed = time.monotonic()
+        self.refreshes += 1
         for port in sorted(self.ports, key=lambda p: (p == avoid, p != prefer)):
             try:
                 reply = launcher.command(HOST, port, "CLUSTER", "SLOTS", timeout=self.timeout)
@@ -114,6 +117,7 @@ class Router:
             try:
                 return self.connection(port).execute_command(*args)
             except redis.exceptions.MovedError as exc:
+                self.moved += 1
                 self.owner[slot] = int(exc.port)
                 if time.monotonic() - self._refreshed >= REFRESH_INTERVAL:
                     # Slots moved: reload the whole map, as redis-py does after MOVEDs.

@@ -15,7 +15,9 @@ processes on free ports (``respkv cluster up``), writes ``--prefill`` keys, then
 starts ``--clients`` writer threads (:class:`tools.faultclients.Workload`: unique
 ``SET`` keys and ``SADD`` elements, every outcome recorded) and ``--readers``
 reader threads that keep reading random prefilled keys and count every wrong or
-missing value and every error.  Both follow ``-MOVED`` and nothing else.  Then, in
+missing value and every error.  The writers and every other reader follow
+``-MOVED`` and nothing else; the other readers use redis-py's ``RedisCluster``, as
+an application would.  Then, in
 phases, with the load running all along:
 
 1. ``steady``: ``--steady-seconds`` of load alone, the reference throughput;
@@ -56,6 +58,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
+import redis
 from redis.cluster import RedisCluster
 
 from respkv import launcher
@@ -74,7 +77,7 @@ class Settings:
     prefill: int = 200_000
     clients: int = 4
     readers: int = 2
-    sets: int = 8
+    sets: int = 64
     set_ratio: float = 0.3
     steady_seconds: float = 5.0
     seed: int | None = None
@@ -90,26 +93,35 @@ class Settings:
 
 class Reader(threading.Thread):
     """Reads random prefilled keys through their coordinators until stopped;
-    counts reads, wrong values (nil included) and errors."""
+    counts reads, wrong values (nil included) and errors.  With ``redis_py`` it
+    reads through redis-py's ``RedisCluster``, which follows redirections and
+    refreshes its slot map on its own, as applications do."""
 
     def __init__(self, ports: Sequence[int], prefilled: int, timeout: float, rng: random.Random,
-                 stop: threading.Event) -> None:
+                 stop: threading.Event, redis_py: bool = False) -> None:
         super().__init__(name="movesuite-reader", daemon=True)
         self.ports, self.prefilled, self.timeout, self.rng, self.stop = list(ports), prefilled, timeout, rng, stop
+        self.redis_py = redis_py
         self.reads = 0
         self.wrong: list[tuple[str, str | None]] = []
         self.errors: Counter = Counter()
         self.failure: BaseException | None = None
 
     def run(self) -> None:
-        router = Router(self.ports, self.timeout, random.Random(self.rng.random()))
+        if self.redis_py:
+            client = RedisCluster(host=HOST, port=self.ports[0], socket_timeout=self.timeout, decode_responses=True)
+            get, failures = client.get, (redis.RedisError,)
+        else:
+            client = Router(self.ports, self.timeout, random.Random(self.rng.random()))
+            get, failures = (lambda key: client.execute(key, "GET", key)), (Unacknowledged,)
         try:
             while not self.stop.is_set():
                 i = self.rng.randrange(self.prefilled)
                 try:
-                    value = router.execute(key_of(i), "GET", key_of(i))
-                except Unacknowledged as exc:
-                    self.errors[str(exc).split(None, 1)[0].rstrip(":")] += 1
+                    value = get(key_of(i))
+                except failures as exc:
+                    kind = type(exc).__name__ if self.redis_py else str(exc).split(None, 1)[0].rstrip(":")
+                    self.errors[("redis-py " if self.redis_py else "") + kind] += 1
                     self.stop.wait(0.02)
                     continue
                 self.reads += 1
@@ -118,7 +130,7 @@ class Reader(threading.Thread):
         except BaseException as exc:  # reported by the driver
             self.failure = exc
         finally:
-            router.close()
+            client.close()
 
 
 def key_of(i: int) -> str:
@@ -252,8 +264,8 @@ def run(settings: Settings, progress: Progress) -> Report:
         workload = Workload(ports, rng, tag="mv", clients=settings.clients, sets=settings.sets,
                             timeout=settings.timeout, set_ratio=settings.set_ratio).start()
         stop_reading = threading.Event()
-        readers = [Reader(ports, settings.prefill, settings.timeout, random.Random(rng.random()), stop_reading)
-                   for _ in range(settings.readers)]
+        readers = [Reader(ports, settings.prefill, settings.timeout, random.Random(rng.random()), stop_reading,
+                          redis_py=i % 2 == 1) for i in range(settings.readers)]
         for r in readers:
             r.start()
         phases: list[Phase] = []

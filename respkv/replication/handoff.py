@@ -42,6 +42,7 @@ delivered and dropped since the start.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping
 
 from ..keyspace.slots import key_slot
@@ -281,6 +282,10 @@ class HintedHandoff:
             in_flight.discard(key)
             if key in hinted:
                 queued.add(key)
+
+    def hinted_per_slot(self) -> Counter:
+        """How many keys of each slot have a hint waiting here (each key once)."""
+        return Counter(key_slot(key) for key in set().union(*self.hints.values()))
 
     def holds_hint_for(self, key: bytes) -> bool:
         """Whether a hint for ``key`` waits here for some node (its copy is then

@@ -60,7 +60,7 @@ from ..keyspace.slots import SLOT_COUNT
 from ..peer.bus import PeerError, PeerUnavailable
 from ..persistence.exceptions import LogWriteError
 from .antientropy import AE_KEYS, LISTED_PER_REPAIRED, KEYS_PER_REQUEST, Exchange, ExchangeNotReady, split_listing
-from .merkle import bitmap_slots, leaf_hash, slots_bitmap
+from .merkle import SEGMENT_COUNT, SEGMENTED_SLOT_KEYS, bitmap_slots, leaf_hash, slots_bitmap
 from .replica import REPL, reconcile_args
 
 log = logging.getLogger(__name__)
@@ -211,17 +211,22 @@ class OwnershipHandoff:
     """This node's side of moves: announcing held slots, handing them over,
     dropping what was handed over, and taking other nodes' announcements."""
 
-    def __init__(self, node, state, bus, store, anti_entropy, holders: SlotHolders, hinted) -> None:
+    def __init__(self, node, state, bus, store, anti_entropy, holders: SlotHolders, hints) -> None:
         self.node = node
         self.state = state
         self.bus = bus
         self.store = store
         self.anti_entropy = anti_entropy
         self.holders = holders
-        self.hinted = hinted
+        #: The hinted hand-off: a key with a hint waiting is its copy, not a move's.
+        self.hints = hints
+        self.hinted = hints.holds_hint_for
         self.myself = state.myself
-        #: The slots this node held outside their preference lists at the last check.
+        #: The slots this node held outside their preference lists at the last check
+        #: (announced), and those of them with keys to hand over (not only hinted ones).
         self.held: list[int] = []
+        self.to_move: list[int] = []
+        self.keys_to_move = 0
         self._kick = trio.Event()
         self.stats = {"moves": 0, "keys_pushed": 0, "keys_released": 0, "slots_released": 0,
                       "exchanges_failed": 0, "bytes_sent": 0, "bytes_received": 0,
@@ -274,21 +279,26 @@ class OwnershipHandoff:
                 continue
             self.anti_entropy.settle()
             topology = self.state.topology
-            held = held_slots(self.anti_entropy.trees.key_count, topology.ring.preference_lists(topology.rf),
-                              self.myself)
-            self.held = held
+            count = self.anti_entropy.trees.key_count
+            held = held_slots(count, topology.ring.preference_lists(topology.rf), self.myself)
+            hinted = self.hints.hinted_per_slot() if held else {}
+            to_move = [slot for slot in held if count(slot) > hinted.get(slot, 0)]
+            self.held, self.to_move = held, to_move
+            self.keys_to_move = sum(count(slot) - hinted.get(slot, 0) for slot in to_move)
             now = trio.current_time()
             if held != announced or (held and now >= next_announce):
                 self._announce(held)
                 announced, next_announce = held, now + ANNOUNCE_INTERVAL
-            if not held:
+            if not to_move:
                 self._finish_move()
                 continue
             if self.node.write_refusal is not None or not self._views_agree():
                 continue  # re-checked every CHECK_INTERVAL
-            self._begin_move(held)
-            await self._hand_over(held)
-            self._kick.set()  # check again at once: what is left, or an empty set to announce
+            self._begin_move(to_move)
+            released = self.stats["keys_released"]
+            await self._hand_over(to_move)
+            if self.stats["keys_released"] != released:
+                self._kick.set()  # check again at once: what is left, or an empty set to announce
 
     def _views_agree(self) -> bool:
         """Hand nothing over while some live member has told another membership:
@@ -299,9 +309,8 @@ class OwnershipHandoff:
     def _begin_move(self, held: list[int]) -> None:
         if self.move_started is not None:
             return
-        count = self.anti_entropy.trees.key_count
         self.move_started = self._reported = time.monotonic()
-        self.move_slots, self.move_keys = len(held), sum(count(slot) for slot in held)
+        self.move_slots, self.move_keys = len(held), self.keys_to_move
         self.move_slots_done = self.move_keys_done = 0
         self.stats["moves"] += 1
         log.info("ownership hand-off: %d slots (%d keys) to give to the nodes that now replicate them",
@@ -348,10 +357,11 @@ class OwnershipHandoff:
                     log.warning("ownership hand-off to %s failed (retried on the next pass)", peer, exc_info=True)
                     continue
                 done[peer] = handover
-            self._release(slots, done)
+            await self._release(slots, done)
 
-    def _release(self, slots: list[int], done: dict[str, Handover]) -> None:
-        """Drop the copies of ``slots``' keys that every live replica confirmed."""
+    async def _release(self, slots: list[int], done: dict[str, Handover]) -> None:
+        """Drop the copies of ``slots``' keys that every live replica confirmed,
+        a slot (or a segment of a big one) at a time, letting clients in between."""
         topology = self.state.topology
         preference_lists = topology.ring.preference_lists(topology.rf)
         trees = self.anti_entropy.trees
@@ -361,14 +371,21 @@ class OwnershipHandoff:
             targets = [peer for peer in topology.nodes_for(slot) if peer != self.myself]
             if self.myself in preference_lists[slot] or not targets or any(peer not in done for peer in targets):
                 continue  # the slot came back here, has no live replica, or one hand-off failed
-            slot_sum = trees.slot_sum(slot)
+            handovers = [done[peer] for peer in targets]
+            big = trees.key_count(slot) > SEGMENTED_SLOT_KEYS
             kept = 0
-            for key, leaf in trees.leaves(slot).items():
-                if self.hinted(key) or not all(done[peer].confirms(slot, slot_sum, key, leaf) for peer in targets):
-                    kept += 1
-                    continue
-                self.store.relinquish(key)
-                released += 1
+            for segment in range(SEGMENT_COUNT) if big else (None,):
+                if self.state.topology is not topology:
+                    return  # the ring changed meanwhile: the next pass decides again
+                slot_sum = trees.slot_sum(slot)  # as the trees stand now: a change since voids the slot's match
+                for key, leaf in trees.leaves(slot, segment).items():
+                    if self.hinted(key) or not all(h.confirms(slot, slot_sum, key, leaf) for h in handovers):
+                        kept += 1
+                        continue
+                    self.store.relinquish(key)
+                    released += 1
+                if big:
+                    await trio.lowlevel.checkpoint()
             if not kept:
                 self.move_slots_done += 1
                 self.stats["slots_released"] += 1
@@ -391,14 +408,14 @@ class OwnershipHandoff:
 
     def info(self) -> dict[str, object]:
         """The ``handoff_*`` fields of INFO replication."""
-        count = self.anti_entropy.trees.key_count
-        keys_held = sum(count(slot) for slot in self.held)
+        keys_held = self.keys_to_move
         speed = self._speed()
         moving = self.move_started is not None
         fields: dict[str, object] = {
             "handoff_running": int(moving),
-            "handoff_slots_held": len(self.held),
+            "handoff_slots_held": len(self.to_move),
             "handoff_keys_held": keys_held,
+            "handoff_slots_announced": len(self.held),
             "handoff_move_slots_done": self.move_slots_done if moving else 0,
             "handoff_move_slots_total": self.move_slots if moving else 0,
             "handoff_move_keys_done": self.move_keys_done if moving else 0,
