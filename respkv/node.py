@@ -47,7 +47,7 @@ from . import __version__
 from .allocator import keep_big_blocks_in_mmaps
 from .cluster.gossip import OPERATIONS as GOSSIP_OPERATIONS
 from .cluster.gossip import BUS_PORT_OFFSET, Gossip, announce_ip, parse_address
-from .cluster.identity import load_cluster_secret, load_or_create_node_id
+from .cluster.identity import is_leaving, load_cluster_secret, load_or_create_node_id
 from .cluster.membership import Member
 from .cluster.persisted import MembershipRecorder, config_file_path, rejoin, restore
 from .cluster.proxy import proxy_pool
@@ -562,7 +562,7 @@ async def serve_cluster(node: Node, *, task_status=trio.TASK_STATUS_IGNORED) -> 
     with bus_socket:  # closed however this ends (the bus closes it too on exit)
         bus_port = bus_socket.getsockname()[1]
         state = ClusterState(
-            Member(node_id, host, node.port, bus_port, config["cluster-weight"]),
+            Member(node_id, host, node.port, bus_port, 0 if is_leaving(config["dir"]) else config["cluster-weight"]),
             rf=config["replication-factor"],
             vnodes=config["cluster-vnodes"],
             routing=config["cluster-routing"],

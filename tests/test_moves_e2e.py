@@ -125,7 +125,7 @@ def test_redis_cli_add_node_and_del_node(tmp_path):
         cluster.stop()
 
 
-def test_the_last_node_with_slots_cannot_leave(tmp_path):
+def test_the_last_node_with_slots_cannot_leave_and_a_restart_goes_on_leaving(tmp_path):
     cluster = start_cluster(tmp_path / "c", nodes=2, rf=2)
     try:
         a, b = cluster.ports
@@ -134,6 +134,13 @@ def test_the_last_node_with_slots_cannot_leave(tmp_path):
             launcher.command(HOST, a, "CLUSTER", "LEAVE")
         assert poll(lambda: _moves_done([a, b]) and int(launcher.command(HOST, b, "DBSIZE", readonly=True)) == 0,
                     MOVE_TIMEOUT)
+        assert os.path.exists(os.path.join(cluster.nodes[1].dir, "leaving"))
+        cluster.kill_node(1)
+        cluster.start_node(1)
+        cluster.wait_listening([1], MOVE_TIMEOUT)
+        b_id = launcher.command(HOST, b, "CLUSTER", "MYID").decode()
+        assert poll(lambda: {line.node_id: line.slots for line in cluster_nodes(a)}.get(b_id) == 0
+                    and {line.node_id: line.slots for line in cluster_nodes(b)}.get(b_id) == 0, MOVE_TIMEOUT)
     finally:
         cluster.stop()
 

@@ -46,6 +46,7 @@ from ..commands.transactions import end_transaction, registry
 from ..keyspace.numbers import parse_int
 from ..keyspace.slots import SLOT_COUNT, key_slot
 from ..protocol import reply
+from .identity import set_leaving
 from .proxy import forward
 from .routing import CROSS_SLOT, CROSSSLOT_ERROR, NO_KEYS, place, request_slot, requests_slot
 from .state import PROXY
@@ -376,6 +377,7 @@ async def cluster_leave(s, args):
         raise CommandError("ERR This is the last node holding slots: add another node before it leaves")
     if s.in_exec:  # EXEC runs its commands without waiting, and leaving waits for the members' answers
         raise CommandError("ERR CLUSTER LEAVE cannot run inside a transaction")
+    set_leaving(s.node.config["dir"], True)  # before the ring changes: a restart goes on leaving
     if await gossip.leave():
         log.warning("CLUSTER LEAVE: this node gives its slots away and hands its keys over")
     return reply.OK
@@ -389,7 +391,7 @@ def cluster_reset(s, args):
     Redis, refused while the node holds keys, so only a node that left and
     handed everything over (``redis-cli --cluster del-node`` sends this last)
     or an empty one can be reset."""
-    state = _state(s)
+    _state(s)
     if len(args) > 3 or (len(args) == 3 and args[2].lower() not in (b"hard", b"soft")):
         raise CommandError("ERR syntax error")
     if s.node.keyspace.dbsize():
@@ -397,6 +399,7 @@ def cluster_reset(s, args):
     gossip = s.node.cluster_gossip
     if gossip is None:
         raise CommandError("ERR The cluster bus is not running")
+    set_leaving(s.node.config["dir"], False)
     gossip.reset(s.node.config["cluster-weight"])
     log.warning("CLUSTER RESET: this node forgot every other member")
     return reply.OK

@@ -428,7 +428,7 @@ class Gossip:
         return True
 
     async def _tell(self, link, args: list[bytes]) -> None:
-        with contextlib.suppress(PeerUnavailable, PeerError):
+        with contextlib.suppress(PeerUnavailable, PeerError, ValueError):  # a member not told learns by gossip
             self._on_answer(link.peer_id, await link.request(PING, args, timeout=self.ping_timeout))
 
     @property

@@ -45,6 +45,26 @@ def load_or_create_node_id(directory: str) -> str:
     return node_id
 
 
+# -- leaving -----------------------------------------------------------------------------
+
+#: Written into the data directory by ``CLUSTER LEAVE``: the node restarts at ring
+#: weight 0 and goes on handing its keys over (removed by ``CLUSTER RESET``).
+LEAVING_FILE = "leaving"
+
+
+def is_leaving(directory: str) -> bool:
+    return os.path.exists(os.path.join(directory, LEAVING_FILE))
+
+
+def set_leaving(directory: str, leaving: bool) -> None:
+    """Record (or clear) that the node of ``directory`` leaves the cluster."""
+    path = os.path.join(directory, LEAVING_FILE)
+    if leaving:
+        write_line_atomically(path, "this node left its cluster's ring (CLUSTER LEAVE)", 0o644)
+    elif os.path.exists(path):
+        os.unlink(path)
+
+
 # -- the cluster secret ----------------------------------------------------------------
 
 #: Where a node keeps the cluster secret it generated, inside its data directory.

@@ -55,12 +55,9 @@ class ClusterState:
             self.membership = Membership([myself])
         else:
             # A restart: start from the members known before (see cluster.persisted),
-            # with this node's own record re-asserted at its current address; a node
-            # that was leaving (weight 0) goes on leaving.
-            saved = known.get(myself.node_id)
-            weight = 0 if saved is not None and not saved.left and saved.weight == 0 else myself.weight
+            # with this node's own record re-asserted at its current address.
             self.membership = known.with_member(
-                myself.node_id, myself.host, myself.port, myself.bus_port, weight
+                myself.node_id, myself.host, myself.port, myself.bus_port, myself.weight
             )
         self.states: Mapping[str, NodeState] = {}
         #: Gossip counters by message type, for CLUSTER INFO.

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..cluster.gossip import BUS_PORT_OFFSET
+from ..cluster.identity import SECRET_FILE
 from .client import ReplyError, command, parse_cluster_nodes, parse_info
 from .local import LocalCluster, NodeRecord, node_argv
 from .processes import LauncherError, check_ports_free
@@ -132,7 +133,7 @@ def add(directory: str, count: int = 1, *, timeout: float = 60.0, wait: bool = T
                          join=[f"{cluster.host}:{running[0].port}"], rf=options.get("rf"),
                          routing=options.get("routing"), node_timeout=options.get("node_timeout"),
                          server_args=options.get("server_args", ()),
-                         secret_file=os.path.join(cluster.directory, "cluster-secret"))
+                         secret_file=os.path.join(cluster.directory, SECRET_FILE))
         record = NodeRecord(index, port, port + BUS_PORT_OFFSET, node_dir, argv)
         check_ports_free(record, cluster.host)
         cluster.nodes.append(record)
