@@ -10,8 +10,9 @@ that held keys of a slot whose preference list no longer names it is now a
 **former holder** of that slot.  Each node finds its own such slots
 (:func:`held_slots`: it holds keys there, the ring does not prefer it) and:
 
-1. **Announces** them (``HOLDS bitmap``) to every member, again whenever they
-   change and every :data:`ANNOUNCE_INTERVAL` seconds while there are any.
+1. **Announces** them (``HOLDS bitmap epoch``) to every member, again whenever
+   they change and every :data:`ANNOUNCE_INTERVAL` seconds while there are any
+   (also during a long hand-off pass).
    Coordinators keep the announcements in :class:`SlotHolders` and ask a slot's
    live former holders too when they read it (as ``extra`` peers of
    :class:`~.get_core.GetCore`): a key only a former holder has is found, and
@@ -265,9 +266,21 @@ class OwnershipHandoff:
     # -- the loop ----------------------------------------------------------------------------
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._repeat_announcements)
+            task_status.started()
+            await self._checks()
+
+    async def _repeat_announcements(self) -> None:
+        """Announce the held slots again every :data:`ANNOUNCE_INTERVAL` seconds,
+        also while a long hand-off pass runs, for members that missed the first."""
+        while True:
+            await trio.sleep(ANNOUNCE_INTERVAL)
+            if self.held:
+                self._announce(self.held)
+
+    async def _checks(self) -> None:
         announced: list[int] | None = None
-        next_announce = 0.0
         while True:
             with trio.move_on_after(CHECK_INTERVAL):
                 await self._kick.wait()
@@ -285,10 +298,9 @@ class OwnershipHandoff:
             to_move = [slot for slot in held if count(slot) > hinted.get(slot, 0)]
             self.held, self.to_move = held, to_move
             self.keys_to_move = sum(count(slot) - hinted.get(slot, 0) for slot in to_move)
-            now = trio.current_time()
-            if held != announced or (held and now >= next_announce):
+            if held != announced:
                 self._announce(held)
-                announced, next_announce = held, now + ANNOUNCE_INTERVAL
+                announced = held
             if not to_move:
                 self._finish_move()
                 continue
