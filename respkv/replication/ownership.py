@@ -30,8 +30,10 @@ that held keys of a slot whose preference list no longer names it is now a
 3. **Drops its copy** of each key that every live new replica confirmed in the
    version held here (:meth:`Handover.confirms`); a key written here since,
    one with a hint still pending (the hinted hand-off owns that copy), or one
-   whose slot came back to this node, is kept for the next pass.  Once a
-   node holds nothing outside its preference lists it announces an empty set.
+   whose slot came back to this node, is kept for the next pass.  Each chunk's
+   emptied slots leave the announced set at once, so reads stop asking this
+   node about them; once it holds nothing outside its preference lists it
+   announces an empty set.
 
 Nothing is handed over while some live member last told this node another
 membership (a ring change still spreading): two nodes each taking the other
@@ -379,6 +381,7 @@ class OwnershipHandoff:
         trees = self.anti_entropy.trees
         self.anti_entropy.settle()
         released = 0
+        emptied: set[int] = set()
         for slot in slots:
             targets = [peer for peer in topology.nodes_for(slot) if peer != self.myself]
             if self.myself in preference_lists[slot] or not targets or any(peer not in done for peer in targets):
@@ -401,8 +404,12 @@ class OwnershipHandoff:
             if not kept:
                 self.move_slots_done += 1
                 self.stats["slots_released"] += 1
+                emptied.add(slot)
         self.stats["keys_released"] += released
         self.move_keys_done += released
+        if emptied:  # coordinators stop asking this node about them
+            self.held = [slot for slot in self.held if slot not in emptied]
+            self._announce(self.held)
         try:
             self.node.persist_now()
         except LogWriteError:
