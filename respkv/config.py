@@ -271,7 +271,7 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in [
               doc="Client commands per second on a node (INFO's instantaneous_ops_per_sec) at which its "
                   "anti-entropy repairs slow to half of anti-entropy-keys-per-second (a third at twice the "
                   "load, and so on), so that clients keep their throughput; 0: repairs ignore the load."),
-    Directive("handoff-keys-per-second", 20000, _parse_int, minimum=1, maximum=10_000_000,
+    Directive("handoff-keys-per-second", 5000, _parse_int, minimum=1, maximum=10_000_000,
               doc="Records per second a node pushes when the ring moves slots away from it (ownership hand-off), "
                   "slowed as anti-entropy-load-ops says while clients keep the node busy."),
     Directive("handoff-concurrency", 2, _parse_int, minimum=1, maximum=64,
