@@ -254,6 +254,19 @@ def benchmark(cluster: launcher.LocalCluster, keys: int, requests: int) -> dict[
     return {row["test"]: (row["rps"], row.get("p99_latency_ms", float("nan"))) for row in run.rows}
 
 
+def runs_while(busy: Callable[[], bool], cluster: launcher.LocalCluster, keys: int, requests: int,
+               most: int) -> list[dict[str, tuple[float, float]]]:
+    """Benchmark runs while ``busy()`` (at most ``most``); a run the work outlasted
+    is not kept, since part of it was idle."""
+    during = []
+    while len(during) < most and busy():
+        sample = benchmark(cluster, keys, requests)
+        if not busy():
+            break  # the work ended during this run: it does not count
+        during.append(sample)
+    return during
+
+
 def load_phase(directory: str, keys: int, percent: float, value_size: int, repeat: int, requests: int) -> dict:
     cluster = start(directory, [])
     try:
@@ -270,12 +283,7 @@ def load_phase(directory: str, keys: int, percent: float, value_size: int, repea
         before = exchanges_done()
         started = time.monotonic()
         peers = local(port).execute_command("CLUSTER", "REPAIR")
-        during = []
-        while len(during) < repeat * 3:
-            sample = benchmark(cluster, keys, requests)
-            if exchanges_done() >= before + peers:
-                break  # the repair ended during this run: it does not count
-            during.append(sample)
+        during = runs_while(lambda: exchanges_done() < before + peers, cluster, keys, requests, repeat * 3)
         wait_for(lambda: exchanges_done() >= before + peers, CONVERGE_TIMEOUT, "the repair")
         repair_seconds = time.monotonic() - started
         after = [benchmark(cluster, keys, requests) for _ in range(repeat)]
@@ -318,12 +326,7 @@ def move_phase(directory: str, keys: int, value_size: int, repeat: int, requests
 
         started = time.monotonic()
         launcher.add(cluster.directory, 1, timeout=FORM_TIMEOUT, wait=False, cluster=cluster)
-        during = []
-        while len(during) < repeat * 3 and moving():
-            sample = benchmark(cluster, span, requests)
-            if not moving():
-                break  # the move ended during this run: it does not count
-            during.append(sample)
+        during = runs_while(moving, cluster, span, requests, repeat * 3)
         wait_for(lambda: not moving(), CONVERGE_TIMEOUT, "the move")
         move_seconds = time.monotonic() - started
         after = [benchmark(cluster, span, requests) for _ in range(repeat)]

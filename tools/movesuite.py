@@ -64,6 +64,7 @@ from redis.cluster import RedisCluster
 from respkv import launcher
 from tools.faultcheck import Ledger, Verdict, judge
 from tools.faultclients import Router, Unacknowledged, Workload, read_back
+from tools.faultsuite import node_keys
 from tools.procs import sigterm_interrupts
 
 HOST = launcher.DEFAULT_HOST
@@ -215,16 +216,11 @@ class Report:
         return "\n".join(lines)
 
 
-def info(cluster: launcher.LocalCluster, node: launcher.NodeRecord) -> dict[str, str]:
+def info(node: launcher.NodeRecord) -> dict[str, str]:
     try:
         return launcher.parse_info(launcher.command(HOST, node.port, "INFO", "replication", timeout=5.0))
     except (OSError, launcher.ReplyError):
         return {}
-
-
-def copies_held(node: launcher.NodeRecord) -> int:
-    """Keys the node holds, replica copies included (``DBSIZE`` on a READONLY connection)."""
-    return int(launcher.command(HOST, node.port, "DBSIZE", timeout=5.0, readonly=True))
 
 
 def total_keys(cluster: launcher.LocalCluster) -> int:
@@ -233,7 +229,7 @@ def total_keys(cluster: launcher.LocalCluster) -> int:
 
 
 def pushed(cluster: launcher.LocalCluster) -> int:
-    return sum(int(info(cluster, n).get("handoff_keys_pushed", "0")) for n in cluster.running())
+    return sum(int(info(n).get("handoff_keys_pushed", "0")) for n in cluster.running())
 
 
 def prefill(port: int, count: int) -> None:
@@ -310,7 +306,7 @@ def run(settings: Settings, progress: Progress) -> Report:
         def join() -> dict:
             before = pushed(cluster)
             record = launcher.add(directory, 1, timeout=settings.move_timeout, report=progress, cluster=cluster)[0]
-            moved, holds = pushed(cluster) - before, copies_held(record)
+            moved, holds = pushed(cluster) - before, node_keys(cluster, record.index) or 0
             ideal = total_keys(cluster) * min(settings.rf, len(cluster.members)) // len(cluster.members)
             return {"node": record.name, "pushed": moved, "holds": holds, "ideal": ideal,
                     "pushed_vs_ideal": moved / max(1, ideal), "holds_vs_ideal": holds / max(1, ideal)}

@@ -45,7 +45,6 @@ from .local import (
     ROUTINGS,
     LocalCluster,
     NodeRecord,
-    node_argv,
 )
 from .moves import MoveProgress, Report, cluster_moves, decommission, find, progress_line, wait_forgotten
 from .processes import DEFAULT_HOST, ClusterRunning, LauncherError, check_ports_free, find_free_base_port
@@ -76,19 +75,12 @@ def plan(
         raise LauncherError("--rf must be at least 1")
     directory = os.path.abspath(directory)
     python = python or sys.executable
-    records = []
-    for i in range(nodes):
-        node_dir = os.path.join(directory, f"node-{i}")
-        argv = node_argv(
-            python=python, host=host, port=port + i, node_dir=node_dir,
-            join=[] if i == 0 else [f"{host}:{port}"], rf=rf, routing=routing,
-            node_timeout=node_timeout, server_args=server_args,
-            secret_file=os.path.join(directory, SECRET_FILE),
-        )
-        records.append(NodeRecord(i, port + i, port + i + BUS_PORT_OFFSET, node_dir, argv))
     options = {"rf": rf, "routing": routing, "node_timeout": node_timeout,
                "server_args": list(server_args)}
-    return LocalCluster(directory=directory, host=host, nodes=records, options=options)
+    cluster = LocalCluster(directory=directory, host=host, nodes=[], options=options)
+    cluster.nodes = [cluster.new_record(i, port + i, [] if i == 0 else [f"{host}:{port}"], python)
+                     for i in range(nodes)]
+    return cluster
 
 
 def ensure_secret_file(directory: str) -> str:

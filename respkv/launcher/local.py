@@ -20,6 +20,8 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from ..cluster.gossip import BUS_PORT_OFFSET
+from ..cluster.identity import SECRET_FILE
 from .client import NodeReport, probe, requirepass_of
 from .processes import ClusterRunning, LauncherError, check_ports_free, process_matches, tail_file
 
@@ -130,6 +132,18 @@ class LocalCluster:
     _procs: dict[int, subprocess.Popen] = field(default_factory=dict, repr=False)
 
     # -- the record ------------------------------------------------------------
+
+    def new_record(self, index: int, port: int, join: Sequence[str], python: str) -> NodeRecord:
+        """The record of node ``index`` on client ``port``, started with the
+        cluster's options (``rf``, ``routing``, ``node_timeout``, ``server_args``)
+        and its bus secret, joining ``join``."""
+        options = self.options
+        node_dir = os.path.join(self.directory, f"node-{index}")
+        argv = node_argv(python=python, host=self.host, port=port, node_dir=node_dir, join=join,
+                         rf=options.get("rf"), routing=options.get("routing"),
+                         node_timeout=options.get("node_timeout"), server_args=options.get("server_args", ()),
+                         secret_file=os.path.join(self.directory, SECRET_FILE))
+        return NodeRecord(index, port, port + BUS_PORT_OFFSET, node_dir, argv)
 
     @property
     def state_path(self) -> str:

@@ -13,16 +13,14 @@ draws as a bar with keys and slots done, keys per second and time left.
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..cluster.gossip import BUS_PORT_OFFSET
-from ..cluster.identity import SECRET_FILE
 from .client import ReplyError, command, parse_cluster_nodes, parse_info
-from .local import LocalCluster, NodeRecord, node_argv
+from .local import LocalCluster, NodeRecord
 from .processes import LauncherError, check_ports_free
 
 #: Called with a line of progress to show.
@@ -120,7 +118,6 @@ def add(directory: str, count: int = 1, *, timeout: float = 60.0, wait: bool = T
         raise LauncherError("no node of the cluster is running: start it first (respkv cluster up)")
     if count < 1:
         raise LauncherError("add at least one node")
-    options = cluster.options
     deadline = time.monotonic() + timeout
     added = []
     for _ in range(count):
@@ -128,13 +125,7 @@ def add(directory: str, count: int = 1, *, timeout: float = 60.0, wait: bool = T
         port = max(n.port for n in cluster.nodes) + 1
         if port + BUS_PORT_OFFSET > 65535:
             raise LauncherError(f"port {port} leaves no room for its bus port")
-        node_dir = os.path.join(cluster.directory, f"node-{index}")
-        argv = node_argv(python=cluster.nodes[0].argv[0], host=cluster.host, port=port, node_dir=node_dir,
-                         join=[f"{cluster.host}:{running[0].port}"], rf=options.get("rf"),
-                         routing=options.get("routing"), node_timeout=options.get("node_timeout"),
-                         server_args=options.get("server_args", ()),
-                         secret_file=os.path.join(cluster.directory, SECRET_FILE))
-        record = NodeRecord(index, port, port + BUS_PORT_OFFSET, node_dir, argv)
+        record = cluster.new_record(index, port, [f"{cluster.host}:{running[0].port}"], cluster.nodes[0].argv[0])
         check_ports_free(record, cluster.host)
         cluster.nodes.append(record)
         cluster.start_node(index)

@@ -223,7 +223,6 @@ class OwnershipHandoff:
         self.holders = holders
         #: The hinted hand-off: a key with a hint waiting is its copy, not a move's.
         self.hints = hints
-        self.hinted = hints.holds_hint_for
         self.myself = state.myself
         #: The slots this node held outside their preference lists at the last check
         #: (announced), and those of them with keys to hand over (not only hinted ones).
@@ -394,7 +393,7 @@ class OwnershipHandoff:
                     return  # the ring changed meanwhile: the next pass decides again
                 slot_sum = trees.slot_sum(slot)  # as the trees stand now: a change since voids the slot's match
                 for key, leaf in trees.leaves(slot, segment).items():
-                    if self.hinted(key) or not all(h.confirms(slot, slot_sum, key, leaf) for h in handovers):
+                    if self.hints.holds_hint_for(key) or not all(h.confirms(slot, slot_sum, key, leaf) for h in handovers):
                         kept += 1
                         continue
                     self.store.relinquish(key)
