@@ -271,9 +271,15 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in [
               doc="Client commands per second on a node (INFO's instantaneous_ops_per_sec) at which its "
                   "anti-entropy repairs slow to half of anti-entropy-keys-per-second (a third at twice the "
                   "load, and so on), so that clients keep their throughput; 0: repairs ignore the load."),
+    Directive("anti-entropy-cpu-pressure", 10, _parse_int, minimum=0, maximum=100,
+              doc="CPU pressure (per cent of the time a runnable task waited for a CPU: Linux's pressure stall "
+                  "information of the node's cgroup, or of the machine) at which anti-entropy repairs and "
+                  "ownership hand-offs slow to half their rate (a third at twice the pressure, and so on), so "
+                  "that clients sharing the cores keep their throughput; 0: pressure is ignored."),
     Directive("handoff-keys-per-second", 5000, _parse_int, minimum=1, maximum=10_000_000,
               doc="Records per second a node pushes when the ring moves slots away from it (ownership hand-off), "
-                  "slowed as anti-entropy-load-ops says while clients keep the node busy."),
+                  "slowed as anti-entropy-load-ops and anti-entropy-cpu-pressure say while clients keep the node "
+                  "or the machine busy."),
     Directive("handoff-concurrency", 2, _parse_int, minimum=1, maximum=64,
               doc="Chunks of 64 slots a node hands over at once when the ring moves slots away from it."),
     Directive("sloppy-quorum", True, _parse_bool, _format_bool,

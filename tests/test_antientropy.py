@@ -155,6 +155,19 @@ def test_the_repair_rate_falls_with_the_clients_load(cap, load, load_ops, expect
     assert repair_rate(cap, load, load_ops) == pytest.approx(expected)
 
 
+@pytest.mark.parametrize("pressure, half, expected", [
+    (0, 10, 5000),              # no task waited for a CPU: the full rate
+    (10, 10, 2500),             # at the configured pressure: half
+    (20, 10, 5000 / 3),         # twice as much: a third
+    (100, 10, 5000 / 11),       # every moment someone waited: still moving
+    (80, 0, 5000),              # 0: pressure is ignored
+])
+def test_the_repair_rate_falls_with_cpu_pressure(pressure, half, expected):
+    assert repair_rate(5000, 0, 10000, pressure, half) == pytest.approx(expected)
+    # Both factors apply together: load and pressure each take their share.
+    assert repair_rate(5000, 10000, 10000, pressure, half) == pytest.approx(expected / 2)
+
+
 def test_the_repair_rate_never_rises_with_the_load():
     rates = [repair_rate(5000, load, 10000) for load in range(0, 200_000, 5000)]
     assert all(a > b for a, b in zip(rates, rates[1:]))
@@ -163,9 +176,31 @@ def test_the_repair_rate_never_rises_with_the_load():
 
 def test_a_node_busy_with_clients_repairs_slower(node):
     ae = node.replication.anti_entropy
+    node.config.set_text("anti-entropy-cpu-pressure", "0")  # this machine's own pressure left out
     assert ae.info()["ae_repair_rate"] == 5000  # idle: the configured cap
     node.instantaneous.sample(0.0, Stats())
     node.instantaneous.sample(1.0, Stats(commands_processed=30_000))
     assert ae.info()["ae_repair_rate"] == 1250  # 5000 * 10000 / (10000 + 30000)
     node.config.set_text("anti-entropy-load-ops", "0")
+    assert ae.info()["ae_repair_rate"] == 5000
+
+
+def test_a_node_on_contended_cores_repairs_slower(node, tmp_path):
+    """The pressure sampled by the cron (here from a file written by the test)
+    lowers the rate and shows in INFO."""
+    from respkv.net.rates import CpuPressure
+
+    stall = tmp_path / "cpu.pressure"
+    pressure = CpuPressure((str(stall),))
+    node.instantaneous.cpu_pressure = pressure
+    node.config.set_text("anti-entropy-load-ops", "0")
+    ae = node.replication.anti_entropy
+    stall.write_text("some avg10=0.00 avg60=0.00 avg300=0.00 total=1000000\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
+    node.instantaneous.sample(0.0, Stats())
+    stall.write_text("some avg10=0.00 avg60=0.00 avg300=0.00 total=1300000\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
+    node.instantaneous.sample(1.0, Stats())  # 0.3 s of stall in 1 s: 30 %
+    info = ae.info()
+    assert info["ae_cpu_pressure"] == 30.0
+    assert info["ae_repair_rate"] == 1250  # 5000 * 10 / (10 + 30)
+    node.config.set_text("anti-entropy-cpu-pressure", "0")
     assert ae.info()["ae_repair_rate"] == 5000

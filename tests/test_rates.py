@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from respkv.net.rates import SAMPLES, InstantaneousMetrics, InstantaneousRate
+from respkv.net.rates import SAMPLES, CpuPressure, InstantaneousMetrics, InstantaneousRate, stall_microseconds
 from respkv.node import Stats
 
 
@@ -81,3 +81,32 @@ def test_the_recent_peak_rises_at_once_and_falls_after_a_quiet_window():
     assert rate.per_second() == pytest.approx(50_000 / SAMPLES)
     rate.sample((2 + SAMPLES) / 10, 5000)  # the busy tick leaves the window
     assert rate.recent_peak() == 0.0
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("some avg10=1.50 avg60=2.29 avg300=13.09 total=5289178984\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+     5289178984),
+    ("full avg10=0.00 avg60=0.00 avg300=0.00 total=7\nsome avg10=0.00 total=12\n", 12),  # the some line, wherever
+    ("some avg10=0.00 avg60=0.00 avg300=0.00\n", None),   # no total
+    ("some total=12x\n", None),                          # not a number
+    ("", None),
+])
+def test_the_stall_counter_is_the_some_lines_total(text, expected):
+    assert stall_microseconds(text) == expected
+
+
+def test_cpu_pressure_is_the_recent_peak_of_stall_per_second(tmp_path):
+    path = tmp_path / "cpu.pressure"
+    pressure = CpuPressure((str(tmp_path / "missing"), str(path)))  # the first readable file is used
+    for now, total in [(0.0, 0), (0.1, 50_000), (0.2, 60_000)]:
+        path.write_text(f"some avg10=0.00 avg60=0.00 avg300=0.00 total={total}\n")
+        pressure.sample(now)
+    assert pressure.available
+    assert pressure.recent_peak() == pytest.approx(50.0)  # 50 ms of stall in 100 ms, then 10 %
+
+
+def test_without_a_pressure_file_the_pressure_is_zero_and_never_read_again(tmp_path):
+    pressure = CpuPressure((str(tmp_path / "missing"),))
+    pressure.sample(0.0)
+    pressure.sample(1.0)
+    assert not pressure.available and pressure.recent_peak() == 0.0

@@ -325,9 +325,7 @@ def remove(directory: str, which: str, timeout: float = 60.0, report: Report | N
         wait_forgotten(cluster, node_id, running, timeout)
     if record is None:
         return node_id
-    record.removed = True
-    record.pid = None
-    cluster.save()
+    cluster.mark_removed(record.index)
     return record
 
 

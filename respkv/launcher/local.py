@@ -10,6 +10,7 @@ builds ``up``, ``down`` and ``status`` on it.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import shlex
@@ -185,6 +186,25 @@ class LocalCluster:
             json.dump(data, f, indent=2)
             f.write("\n")
         os.replace(tmp, self.state_path)
+
+    def mark_removed(self, index: int) -> None:
+        """Mark node ``index`` removed in the saved record as well as in this copy.
+
+        The saved record is loaded again, changed and saved under an exclusive
+        lock: two launchers removing nodes at the same time (``respkv cluster
+        remove`` run twice at once) each loaded the record before the other
+        saved, and a plain :meth:`save` of either copy would undo the other's mark.
+        """
+        node = self.nodes[index]
+        node.removed, node.pid = True, None
+        os.makedirs(self.directory, exist_ok=True)
+        with open(self.state_path + ".lock", "a") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            saved = LocalCluster.load(self.directory)
+            if saved is None or len(saved.nodes) <= index:
+                saved = self
+            saved.nodes[index].removed, saved.nodes[index].pid = True, None
+            saved.save()
 
     @classmethod
     def load(cls, directory: str) -> "LocalCluster | None":

@@ -7,6 +7,13 @@ seconds without jumping with every burst.  :class:`InstantaneousRate` does the
 same from whatever cadence the node's cron samples it at; the rate of each sample
 is the counter's growth over the time since the previous sample, so a slower
 ``hz`` gives longer samples, not a wrong figure.
+
+The same sampling turns Linux's CPU pressure stall counter (the microseconds
+during which at least one runnable task waited for a CPU, ``some ... total=``)
+into a per cent of wall time: :attr:`InstantaneousMetrics.cpu_pressure`, which
+background work (anti-entropy, hand-off) yields to.  The node's own cgroup's
+figure is read where the cgroup file system shows it (``cpu.pressure`` in a
+container), the machine's otherwise (``/proc/pressure/cpu``).
 """
 
 from __future__ import annotations
@@ -52,6 +59,59 @@ class InstantaneousRate:
         return max(self._samples, default=0.0)
 
 
+#: Where the CPU pressure stall counter is read from, first found first.
+PRESSURE_FILES = ("/sys/fs/cgroup/cpu.pressure", "/proc/pressure/cpu")
+
+
+def stall_microseconds(text: str) -> int | None:
+    """The ``some`` line's ``total=`` of a pressure file's ``text`` (microseconds
+    during which at least one task waited); None if it has none."""
+    for line in text.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "some":
+            for field in fields[1:]:
+                name, _, value = field.partition("=")
+                if name == "total" and value.isdigit():
+                    return int(value)
+    return None
+
+
+class CpuPressure:
+    """The recent CPU pressure, in per cent of wall time, sampled from the first
+    readable of ``files``; 0 where none is (pressure then never slows anything)."""
+
+    def __init__(self, files: tuple[str, ...] = PRESSURE_FILES) -> None:
+        self._files = files
+        self._path: str | None = None
+        self.available = True
+        self.rate = InstantaneousRate()
+
+    def _read(self) -> int | None:
+        for path in ((self._path,) if self._path else self._files):
+            try:
+                with open(path) as f:
+                    total = stall_microseconds(f.read())
+            except OSError:
+                continue
+            if total is not None:
+                self._path = path
+                return total
+        return None
+
+    def sample(self, now: float) -> None:
+        if not self.available:
+            return
+        total = self._read()
+        if total is None:
+            self.available = False
+            return
+        self.rate.sample(now, total)
+
+    def recent_peak(self) -> float:
+        """The highest recent sample, per cent (see :meth:`InstantaneousRate.recent_peak`)."""
+        return self.rate.recent_peak() / 10_000  # µs per second → per cent
+
+
 class InstantaneousMetrics:
     """The node's instantaneous figures: commands, input and output bytes.
 
@@ -62,8 +122,11 @@ class InstantaneousMetrics:
         self.ops = InstantaneousRate()
         self.input_bytes = InstantaneousRate()
         self.output_bytes = InstantaneousRate()
+        #: The machine's (or cgroup's) CPU pressure, per cent.
+        self.cpu_pressure = CpuPressure()
 
     def sample(self, now: float, stats) -> None:
+        self.cpu_pressure.sample(now)
         self.ops.sample(now, stats.commands_processed)
         self.input_bytes.sample(now, stats.net_input_bytes)
         self.output_bytes.sample(now, stats.net_output_bytes)

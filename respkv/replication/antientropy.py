@@ -320,7 +320,10 @@ class AntiEntropy:
 
     def paced(self, cap: float) -> float:
         """``cap`` records per second, lowered as clients' load asks (:func:`.pacing.repair_rate`)."""
-        return repair_rate(cap, self.node.instantaneous.ops.recent_peak(), self.node.config["anti-entropy-load-ops"])
+        config = self.node.config
+        instantaneous = self.node.instantaneous
+        return repair_rate(cap, instantaneous.ops.recent_peak(), config["anti-entropy-load-ops"],
+                           instantaneous.cpu_pressure.recent_peak(), config["anti-entropy-cpu-pressure"])
 
     def info(self) -> dict[str, object]:
         """The ``ae_*`` fields of INFO replication."""
@@ -334,6 +337,7 @@ class AntiEntropy:
             "ae_tree_pending": len(self.trees.pending),
             "ae_running": self.running or "",
             "ae_repair_rate": round(self.repair_rate()),
+            "ae_cpu_pressure": round(self.node.instantaneous.cpu_pressure.recent_peak(), 1),
         }
         fields.update({f"ae_{name}": value for name, value in self.stats.items()})
         fields["ae_last_exchange_seconds_ago"] = round(now - self.last_exchange_time, 1) if self.last_exchange_time else -1
