@@ -82,8 +82,15 @@ def test_a_key_only_a_former_holder_has_waits_for_it():
     assert core.rerun
 
 
+def test_a_read_of_keys_the_coordinator_holds_asks_no_former_holder():
+    core = GetCore(2, (A, B), unfound=set(), extra=(C,))
+    assert sorted(action[1] for action in core.start()) == [A, B]
+    assert core.answer(C, found=[b"k"], merged_newer=True) == ()  # never asked: ignored
+    assert kinds(core.answer(A)) == [get_core.REPLY] and not core.rerun
+
+
 def test_a_former_holders_answer_does_not_make_the_quorum():
-    core = GetCore(3, (A, B), unfound=set(), extra=(C,))
+    core = GetCore(3, (A, B), unfound={b"k"}, extra=(C,))
     core.start()
     assert core.answer(C, found=[b"k"]) == ()
     assert core.answer(A) == ()  # local + A = 2 < R
@@ -98,16 +105,16 @@ def test_a_failed_former_holder_settles_an_unfound_key_as_not_found():
 
 
 def test_a_stale_former_holder_is_not_repaired_and_answers_once():
-    core = GetCore(2, (A,), unfound=set(), extra=(C,))
+    core = GetCore(2, (A,), unfound={b"k", b"j"}, extra=(C,))
     core.start()
-    assert core.answer(C, stale=[b"k"]) == ()
+    assert core.answer(C, found=[b"j"], stale=[b"k"]) == ()
     assert core.answer(C, found=[b"k"]) == ()
-    decided = core.answer(A, stale=[b"k"])
-    assert decided[0] == (get_core.REPAIR, A, (b"k",)) and decided[1][0] == get_core.REPLY
+    decided = core.answer(A, found=[b"k"], stale=[b"j"])
+    assert decided[0] == (get_core.REPAIR, A, (b"j",)) and decided[1][0] == get_core.REPLY
 
 
 def test_holders_do_not_rescue_a_missed_quorum():
-    core = GetCore(2, (A,), unfound=set(), extra=(C,))
+    core = GetCore(2, (A,), unfound={b"k"}, extra=(C,))
     core.start()
     core.answer(C, found=[b"k"])
     assert kinds(core.failed(A)) == [get_core.FAIL]

@@ -14,11 +14,11 @@ that held keys of a slot whose preference list no longer names it is now a
    they change and every :data:`ANNOUNCE_INTERVAL` seconds while there are any
    (also during a long hand-off pass).
    Coordinators keep the announcements in :class:`SlotHolders` and ask a slot's
-   live former holders too when they read it (as ``extra`` peers of
-   :class:`~.get_core.GetCore`): a key only a former holder has is found, and
-   R still counts only the slot's own replicas.  So a read during a move sees
-   every acknowledged write, without ``ASK`` redirections: the new ring answers
-   for the slot from the first moment and the old copies back it up.
+   live former holders too when they read a key of it they lack (as ``extra``
+   peers of :class:`~.get_core.GetCore`): a key only a former holder has is
+   found, and R still counts only the slot's own replicas.  So no acknowledged
+   key reads as nil during a move, without ``ASK`` redirections: the new ring
+   answers for the slot from the first moment and the old copies back it up.
 2. **Hands the slots over**, a chunk of :data:`CHUNK_SLOTS` slots at a time,
    ``handoff-concurrency`` chunks at once, to each live node of each slot's new
    preference list: a push-only anti-entropy exchange (:class:`Handover`)
