@@ -431,6 +431,22 @@ def test_up_reports_a_port_in_use(tmp_path):
     assert launcher.LocalCluster.load(str(tmp_path / "c")) is None
 
 
+def test_a_stale_copy_of_the_record_never_undoes_a_removal(tmp_path):
+    """Two launchers hold the record at once (two removals, or a tool's cluster
+    while an operator removes a node): whatever order they save in, both
+    removals stay, and a stale copy's save adopts the other's."""
+    directory = str(tmp_path / "c")
+    launcher.plan(directory, 4, 7000).save()
+    first, second = launcher.LocalCluster.load(directory), launcher.LocalCluster.load(directory)
+    first.mark_removed(3)
+    second.mark_removed(2)
+    assert second.nodes[3].removed  # merged in from the saved record
+    first.save()  # the stale copy saves again (as a tool's cluster.stop() does)
+    saved = launcher.LocalCluster.load(directory)
+    assert [n.name for n in saved.nodes if n.removed] == ["node-2", "node-3"]
+    assert [n.name for n in first.members] == ["node-0", "node-1"]
+
+
 def test_up_reports_a_node_that_exits_with_its_log_tail(tmp_path):
     with pytest.raises(LauncherError) as info:
         launcher.up(str(tmp_path / "c"), 2, 0, timeout=30, server_args=["--no-such-option"])

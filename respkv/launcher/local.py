@@ -173,38 +173,41 @@ class LocalCluster:
 
     def save(self) -> None:
         """Write the record atomically (temporary file, then rename), readable by
-        its owner only: it holds the nodes' command lines and password."""
-        os.makedirs(self.directory, exist_ok=True)
-        data = {
-            "version": _STATE_VERSION, "host": self.host, "options": self.options,
-            "nodes": [n.to_json() for n in self.nodes],
-        }
-        tmp = self.state_path + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(fd, 0o600)  # also when an old temporary file was left behind
-        with open(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, self.state_path)
+        its owner only: it holds the nodes' command lines and password.
 
-    def mark_removed(self, index: int) -> None:
-        """Mark node ``index`` removed in the saved record as well as in this copy.
-
-        The saved record is loaded again, changed and saved under an exclusive
-        lock: two launchers removing nodes at the same time (``respkv cluster
-        remove`` run twice at once) each loaded the record before the other
-        saved, and a plain :meth:`save` of either copy would undo the other's mark.
+        Several launchers may hold copies of one record at once (two ``respkv
+        cluster remove`` runs, a tool's cluster while an operator removes a
+        node), each loaded before the others saved.  Removal is for good, so under
+        an exclusive lock the saved record's removals are merged into this copy
+        before it is written: no save undoes another launcher's removal.
         """
-        node = self.nodes[index]
-        node.removed, node.pid = True, None
         os.makedirs(self.directory, exist_ok=True)
         with open(self.state_path + ".lock", "a") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-            saved = LocalCluster.load(self.directory)
-            if saved is None or len(saved.nodes) <= index:
-                saved = self
-            saved.nodes[index].removed, saved.nodes[index].pid = True, None
-            saved.save()
+            try:
+                saved = LocalCluster.load(self.directory)
+            except LauncherError:  # unreadable: this copy replaces it
+                saved = None
+            for node, on_disk in zip(self.nodes, saved.nodes if saved is not None else ()):
+                if on_disk.removed and not node.removed and on_disk.name == node.name:
+                    node.removed, node.pid = True, None
+            data = {
+                "version": _STATE_VERSION, "host": self.host, "options": self.options,
+                "nodes": [n.to_json() for n in self.nodes],
+            }
+            tmp = self.state_path + ".tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)  # also when an old temporary file was left behind
+            with open(fd, "w") as f:
+                json.dump(data, f, indent=2)
+                f.write("\n")
+            os.replace(tmp, self.state_path)
+
+    def mark_removed(self, index: int) -> None:
+        """Mark node ``index`` removed, for good (see :meth:`save`)."""
+        node = self.nodes[index]
+        node.removed, node.pid = True, None
+        self.save()
 
     @classmethod
     def load(cls, directory: str) -> "LocalCluster | None":
