@@ -184,13 +184,7 @@ class LocalCluster:
         os.makedirs(self.directory, exist_ok=True)
         with open(self.state_path + ".lock", "a") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-            try:
-                saved = LocalCluster.load(self.directory)
-            except LauncherError:  # unreadable: this copy replaces it
-                saved = None
-            for node, on_disk in zip(self.nodes, saved.nodes if saved is not None else ()):
-                if on_disk.removed and not node.removed and on_disk.name == node.name:
-                    node.removed, node.pid = True, None
+            self._adopt_saved_removals()
             data = {
                 "version": _STATE_VERSION, "host": self.host, "options": self.options,
                 "nodes": [n.to_json() for n in self.nodes],
@@ -202,6 +196,17 @@ class LocalCluster:
                 json.dump(data, f, indent=2)
                 f.write("\n")
             os.replace(tmp, self.state_path)
+
+    def _adopt_saved_removals(self) -> None:
+        """Mark removed here every node the saved record marks removed (an
+        unreadable record is replaced by this copy)."""
+        try:
+            saved = LocalCluster.load(self.directory)
+        except LauncherError:
+            return
+        for node, on_disk in zip(self.nodes, saved.nodes if saved is not None else ()):
+            if on_disk.removed and not node.removed and on_disk.name == node.name:
+                node.removed, node.pid = True, None
 
     def mark_removed(self, index: int) -> None:
         """Mark node ``index`` removed, for good (see :meth:`save`)."""
