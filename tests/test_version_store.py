@@ -392,3 +392,53 @@ def test_a_set_sibling_beside_a_tombstone_or_a_string_shows_the_winner(store, ks
     assert ks.get(KEY) == b"text"
     assert store.apply(KEY, (remote(((OTHER, 1, START + 200),), START + 200, tombstone=True),))
     assert ks.get(KEY) is None
+
+
+def _general_wire_record(store, key):
+    """The wire record built the general way (expand, fill, encode)."""
+    record = store.full_record(key)
+    return None if record is None else encode_record(record)
+
+
+@pytest.mark.parametrize("how", ["written", "written-again", "shipped", "restored", "expiring", "changed-length",
+                                 "tombstone", "counter", "collection", "siblings"])
+def test_the_wire_record_of_a_plain_string_is_the_general_one(store, ks, now, how):
+    """``wire_record``'s shortcut for a materialized plain string gives the bytes
+    the general encoding gives, whatever compact form the string was kept in
+    (value length in its header or not) and falls back for everything else."""
+    other = VersionStore(Keyspace(clock_ms=lambda: now[0]), actor=REMOTE)
+    if how in ("written", "written-again", "changed-length", "expiring"):
+        ks.set(KEY, b"value")
+        if how == "expiring":
+            ks.set_deadline(KEY, START + 60_000)
+        store.written(KEY, now[0])
+        if how == "written-again":
+            ks.set(KEY, b"other")
+            store.written(KEY, now[0] + 1)
+        if how == "changed-length":  # the keyspace's value changed, not yet versioned
+            ks.set(KEY, b"a longer value")
+    elif how == "shipped":
+        other.keyspace.set(KEY, b"shipped value")
+        parent, blob = other.written(KEY, now[0])
+        assert store.apply_shipped(KEY, parent, blob)
+    elif how == "restored":
+        store.restore(KEY, (remote(((REMOTE, 1, START),), START, b"restored"),))
+    elif how == "tombstone":
+        ks.set(KEY, b"value")
+        store.written(KEY, now[0])
+        ks.delete(KEY)
+        store.written(KEY, now[0] + 1)
+    elif how == "counter":
+        ks.set(KEY, b"5")
+        store.written(KEY, now[0], commands=[[b"incrby", KEY, b"5"]])
+    elif how == "collection":
+        members = Set()
+        members.add_member(b"a")
+        ks.set(KEY, members)
+        store.written(KEY, now[0])
+    elif how == "siblings":
+        store.apply(KEY, (remote(((REMOTE, 1, START),), START, b"one"),))
+        store.apply(KEY, (remote(((OTHER, 1, START),), START + 1, b"two", actor=OTHER),))
+        assert len(store.record(KEY)) == 2
+    assert store.wire_record(KEY) == _general_wire_record(store, KEY)
+    assert decode_record(store.wire_record(KEY))

@@ -61,6 +61,8 @@ from .versions import (
     ACTOR_AT,
     CLOCK_AT,
     DEFAULT_MAX_SIBLINGS,
+    FLAGS_AT,
+    TOMBSTONE_FLAG,
     Compact,
     Record,
     Version,
@@ -80,6 +82,7 @@ from .versions import (
     next_string_write,
     plain_string_at,
     reconcile,
+    string_wire_record,
     supersede,
     winner,
 )
@@ -224,7 +227,14 @@ class VersionStore:
 
     def wire_record(self, key: bytes) -> bytes | None:
         """The wire form of :meth:`full_record` (what is shipped, answered and
-        logged), None if there is no record."""
+        logged), None if there is no record.  A materialized plain string (nearly
+        every key of a cache-like load) is built from its compact form and the
+        keyspace's value at once (snapshots image every key this way)."""
+        kept = self._kept.get(key)
+        if kept.__class__ is bytes and not kept[FLAGS_AT] & TOMBSTONE_FLAG and key not in self.meta:
+            value = self.keyspace.get(key)
+            if value.__class__ is bytes:
+                return string_wire_record(kept, value)
         record = self.full_record(key)
         return None if record is None else encode_record(record)
 

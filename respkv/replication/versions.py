@@ -467,6 +467,23 @@ def encode_string_write(clock: bytes, stamp: int, actor: bytes, expire_at: int, 
     return kept, b"".join((kept, STRING_TAG, data))
 
 
+_VALUE_LENGTH = struct.Struct("<I")
+_VALUE_LENGTH_AT = struct.calcsize("<HH")
+
+
+def string_wire_record(kept: bytes, data: bytes) -> bytes:
+    """The wire record of the one-version compact form ``kept`` of a live
+    string, materialized, whose value is ``data`` (no convergent metadata):
+    ``encode_record`` of its expanded, filled record without building one.  The
+    header's value length is rewritten unless it already is ``data``'s (as
+    after ``encode_string_write`` or a replica's slice)."""
+    length = len(data) + 1
+    if _VALUE_LENGTH.unpack_from(kept, _VALUE_LENGTH_AT)[0] == length:
+        return b"".join((kept, STRING_TAG, data))
+    at = _VALUE_LENGTH_AT + _VALUE_LENGTH.size
+    return b"".join((kept[:_VALUE_LENGTH_AT], _VALUE_LENGTH.pack(length), kept[at:], STRING_TAG, data))
+
+
 def next_string_write(
     old: Compact, actor: bytes, stamp: int, expire_at: int, data: bytes
 ) -> tuple[bytes, bytes, bytes] | None:
