@@ -61,8 +61,6 @@ from .versions import (
     ACTOR_AT,
     CLOCK_AT,
     DEFAULT_MAX_SIBLINGS,
-    FLAGS_AT,
-    TOMBSTONE_FLAG,
     Compact,
     Record,
     Version,
@@ -92,12 +90,10 @@ RECONCILE = b"*"
 
 _MAX_UNPRUNED_CLOCK = vclock.SMALL_CLOCK * vclock.ENTRY_SIZE
 
-
 #: Command names (lower case) whose effect convergent metadata follows.
 _COUNTER_NAMES = frozenset(name.encode() for name in counters.COUNTERS)
 _TRACKED_NAMES = frozenset(name.encode() for name in convergent.ADDS | convergent.REMOVES)
 _COLLECTIONS = (Set, Hash, SortedSet)
-
 
 #: The codec tag of each value class a merge may start from.
 _TAGS = {bytes: STRING_TAG, Set: b"S", Hash: b"h", SortedSet: b"z"}
@@ -227,14 +223,11 @@ class VersionStore:
 
     def wire_record(self, key: bytes) -> bytes | None:
         """The wire form of :meth:`full_record` (what is shipped, answered and
-        logged), None if there is no record.  A materialized plain string (nearly
-        every key of a cache-like load) is built from its compact form and the
-        keyspace's value at once (snapshots image every key this way)."""
+        logged), None if there is no record; a plain string's in one join."""
         kept = self._kept.get(key)
-        if kept.__class__ is bytes and not kept[FLAGS_AT] & TOMBSTONE_FLAG and key not in self.meta:
-            value = self.keyspace.get(key)
-            if value.__class__ is bytes:
-                return string_wire_record(kept, value)
+        if kept.__class__ is bytes and key not in self.meta and (
+                plain := string_wire_record(kept, self.keyspace.get(key))):
+            return plain
         record = self.full_record(key)
         return None if record is None else encode_record(record)
 

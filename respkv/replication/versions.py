@@ -471,12 +471,15 @@ _VALUE_LENGTH = struct.Struct("<I")
 _VALUE_LENGTH_AT = struct.calcsize("<HH")
 
 
-def string_wire_record(kept: bytes, data: bytes) -> bytes:
+def string_wire_record(kept: bytes, data) -> bytes | None:
     """The wire record of the one-version compact form ``kept`` of a live
-    string, materialized, whose value is ``data`` (no convergent metadata):
-    ``encode_record`` of its expanded, filled record without building one.  The
-    header's value length is rewritten unless it already is ``data``'s (as
-    after ``encode_string_write`` or a replica's slice)."""
+    version, materialized, whose value in the keyspace is ``data``, if that is a
+    string without convergent metadata (the caller knows); else None (not a
+    string, or a tombstone).  ``encode_record`` of the expanded, filled record
+    without building one: the header's value length is rewritten unless it
+    already is ``data``'s (as after ``encode_string_write`` or a replica's slice)."""
+    if data.__class__ is not bytes or kept[FLAGS_AT] & TOMBSTONE_FLAG:
+        return None
     length = len(data) + 1
     if _VALUE_LENGTH.unpack_from(kept, _VALUE_LENGTH_AT)[0] == length:
         return b"".join((kept, STRING_TAG, data))
