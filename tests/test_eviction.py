@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from respkv.keyspace.eviction import (
-    LFU_INIT_VAL, LRU_CLOCK_MAX, POOL_SIZE, AccessClock, Candidates, EvictionPool, Evictor,
+    LFU_INIT_VAL, LRU_CLOCK_MAX, POOL_SIZE, TAG_MASK, AccessClock, Candidates, EvictionPool, Evictor,
     idle_seconds, lfu_decayed, lfu_increment, lfu_minutes, lru_clock, time_limit_us,
 )
 from respkv.keyspace.memory import EXPIRY_ENTRY, EXPIRY_OBJECTS, KEY_ENTRY, bytes_cost, key_cost, value_cost
@@ -84,6 +84,54 @@ def test_access_clock_lfu_counts_up_and_decays():
     assert access.frequency(b"hot") == LFU_INIT_VAL + 30
     access.tick(10 * 60_000)  # ten minutes, decay time one minute
     assert access.frequency(b"hot") == LFU_INIT_VAL + 20
+
+
+def sharing_a_cell(access: AccessClock, first: bytes) -> tuple[bytes, bytes]:
+    """Two keys whose cells are one in ``access`` but whose tags differ, the
+    first lower than the second (key hashes vary from run to run)."""
+    first_hash = hash(first)
+    for i in range(1_000_000):
+        other = b"z%d" % i
+        other_hash = hash(other)
+        if (other_hash - first_hash) & access.mask == 0 and (other_hash ^ first_hash) >> 32 & TAG_MASK:
+            return first, other
+    raise AssertionError("no key shares the cell")
+
+
+def test_a_new_key_does_not_take_the_counter_of_a_key_sharing_its_cell():
+    """Without tags a cold key created in a hot key's cell started with the hot
+    key's counter and stayed in the cache as long as it; now it starts as any new
+    key, and the hot key that lost the cell counts again from there."""
+    access = AccessClock(0, lfu=True)
+    access.log_factor = 0  # every access counts
+    hot, cold = sharing_a_cell(access, b"hot")
+    access.created(hot)
+    for _ in range(30):
+        access.touch(hot)
+    assert access.frequency(hot) == LFU_INIT_VAL + 30 and access.owns_stamp(hot)
+    access.created(cold)
+    assert access.frequency(cold) == LFU_INIT_VAL and access.owns_stamp(cold)
+    assert access.frequency(hot) == LFU_INIT_VAL and not access.owns_stamp(hot)
+    access.touch(hot)
+    assert access.frequency(hot) == LFU_INIT_VAL + 1 and not access.owns_stamp(cold)
+
+
+def test_lru_evicts_the_key_whose_cell_another_key_stamped_since():
+    """Two keys in one cell: the one stamped before the other's access goes
+    first, though the cell says both were used now (a tie before tags, which the
+    pool broke towards the higher key, here the recent one)."""
+    now = [1_000_000]
+    ks = Keyspace(clock_ms=lambda: now[0])
+    old, recent = sharing_a_cell(ks.access, b"a")
+    ks.set(old, b"x" * 100)
+    now[0] += 5_000
+    ks.access.tick(now[0])
+    ks.set(recent, b"x" * 100)
+    assert ks.access.idle(old) == ks.access.idle(recent) == 0  # the cell's stamp: a lower bound
+    evictor = Evictor(ks)
+    evictor.configure("allkeys-lru", 10, 100, 10, 1)
+    assert evictor.make_room(ks.memory_used, ks.memory_used() - 1, now[0]) == "ok"
+    assert recent in ks.data and old not in ks.data
 
 
 def test_candidates_drop_gone_keys_and_rebuild():

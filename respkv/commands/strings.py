@@ -15,6 +15,7 @@ clients and the conformance scripts observe which error wins.
 from __future__ import annotations
 
 from ..errors import SYNTAX, WRONGTYPE, invalid_expire, wrong_arity
+from ..keyspace.eviction import TAG_MASK
 from ..keyspace.memory import resized
 from ..protocol import reply
 from ..protocol.reply import BULK_HEADERS
@@ -149,7 +150,8 @@ def _get_run(s, batch, i, out, _headers=BULK_HEADERS):
         value = ks.peek(key) if expires and key in expires else lookup(key)
         if value.__class__ is bytes:
             if lru:  # the access, as Keyspace.get counts it
-                cells[hash(key) & mask] = clock
+                key_hash = hash(key)
+                cells[key_hash & mask] = ((key_hash >> 32) & TAG_MASK) | clock
             else:
                 access.touch(key)
             try:
@@ -215,7 +217,8 @@ def _set_run(s, batch, i, out):
         elif (old := lookup(key)).__class__ is bytes:
             # Keyspace.set's work for a string over a string.
             data[key] = value
-            cells[hash(key) & mask] = clock
+            key_hash = hash(key)
+            cells[key_hash & mask] = ((key_hash >> 32) & TAG_MASK) | clock
             if len(value) != len(old):
                 ks.stored_bytes += resized(len(old), len(value))
         else:

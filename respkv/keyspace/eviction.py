@@ -8,11 +8,17 @@ last decrement (16 bits) beside a logarithmic access counter (8 bits).  A Python
 ``bytes`` object has no room for them, and a dictionary from key to stamp would
 cost some 40 bytes a key, so :class:`AccessClock` keeps them in one array of
 32-bit cells indexed by ``hash(key)``: a power-of-two table with at least two cells
-per key (4 to 8 bytes a key), doubled as the keyspace grows.  Keys that share a
-cell share its stamp (the most recent access, or the counter both add to), so a
-key sometimes looks a little more recent or more frequent than it is; with two
-cells a key or more, a key shares with another one time in three at most, and a
-cold key rarely with a hot one.  Stamps cost one store on every access.
+per key (4 to 8 bytes a key), doubled as the keyspace grows.  A cell holds 24
+bits of stamp and, in its top byte, the **tag** of the key that stamped it last
+(eight bits of its hash the index does not use).  Keys whose hashes meet in one
+cell share it: the last to be accessed or created stamps it.  A key whose cell
+another key stamped since (its tag differs) knows only that its own last access
+came earlier: LRU rates it one second idler than the cell says; LFU gives it a
+new key's counter, from which its next access counts on.  A new key starts from
+a new key's stamp, never from a neighbour's, so a cold key created in a hot
+key's cell does not look hot (without tags it took the hot counter and stayed
+as long as the hot key).  With two cells a key or more, a key shares with
+another one time in three at most.  Stamps cost one store on every access.
 
 Eviction samples keys at random, as Redis does, because an exact LRU order costs
 memory per key.  Python's ``dict`` offers no random access, so :class:`Candidates`
@@ -48,6 +54,11 @@ POOL_SIZE = 16
 SHARE_SAMPLES = 32
 #: Fewest cells of the access table (1 KiB).
 _MIN_CELLS = 256
+#: A cell's top byte: the tag of the key that stamped it, bits 56-63 of its hash
+#: (``(hash >> 32) & TAG_MASK``; see the module doc); the rest is the stamp (LRU
+#: clock, or LFU minute and counter).
+TAG_MASK = 0xFF000000
+STAMP_MASK = 0x00FFFFFF
 
 
 def lru_clock(now_ms: int) -> int:
@@ -73,7 +84,7 @@ def lfu_decayed(cell: int, minutes: int, decay_time: int) -> int:
     counter = cell & 0xFF
     if not decay_time:
         return counter
-    then = cell >> 8
+    then = (cell >> 8) & 0xFFFF
     elapsed = minutes - then if minutes >= then else 0xFFFF - then + minutes
     periods = elapsed // decay_time
     return 0 if periods > counter else counter - periods
@@ -127,8 +138,9 @@ class AccessClock:
         self.minutes = lfu_minutes(now_ms)
 
     def reset(self, lfu: bool | None = None) -> None:
-        """Every cell fresh: accessed now (LRU), or a new key's counter (LFU).
-        Redis keeps old data when the policy changes; a fresh start is as useful."""
+        """Every cell fresh: accessed now (LRU), or a new key's counter (LFU),
+        with no key's tag (each key's next access tags its cell).  Redis keeps old
+        data when the policy changes; a fresh start is as useful."""
         if lfu is not None:
             self.lfu = lfu
         fresh = (self.minutes << 8) | LFU_INIT_VAL if self.lfu else self.clock
@@ -145,32 +157,48 @@ class AccessClock:
             self.mask = len(cells) - 1
 
     def touch(self, key: bytes) -> None:
-        """``key`` was accessed now."""
-        at = hash(key) & self.mask
+        """``key`` was accessed now (a key whose cell another key stamped since
+        starts again from a new key's counter)."""
+        key_hash = hash(key)
+        at = key_hash & self.mask
+        tag = (key_hash >> 32) & TAG_MASK
         if self.lfu:
             cell = self.cells[at]
-            counter = lfu_increment(lfu_decayed(cell, self.minutes, self.decay_time), self.log_factor, self._random())
-            self.cells[at] = (self.minutes << 8) | counter
+            counter = lfu_decayed(cell, self.minutes, self.decay_time) if cell & TAG_MASK == tag else LFU_INIT_VAL
+            self.cells[at] = tag | (self.minutes << 8) | lfu_increment(counter, self.log_factor, self._random())
         else:
-            self.cells[at] = self.clock
+            self.cells[at] = tag | self.clock
 
     def created(self, key: bytes) -> None:
-        """``key`` was just created: under LFU its cell gets at least a new key's
-        counter (a shared cell keeps a higher one)."""
-        at = hash(key) & self.mask
+        """``key`` was just created: its cell is stamped as accessed now (LRU) or
+        with a new key's counter (LFU), whoever stamped it before."""
+        key_hash = hash(key)
+        tag = (key_hash >> 32) & TAG_MASK
         if self.lfu:
-            counter = lfu_decayed(self.cells[at], self.minutes, self.decay_time)
-            self.cells[at] = (self.minutes << 8) | max(counter, LFU_INIT_VAL)
+            self.cells[key_hash & self.mask] = tag | (self.minutes << 8) | LFU_INIT_VAL
         else:
-            self.cells[at] = self.clock
+            self.cells[key_hash & self.mask] = tag | self.clock
 
     def idle(self, key: bytes) -> int:
-        """Seconds since ``key``'s last access (LRU)."""
-        return idle_seconds(self.clock, self.cells[hash(key) & self.mask])
+        """Seconds since ``key``'s last access (LRU; ``OBJECT IDLETIME``).  If
+        another key stamped its cell since, the seconds since that key's access:
+        ``key``'s own came earlier."""
+        return idle_seconds(self.clock, self.cells[hash(key) & self.mask] & STAMP_MASK)
 
     def frequency(self, key: bytes) -> int:
-        """``key``'s access counter now (LFU), decayed but not incremented."""
-        return lfu_decayed(self.cells[hash(key) & self.mask], self.minutes, self.decay_time)
+        """``key``'s access counter now (LFU; ``OBJECT FREQ``), decayed but not
+        incremented; a new key's counter if another key stamped its cell since."""
+        key_hash = hash(key)
+        cell = self.cells[key_hash & self.mask]
+        if cell & TAG_MASK != (key_hash >> 32) & TAG_MASK:
+            return LFU_INIT_VAL
+        return lfu_decayed(cell, self.minutes, self.decay_time)
+
+    def owns_stamp(self, key: bytes) -> bool:
+        """Whether ``key`` stamped its cell last (else another key sharing the
+        cell did, after ``key``'s last access)."""
+        key_hash = hash(key)
+        return self.cells[key_hash & self.mask] & TAG_MASK == (key_hash >> 32) & TAG_MASK
 
     def size_bytes(self) -> int:
         return 4 * len(self.cells)
@@ -317,7 +345,8 @@ class Evictor:
         policy = self.policy
         access = self.keyspace.access
         if policy.endswith("lru"):
-            return access.idle(key)
+            # A key whose cell another key stamped since was used before that key.
+            return access.idle(key) if access.owns_stamp(key) else access.idle(key) + 1
         if policy.endswith("lfu"):
             return 255 - access.frequency(key)
         return -self.keyspace.expires.get(key, 0)  # volatile-ttl

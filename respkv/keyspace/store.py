@@ -37,7 +37,7 @@ import time
 from sys import getsizeof
 from collections.abc import Callable
 
-from .eviction import AccessClock, Candidates
+from .eviction import TAG_MASK, AccessClock, Candidates
 from .memory import EXPIRY_ENTRY, EXPIRY_OBJECTS, KEY_ENTRY, SLOT_INDEX_ENTRY, bytes_cost, resized, value_cost
 from .slots import SLOT_COUNT, key_slot
 
@@ -108,8 +108,9 @@ class Keyspace:
             access = self.access
             if access.lfu:
                 access.touch(key)
-            else:
-                access.cells[hash(key) & access.mask] = access.clock
+            else:  # AccessClock.touch, inline
+                key_hash = hash(key)
+                access.cells[key_hash & access.mask] = ((key_hash >> 32) & TAG_MASK) | access.clock
         return value
 
     def peek(self, key: bytes):
@@ -155,7 +156,8 @@ class Keyspace:
                 self.stored_bytes += resized(len(old), len(value))
             access = self.access
             if not access.lfu:  # LFU keeps the counter of an overwritten key
-                access.cells[hash(key) & access.mask] = access.clock
+                key_hash = hash(key)
+                access.cells[key_hash & access.mask] = ((key_hash >> 32) & TAG_MASK) | access.clock
         else:
             self._stored_other(key, old, value)
         if not keep_ttl and self.expires:
@@ -171,7 +173,8 @@ class Keyspace:
             self.stored_bytes -= self._value_bytes(key, old)
             access = self.access
             if not access.lfu:
-                access.cells[hash(key) & access.mask] = access.clock
+                key_hash = hash(key)
+                access.cells[key_hash & access.mask] = ((key_hash >> 32) & TAG_MASK) | access.clock
         if value.__class__ is bytes:
             self.stored_bytes += bytes_cost(len(value))
         else:
