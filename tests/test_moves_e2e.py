@@ -313,3 +313,22 @@ def test_two_nodes_leaving_at_once_hand_everything_over(tmp_path):
         assert sum(int(launcher.command(HOST, p, "DBSIZE")) for p in cluster.ports[:3]) == 3000
     finally:
         cluster.stop()
+
+
+def test_a_removal_that_runs_out_of_time_says_the_node_goes_on_leaving(tmp_path):
+    """A removal whose node is still handing keys over at its ``--timeout`` says
+    so and how to wait; run again, it waits for the rest and completes."""
+    cluster = start_cluster(tmp_path / "c", nodes=3, rf=2, server_args=["--handoff-keys-per-second=1", UNPACED])
+    try:
+        _fill(RedisCluster(host=HOST, port=cluster.ports[0], socket_timeout=10), "slow", 600)
+        with pytest.raises(launcher.LauncherError,
+                           match=r"^node-2 is still handing its keys over after 3 s \(\d+ keys still held\); it goes "
+                                 r"on leaving: run 'respkv cluster remove node-2' again to wait for the rest"):
+            launcher.remove(cluster.directory, "node-2", timeout=3.0)
+        launcher.command(HOST, cluster.ports[2], "CONFIG", "SET", "handoff-keys-per-second", "100000")
+        launcher.remove(cluster.directory, "node-2", timeout=MOVE_TIMEOUT)
+        assert [n.name for n in launcher.LocalCluster.load(cluster.directory).members] == ["node-0", "node-1"]
+        _all_readable(cluster, "slow", 600)
+    finally:
+        launcher.down(cluster.directory)
+        cluster.stop()

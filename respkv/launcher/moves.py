@@ -157,7 +157,10 @@ def decommission(cluster: LocalCluster, record: NodeRecord, timeout: float, repo
                     password=password)
             break
         except ReplyError as exc:  # refused as live until its leaving record reached that member
-            if ("still handing" not in str(exc) and "live node" not in str(exc)) or time.monotonic() >= deadline:
+            handing = "still handing" in str(exc)
+            if handing and time.monotonic() >= deadline:
+                raise LauncherError(_still_leaving(cluster, record, timeout)) from None
+            if (not handing and "live node" not in str(exc)) or time.monotonic() >= deadline:
                 raise LauncherError(f"{others[0].name} refused CLUSTER FORGET {record.node_id}: {exc}") from None
         now = time.monotonic()
         if report is not None and now - last_report >= 1.0:
@@ -168,6 +171,15 @@ def decommission(cluster: LocalCluster, record: NodeRecord, timeout: float, repo
         time.sleep(0.2)
     wait_forgotten(cluster, record.node_id, others, max(1.0, deadline - time.monotonic()))
     cluster.signal_node(record.index, signal.SIGTERM, timeout=max(1.0, deadline - time.monotonic()))
+
+
+def _still_leaving(cluster: LocalCluster, record: NodeRecord, timeout: float) -> str:
+    """What a removal that ran out of time while ``record`` hands its keys over
+    tells the operator: the node goes on leaving, and how to wait for it."""
+    progress = move_progress(record.name, cluster.host, record.port, cluster.password)
+    held = f" ({progress.keys_held} keys still held)" if progress is not None else ""
+    return (f"{record.name} is still handing its keys over after {timeout:g} s{held}; it goes on leaving: "
+            f"run 'respkv cluster remove {record.name}' again to wait for the rest, or give a longer --timeout")
 
 
 def wait_forgotten(cluster: LocalCluster, node_id: str, members: list[NodeRecord], timeout: float) -> None:
