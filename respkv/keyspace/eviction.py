@@ -346,7 +346,8 @@ class Evictor:
         access = self.keyspace.access
         if policy.endswith("lru"):
             # A key whose cell another key stamped since was used before that key.
-            return access.idle(key) if access.owns_stamp(key) else access.idle(key) + 1
+            idle = access.idle(key)
+            return idle if access.owns_stamp(key) else idle + 1
         if policy.endswith("lfu"):
             return 255 - access.frequency(key)
         return -self.keyspace.expires.get(key, 0)  # volatile-ttl

@@ -171,10 +171,8 @@ class Keyspace:
             self._created(key)
         else:
             self.stored_bytes -= self._value_bytes(key, old)
-            access = self.access
-            if not access.lfu:
-                key_hash = hash(key)
-                access.cells[key_hash & access.mask] = ((key_hash >> 32) & TAG_MASK) | access.clock
+            if not self.access.lfu:  # LFU keeps the counter of an overwritten key
+                self.access.touch(key)
         if value.__class__ is bytes:
             self.stored_bytes += bytes_cost(len(value))
         else:

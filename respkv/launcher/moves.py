@@ -157,10 +157,10 @@ def decommission(cluster: LocalCluster, record: NodeRecord, timeout: float, repo
                     password=password)
             break
         except ReplyError as exc:  # refused as live until its leaving record reached that member
-            handing = "still handing" in str(exc)
-            if handing and time.monotonic() >= deadline:
+            handing, expired = "still handing" in str(exc), time.monotonic() >= deadline
+            if handing and expired:
                 raise LauncherError(_still_leaving(cluster, record, timeout)) from None
-            if (not handing and "live node" not in str(exc)) or time.monotonic() >= deadline:
+            if expired or (not handing and "live node" not in str(exc)):
                 raise LauncherError(f"{others[0].name} refused CLUSTER FORGET {record.node_id}: {exc}") from None
         now = time.monotonic()
         if report is not None and now - last_report >= 1.0:
