@@ -332,3 +332,19 @@ def test_a_removal_that_runs_out_of_time_says_the_node_goes_on_leaving(tmp_path)
     finally:
         launcher.down(cluster.directory)
         cluster.stop()
+
+
+def test_a_node_that_never_held_a_key_can_be_removed(tmp_path):
+    """A node that joined an empty cluster (or whose slots held none of the
+    keys) announced "I hold nothing" before it left; leaving raises its record's
+    epoch, and the members forget it only once it announced that again at the
+    new epoch (it used to announce only when what it held changed, so the
+    removal waited forever)."""
+    cluster = start_cluster(tmp_path / "c", nodes=3, rf=3, server_args=[UNPACED])
+    try:
+        launcher.add(cluster.directory, 1, timeout=MOVE_TIMEOUT, cluster=cluster)
+        launcher.remove(cluster.directory, "node-3", timeout=30.0)
+        assert [n.name for n in launcher.LocalCluster.load(cluster.directory).members] == ["node-0", "node-1", "node-2"]
+    finally:
+        launcher.down(cluster.directory)
+        cluster.stop()

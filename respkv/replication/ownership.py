@@ -11,8 +11,10 @@ that held keys of a slot whose preference list no longer names it is now a
 (:func:`held_slots`: it holds keys there, the ring does not prefer it) and:
 
 1. **Announces** them (``HOLDS bitmap epoch``) to every member, again whenever
-   they change and every :data:`ANNOUNCE_INTERVAL` seconds while there are any
-   (also during a long hand-off pass).
+   they or its own record's epoch change and every :data:`ANNOUNCE_INTERVAL`
+   seconds while there are any (also during a long hand-off pass) or while it
+   leaves (an empty set then, which members need at its current epoch to
+   forget it).
    Coordinators keep the announcements in :class:`SlotHolders` and ask a slot's
    live former holders too when they read a key of it they lack (as ``extra``
    peers of :class:`~.get_core.GetCore`): a key only a former holder has is
@@ -227,6 +229,10 @@ class OwnershipHandoff:
         #: The slots this node held outside their preference lists at the last check
         #: (announced), and those of them with keys to hand over (not only hinted ones).
         self.held: list[int] = []
+        #: What the checks last announced, with the epoch: None until the held
+        #: slots were first computed (a node restarted while leaving must not
+        #: announce "nothing" before it knows what it holds).
+        self._announced: tuple[list[int], int] | None = None
         self.to_move: list[int] = []
         self.keys_to_move = 0
         self._kick = trio.Event()
@@ -274,14 +280,17 @@ class OwnershipHandoff:
 
     async def _repeat_announcements(self) -> None:
         """Announce the held slots again every :data:`ANNOUNCE_INTERVAL` seconds,
-        also while a long hand-off pass runs, for members that missed the first."""
+        also while a long hand-off pass runs, for members that missed the first;
+        a leaving node also repeats that it holds nothing (members forget it
+        only once they heard so at its current epoch, and announcements can be
+        missed)."""
         while True:
             await trio.sleep(ANNOUNCE_INTERVAL)
-            if self.held:
+            leaving = not self.state.membership[self.myself].weight
+            if self.held or (leaving and self._announced is not None):
                 self._announce(self.held)
 
     async def _checks(self) -> None:
-        announced: list[int] | None = None
         while True:
             with trio.move_on_after(CHECK_INTERVAL):
                 await self._kick.wait()
@@ -299,9 +308,10 @@ class OwnershipHandoff:
             to_move = [slot for slot in held if count(slot) > hinted.get(slot, 0)]
             self.held, self.to_move = held, to_move
             self.keys_to_move = sum(count(slot) - hinted.get(slot, 0) for slot in to_move)
-            if held != announced:
+            announcement = (held, self.state.membership[self.myself].epoch)
+            if announcement != self._announced:  # also "nothing" again once leaving raised the epoch
                 self._announce(held)
-                announced = held
+                self._announced = announcement
             if not to_move:
                 self._finish_move()
                 continue
