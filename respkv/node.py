@@ -65,7 +65,7 @@ from .net.dispatch import Dispatcher
 from .net.rates import InstantaneousMetrics
 from .persistence.exceptions import LogWriteError
 from .persistence.journal import Journal
-from .persistence.keyspace_images import keyspace_image, keyspace_images, keyspace_replay
+from .persistence.keyspace_images import journal_plain_keyspace
 from .persistence.rewrites import Rewrites
 from .net.server import open_listener, serve_clients
 from .net.tracking import Tracking
@@ -76,7 +76,7 @@ from .replication.replica import OPERATIONS as REPLICATION_OPERATIONS
 from .replication.coordinator import Coordinator
 from .replication.incarnation import Incarnation
 from .replication.ownership import OPERATIONS as OWNERSHIP_OPERATIONS, OwnershipHandoff
-from .replication.journaled import RecordReplay, record_image, record_marker
+from .replication.journaled import RecordReplay, operation_marker, record_image, record_marker
 from .replication.store import VersionStore
 from .replication.vclock import actor_of
 
@@ -457,10 +457,7 @@ async def serve_node(node: Node, *, task_status=trio.TASK_STATUS_IGNORED) -> Non
     os.makedirs(config["dir"], exist_ok=True)
     if not (config["cluster-enabled"] and config["replication-factor"] > 1):
         # Replicated nodes journal version records instead (see start_replication).
-        node.open_journal(keyspace_image(node.keyspace), keyspace_replay(node.keyspace),
-                          images=keyspace_images(node.keyspace))
-        node.add_key_observer(node.journal.mark)
-        node.keyspace.on_flush = node.journal.mark_flushed
+        journal_plain_keyspace(node)
     listener = await open_listener(node.config["bind"], node.config["port"])
     node.port = listener.getsockname()[1]
     with listener:
@@ -496,12 +493,14 @@ def start_replication(node: Node, state: ClusterState, bus: ClusterBus) -> Coord
     store = VersionStore(node.keyspace, actor_of(state.myself, incarnation.advance()), node.config["max-siblings"])
     store.convergent = node.config["convergent-types"]
     coordinator = Coordinator(node, state, bus, store)
-    replay = RecordReplay(store, coordinator.forgetting.expired, coordinator.handoff.replay)
+    replay = RecordReplay(store, coordinator.forgetting.expired, coordinator.handoff.replay,
+                          coordinator.replica.run_shipped)
     journal = node.open_journal(record_image(store), replay, keys=store.keys)
     coordinator.handoff.attach(journal)  # hints are logged, and held by snapshots
     anti_entropy = coordinator.anti_entropy = AntiEntropy(node, state, bus, store, coordinator)
     anti_entropy.loaded(store.keys())
     store.on_change = record_marker(journal)
+    store.on_operation = operation_marker(journal)
     journal.commit_key_listeners.append(anti_entropy.changed)  # every changed key, once per round
     for key in replay.adopted:  # values of a log written without replication
         journal.mark(key)

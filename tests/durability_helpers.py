@@ -19,7 +19,7 @@ import hiredis
 import trio
 
 from respkv.persistence.framing import ENTRY_HEADER_SIZE, FILE_HEADER_SIZE
-from respkv.persistence.journal import BATCH, split_batch, split_entry
+from respkv.persistence.entries import BATCH, split_batch, split_entry
 from tools.procs import free_port
 
 REPO = pathlib.Path(__file__).resolve().parent.parent

@@ -20,7 +20,7 @@ import hiredis
 import pytest
 import trio
 
-from respkv.persistence.journal import BATCH, VALUE
+from respkv.persistence.entries import BATCH, VALUE
 from tests.durability_helpers import (
     PROCESS_TIMEOUT,
     Client,

@@ -6,7 +6,8 @@ from __future__ import annotations
 import trio
 
 from respkv.keyspace.store import Keyspace
-from respkv.persistence.journal import DELIVERED, HINT, Journal, split_entry
+from respkv.persistence.entries import DELIVERED, HINT, split_entry
+from respkv.persistence.journal import Journal
 from respkv.replication import handoff as handoff_module
 from respkv.replication.handoff import HANDOFF_BATCH, HANDOFF_BATCHES_PER_PASS, HintedHandoff
 from respkv.replication.journaled import RecordReplay, record_image

@@ -16,17 +16,8 @@ import pytest
 
 from respkv.keyspace.store import Keyspace
 from respkv.keyspace.values import Hash
-from respkv.persistence.journal import (
-    ABSENT,
-    BATCH,
-    VALUE,
-    Journal,
-    batch,
-    batches,
-    entry,
-    split_batch,
-    split_entry,
-)
+from respkv.persistence.entries import ABSENT, BATCH, VALUE, batch, batches, entry, split_batch, split_entry
+from respkv.persistence.journal import Journal
 from respkv.persistence.keyspace_images import keyspace_image, keyspace_images, keyspace_replay
 from tests.durability_helpers import active_log, log_entries
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from respkv.keyspace.store import Keyspace
 from respkv.keyspace.values import Set
-from respkv.persistence.journal import split_entry
+from respkv.persistence.entries import split_entry
 from respkv.replication.journaled import RecordReplay, record_image, record_marker
 from respkv.replication.store import VersionStore
 from respkv.replication.vclock import actor_of

@@ -17,7 +17,7 @@ replication has the record it ships); at the end
 of the event-loop round :meth:`Journal.commit` encodes each dirty key's image once
 (a key written sixteen times in a pipeline costs one entry; ``images`` encodes a
 whole round in one call), packs the round's entries into one ``BATCH`` entry
-(:func:`batch`: one frame and one checksum for the round instead of one per key,
+(:func:`~.entries.batch`: one frame and one checksum for the round instead of one per key,
 which is most of what framing costs), appends it to the log and writes it with
 one system call — fsynced first under ``appendfsync always`` (group commit).  A
 round of one entry is logged as that entry; a round of more than
@@ -38,6 +38,20 @@ then makes the manifest name the new snapshot and the new log alone and deletes
 the old files.  A key changed while the snapshot is written is in the new log
 too, so replaying the new log over the snapshot gives the exact current state;
 a crash at any step leaves a manifest whose parts load.
+
+*Operations.*  Imaging a collection whenever a round changed it costs what the
+collection holds: one ``SADD`` to a set of 100,000 members would log 100,000
+members.  A changer that can say how a key changed, in a form that replays to
+the same state over the state before it (replication's shipped command: the
+command, the version it makes and the digest of the versions it ran over), marks
+the key with :meth:`Journal.mark_operation` instead; the round logs that entry
+after the key's image if the round has one in hand, and an image marked later
+in the round supersedes it.  An operation is only right over the exact state the
+entries before it leave, which a snapshot written while the node serves does
+not hold: so from the start of a rewrite to the first commit after its last
+key, operations are logged as their key's image.  After that commit, the
+snapshot and the new log's images hold every key exactly as it is, and
+operations replay over that.
 
 *Entries that are no key's image.*  A replicated node also keeps its **hints**
 (a key some other node may lack, see :mod:`respkv.replication.handoff`) in the
@@ -71,37 +85,19 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 
 import trio
 
 from .exceptions import LogWriteError
+from .entries import ABSENT, BATCH, FLUSHED, batches, entry, split_batch, split_entry
 from .log import CommitLog, read_log
 from .manifest import Layout, Manifest, plan_first_log, plan_rewrite
 from .snapshot import SnapshotWriter, read_snapshot
 
 log = logging.getLogger(__name__)
 
-#: Entry kinds: a key's value image (standalone), its version record
-#: (replication), its absence, everything flushed; a hint stored for the node
-#: whose id is the body, and its delivery (or abandonment) — see the module doc;
-#: and a batch of such entries.
-VALUE = b"V"
-RECORD = b"R"
-ABSENT = b"X"
-FLUSHED = b"F"
-HINT = b"H"
-DELIVERED = b"D"
-BATCH = b"B"
-
-#: The key length that follows an entry's kind.
-KEY_LENGTH = struct.Struct("<I")
-#: The entry count that follows a batch's kind.
-BATCH_COUNT = struct.Struct("<I")
-#: Bytes of entries one batch holds at most (a round that wrote more is split).
-BATCH_MAX_BYTES = 16 << 20
 #: Keys encoded per turn of the event loop while a snapshot is written: about
 #: 2 ms of encoding, which bounds what a background snapshot adds to a client's wait.
 SNAPSHOT_CHUNK = 500
@@ -113,82 +109,11 @@ PROGRESS_MIN_KEYS = 20_000
 PROGRESS_SECONDS = 5.0
 
 
-def entry(kind: bytes, key: bytes, body: bytes = b"") -> bytes:
-    """One journal entry: kind, key length, key, body."""
-    return b"".join((kind, KEY_LENGTH.pack(len(key)), key, body))
-
-
-def split_entry(payload) -> tuple[bytes, bytes, bytes]:
-    """``(kind, key, body)`` of an entry; ValueError if malformed."""
-    payload = bytes(payload)
-    if len(payload) < 5:
-        raise ValueError("journal entry shorter than its header")
-    (length,) = KEY_LENGTH.unpack_from(payload, 1)
-    if 5 + length > len(payload):
-        raise ValueError("journal entry key runs past its end")
-    return payload[:1], payload[5 : 5 + length], payload[5 + length :]
-
-
-def batch(payloads: list[bytes]) -> bytes:
-    """One entry holding the entries ``payloads`` (at least one), in order::
-
-        batch = "B" | count (u32) | count x entry length (u32) | entries back to back
-
-    All lengths are little endian; the entries are as :func:`entry` makes them
-    (never batches).  Replaying a batch replays its entries in order."""
-    count = len(payloads)
-    lengths = struct.pack(f"<{count + 1}I", count, *map(len, payloads))
-    return b"".join((BATCH, lengths, *payloads))
-
-
-def split_batch(payload) -> list[bytes]:
-    """The entries of a :func:`batch`; ValueError if malformed."""
-    payload = bytes(payload)
-    if len(payload) < 1 + BATCH_COUNT.size:
-        raise ValueError("batch entry shorter than its header")
-    (count,) = BATCH_COUNT.unpack_from(payload, 1)
-    position = 1 + BATCH_COUNT.size * (count + 1)
-    if position > len(payload):  # checked before the table is unpacked
-        raise ValueError("batch entry's length table runs past its end")
-    lengths = struct.unpack_from(f"<{count}I", payload, 1 + BATCH_COUNT.size)
-    if position + sum(lengths) != len(payload):
-        raise ValueError("batch entry's lengths do not add up to its size")
-    entries = []
-    for length in lengths:
-        entries.append(payload[position : position + length])
-        position += length
-    return entries
-
-
-def batches(payloads: list[bytes], limit: int = BATCH_MAX_BYTES) -> Iterator[bytes]:
-    """``payloads`` (entries) as few log entries as batches of at most ``limit``
-    bytes of entries allow: one alone stays as it is, a run of several becomes a
-    :func:`batch`."""
-    if not payloads:
-        return
-    if len(payloads) == 1:
-        yield payloads[0]
-        return
-    if sum(map(len, payloads)) <= limit:
-        yield batch(payloads)
-        return
-    run: list[bytes] = []
-    size = 0
-    for payload in payloads:
-        if run and size + len(payload) > limit:
-            yield run[0] if len(run) == 1 else batch(run)
-            run, size = [], 0
-        run.append(payload)
-        size += len(payload)
-    if run:
-        yield run[0] if len(run) == 1 else batch(run)
-
-
 class Journal:
     """The commit log and snapshots of one data directory (see the module doc).
 
     ``image(key)`` returns the entry that makes a replay hold ``key`` as it is now
-    (built with :func:`entry`, ``ABSENT`` for a missing key).  ``images(marked)``,
+    (built with :func:`~.entries.entry`, ``ABSENT`` for a missing key).  ``images(marked)``,
     if given, does the same for a whole round: ``marked`` maps each key to its
     entry or None, and it returns the entries in that order (the hot loop of
     :meth:`commit`; by default ``image`` per key).
@@ -217,6 +142,16 @@ class Journal:
         #: Keys changed since the last commit: their entry when the changer made it
         #: already (mark_image), else None (imaged at the commit).
         self._dirty: dict[bytes, bytes | None] = {}
+        #: Keys changed by operations since the last commit (logged after the
+        #: key's image in ``_dirty``, if any): the operations' entries, in order.
+        self._operations: dict[bytes, list[bytes]] = {}
+        #: Whether operations are logged as their key's image now: from the start
+        #: of a rewrite to the first commit after it (see the module doc).
+        self._imaging_operations = False
+        #: The key of the operation running now (begin_operation), and whether
+        #: it changed the key so far.
+        self._operating: bytes | None = None
+        self._operated = False
         self._flushed = False
         #: Called at each commit with the keys changed since the last one (an
         #: iterable the listener must not keep): whoever needs every changed key
@@ -328,22 +263,61 @@ class Journal:
 
     def mark(self, key: bytes) -> None:
         """``key`` changed: its image goes into the next commit."""
+        if key == self._operating:
+            self._operated = True  # end_operation logs it
+            return
         self._dirty[key] = None
+        if self._operations:
+            self._operations.pop(key, None)
 
     def mark_image(self, key: bytes, payload: bytes) -> None:
         """``key`` changed, and ``payload`` is its image now (the changer had the
         bytes at hand): the next commit logs it unless ``key`` changes again."""
         self._dirty[key] = payload
+        if self._operations:
+            self._operations.pop(key, None)
+
+    def mark_operation(self, key: bytes, payload: bytes) -> None:
+        """``key`` changed by the operation entry ``payload``, which replays to the
+        key's state now over the state the key's earlier entries leave (see the
+        module doc): the next commit logs it, or the key's image if the commit
+        images the key anyway."""
+        if self._dirty.get(key, b"") is None:
+            return  # imaged at the commit, which holds this change too
+        operations = self._operations.get(key)
+        if operations is None:
+            self._operations[key] = [payload]
+        else:
+            operations.append(payload)
 
     def append_entry(self, payload: bytes) -> None:
         """Log ``payload``, an entry that is no key's image (a hint or its
         delivery), at the next commit, after the entries queued before it."""
         self._extra.append(payload)
 
+    def begin_operation(self, key: bytes) -> None:
+        """A command that may be logged as an operation starts on ``key``: its
+        changes of ``key`` (:meth:`mark`) are kept for :meth:`end_operation`."""
+        self._operating = key
+        self._operated = False
+
+    def end_operation(self, payload: bytes | None) -> None:
+        """The command of :meth:`begin_operation` ended: if it changed the key, log
+        ``payload`` as the operation that did (:meth:`mark_operation`), or the
+        key's image if ``payload`` is None (the command failed midway)."""
+        key, self._operating = self._operating, None
+        if self._operated:
+            self._operated = False
+            if payload is None:
+                self.mark(key)
+            else:
+                self.mark_operation(key, payload)
+
     def mark_flushed(self) -> None:
         """Every key was removed (FLUSHALL): recorded before the round's images."""
         self._flushed = True
         self._dirty.clear()
+        self._operations.clear()
 
     @property
     def failed(self) -> bool:
@@ -366,6 +340,19 @@ class Journal:
         them (fsynced under ``always``); raises LogWriteError if that fails."""
         journal_log = self.log
         flushed = self._flushed
+        operations = self._operations
+        if operations:
+            self._operations = {}
+            if journal_log is None or self._imaging_operations:
+                for key in operations:
+                    self._dirty[key] = None
+                operations = {}
+            else:
+                for listener in self.commit_key_listeners:
+                    listener(operations)
+                self.changes += sum(key not in self._dirty for key in operations)
+        if not self.rewriting:
+            self._imaging_operations = False  # commits from the next on log operations
         if flushed or self._dirty:
             self.changes += len(self._dirty) + flushed
             for listener in self.commit_key_listeners:
@@ -391,6 +378,8 @@ class Journal:
                 payloads = [payload for payload in payloads if payload[:1] != ABSENT]
             if payloads:
                 journal_log.append_all(batches(payloads))
+        if operations:
+            journal_log.append_all(batches([payload for entries in operations.values() for payload in entries]))
         if self._extra:
             extra, self._extra = self._extra, []
             journal_log.append_all(extra)
@@ -443,6 +432,7 @@ class Journal:
         if self.rewriting:
             raise RuntimeError("a snapshot is already being written")
         self.rewriting = True
+        self._imaging_operations = True  # until the first commit after the rewrite
         started = self.rewrite_started = time.monotonic()
         try:
             await self._rewrite(keys)

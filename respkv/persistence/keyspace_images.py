@@ -4,7 +4,8 @@ replication): a key's value and absolute expiry, or its absence.
 A ``VALUE`` entry's body is the expiry (u64 Unix ms, 0 for none) followed by the
 value in its wire form (:mod:`respkv.keyspace.codec`).  Replaying an entry whose
 expiry has passed removes the key: a key that expired while the node was down is
-never served.
+never served.  A collection's small change is logged as a ``COMMAND`` entry
+instead (:mod:`.command_entries`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import struct
 from collections.abc import Callable
 
 from ..keyspace.codec import STRING_TAG, decode_value, encode_value
-from .journal import ABSENT, FLUSHED, KEY_LENGTH, VALUE, entry
+from .command_entries import command_replay, logging_table
+from .entries import ABSENT, COMMAND, FLUSHED, KEY_LENGTH, VALUE, entry
 
 _EXPIRY = struct.Struct("<Q")
 #: A VALUE entry's kind and key length, in one pack.
@@ -69,8 +71,11 @@ def keyspace_images(keyspace) -> Callable[[dict[bytes, bytes | None]], list[byte
     return images
 
 
-def keyspace_replay(keyspace) -> Callable[[bytes, bytes, bytes], None]:
-    """``apply(kind, key, body)``: replays journal entries into ``keyspace``."""
+def keyspace_replay(keyspace, command: Callable[[bytes, bytes], object] | None = None
+                    ) -> Callable[[bytes, bytes, bytes], None]:
+    """``apply(kind, key, body)``: replays journal entries into ``keyspace``;
+    ``command(key, body)`` replays a ``COMMAND`` entry (see
+    :mod:`.command_entries`)."""
     now = keyspace.clock_ms()
 
     def apply(kind: bytes, key: bytes, body: bytes) -> None:
@@ -86,7 +91,22 @@ def keyspace_replay(keyspace) -> Callable[[bytes, bytes, bytes], None]:
             keyspace.delete(key)
         elif kind == FLUSHED:
             keyspace.flush()
+        elif kind == COMMAND and command is not None:
+            command(key, body)
         else:
             raise ValueError(f"journal entry of kind {kind!r} in a keyspace without replication")
 
     return apply
+
+
+def journal_plain_keyspace(node) -> None:
+    """Open ``node``'s journal for its plain keyspace (no replication): values are
+    imaged, small changes of collections logged as their commands (the node then
+    serves with :func:`~.command_entries.logging_table`), and both replayed at
+    start."""
+    keyspace = node.keyspace
+    journal = node.open_journal(keyspace_image(keyspace), keyspace_replay(keyspace, command_replay(node)),
+                                images=keyspace_images(keyspace))
+    node.add_key_observer(journal.mark)
+    keyspace.on_flush = journal.mark_flushed
+    node.table = logging_table(node.table, journal, keyspace)

@@ -47,7 +47,7 @@ from collections.abc import Callable, Mapping
 
 from ..keyspace.slots import key_slot
 from ..persistence.exceptions import LogWriteError
-from ..persistence.journal import DELIVERED, HINT, entry
+from ..persistence.entries import DELIVERED, HINT, entry
 from .replica import REPL, REPLFOR
 from .store import RECONCILE, VersionStore
 

@@ -10,6 +10,16 @@ every version's value included) — the same bytes replicas exchange — or an
 expiry).  Replaying a record replaces what is held (:meth:`VersionStore.restore`),
 so a replay ends in the state of the last entry of each key.
 
+A collection changed by a shipped command (see :mod:`~.replica`) is logged as an
+``OPERATION`` entry instead: the digest of the versions the command ran over and
+the operation as replicas receive it (the command and the version it makes), so
+that one ``SADD`` to a big set logs one member, not the set.  Replaying it runs
+the command as a replica does, over the record the entries before it restored;
+the digest must match (the journal logs operations only where the state before
+them replays exactly), and a mismatch — a damaged directory — leaves the key's
+record as it was, with a warning: anti-entropy brings the newer versions back
+from the other replicas.
+
 The log holds the node's hints as well (``HINT`` and ``DELIVERED`` entries, see
 :mod:`~.handoff`); the replay hands them to the hand-off's own replay.
 
@@ -20,12 +30,20 @@ which then reaches the other replicas as any write does.
 
 from __future__ import annotations
 
+import logging
+import struct
 from collections.abc import Callable
 
-from ..persistence.journal import ABSENT, DELIVERED, FLUSHED, HINT, KEY_LENGTH, RECORD, VALUE, Journal, entry
+from ..persistence.entries import ABSENT, DELIVERED, FLUSHED, HINT, KEY_LENGTH, OPERATION, RECORD, VALUE, entry
+from ..persistence.journal import Journal
 from ..persistence.keyspace_images import keyspace_replay
 from .store import VersionStore
 from .versions import decode_record
+
+log = logging.getLogger(__name__)
+
+#: The length of the parent digest that starts an ``OPERATION`` entry's body.
+_PARENT_LENGTH = struct.Struct("<I")
 
 
 def record_image(store: VersionStore) -> Callable[[bytes], bytes]:
@@ -57,20 +75,50 @@ def record_marker(journal: Journal) -> Callable[..., None]:
     return changed
 
 
+def operation_marker(journal: Journal) -> Callable[[bytes, bytes, bytes], None]:
+    """The store's ``on_operation(key, parent, blob)`` for ``journal``: logs the
+    operation, not the collection it changed."""
+    mark_operation = journal.mark_operation
+    parent_length = _PARENT_LENGTH.pack
+
+    def operated(key: bytes, parent: bytes, blob: bytes) -> None:
+        mark_operation(key, entry(OPERATION, key, b"".join((parent_length(len(parent)), parent, blob))))
+
+    return operated
+
+
+def split_operation(body: bytes) -> tuple[bytes, bytes]:
+    """``(parent, blob)`` of an ``OPERATION`` entry's body; ValueError if malformed."""
+    if len(body) < _PARENT_LENGTH.size:
+        raise ValueError("operation entry shorter than its parent's length")
+    (length,) = _PARENT_LENGTH.unpack_from(body)
+    end = _PARENT_LENGTH.size + length
+    if end > len(body):
+        raise ValueError("operation entry's parent runs past its end")
+    return body[_PARENT_LENGTH.size : end], body[end:]
+
+
 class RecordReplay:
     """``replay(kind, key, body)``: replays journal entries into a store (and its
     keyspace).  ``expired(key)`` is told of each restored record whose value has
     expired, so that it is forgotten in time as if it had expired while running.
+
+    ``operation(key, parent, blob)`` runs a logged operation as a replica runs a
+    shipped one, False if the record is not the one it ran over (see the module
+    doc); :attr:`operations_skipped` counts those.
 
     Values of a journal written without replication are adopted as versions of
     this node at once; :attr:`adopted` lists their keys, to be written to the log
     as records once it is open."""
 
     def __init__(self, store: VersionStore, expired: Callable[[bytes], None],
-                 hints: Callable[[bytes, bytes, bytes], None] | None = None) -> None:
+                 hints: Callable[[bytes, bytes, bytes], None] | None = None,
+                 operation: Callable[[bytes, bytes, bytes], bool] | None = None) -> None:
         self.store = store
         self.expired = expired
         self.hints = hints
+        self.operation = operation
+        self.operations_skipped = 0
         self.adopted: list[bytes] = []
         self._replay_value = keyspace_replay(store.keyspace)
 
@@ -81,6 +129,13 @@ class RecordReplay:
             store.restore(key, decode_record(body))
             if keyspace.get(key) is None and store.expired_clock(key, keyspace.clock_ms()) is not None:
                 self.expired(key)
+        elif kind == OPERATION:
+            parent, blob = split_operation(body)
+            if self.operation is None or not self.operation(key, parent, blob):
+                self.operations_skipped += 1
+                log.warning("the commit log's operation on key %r does not follow the record before it; "
+                            "the key stays as that record (anti-entropy brings newer versions from its replicas)",
+                            key[:64])
         elif kind == ABSENT:
             store.drop(key)
         elif kind == FLUSHED:

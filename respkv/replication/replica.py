@@ -19,8 +19,7 @@
 
 from __future__ import annotations
 
-from ..commands.table import CommandError
-from ..protocol.reply import RESP2
+from ..commands.replay import REPLAYABLE, ClientlessSession, run_replayable
 from .store import RECONCILE, VersionStore
 from .versions import OPERATION_PREFIX, parse_operation
 
@@ -33,15 +32,11 @@ OPERATIONS = (REPL, REPLFOR, RREAD, PURGE)
 NO_RECORD = b"-"
 SAME = b""
 
-#: Single-key commands whose result depends only on the key's prior value and the
-#: arguments (no clock, no randomness): for a collection, replicas holding the same
-#: prior version run the command instead of receiving the whole new value.
-SHIPPED_AS_COMMAND = frozenset(
-    """lpush rpush lpushx rpushx lpop rpop lset linsert lrem ltrim
-    hset hsetnx hmset hdel hincrby hincrbyfloat
-    sadd srem
-    zadd zrem zincrby zremrangebyscore zremrangebyrank zremrangebylex zpopmin zpopmax""".split()
-)
+#: Commands that change a collection the same way wherever they run over the same
+#: prior value (:data:`~respkv.commands.replay.REPLAYABLE`): replicas holding the
+#: coordinator's prior version run the command instead of receiving the whole
+#: new value.
+SHIPPED_AS_COMMAND = REPLAYABLE
 #: Commands of :data:`SHIPPED_AS_COMMAND` whose requests in a row on one key do
 #: what one request with all their arguments after the key, in order, does
 #: (``SADD k a`` then ``SADD k b`` is ``SADD k a b``): what a pipelined run of
@@ -72,9 +67,8 @@ class ReplicaSide:
         self.store = store
         #: ``hint(node_id, keys)``: stores durable hints (for REPLFOR).
         self._hint = hint
-        #: What shipped commands run as: a session-like view of this node (made
-        #: when the first one arrives).
-        self._replica_context: ReplicaContext | None = None
+        #: What shipped commands run as (made when the first one arrives).
+        self._session: ClientlessSession | None = None
 
     def handle(self, peer_id: str, op: bytes, args: list[bytes]) -> list[bytes]:
         """Serve one replication bus request (see the module doc)."""
@@ -100,7 +94,7 @@ class ReplicaSide:
             for i in range(0, len(args), 3):
                 blob = args[i + 2]
                 if blob.startswith(OPERATION_PREFIX):
-                    if not self._run_shipped(args[i], args[i + 1], blob):
+                    if not self.run_shipped(args[i], args[i + 1], blob):
                         missing.append(args[i])
                 else:
                     apply_shipped(args[i], args[i + 1], blob)
@@ -126,39 +120,19 @@ class ReplicaSide:
             return []
         raise ValueError(f"unknown replication operation {op!r}")
 
-    def _run_shipped(self, key: bytes, parent: bytes, blob: bytes) -> bool:
-        """Run a command a coordinator shipped for ``key``; False if it cannot run here."""
+    def run_shipped(self, key: bytes, parent: bytes, blob: bytes) -> bool:
+        """Run a command a coordinator shipped for ``key`` over the versions named
+        ``parent`` (or the commit log holds, at start); False if this replica
+        does not hold those versions."""
         if not self.store.holds(key, parent):
             return False
         kept, command = parse_operation(blob)
-        spec = self.node.table.lookup(command[0])
-        if spec is None or spec.name not in SHIPPED_AS_COMMAND or spec.first_key != 1 or command[1:2] != [key]:
-            raise ValueError(f"{command[0]!r} cannot be shipped as a command")
-        if self._replica_context is None:
-            self._replica_context = ReplicaContext(self.node)
-        try:
-            spec.handler(self._replica_context, command)
-        except CommandError:
+        if self._session is None:
+            self._session = ClientlessSession(self.node)
+        if not run_replayable(self.node.table, self._session, key, command):
             return False  # cannot happen on the same prior value; recover with the record
-        self.store.operation_applied(key, kept, command)
+        self.store.operation_applied(key, parent, blob, kept, command)
         return True
-
-
-class ReplicaContext:
-    """What a command handler needs of a session, for commands shipped by coordinators.
-
-    Handlers read the keyspace, the node and counters through their session; a
-    replica running a shipped command has no client, so it hands them this.
-    """
-
-    proto = RESP2
-    in_exec = False
-    multi = None
-
-    def __init__(self, node) -> None:
-        self.node = node
-        self.ks = node.keyspace
-        self.stats = type(node.stats)()  # counters of its own: not client traffic
 
 
 def reconcile_args(store: VersionStore, keys) -> list[bytes]:

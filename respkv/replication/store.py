@@ -40,7 +40,8 @@ keeps the materialized version's in :attr:`VersionStore.meta`.  With
 Every change of a record is reported to :attr:`VersionStore.on_change`, with the
 new record's wire form when the write made it anyway (the node's commit log marks
 the key, and writes its record at the end of the round;
-see :mod:`respkv.replication.journaled`).  :meth:`VersionStore.restore` and
+see :mod:`respkv.replication.journaled`); a change by a shipped command, to
+:attr:`VersionStore.on_operation` with the operation (logged as such).  :meth:`VersionStore.restore` and
 :meth:`VersionStore.drop` replay such records at start, without reporting them.
 
 Nothing here does I/O; the coordinator (:mod:`respkv.replication.coordinator`)
@@ -48,8 +49,6 @@ moves records between nodes.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator, Mapping
 
 from ..keyspace.codec import STRING_TAG, decode_value, encode_value
 from ..keyspace.values import Hash, Set
@@ -63,6 +62,7 @@ from .versions import (
     DEFAULT_MAX_SIBLINGS,
     Compact,
     Record,
+    RecordsView,
     Version,
     compact,
     compact_digest,
@@ -103,28 +103,6 @@ def _unobserved(key: bytes, record: bytes | None = None) -> None:
     """The default :attr:`VersionStore.on_change`: nobody keeps a log."""
 
 
-class RecordsView(Mapping):
-    """The store's records as callers know them: key → Record of Version objects,
-    made from the compact form on each lookup (read-only)."""
-
-    __slots__ = ("_kept",)
-
-    def __init__(self, kept: dict[bytes, Compact]) -> None:
-        self._kept = kept
-
-    def __getitem__(self, key: bytes) -> Record:
-        return expand(self._kept[key])
-
-    def __contains__(self, key) -> bool:
-        return key in self._kept
-
-    def __len__(self) -> int:
-        return len(self._kept)
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._kept)
-
-
 class VersionStore:
     """Per-key version records of this node, and the keyspace values they stand for."""
 
@@ -143,6 +121,11 @@ class VersionStore:
         #: Called with a key after its record changed, and with the record's wire
         #: form when it is at hand (the commit log logs it).
         self.on_change = _unobserved
+        #: ``on_operation(key, parent, blob)``, instead of ``on_change(key)`` when a
+        #: shipped command changed a key here (as coordinator or replica): ``blob``
+        #: run over the versions named ``parent`` makes the record now (what the
+        #: commit log logs instead of the whole collection).
+        self.on_operation = lambda key, parent, blob: self.on_change(key)
         #: key → metadata (dots, tally) of the version the keyspace holds, decoded
         #: or in the wire form it arrived in (decoded to write or merge the key).
         self.meta: dict[bytes, Meta | bytes] = {}
@@ -321,7 +304,7 @@ class VersionStore:
             single = None if old is None else compact_single(old)
             if old is None or (single is not None and not single[2]):  # the old version did not expire
                 kept[key], blob = encode_operation_write(clock, now_ms, actor, operation)
-                self.on_change(key)  # the blob is the command, not the record
+                self.on_operation(key, parent, blob)
                 return parent, blob
         new = Version(clock, now_ms, actor, False, expire_at, None)
         kept[key] = compact((new,))
@@ -363,10 +346,11 @@ class VersionStore:
             self.meta[key] = meta
         return meta
 
-    def operation_applied(self, key: bytes, kept: bytes, command: list[bytes]) -> None:
-        """Record the version of a shipped ``command`` just run here (its compact
-        form, ``versions.parse_operation``), whose value the keyspace holds, with
-        the convergent metadata the coordinator gave it."""
+    def operation_applied(self, key: bytes, parent: bytes, blob: bytes, kept: bytes, command: list[bytes]) -> None:
+        """Record the version of the shipped operation ``blob`` (over the versions
+        named ``parent``) whose ``command`` was just run here: ``kept`` is the
+        version's compact form (``versions.parse_operation``), whose value the
+        keyspace holds, with the convergent metadata the coordinator gave it."""
         ks = self.keyspace
         expire_at = compact_single(kept)[2]  # coordinators ship commands only without one
         if expire_at:
@@ -378,7 +362,7 @@ class VersionStore:
                         kept[CLOCK_AT:], compact_stamp(kept, 0), None if tracked is None else [tracked])
         self._kept[key] = kept
         self.versions_applied += 1
-        self.on_change(key)
+        self.on_operation(key, parent, blob)
 
     def _written_in_context(
         self, key: bytes, value, old: Compact | None, seen: vclock.VClock, now_ms: int

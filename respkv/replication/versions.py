@@ -35,6 +35,7 @@ it receives.  Nothing here does I/O.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator, Mapping
 
 from . import vclock
 
@@ -500,3 +501,25 @@ def next_string_write(
     counter = _COUNTER.unpack_from(old, _COUNTER_AT)[0] + 1
     kept = _ONE_ENTRY.pack(1, vclock.ENTRY_SIZE, len(data) + 1, stamp, expire_at, actor, 0, actor, counter, stamp)
     return old[ONE_VERSION_START:], kept, b"".join((kept, STRING_TAG, data))
+
+
+class RecordsView(Mapping):
+    """The store's records as callers know them: key → Record of Version objects,
+    made from the compact form on each lookup (read-only)."""
+
+    __slots__ = ("_kept",)
+
+    def __init__(self, kept: dict[bytes, Compact]) -> None:
+        self._kept = kept
+
+    def __getitem__(self, key: bytes) -> Record:
+        return expand(self._kept[key])
+
+    def __contains__(self, key) -> bool:
+        return key in self._kept
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._kept)

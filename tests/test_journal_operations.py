@@ -1,0 +1,254 @@
+"""Operations in the commit log: a collection changed by a shipped command is
+logged as the command over the version it ran on, not as the whole collection
+(and on a plain keyspace, as the command over the value it ran on).
+
+The journal's rules are checked on a real directory with a toy image function
+(what a round logs when operations, images and a rewrite meet); the replicated
+node's entries end to end in process: the operations a coordinator and a
+replica report replay to the same records, and one that does not follow the
+record before it is skipped and counted, never applied over the wrong state.
+"""
+
+from __future__ import annotations
+
+import pytest
+import redis
+import trio
+
+from respkv.config import Config
+from respkv.keyspace.store import Keyspace
+from respkv.keyspace.values import Set
+from respkv.node import Node
+from respkv.persistence.command_entries import decode_command, encode_command
+from respkv.persistence.entries import ABSENT, COMMAND, OPERATION, RECORD, VALUE, entry, split_entry
+from respkv.persistence.journal import Journal
+from respkv.replication.journaled import RecordReplay, operation_marker, record_image, record_marker
+from respkv.replication.replica import ReplicaSide
+from respkv.replication.store import VersionStore
+from respkv.replication.vclock import actor_of
+from tests.conftest import NodeThread
+
+A = actor_of("ab" * 20, 1)
+B = actor_of("cd" * 20, 1)
+
+# -- the journal's rules -------------------------------------------------------------------
+
+
+class Toy:
+    """Keys with a value each; an image is ``RECORD key value``."""
+
+    def __init__(self) -> None:
+        self.values: dict[bytes, bytes] = {}
+
+    def image(self, key: bytes) -> bytes:
+        value = self.values.get(key)
+        return entry(ABSENT, key) if value is None else entry(RECORD, key, value)
+
+
+def _open(directory, toy: Toy) -> Journal:
+    journal = Journal(str(directory), toy.image)
+    journal.load(lambda kind, key, body: None)
+    journal.open()
+    return journal
+
+
+def _entries(directory) -> list[tuple[bytes, bytes, bytes]]:
+    """Every entry the directory's snapshot and logs hold, in replay order."""
+    found: list[tuple[bytes, bytes, bytes]] = []
+    Journal(str(directory), Toy().image).load(lambda kind, key, body: found.append((kind, key, body)))
+    return found
+
+
+def op(text: bytes) -> bytes:
+    return entry(OPERATION, b"k", text)
+
+
+def test_operations_are_logged_in_order_and_an_image_supersedes_them(tmp_path):
+    toy = Toy()
+    journal = _open(tmp_path, toy)
+    toy.values[b"k"] = b"v1"
+    journal.mark_operation(b"k", op(b"first"))
+    journal.mark_operation(b"k", op(b"second"))
+    journal.commit()
+    journal.mark_operation(b"k", op(b"before the image"))
+    toy.values[b"k"] = b"v2"
+    journal.mark(b"k")  # the image holds the operation before it: only the image
+    journal.mark_operation(b"k", op(b"after the image"))  # imaged at the commit anyway
+    journal.commit()
+    journal.mark_image(b"k", entry(RECORD, b"k", b"in hand"))
+    journal.mark_operation(b"k", op(b"after the image in hand"))
+    journal.commit()
+    journal.close()
+    assert _entries(tmp_path) == [
+        (OPERATION, b"k", b"first"), (OPERATION, b"k", b"second"),
+        (RECORD, b"k", b"v2"),
+        (RECORD, b"k", b"in hand"), (OPERATION, b"k", b"after the image in hand"),
+    ]
+
+
+async def test_a_rewrite_images_operations_until_the_commit_after_it(tmp_path):
+    toy = Toy()
+    for i in range(3000):  # several snapshot chunks, a checkpoint after each
+        toy.values[b"x%d" % i] = b"x"
+    toy.values[b"k"] = b"before"
+    journal = _open(tmp_path, toy)
+    during = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(journal.rewrite, lambda: list(toy.values))
+        await trio.testing.wait_all_tasks_blocked()
+        while journal.rewriting:  # a round between two chunks of the snapshot
+            toy.values[b"k"] = b"during %d" % len(during)
+            journal.mark_operation(b"k", op(b"during"))
+            journal.commit()
+            during.append(toy.values[b"k"])
+            await trio.sleep(0)
+    assert len(during) >= 2
+    toy.values[b"k"] = b"first commit after"
+    journal.mark_operation(b"k", op(b"first after"))
+    journal.commit()
+    journal.mark_operation(b"k", op(b"second after"))
+    journal.commit()
+    journal.close()
+    logged = [(kind, body) for kind, key, body in _entries(tmp_path) if key == b"k"]
+    # The snapshot's image of k (whichever state the chunk saw), then the new log.
+    assert logged[0][0] == RECORD and logged[0][1] in [b"before", *during]
+    assert logged[1:] == [(RECORD, state) for state in during] + [
+        (RECORD, b"first commit after"), (OPERATION, b"second after"),
+    ]
+
+
+def test_without_a_log_operations_count_as_changed_keys(tmp_path):
+    toy = Toy()
+    journal = Journal(str(tmp_path), toy.image, appendonly=False)
+    journal.load(lambda kind, key, body: None)
+    journal.open()
+    seen = []
+    journal.commit_key_listeners.append(lambda keys: seen.extend(keys))
+    journal.mark_operation(b"k", op(b"x"))
+    journal.commit()
+    assert seen == [b"k"] and journal.changes == 1
+
+
+# -- replicated records: coordinator, replica, replay --------------------------------------
+
+
+class Marks:
+    """The part of a Journal the store's markers use, keeping what they were told."""
+
+    def __init__(self) -> None:
+        self.entries: list[bytes] = []
+
+    def mark(self, key: bytes) -> None:
+        raise AssertionError(f"{key!r} imaged: an operation was expected")
+
+    def mark_image(self, key: bytes, payload: bytes) -> None:
+        self.entries.append(payload)
+
+    def mark_operation(self, key: bytes, payload: bytes) -> None:
+        self.entries.append(payload)
+
+
+def _logged(store: VersionStore) -> Marks:
+    marks = Marks()
+    store.on_change = record_marker(marks)
+    store.on_operation = operation_marker(marks)
+    return marks
+
+
+def _replica(store: VersionStore) -> ReplicaSide:
+    return ReplicaSide(Node(Config(), store.keyspace), store)  # a node without a log
+
+
+def _sadd(store: VersionStore, key: bytes, member: bytes, now: int) -> tuple[bytes, bytes]:
+    """SADD as a coordinator runs it: change the value, then version it."""
+    members = store.keyspace.get(key)
+    if members is None:
+        members = Set()
+        store.keyspace.set(key, members)
+    members.add_member(member)
+    store.keyspace.signal_modified(key)
+    command = [b"SADD", key, member]
+    return store.written(key, now, operation=command, commands=[command])
+
+
+def _replayed(entries: list[bytes]) -> tuple[VersionStore, RecordReplay]:
+    store = VersionStore(Keyspace(), B)
+    replay = RecordReplay(store, expired=lambda key: None, operation=_replica(store).run_shipped)
+    for payload in entries:
+        replay(*split_entry(payload))
+    return store, replay
+
+
+def test_operations_of_coordinator_and_replica_replay_to_their_records():
+    coordinator = VersionStore(Keyspace(), A)
+    replica = VersionStore(Keyspace(), B)
+    logs = {coordinator: _logged(coordinator), replica: _logged(replica)}
+    runner = _replica(replica)
+    for now, member in enumerate((b"a", b"b", b"c"), start=1000):
+        parent, blob = _sadd(coordinator, b"s", member, now)
+        assert runner.run_shipped(b"s", parent, blob)
+    for store, marks in logs.items():
+        kinds = [payload[:1] for payload in marks.entries]
+        assert kinds == [OPERATION] * 3
+        restored, replay = _replayed(marks.entries)
+        assert replay.operations_skipped == 0
+        assert restored.keyspace.get(b"s") == coordinator.keyspace.get(b"s")
+        assert restored.digest(b"s") == store.digest(b"s")
+        assert record_image(restored)(b"s") == record_image(store)(b"s")
+
+
+def test_an_operation_that_does_not_follow_the_record_is_skipped_and_counted(caplog):
+    coordinator = VersionStore(Keyspace(), A)
+    marks = _logged(coordinator)
+    for now, member in enumerate((b"a", b"b"), start=1000):
+        _sadd(coordinator, b"s", member, now)
+    restored, replay = _replayed(marks.entries[1:])  # the first one is lost
+    assert replay.operations_skipped == 1
+    assert restored.keyspace.get(b"s") is None  # not {b}: never run over the wrong state
+    assert "does not follow the record before it" in caplog.text
+
+
+# -- a plain keyspace: COMMAND entries -------------------------------------------------------
+
+
+def test_a_command_entry_body_round_trips_and_a_malformed_one_is_refused():
+    args = [b"SADD", b"k", b"", b"\x00\r\n" * 10]
+    assert decode_command(encode_command(args)) == args
+    body = encode_command(args)
+    for damaged in (b"", body[:3], body[:-1], body + b"x", encode_command([])):
+        with pytest.raises(ValueError):
+            decode_command(damaged)
+
+
+def _keyed_entries(directory) -> list[tuple[bytes, bytes]]:
+    return [(kind, key) for kind, key, _ in _entries(directory)]
+
+
+def test_a_plain_node_logs_a_change_of_an_existing_collection_as_its_command(tmp_path):
+    server = NodeThread(tmp_path, appendfsync="always", **{"auto-aof-rewrite-percentage": 0}).start()
+    c = server.client(protocol=2)
+    c.sadd("s", "a")  # a new key: its image
+    c.sadd("s", "b")  # an existing collection: the command
+    c.sadd("s", "b")  # no change: nothing
+    with pytest.raises(redis.ResponseError):
+        c.lpush("s", "x")  # refused: nothing
+    c.hset("h", "f", "1")
+    with c.pipeline(transaction=True) as transaction:
+        transaction.hset("h", "g", "2").hdel("h", "f").execute()  # inside EXEC too
+    c.rpush("l", "x", "y")
+    c.rpop("l")
+    c.expire("s", 1000)
+    c.srem("s", "a")  # a collection with an expiry: its image
+    expected = (c.smembers("s"), c.hgetall("h"), c.lrange("l", 0, -1))
+    server.stop()
+    logged = _keyed_entries(server.config["dir"])
+    assert logged == [
+        (VALUE, b"s"), (COMMAND, b"s"),
+        (VALUE, b"h"), (COMMAND, b"h"), (COMMAND, b"h"),
+        (VALUE, b"l"), (COMMAND, b"l"),
+        (VALUE, b"s"), (VALUE, b"s"),
+    ]
+    restarted = NodeThread(tmp_path).start()
+    c = restarted.client(protocol=2)
+    assert (c.smembers("s"), c.hgetall("h"), c.lrange("l", 0, -1)) == expected
+    restarted.stop()
