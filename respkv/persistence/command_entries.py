@@ -25,39 +25,26 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import struct
 from collections.abc import Callable
 
 from ..commands.replay import REPLAYABLE, ClientlessSession, run_replayable
 from ..commands.table import CommandTable, per_request_run
-from .entries import COMMAND, KEY_LENGTH
+from .entries import BATCH, COMMAND, KIND_AND_KEY_LENGTH, batch, split_batch
 from .journal import Journal
 
 log = logging.getLogger(__name__)
 
-_COUNT = struct.Struct("<I")
-
-
 def encode_command(args: list[bytes]) -> bytes:
-    """The body of a ``COMMAND`` entry of ``args`` (see the module doc)."""
-    return b"".join((struct.pack(f"<{len(args) + 1}I", len(args), *map(len, args)), *args))
+    """The body of a ``COMMAND`` entry of ``args`` (see the module doc): laid out
+    as a :func:`~.entries.batch` of the arguments, without its kind byte."""
+    return batch(args)[len(BATCH):]
 
 
 def decode_command(body: bytes) -> list[bytes]:
     """The arguments of a ``COMMAND`` entry's body; ValueError if malformed."""
-    if len(body) < _COUNT.size:
-        raise ValueError("command entry shorter than its argument count")
-    (count,) = _COUNT.unpack_from(body)
-    position = _COUNT.size * (count + 1)
-    if not count or position > len(body):
-        raise ValueError("command entry's length table runs past its end")
-    lengths = struct.unpack_from(f"<{count}I", body, _COUNT.size)
-    if position + sum(lengths) != len(body):
-        raise ValueError("command entry's lengths do not add up to its size")
-    args = []
-    for length in lengths:
-        args.append(body[position : position + length])
-        position += length
+    args = split_batch(BATCH + body)
+    if not args:
+        raise ValueError("command entry without arguments")
     return args
 
 
@@ -82,7 +69,7 @@ def _logging_handler(handler: Callable, journal: Journal, keyspace) -> Callable:
     expires = keyspace.expires
     begin = journal.begin_operation
     end = journal.end_operation
-    head = struct.Struct("<c" + KEY_LENGTH.format.lstrip("<")).pack
+    head = KIND_AND_KEY_LENGTH.pack
 
     def logging(session, args):
         key = args[1]

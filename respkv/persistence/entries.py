@@ -35,6 +35,8 @@ BATCH = b"B"
 
 #: The key length that follows an entry's kind.
 KEY_LENGTH = struct.Struct("<I")
+#: An entry's kind and key length, in one pack.
+KIND_AND_KEY_LENGTH = struct.Struct("<cI")
 #: The entry count that follows a batch's kind.
 BATCH_COUNT = struct.Struct("<I")
 #: Bytes of entries one batch holds at most (a round that wrote more is split).

@@ -42,11 +42,14 @@ a crash at any step leaves a manifest whose parts load.
 *Operations.*  Imaging a collection whenever a round changed it costs what the
 collection holds: one ``SADD`` to a set of 100,000 members would log 100,000
 members.  A changer that can say how a key changed, in a form that replays to
-the same state over the state before it (replication's shipped command: the
-command, the version it makes and the digest of the versions it ran over), marks
-the key with :meth:`Journal.mark_operation` instead; the round logs that entry
-after the key's image if the round has one in hand, and an image marked later
-in the round supersedes it.  An operation is only right over the exact state the
+the same state over the state before it, marks the key with
+:meth:`Journal.mark_operation` instead: replication's shipped command (the
+command, the version it makes and the digest of the versions it ran over), or a
+plain keyspace's replayable command (:mod:`.command_entries`, which brackets the
+command with :meth:`Journal.begin_operation` and :meth:`Journal.end_operation`
+so that its change of the key is not marked for an image).  The round logs that
+entry after the key's image if the round has one in hand, and an image marked
+later in the round supersedes it.  An operation is only right over the exact state the
 entries before it leave, which a snapshot written while the node serves does
 not hold: so from the start of a rewrite to the first commit after its last
 key, operations are logged as their key's image.  After that commit, the

@@ -15,11 +15,9 @@ from collections.abc import Callable
 
 from ..keyspace.codec import STRING_TAG, decode_value, encode_value
 from .command_entries import command_replay, logging_table
-from .entries import ABSENT, COMMAND, FLUSHED, KEY_LENGTH, VALUE, entry
+from .entries import ABSENT, COMMAND, FLUSHED, KEY_LENGTH, KIND_AND_KEY_LENGTH, VALUE, entry
 
 _EXPIRY = struct.Struct("<Q")
-#: A VALUE entry's kind and key length, in one pack.
-_VALUE_KEY_LENGTH = struct.Struct("<c" + KEY_LENGTH.format.lstrip("<"))
 #: What follows the key in the entry of a string without expiry.
 _STRING_FOREVER = _EXPIRY.pack(0) + STRING_TAG
 
@@ -49,7 +47,7 @@ def keyspace_images(keyspace) -> Callable[[dict[bytes, bytes | None]], list[byte
     data_get = keyspace.data.get
     expires = keyspace.expires
     expiry = _EXPIRY.pack
-    head = _VALUE_KEY_LENGTH.pack
+    head = KIND_AND_KEY_LENGTH.pack
     forever = _STRING_FOREVER
     image = keyspace_image(keyspace)
 
