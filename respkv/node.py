@@ -65,6 +65,7 @@ from .net.dispatch import Dispatcher
 from .net.rates import InstantaneousMetrics
 from .persistence.exceptions import LogWriteError
 from .persistence.journal import Journal
+from .persistence.command_entries import command_replay
 from .persistence.keyspace_images import journal_plain_keyspace
 from .persistence.rewrites import Rewrites
 from .net.server import open_listener, serve_clients
@@ -494,7 +495,7 @@ def start_replication(node: Node, state: ClusterState, bus: ClusterBus) -> Coord
     store.convergent = node.config["convergent-types"]
     coordinator = Coordinator(node, state, bus, store)
     replay = RecordReplay(store, coordinator.forgetting.expired, coordinator.handoff.replay,
-                          coordinator.replica.run_shipped)
+                          coordinator.replica.run_shipped, command_replay(node))
     journal = node.open_journal(record_image(store), replay, keys=store.keys)
     coordinator.handoff.attach(journal)  # hints are logged, and held by snapshots
     anti_entropy = coordinator.anti_entropy = AntiEntropy(node, state, bus, store, coordinator)
@@ -502,7 +503,7 @@ def start_replication(node: Node, state: ClusterState, bus: ClusterBus) -> Coord
     store.on_change = record_marker(journal)
     store.on_operation = operation_marker(journal)
     journal.commit_key_listeners.append(anti_entropy.changed)  # every changed key, once per round
-    for key in replay.adopted:  # values of a log written without replication
+    for key in replay.adopt():  # values of a log written without replication
         journal.mark(key)
     node.commit_listeners.append(coordinator.local_commit)
 

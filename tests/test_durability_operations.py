@@ -17,7 +17,7 @@ import signal
 
 import pytest
 
-from tests.durability_helpers import Client, ServerProcess
+from tests.durability_helpers import Client, ServerProcess, failed_start
 
 #: A standalone node; and one node that replicates (its own preference list is
 #: all it has): a replicated node's commit log, without a cluster around it.
@@ -120,3 +120,19 @@ async def test_changes_while_a_rewrite_runs_and_after_it_replay_exactly(server):
     expected = await contents(c)
     c = await restarted(server)
     assert same(expected, await contents(c))
+
+
+async def test_a_replicated_directory_is_refused_by_a_node_without_replication(tmp_path):
+    replicated = ServerProcess(tmp_path / "node", *MODES["replicated"], *LOGGING)
+    try:
+        await replicated.start()
+        c = await replicated.client()
+        assert await c.call("SET", "k", "v") == b"OK"
+        await replicated.stop()
+    finally:
+        await replicated.aclose()
+    done = await failed_start(tmp_path / "node")
+    output = done.stderr.decode()
+    assert done.returncode == 1, output
+    assert "Cannot load" in output and "replication-factor above 1" in output, output
+    assert "Traceback" not in output

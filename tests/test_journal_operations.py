@@ -19,7 +19,7 @@ from respkv.config import Config
 from respkv.keyspace.store import Keyspace
 from respkv.keyspace.values import Set
 from respkv.node import Node
-from respkv.persistence.command_entries import decode_command, encode_command
+from respkv.persistence.command_entries import command_replay, decode_command, encode_command
 from respkv.persistence.entries import ABSENT, COMMAND, OPERATION, RECORD, VALUE, entry, split_entry
 from respkv.persistence.journal import Journal
 from respkv.replication.journaled import RecordReplay, operation_marker, record_image, record_marker
@@ -252,3 +252,25 @@ def test_a_plain_node_logs_a_change_of_an_existing_collection_as_its_command(tmp
     c = restarted.client(protocol=2)
     assert (c.smembers("s"), c.hgetall("h"), c.lrange("l", 0, -1)) == expected
     restarted.stop()
+
+
+def test_a_replicated_node_adopts_the_values_and_commands_of_a_plain_log(tmp_path):
+    server = NodeThread(tmp_path, **{"auto-aof-rewrite-percentage": 0}).start()
+    c = server.client(protocol=2)
+    c.sadd("s", "a")
+    c.sadd("s", "b", "c")
+    c.srem("s", "a")
+    c.set("plain", "v")
+    c.rpush("gone", "x")
+    c.rpush("gone", "y")
+    c.delete("gone")
+    server.stop()
+    assert [kind for kind, _ in _keyed_entries(server.config["dir"])].count(COMMAND) == 3
+    store = VersionStore(Keyspace(), A)
+    replay = RecordReplay(store, expired=lambda key: None, operation=_replica(store).run_shipped,
+                          command=command_replay(Node(Config(), store.keyspace)))
+    Journal(str(server.config["dir"]), Toy().image).load(replay)
+    assert sorted(replay.adopt()) == [b"plain", b"s"]
+    assert store.keyspace.get(b"s") == {b"b", b"c"} and store.keyspace.get(b"gone") is None
+    assert all(len(store.record(key)) == 1 for key in (b"plain", b"s"))  # one version each
+    assert replay.adopt() == []

@@ -34,6 +34,7 @@ from .journal import Journal
 
 log = logging.getLogger(__name__)
 
+
 def encode_command(args: list[bytes]) -> bytes:
     """The body of a ``COMMAND`` entry of ``args`` (see the module doc): laid out
     as a :func:`~.entries.batch` of the arguments, without its kind byte."""

@@ -100,6 +100,16 @@ class CorruptManifest(PersistenceError):
         self.reason = reason
 
 
+class UnreplayableEntry(PersistenceError):
+    """An entry is well formed but cannot be replayed by this node (a version
+    record on a node without replication, a malformed command or operation)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"Cannot load {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
 class LogWriteError(PersistenceError):
     """Writing or fsyncing the commit log failed; what was not written is kept.
 

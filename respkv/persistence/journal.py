@@ -93,7 +93,7 @@ from collections.abc import Callable, Iterable
 
 import trio
 
-from .exceptions import LogWriteError
+from .exceptions import LogWriteError, UnreplayableEntry
 from .entries import ABSENT, BATCH, FLUSHED, batches, entry, split_batch, split_entry
 from .log import CommitLog, read_log
 from .manifest import Layout, Manifest, plan_first_log, plan_rewrite
@@ -216,16 +216,19 @@ class Journal:
                         truncate_corrupt=self.truncate_corrupt, last=part.last,
                     )
                     payloads = loaded
-                for payload in payloads:
-                    if payload[:1] == BATCH:
-                        for sub in split_batch(payload):
-                            kind, key, body = split_entry(sub)
-                            apply(kind, key, body)
-                            count += 1
-                        continue
-                    kind, key, body = split_entry(payload)
-                    apply(kind, key, body)
-                    count += 1
+                try:
+                    for payload in payloads:
+                        if payload[:1] == BATCH:
+                            for sub in split_batch(payload):
+                                kind, key, body = split_entry(sub)
+                                apply(kind, key, body)
+                                count += 1
+                            continue
+                        kind, key, body = split_entry(payload)
+                        apply(kind, key, body)
+                        count += 1
+                except ValueError as exc:  # checksummed, so written so: not for this node
+                    raise UnreplayableEntry(part.path, str(exc)) from None
                 if loaded is not None and loaded.truncation is not None:
                     note = loaded.truncation.describe()
                     self.truncations.append(note)

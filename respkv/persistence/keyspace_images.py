@@ -92,7 +92,8 @@ def keyspace_replay(keyspace, command: Callable[[bytes, bytes], object] | None =
         elif kind == COMMAND and command is not None:
             command(key, body)
         else:
-            raise ValueError(f"journal entry of kind {kind!r} in a keyspace without replication")
+            raise ValueError(f"an entry of kind {kind.decode('latin-1')!r}, which only a node with replication "
+                             "writes; start this node with cluster-enabled yes and replication-factor above 1")
 
     return apply
 

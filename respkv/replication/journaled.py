@@ -23,9 +23,10 @@ from the other replicas.
 The log holds the node's hints as well (``HINT`` and ``DELIVERED`` entries, see
 :mod:`~.handoff`); the replay hands them to the hand-off's own replay.
 
-A directory written by the same node without replication (``VALUE`` entries of
-a plain keyspace) is adopted: each value becomes a version written by this node,
-which then reaches the other replicas as any write does.
+A directory written by the same node without replication (``VALUE`` and
+``COMMAND`` entries of a plain keyspace) is adopted: once replayed, each value
+becomes a version written by this node, which then reaches the other replicas
+as any write does.
 """
 
 from __future__ import annotations
@@ -34,7 +35,18 @@ import logging
 import struct
 from collections.abc import Callable
 
-from ..persistence.entries import ABSENT, DELIVERED, FLUSHED, HINT, KEY_LENGTH, OPERATION, RECORD, VALUE, entry
+from ..persistence.entries import (
+    ABSENT,
+    COMMAND,
+    DELIVERED,
+    FLUSHED,
+    HINT,
+    KEY_LENGTH,
+    OPERATION,
+    RECORD,
+    VALUE,
+    entry,
+)
 from ..persistence.journal import Journal
 from ..persistence.keyspace_images import keyspace_replay
 from .store import VersionStore
@@ -107,24 +119,38 @@ class RecordReplay:
     shipped one, False if the record is not the one it ran over (see the module
     doc); :attr:`operations_skipped` counts those.
 
-    Values of a journal written without replication are adopted as versions of
-    this node at once; :attr:`adopted` lists their keys, to be written to the log
-    as records once it is open."""
+    Values of a journal written without replication (and the commands it logged
+    over them, run by ``command(key, body)``) are adopted as versions of this
+    node once the replay is done (:meth:`adopt`), to be written to the log as
+    records once it is open."""
 
     def __init__(self, store: VersionStore, expired: Callable[[bytes], None],
                  hints: Callable[[bytes, bytes, bytes], None] | None = None,
-                 operation: Callable[[bytes, bytes, bytes], bool] | None = None) -> None:
+                 operation: Callable[[bytes, bytes, bytes], bool] | None = None,
+                 command: Callable[[bytes, bytes], object] | None = None) -> None:
         self.store = store
         self.expired = expired
         self.hints = hints
         self.operation = operation
         self.operations_skipped = 0
-        self.adopted: list[bytes] = []
-        self._replay_value = keyspace_replay(store.keyspace)
+        #: Keys whose value a plain keyspace's entry set, not versioned yet.
+        self._unversioned: dict[bytes, None] = {}
+        self._replay_value = keyspace_replay(store.keyspace, command)
+
+    def adopt(self) -> list[bytes]:
+        """Make each value replayed from entries of a plain keyspace (and not
+        replaced by a record since) a version of this node; returns their keys."""
+        store = self.store
+        now = store.keyspace.clock_ms()
+        adopted = [key for key in self._unversioned if store.written(key, now) is not None]
+        self._unversioned.clear()
+        return adopted
 
     def __call__(self, kind: bytes, key: bytes, body: bytes) -> None:
         store = self.store
         keyspace = store.keyspace
+        if self._unversioned and kind in (RECORD, ABSENT):
+            self._unversioned.pop(key, None)  # replaced: it was adopted when that was logged
         if kind == RECORD:
             store.restore(key, decode_record(body))
             if keyspace.get(key) is None and store.expired_clock(key, keyspace.clock_ms()) is not None:
@@ -141,12 +167,12 @@ class RecordReplay:
         elif kind == FLUSHED:
             keyspace.flush()
             store.clear()
+            self._unversioned.clear()
         elif kind == HINT or kind == DELIVERED:
             if self.hints is not None:
                 self.hints(kind, key, body)
-        elif kind == VALUE:
+        elif kind == VALUE or kind == COMMAND:
             self._replay_value(kind, key, body)
-            if store.written(key, keyspace.clock_ms()) is not None:
-                self.adopted.append(key)
+            self._unversioned[key] = None  # versioned once, after the replay
         else:
             raise ValueError(f"unknown journal entry kind {kind!r}")
