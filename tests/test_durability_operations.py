@@ -104,9 +104,10 @@ async def test_changes_while_a_rewrite_runs_and_after_it_replay_exactly(server):
         await c.pipeline([("SET", f"key:{i}", "x" * 20) for i in range(start, start + 1000)])
     assert await c.call("BGREWRITEAOF") is not None
     changed = 0
-    while (await c.info())["aof_rewrite_in_progress"] == "1" or changed == 0:
-        await change_each(c, f"during{changed}")
+    while (await c.info())["aof_rewrite_in_progress"] == "1":
+        await change_each(c, f"during{changed}")  # the first imaged, the next as commands
         changed += 1
+    assert changed >= 2, "the rewrite ended before two rounds of changes: give it more keys"
     for i in range(20):  # logged as operations again
         await change_each(c, f"after{i}")
     expected = await contents(c)
@@ -136,3 +137,24 @@ async def test_a_replicated_directory_is_refused_by_a_node_without_replication(t
     assert done.returncode == 1, output
     assert "Cannot load" in output and "replication-factor above 1" in output, output
     assert "Traceback" not in output
+
+
+async def test_a_kill_while_a_rewrite_runs_loses_no_acknowledged_change(server):
+    # The directory then holds the old snapshot and logs, and the new log with
+    # each key's first change since the switch as an image, the rest as commands.
+    await server.start()
+    c = await server.client()
+    await load_collections(c, 2_000)
+    for start in range(0, 30_000, 1000):
+        await c.pipeline([("SET", f"key:{i}", "x" * 20) for i in range(start, start + 1000)])
+    for i in range(5):  # logged as commands in the old log
+        await change_each(c, f"before{i}")
+    assert await c.call("BGREWRITEAOF") is not None
+    for i in range(3):
+        assert (await c.info())["aof_rewrite_in_progress"] == "1", "the rewrite ended early: give it more keys"
+        await change_each(c, f"during{i}")
+    expected = await contents(c)
+    c = await restarted(server)
+    assert same(expected, await contents(c))
+    assert await c.call("DBSIZE") == 30_004
+    assert "does not follow" not in server.output()

@@ -86,35 +86,41 @@ def test_operations_are_logged_in_order_and_an_image_supersedes_them(tmp_path):
     ]
 
 
-async def test_a_rewrite_images_operations_until_the_commit_after_it(tmp_path):
+async def test_while_a_snapshot_is_written_a_key_s_first_change_is_imaged(tmp_path):
     toy = Toy()
     for i in range(3000):  # several snapshot chunks, a checkpoint after each
         toy.values[b"x%d" % i] = b"x"
     toy.values[b"k"] = b"before"
+    toy.values[b"late"] = b"before"
     journal = _open(tmp_path, toy)
-    during = []
+    rounds = 0
     async with trio.open_nursery() as nursery:
         nursery.start_soon(journal.rewrite, lambda: list(toy.values))
         await trio.testing.wait_all_tasks_blocked()
         while journal.rewriting:  # a round between two chunks of the snapshot
-            toy.values[b"k"] = b"during %d" % len(during)
-            journal.mark_operation(b"k", op(b"during"))
+            toy.values[b"k"] = b"during %d" % rounds
+            journal.mark_operation(b"k", op(b"during %d" % rounds))
             journal.commit()
-            during.append(toy.values[b"k"])
+            rounds += 1
             await trio.sleep(0)
-    assert len(during) >= 2
-    toy.values[b"k"] = b"first commit after"
+    assert rounds >= 2
+    # The first commit after the snapshot's end: a key not imaged yet still is.
+    toy.values[b"late"] = b"first commit after"
+    journal.mark_operation(b"late", entry(OPERATION, b"late", b"first after"))
     journal.mark_operation(b"k", op(b"first after"))
     journal.commit()
-    journal.mark_operation(b"k", op(b"second after"))
+    journal.mark_operation(b"late", entry(OPERATION, b"late", b"second after"))
     journal.commit()
     journal.close()
-    logged = [(kind, body) for kind, key, body in _entries(tmp_path) if key == b"k"]
-    # The snapshot's image of k (whichever state the chunk saw), then the new log.
-    assert logged[0][0] == RECORD and logged[0][1] in [b"before", *during]
-    assert logged[1:] == [(RECORD, state) for state in during] + [
-        (RECORD, b"first commit after"), (OPERATION, b"second after"),
-    ]
+    entries = _entries(tmp_path)
+    logged = [(kind, body) for kind, key, body in entries if key == b"k"]
+    # The snapshot's image of k (whichever state its chunk saw), then the new log:
+    # k's first change as an image, the others as operations.
+    assert logged[0][0] == RECORD and logged[0][1] in [b"before"] + [b"during %d" % i for i in range(rounds)]
+    assert logged[1:] == [(RECORD, b"during 0")] + [(OPERATION, b"during %d" % i) for i in range(1, rounds)] + [
+        (OPERATION, b"first after")]
+    late = [(kind, body) for kind, key, body in entries if key == b"late"]
+    assert late == [(RECORD, b"before"), (RECORD, b"first commit after"), (OPERATION, b"second after")]
 
 
 def test_without_a_log_operations_count_as_changed_keys(tmp_path):

@@ -49,12 +49,13 @@ plain keyspace's replayable command (:mod:`.command_entries`, which brackets the
 command with :meth:`Journal.begin_operation` and :meth:`Journal.end_operation`
 so that its change of the key is not marked for an image).  The round logs that
 entry after the key's image if the round has one in hand, and an image marked
-later in the round supersedes it.  An operation is only right over the exact state the
-entries before it leave, which a snapshot written while the node serves does
-not hold: so from the start of a rewrite to the first commit after its last
-key, operations are logged as their key's image.  After that commit, the
-snapshot and the new log's images hold every key exactly as it is, and
-operations replay over that.
+later in the round supersedes it.  An operation is only right over the exact
+state the entries before it leave, and a snapshot written while the node serves
+may hold a key as it was before or after an operation logged meanwhile.  So
+from the switch to a new log until the first commit after the snapshot's last
+key, a key's first change is logged as its image (and the ones after it as
+operations): replaying the new log then sets each key changed meanwhile to an
+exact state before its operations, whatever state the snapshot holds.
 
 *Entries that are no key's image.*  A replicated node also keeps its **hints**
 (a key some other node may lack, see :mod:`respkv.replication.handoff`) in the
@@ -148,9 +149,10 @@ class Journal:
         #: Keys changed by operations since the last commit (logged after the
         #: key's image in ``_dirty``, if any): the operations' entries, in order.
         self._operations: dict[bytes, list[bytes]] = {}
-        #: Whether operations are logged as their key's image now: from the start
-        #: of a rewrite to the first commit after it (see the module doc).
-        self._imaging_operations = False
+        #: While a snapshot is written (from the switch to a new log to the first
+        #: commit after the snapshot's end): the keys imaged in the new log so
+        #: far, the only ones whose operations may be logged (see the module doc).
+        self._imaged_in_new_log: set[bytes] | None = None
         #: The key of the operation running now (begin_operation), and whether
         #: it changed the key so far.
         self._operating: bytes | None = None
@@ -347,18 +349,25 @@ class Journal:
         journal_log = self.log
         flushed = self._flushed
         operations = self._operations
+        imaged = self._imaged_in_new_log
         if operations:
             self._operations = {}
-            if journal_log is None or self._imaging_operations:
-                for key in operations:
-                    self._dirty[key] = None
-                operations = {}
-            else:
+            if journal_log is None:
+                operations = dict.fromkeys(operations)
+            elif imaged is not None:  # a key's first change since the switch is imaged
+                operations = {key: None if key not in imaged and key not in self._dirty else entries
+                              for key, entries in operations.items()}
+            for key in [key for key, entries in operations.items() if entries is None]:
+                del operations[key]
+                self._dirty[key] = None
+            if operations:
                 for listener in self.commit_key_listeners:
                     listener(operations)
                 self.changes += sum(key not in self._dirty for key in operations)
-        if not self.rewriting:
-            self._imaging_operations = False  # commits from the next on log operations
+        if imaged is not None:
+            imaged.update(self._dirty)
+            if not self.rewriting:
+                self._imaged_in_new_log = None  # the snapshot holds every key: operations again
         if flushed or self._dirty:
             self.changes += len(self._dirty) + flushed
             for listener in self.commit_key_listeners:
@@ -438,7 +447,6 @@ class Journal:
         if self.rewriting:
             raise RuntimeError("a snapshot is already being written")
         self.rewriting = True
-        self._imaging_operations = True  # until the first commit after the rewrite
         started = self.rewrite_started = time.monotonic()
         try:
             await self._rewrite(keys)
@@ -463,6 +471,7 @@ class Journal:
             async with self._switching:
                 self.commit()  # everything so far is in the old log
                 self.log = CommitLog.create(self.layout.path(plan.new_log), self.fsync)
+                self._imaged_in_new_log = set()
                 self.layout.store(plan.during)
                 self.manifest = plan.during
                 if old_log is not None:
