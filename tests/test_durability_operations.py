@@ -99,9 +99,9 @@ async def test_a_small_change_of_a_big_collection_logs_the_change_not_the_collec
 async def test_changes_while_a_rewrite_runs_and_after_it_replay_exactly(server):
     await server.start()
     c = await server.client()
-    await load_collections(c, 2_000)
     for start in range(0, 30_000, 1000):  # enough keys for a snapshot of many chunks
         await c.pipeline([("SET", f"key:{i}", "x" * 20) for i in range(start, start + 1000)])
+    await load_collections(c, 2_000)  # after them: the snapshot reaches these last
     assert await c.call("BGREWRITEAOF") is not None
     changed = 0
     while (await c.info())["aof_rewrite_in_progress"] == "1":
@@ -144,9 +144,9 @@ async def test_a_kill_while_a_rewrite_runs_loses_no_acknowledged_change(server):
     # each key's first change since the switch as an image, the rest as commands.
     await server.start()
     c = await server.client()
-    await load_collections(c, 2_000)
     for start in range(0, 30_000, 1000):
         await c.pipeline([("SET", f"key:{i}", "x" * 20) for i in range(start, start + 1000)])
+    await load_collections(c, 2_000)
     for i in range(5):  # logged as commands in the old log
         await change_each(c, f"before{i}")
     assert await c.call("BGREWRITEAOF") is not None
