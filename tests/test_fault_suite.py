@@ -176,11 +176,14 @@ def test_bad_arguments_exit_with_status_2(capsys):
 
 @pytest.mark.cluster
 def test_kill_and_restart_cycles_lose_no_acknowledged_write(tmp_path):
-    settings = faultsuite.Settings(cycles=3, seconds_per_cycle=1.5, clients=3, sets=4, seed=12,
+    """Kill -9 cycles, each after rewrites started on every node: the logs hold
+    sets' SADDs as operations, over snapshots written while the writes went on."""
+    settings = faultsuite.Settings(cycles=3, seconds_per_cycle=1.5, clients=3, sets=4, seed=12, rewrites=True,
                                    keep=str(tmp_path / "cluster"), ready_timeout=45.0, read_timeout=30.0)
     report = faultsuite.run(settings)
     summary = report.summary()
     assert len(report.steps) == 3
+    assert all("rewriting_at_kill" in step for step in report.steps), summary
     assert report.quorums and all(q == {"replication-factor": "3", "read-quorum": "2", "write-quorum": "2"}
                                   for q in report.quorums.values()), summary
     assert report.verdict.acknowledged_writes > 0 and report.verdict.acknowledged_elements > 0, summary

@@ -133,6 +133,10 @@ class Settings:
     anti_entropy_interval: int = 1000
     #: Every second cycle isolates its node (a partition) instead of killing it.
     partitions: bool = False
+    #: Each cycle starts a rewrite (BGREWRITEAOF) on every node before its kill:
+    #: right before it in odd cycles, half a cycle before in even ones, so that
+    #: kills land during rewrites and after them.
+    rewrites: bool = False
 
 
 # --------------------------------------------------------------------------- #
@@ -220,6 +224,26 @@ def node_stats(cluster: launcher.LocalCluster) -> dict[str, dict[str, str]]:
             stats[name] = info.get(name, "?")
         out[node.name] = stats
     return out
+
+
+def start_rewrites(cluster: launcher.LocalCluster, wait: float) -> list[bool | None]:
+    """Start a rewrite (``BGREWRITEAOF``) on every node, let the writers go on for
+    ``wait`` seconds, and say per node whether its rewrite still runs (None: the
+    node did not answer)."""
+    for node in cluster.nodes:
+        try:
+            launcher.command(HOST, node.port, "BGREWRITEAOF", timeout=5.0)
+        except (OSError, launcher.ReplyError):
+            pass  # one runs already, or the node is restarting: the cycle goes on
+    time.sleep(wait)
+    running: list[bool | None] = []
+    for node in cluster.nodes:
+        try:
+            info = launcher.parse_info(launcher.command(HOST, node.port, "INFO", "persistence", timeout=5.0))
+            running.append(info.get("aof_rewrite_in_progress") == "1")
+        except (OSError, launcher.ReplyError):
+            running.append(None)
+    return running
 
 
 def restart(cluster: launcher.LocalCluster, indexes: Sequence[int],
@@ -410,6 +434,9 @@ def _cycles(cluster: launcher.LocalCluster, s: Settings, seed: int, progress: Pr
             if s.partitions and cycle % 2 == 0:
                 steps.append(_partition(cluster, s, cycle, victim, acked0, unknown0, workload, progress))
                 continue
+            rewriting = None
+            if s.rewrites:
+                rewriting = start_rewrites(cluster, 0.0 if cycle % 2 else s.seconds_per_cycle / 2)
             cluster.kill_node(victim)
             time.sleep(s.seconds_per_cycle)  # the writers go on while it is down
             ready, (loaded,), (keys_after,) = restart(cluster, [victim], s)
@@ -417,8 +444,12 @@ def _cycles(cluster: launcher.LocalCluster, s: Settings, seed: int, progress: Pr
             step = {"cycle": cycle, "node": node.name, "keys_before_kill": keys_before,
                     "keys_loaded": loaded, "keys_at_restart": keys_after, "acknowledged": acked - acked0,
                     "unacknowledged": unknown - unknown0, "ready_seconds": round(ready, 2)}
+            if rewriting is not None:
+                step["rewriting_at_kill"] = rewriting[victim]
             steps.append(step)
-            progress(f"cycle {cycle}/{s.cycles}: kill -9 {node.name}, {s.seconds_per_cycle:g} s of writes, "
+            during = "" if rewriting is None else (
+                f" (its rewrite {'still ran' if rewriting[victim] else 'had ended'} at the kill)")
+            progress(f"cycle {cycle}/{s.cycles}: kill -9 {node.name}{during}, {s.seconds_per_cycle:g} s of writes, "
                      f"restarted, ready in {ready:.1f} s; {node.name} held {keys_before} keys before, "
                      f"loaded {loaded}, held {keys_after} when it listened again; "
                      f"writes {acked - acked0} acknowledged, {unknown - unknown0} not (total {acked})")
@@ -517,6 +548,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--partitions", action="store_true",
                    help="every second cycle isolates its node for --seconds-per-cycle instead of killing it "
                         "(with --write-quorum 1 both sides acknowledge writes)")
+    p.add_argument("--rewrites", action="store_true",
+                   help="start a rewrite (BGREWRITEAOF) on every node before each kill: right before it "
+                        "in odd cycles, half a cycle before in even ones")
     p.add_argument("--show", type=int, default=5, help="failures listed per kind (default %(default)s)")
     return p
 
@@ -532,7 +566,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         sets=args.sets, seed=args.seed, keep=args.keep, whole_cluster=args.whole_cluster,
                         writes=args.writes, rf=args.rf, write_quorum=args.write_quorum,
                         read_quorum=args.read_quorum, node_timeout=args.node_timeout,
-                        anti_entropy_interval=args.anti_entropy_interval, partitions=args.partitions)
+                        anti_entropy_interval=args.anti_entropy_interval, partitions=args.partitions,
+                        rewrites=args.rewrites)
 
     def progress(line: str) -> None:
         print(f"faultsuite: {line}", file=sys.stderr, flush=True)
