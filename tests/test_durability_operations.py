@@ -74,10 +74,32 @@ async def change_each(c: Client, tag: str) -> None:
     assert not any(isinstance(reply, Exception) for reply in replies), replies
 
 
+async def started_with_strings_then_collections(server: ServerProcess) -> Client:
+    """Start ``server`` and write 30,000 strings (enough for a snapshot of many
+    chunks), then the collections: a snapshot reaches them last."""
+    await server.start()
+    c = await server.client()
+    for start in range(0, 30_000, 1000):
+        await c.pipeline([("SET", f"key:{i}", "x" * 20) for i in range(start, start + 1000)])
+    await load_collections(c, 2_000)
+    return c
+
+
 async def restarted(server: ServerProcess) -> Client:
     assert await server.stop(signal.SIGKILL) == -signal.SIGKILL
     await server.start()
     return await server.client()
+
+
+async def restarted_with_the_same_data(server: ServerProcess, c: Client, keys: int) -> Client:
+    """Kill -9 and restart ``server``; check that it serves the collections as
+    before and holds ``keys`` keys, with no log entry skipped."""
+    expected = await contents(c)
+    c = await restarted(server)
+    assert same(expected, await contents(c))
+    assert await c.call("DBSIZE") == keys
+    assert "does not follow" not in server.output()
+    return c
 
 
 async def test_a_small_change_of_a_big_collection_logs_the_change_not_the_collection(server):
@@ -90,18 +112,11 @@ async def test_a_small_change_of_a_big_collection_logs_the_change_not_the_collec
     grown = int((await c.info())["aof_current_size"]) - size_before
     # 800 changes; imaging the collections would log 100 x 4 x over 100 KB.
     assert grown < 800 * 1024, grown
-    expected = await contents(c)
-    c = await restarted(server)
-    assert same(expected, await contents(c))
-    assert "does not follow" not in server.output()
+    await restarted_with_the_same_data(server, c, 4)
 
 
 async def test_changes_while_a_rewrite_runs_and_after_it_replay_exactly(server):
-    await server.start()
-    c = await server.client()
-    for start in range(0, 30_000, 1000):  # enough keys for a snapshot of many chunks
-        await c.pipeline([("SET", f"key:{i}", "x" * 20) for i in range(start, start + 1000)])
-    await load_collections(c, 2_000)  # after them: the snapshot reaches these last
+    c = await started_with_strings_then_collections(server)
     assert await c.call("BGREWRITEAOF") is not None
     changed = 0
     while (await c.info())["aof_rewrite_in_progress"] == "1":
@@ -110,17 +125,11 @@ async def test_changes_while_a_rewrite_runs_and_after_it_replay_exactly(server):
     assert changed >= 2, "the rewrite ended before two rounds of changes: give it more keys"
     for i in range(20):  # logged as operations again
         await change_each(c, f"after{i}")
-    expected = await contents(c)
-    c = await restarted(server)
-    assert same(expected, await contents(c))
-    assert await c.call("DBSIZE") == 30_004
-    assert "does not follow" not in server.output()
+    c = await restarted_with_the_same_data(server, c, 30_004)
     # And once more from the snapshot the rewrite wrote, with its new log.
     for i in range(5):
         await change_each(c, f"again{i}")
-    expected = await contents(c)
-    c = await restarted(server)
-    assert same(expected, await contents(c))
+    await restarted_with_the_same_data(server, c, 30_004)
 
 
 async def test_a_replicated_directory_is_refused_by_a_node_without_replication(tmp_path):
@@ -142,19 +151,11 @@ async def test_a_replicated_directory_is_refused_by_a_node_without_replication(t
 async def test_a_kill_while_a_rewrite_runs_loses_no_acknowledged_change(server):
     # The directory then holds the old snapshot and logs, and the new log with
     # each key's first change since the switch as an image, the rest as commands.
-    await server.start()
-    c = await server.client()
-    for start in range(0, 30_000, 1000):
-        await c.pipeline([("SET", f"key:{i}", "x" * 20) for i in range(start, start + 1000)])
-    await load_collections(c, 2_000)
+    c = await started_with_strings_then_collections(server)
     for i in range(5):  # logged as commands in the old log
         await change_each(c, f"before{i}")
     assert await c.call("BGREWRITEAOF") is not None
     for i in range(3):
         assert (await c.info())["aof_rewrite_in_progress"] == "1", "the rewrite ended early: give it more keys"
         await change_each(c, f"during{i}")
-    expected = await contents(c)
-    c = await restarted(server)
-    assert same(expected, await contents(c))
-    assert await c.call("DBSIZE") == 30_004
-    assert "does not follow" not in server.output()
+    await restarted_with_the_same_data(server, c, 30_004)
