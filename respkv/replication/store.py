@@ -40,9 +40,10 @@ keeps the materialized version's in :attr:`VersionStore.meta`.  With
 Every change of a record is reported to :attr:`VersionStore.on_change`, with the
 new record's wire form when the write made it anyway (the node's commit log marks
 the key, and writes its record at the end of the round;
-see :mod:`respkv.replication.journaled`); a change by a shipped command, to
-:attr:`VersionStore.on_operation` with the operation (logged as such).  :meth:`VersionStore.restore` and
-:meth:`VersionStore.drop` replay such records at start, without reporting them.
+see :mod:`respkv.replication.journaled`); a change by a shipped command is
+reported to :attr:`VersionStore.on_operation` with the operation (logged as
+such).  :meth:`VersionStore.restore` and :meth:`VersionStore.drop` replay such
+records at start, without reporting them.
 
 Nothing here does I/O; the coordinator (:mod:`respkv.replication.coordinator`)
 moves records between nodes.
