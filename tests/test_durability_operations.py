@@ -99,6 +99,7 @@ async def restarted_with_the_same_data(server: ServerProcess, c: Client, keys: i
     assert same(expected, await contents(c))
     assert await c.call("DBSIZE") == keys
     assert "does not follow" not in server.output()
+    assert (await c.info())["journal_load_skipped_entries"] == "0"
     return c
 
 

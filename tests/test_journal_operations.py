@@ -22,6 +22,7 @@ from respkv.node import Node
 from respkv.persistence.command_entries import command_replay, decode_command, encode_command
 from respkv.persistence.entries import ABSENT, COMMAND, OPERATION, RECORD, VALUE, entry, split_entry
 from respkv.persistence.journal import Journal
+from respkv.persistence.keyspace_images import keyspace_image, keyspace_replay
 from respkv.replication.journaled import RecordReplay, operation_marker, record_image, record_marker
 from respkv.replication.replica import ReplicaSide
 from respkv.replication.store import VersionStore
@@ -177,12 +178,12 @@ def _sadd(store: VersionStore, key: bytes, member: bytes, now: int) -> tuple[byt
     return store.written(key, now, operation=command, commands=[command])
 
 
-def _replayed(entries: list[bytes]) -> tuple[VersionStore, RecordReplay]:
+def _replayed(entries: list[bytes]) -> tuple[VersionStore, int]:
+    """A new store with ``entries`` replayed into it, and how many were skipped."""
     store = VersionStore(Keyspace(), B)
     replay = RecordReplay(store, expired=lambda key: None, operation=_replica(store).run_shipped)
-    for payload in entries:
-        replay(*split_entry(payload))
-    return store, replay
+    skipped = sum(replay(*split_entry(payload)) is False for payload in entries)
+    return store, skipped
 
 
 def test_operations_of_coordinator_and_replica_replay_to_their_records():
@@ -196,8 +197,8 @@ def test_operations_of_coordinator_and_replica_replay_to_their_records():
     for store, marks in logs.items():
         kinds = [payload[:1] for payload in marks.entries]
         assert kinds == [OPERATION] * 3
-        restored, replay = _replayed(marks.entries)
-        assert replay.operations_skipped == 0
+        restored, skipped = _replayed(marks.entries)
+        assert skipped == 0
         assert restored.keyspace.get(b"s") == coordinator.keyspace.get(b"s")
         assert restored.digest(b"s") == store.digest(b"s")
         assert record_image(restored)(b"s") == record_image(store)(b"s")
@@ -208,8 +209,8 @@ def test_an_operation_that_does_not_follow_the_record_is_skipped_and_counted(cap
     marks = _logged(coordinator)
     for now, member in enumerate((b"a", b"b"), start=1000):
         _sadd(coordinator, b"s", member, now)
-    restored, replay = _replayed(marks.entries[1:])  # the first one is lost
-    assert replay.operations_skipped == 1
+    restored, skipped = _replayed(marks.entries[1:])  # the first one is lost
+    assert skipped == 1
     assert restored.keyspace.get(b"s") is None  # not {b}: never run over the wrong state
     assert "does not follow the record before it" in caplog.text
 
@@ -280,3 +281,17 @@ def test_a_replicated_node_adopts_the_values_and_commands_of_a_plain_log(tmp_pat
     assert store.keyspace.get(b"s") == {b"b", b"c"} and store.keyspace.get(b"gone") is None
     assert all(len(store.record(key)) == 1 for key in (b"plain", b"s"))  # one version each
     assert replay.adopt() == []
+
+
+def test_a_command_entry_without_its_key_is_skipped_and_counted(tmp_path, caplog):
+    node = Node(Config(dir=str(tmp_path)))
+    journal = Journal(str(tmp_path), keyspace_image(node.keyspace))
+    journal.load(lambda kind, key, body: None)
+    journal.open()
+    journal.mark_operation(b"s", entry(COMMAND, b"s", encode_command([b"SADD", b"s", b"x"])))  # no image before
+    journal.commit()
+    journal.close()
+    loader = Journal(str(tmp_path), keyspace_image(node.keyspace))
+    assert loader.load(keyspace_replay(node.keyspace, command_replay(node))) == 1
+    assert loader.skipped_entries == 1 and node.keyspace.get(b"s") is None
+    assert "does not follow the value before it" in caplog.text

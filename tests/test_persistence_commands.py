@@ -242,7 +242,8 @@ def test_info_persistence_fields_are_redis_names_in_redis_order(server):
     assert ours == [name for name in REDIS_PERSISTENCE_FIELDS if name in ours]
     assert fields[: len(ours)] == ours  # respkv's own fields come after Redis's
     assert set(fields) - set(ours) == {"journal_entries_loaded", "journal_load_seconds",
-                                       "journal_load_truncations", "journal_snapshot_size", "journal_fsync"}
+                                       "journal_load_truncations", "journal_load_skipped_entries",
+                                       "journal_snapshot_size", "journal_fsync"}
     assert {"rdb_changes_since_last_save", "current_save_keys_total", "aof_current_size",
             "aof_last_write_status", "aof_pending_bio_fsync", "aof_delayed_fsync"} <= set(ours)
 

@@ -288,6 +288,7 @@ def _persistence(node) -> list[tuple[str, object]]:
         ("journal_entries_loaded", journal.loaded_entries),
         ("journal_load_seconds", f"{journal.load_seconds:.3f}"),
         ("journal_load_truncations", len(journal.truncations)),
+        ("journal_load_skipped_entries", journal.skipped_entries),
         ("journal_snapshot_size", journal.snapshot_size),
         ("journal_fsync", journal.fsync if commit_log is not None else "none"),
     ]

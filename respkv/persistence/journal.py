@@ -181,6 +181,8 @@ class Journal:
         self.last_save_time = int(time.time())
         self.rewrite_progress: tuple[int, int] = (0, 0)  # keys written, keys to write
         self.truncations: list[str] = []
+        #: Entries the last load skipped (see :meth:`load`).
+        self.skipped_entries = 0
         #: Keys changed since the last successful snapshot (see the module doc).
         self.changes = 0
         #: Bytes of the snapshot the manifest lists (0 for none).
@@ -197,9 +199,11 @@ class Journal:
 
     # -- recovery ------------------------------------------------------------------
 
-    def load(self, apply: Callable[[bytes, bytes, bytes], None]) -> int:
+    def load(self, apply: Callable[[bytes, bytes, bytes], object]) -> int:
         """Replay the directory's snapshot and logs into ``apply``; returns the
-        entries replayed.  Raises a PersistenceError naming the file that stops it."""
+        entries replayed.  Raises a PersistenceError naming the file that stops it.
+        ``apply`` returns False for an entry it skipped (an operation that does
+        not follow the state before it), counted in :attr:`skipped_entries`."""
         started = time.monotonic()
         self.loading = True
         count = 0
@@ -223,11 +227,13 @@ class Journal:
                         if payload[:1] == BATCH:
                             for sub in split_batch(payload):
                                 kind, key, body = split_entry(sub)
-                                apply(kind, key, body)
+                                if apply(kind, key, body) is False:
+                                    self.skipped_entries += 1
                                 count += 1
                             continue
                         kind, key, body = split_entry(payload)
-                        apply(kind, key, body)
+                        if apply(kind, key, body) is False:
+                            self.skipped_entries += 1
                         count += 1
                 except ValueError as exc:  # checksummed, so written so: not for this node
                     raise UnreplayableEntry(part.path, str(exc)) from None

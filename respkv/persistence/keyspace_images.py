@@ -69,14 +69,14 @@ def keyspace_images(keyspace) -> Callable[[dict[bytes, bytes | None]], list[byte
     return images
 
 
-def keyspace_replay(keyspace, command: Callable[[bytes, bytes], object] | None = None
-                    ) -> Callable[[bytes, bytes, bytes], None]:
+def keyspace_replay(keyspace, command: Callable[[bytes, bytes], bool] | None = None
+                    ) -> Callable[[bytes, bytes, bytes], bool | None]:
     """``apply(kind, key, body)``: replays journal entries into ``keyspace``;
     ``command(key, body)`` replays a ``COMMAND`` entry (see
-    :mod:`.command_entries`)."""
+    :mod:`.command_entries`), and its False (skipped) is returned."""
     now = keyspace.clock_ms()
 
-    def apply(kind: bytes, key: bytes, body: bytes) -> None:
+    def apply(kind: bytes, key: bytes, body: bytes) -> bool | None:
         if kind == VALUE:
             (expire_at,) = _EXPIRY.unpack_from(body, 0)
             if expire_at and expire_at <= now:
@@ -90,7 +90,7 @@ def keyspace_replay(keyspace, command: Callable[[bytes, bytes], object] | None =
         elif kind == FLUSHED:
             keyspace.flush()
         elif kind == COMMAND and command is not None:
-            command(key, body)
+            return command(key, body)
         else:
             raise ValueError(f"an entry of kind {kind.decode('latin-1')!r}, which only a node with replication "
                              "writes; start this node with cluster-enabled yes and replication-factor above 1")

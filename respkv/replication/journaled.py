@@ -117,7 +117,7 @@ class RecordReplay:
 
     ``operation(key, parent, blob)`` runs a logged operation as a replica runs a
     shipped one, False if the record is not the one it ran over (see the module
-    doc); :attr:`operations_skipped` counts those.
+    doc): the replay skips it and returns False.
 
     Values of a journal written without replication (and the commands it logged
     over them, run by ``command(key, body)``) are adopted as versions of this
@@ -132,7 +132,6 @@ class RecordReplay:
         self.expired = expired
         self.hints = hints
         self.operation = operation
-        self.operations_skipped = 0
         #: Keys whose value a plain keyspace's entry set, not versioned yet.
         self._unversioned: dict[bytes, None] = {}
         self._replay_value = keyspace_replay(store.keyspace, command)
@@ -146,7 +145,7 @@ class RecordReplay:
         self._unversioned.clear()
         return adopted
 
-    def __call__(self, kind: bytes, key: bytes, body: bytes) -> None:
+    def __call__(self, kind: bytes, key: bytes, body: bytes) -> bool | None:
         store = self.store
         keyspace = store.keyspace
         if self._unversioned and kind in (RECORD, ABSENT):
@@ -158,10 +157,10 @@ class RecordReplay:
         elif kind == OPERATION:
             parent, blob = split_operation(body)
             if self.operation is None or not self.operation(key, parent, blob):
-                self.operations_skipped += 1
                 log.warning("the commit log's operation on key %r does not follow the record before it; "
                             "the key stays as that record (anti-entropy brings newer versions from its replicas)",
                             key[:64])
+                return False
         elif kind == ABSENT:
             store.drop(key)
         elif kind == FLUSHED:
@@ -172,7 +171,7 @@ class RecordReplay:
             if self.hints is not None:
                 self.hints(kind, key, body)
         elif kind == VALUE or kind == COMMAND:
-            self._replay_value(kind, key, body)
             self._unversioned[key] = None  # versioned once, after the replay
+            return self._replay_value(kind, key, body)
         else:
             raise ValueError(f"unknown journal entry kind {kind!r}")
