@@ -6,9 +6,9 @@ One ``SADD`` to a set of thousands of members must not log the set: the log
 grows by about what the command holds.  Each test kills the node with SIGKILL
 under ``appendfsync always`` and compares every acknowledged change with what
 the restarted node serves, for each kind of collection a shipped command
-changes, also across a rewrite running while the collections change (operations
-are logged as images then, and as operations again once the snapshot holds
-every key).
+changes, also across a rewrite running while the collections change (a key's
+first change since the switch to the new log is imaged, the later ones logged
+as commands), and with the kill landing while the rewrite runs.
 """
 
 from __future__ import annotations
