@@ -295,3 +295,29 @@ def test_a_command_entry_without_its_key_is_skipped_and_counted(tmp_path, caplog
     assert loader.load(keyspace_replay(node.keyspace, command_replay(node))) == 1
     assert loader.skipped_entries == 1 and node.keyspace.get(b"s") is None
     assert "does not follow the value before it" in caplog.text
+
+
+def test_pops_that_equal_a_replayable_command_are_logged_as_it(tmp_path):
+    server = NodeThread(tmp_path, appendfsync="always", **{"auto-aof-rewrite-percentage": 0}).start()
+    c = server.client(protocol=2)
+    c.rpush("l", *[f"e{i}" for i in range(10)])
+    c.sadd("s", *[f"m{i}" for i in range(10)])
+    c.zadd("z", {f"z{i}": i for i in range(10)})
+    popped = [c.blpop(["l"], 0), c.brpop(["l"], 0), c.lmpop(1, "l", direction="LEFT", count=2)]
+    drawn = [c.spop("s"), c.spop("s", 3)]
+    zpopped = [c.bzpopmin(["z"], 0), c.bzpopmax(["z"], 0), c.zmpop(1, ["z"], min=True, count=2)]
+    assert all(popped + drawn + zpopped), (popped, drawn, zpopped)
+    expected = (c.lrange("l", 0, -1), c.smembers("s"), c.zrange("z", 0, -1, withscores=True))
+    server.stop()
+    entries = _entries(server.config["dir"])
+    assert [(kind, key) for kind, key, _ in entries] == (
+        [(VALUE, b"l"), (VALUE, b"s"), (VALUE, b"z")] + [(COMMAND, b"l")] * 3 + [(COMMAND, b"s")] * 2
+        + [(COMMAND, b"z")] * 3)
+    commands = [decode_command(body) for kind, _, body in entries if kind == COMMAND]
+    assert [args[0] for args in commands] == [b"LPOP", b"RPOP", b"LPOP", b"SREM", b"SREM",
+                                              b"ZPOPMIN", b"ZPOPMAX", b"ZPOPMIN"]
+    assert commands[3][2:] == [drawn[0]] and sorted(commands[4][2:]) == sorted(drawn[1])  # what was drawn
+    restarted = NodeThread(tmp_path).start()
+    c = restarted.client(protocol=2)
+    assert (c.lrange("l", 0, -1), c.smembers("s"), c.zrange("z", 0, -1, withscores=True)) == expected
+    restarted.stop()

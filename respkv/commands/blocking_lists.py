@@ -17,6 +17,7 @@ from ..keyspace.values import ListValue
 from ..protocol import reply
 from .blocking import Block, blocking_command, parse_timeout
 from .lists import after_pop, list_for_write, move_element, mpop_reply, parse_mpop, parse_where
+from .replay import logged_as
 from .table import CommandError
 
 
@@ -29,12 +30,18 @@ def _null(s) -> bytes:
 
 
 def _serve_pop(s, left: bool, key: bytes) -> bytes | None:
-    """A blocked BLPOP/BRPOP taking one element from the list at ``key``, if any."""
+    """A BLPOP/BRPOP taking one element from the list at ``key``, if any (logged
+    as the LPOP or RPOP it equals)."""
     lst = s.ks.get(key)
     if lst.__class__ is not ListValue:
         return None
-    value = lst.popleft() if left else lst.pop()
-    after_pop(s, key, lst)
+
+    def pop() -> bytes:
+        value = lst.popleft() if left else lst.pop()
+        after_pop(s, key, lst)
+        return value
+
+    value = logged_as(s.ks, key, pop, lambda _: [b"LPOP" if left else b"RPOP", key])
     return reply.bulk_array((key, value))
 
 

@@ -21,6 +21,7 @@ from ..errors import WRONGTYPE
 from ..keyspace.zset import SortedSet
 from ..protocol import reply
 from .blocking import Block, blocking_command, parse_timeout
+from .replay import logged_as
 from .table import CommandError
 from .zsets import mpop_from, parse_mpop
 
@@ -34,11 +35,16 @@ def _pop_one(s, highest: bool, key: bytes) -> bytes | None:
     zs = s.ks.get(key)
     if zs.__class__ is not SortedSet:
         return None
-    score, member = zs.pop(1, highest)[0]
-    if len(zs):
-        s.ks.signal_modified(key)
-    else:
-        s.ks.delete(key)
+
+    def pop() -> tuple:
+        taken = zs.pop(1, highest)[0]
+        if len(zs):
+            s.ks.signal_modified(key)
+        else:
+            s.ks.delete(key)
+        return taken
+
+    score, member = logged_as(s.ks, key, pop, lambda _: [b"ZPOPMAX" if highest else b"ZPOPMIN", key])
     return b"*3\r\n" + reply.bulk(key) + reply.bulk(member) + s.proto.double(score)
 
 

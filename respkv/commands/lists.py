@@ -24,6 +24,7 @@ from ..keyspace.values import ListValue
 from ..protocol import reply
 from .args import int_arg
 from .lookups import read_typed, write_typed
+from .replay import logged_as
 from .table import CommandError, command
 
 _POSITIVE = "ERR value is out of range, must be positive"
@@ -459,8 +460,15 @@ def parse_mpop(args: list[bytes], numkeys_at: int) -> tuple[list[bytes], bool, i
 
 
 def mpop_reply(s, key: bytes, lst: ListValue, left: bool, count: int) -> bytes:
-    items = _pop_n(lst, left, count)
-    after_pop(s, key, lst)
+    """LMPOP/BLMPOP popping ``count`` elements of ``lst`` at ``key`` (logged as
+    the LPOP/RPOP with a count it equals)."""
+
+    def pop() -> list[bytes]:
+        items = _pop_n(lst, left, count)
+        after_pop(s, key, lst)
+        return items
+
+    items = logged_as(s.ks, key, pop, lambda _: [b"LPOP" if left else b"RPOP", key, b"%d" % count])
     return reply.array([reply.bulk(key), reply.bulk_array(items)])
 
 

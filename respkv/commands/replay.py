@@ -9,12 +9,24 @@ no other key).  A replica runs one a coordinator shipped
 holds (:mod:`respkv.persistence.command_entries`); both through
 :func:`run_replayable`, with a :class:`ClientlessSession` standing in for the
 client.
+
+A command that is not replayable itself may still change one key as a
+replayable one would: a blocking pop served at once pops as ``LPOP`` does, an
+``SPOP`` removes what ``SREM`` of the members it drew would.  Such a command
+runs its change through :func:`logged_as`, naming that equivalent, so that a
+commit log holding commands (the keyspace's ``command_log``) logs it instead of
+the collection.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from ..protocol.reply import RESP2
 from .table import CommandError, CommandTable
+
+T = TypeVar("T")
 
 #: Single-key commands whose result depends only on the key's prior value and the
 #: arguments (no clock, no randomness): run again over the same prior value they
@@ -57,3 +69,20 @@ def run_replayable(table: CommandTable, session: ClientlessSession, key: bytes, 
     except CommandError:
         return False
     return True
+
+
+def logged_as(ks, key: bytes, change: Callable[[], T], command: Callable[[T], list[bytes]]) -> T:
+    """Run ``change()``, which changes the collection at ``key`` as the
+    replayable ``command(result)`` would; with a command log on ``ks`` that takes
+    it (an existing collection without expiry, no other change bracketed now),
+    that command is what the log holds of the change.  Returns the result."""
+    log = ks.command_log
+    if log is None or not log.begin(key):
+        return change()
+    try:
+        result = change()
+    except BaseException:
+        log.end(None)  # whatever it changed is imaged
+        raise
+    log.end(command(result))
+    return result

@@ -25,6 +25,7 @@ from ..protocol import reply
 from .args import int_arg
 from .keys import parse_cursor, parse_scan_options
 from .lookups import read_typed, write_typed
+from .replay import logged_as
 from .table import CommandError, command
 
 _LLONG_MAX = 2**63 - 1
@@ -177,13 +178,18 @@ def spop(s, args):
     st = _write_lookup(s, key)
     if st is None:
         return s.proto.null
-    member = pick_one(st)
-    st.remove_member(member)
-    if st:
-        s.ks.signal_modified(key)
-    else:
-        s.ks.delete(key)
-    return reply.bulk(member)
+
+    def pop() -> bytes:
+        member = pick_one(st)
+        st.remove_member(member)
+        if st:
+            s.ks.signal_modified(key)
+        else:
+            s.ks.delete(key)
+        return member
+
+    # Logged as the SREM of the member drawn: a replay must not draw again.
+    return reply.bulk(logged_as(s.ks, key, pop, lambda member: [b"SREM", key, member]))
 
 
 def _spop_count(s, args) -> bytes:
@@ -199,12 +205,16 @@ def _spop_count(s, args) -> bytes:
         members = build_set(st).ordered()
         s.ks.delete(key)
         return _set_reply(s, members)
-    popped = pick_distinct(st, count)
-    remove = st.remove_member
-    for member in popped:
-        remove(member)
-    s.ks.signal_modified(key)
-    return _set_reply(s, popped)
+
+    def pop() -> list[bytes]:
+        popped = pick_distinct(st, count)
+        remove = st.remove_member
+        for member in popped:
+            remove(member)
+        s.ks.signal_modified(key)
+        return popped
+
+    return _set_reply(s, logged_as(s.ks, key, pop, lambda popped: [b"SREM", key, *popped]))
 
 
 @command("srandmember", "Returns random members of a set without removing them.",

@@ -28,6 +28,7 @@ from ..protocol import reply
 from .args import float_arg, int_arg
 from .keys import parse_cursor, parse_scan_options
 from .lookups import read_typed, write_typed
+from .replay import logged_as
 from .table import CommandError, command
 
 _LONG_MAX = 2**63 - 1
@@ -334,8 +335,13 @@ def mpop_from(s, keys: list[bytes], highest: bool, count: int) -> bytes | None:
         zs = write_zset(s, key)
         if zs is None:
             continue
-        taken = zs.pop(count, highest)
-        after_change(s, key, zs)
+
+        def pop() -> list:
+            popped = zs.pop(count, highest)
+            after_change(s, key, zs)
+            return popped
+
+        taken = logged_as(s.ks, key, pop, lambda _: [b"ZPOPMAX" if highest else b"ZPOPMIN", key, b"%d" % count])
         pairs = [b"*2\r\n" + reply.bulk(m) + s.proto.double(sc) for sc, m in taken]
         return b"*2\r\n" + reply.bulk(key) + reply.array(pairs)
     return None

@@ -71,6 +71,9 @@ class Keyspace:
         self.on_flush: Callable[[], None] | None = None
         #: Called with a key that expired (lazily or actively), after it is removed.
         self.on_expire: Callable[[bytes], None] | None = None
+        #: A commit log that holds some changes as commands, or None (see
+        #: ``commands.replay.logged_as``).
+        self.command_log = None
         self.expired_keys = 0  # statistics: keys removed because they expired
         #: key → (value object, OBJECT ENCODING name) for strings whose Redis encoding
         #: depends on how they were made, not only on their bytes (APPEND/SETRANGE

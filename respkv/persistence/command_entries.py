@@ -18,7 +18,10 @@ is, with a warning.  A command that changed nothing logs nothing; one that
 failed midway is imaged.
 
 :func:`logging_table` makes the command table whose replayable commands do
-this, for the node to serve with.
+this, for the node to serve with; :class:`CommandLog` is the bracket they use,
+which the keyspace offers other commands too (a blocking pop served at once is
+logged as ``LPOP``, ``SPOP`` as ``SREM`` of what it drew; see
+:func:`~respkv.commands.replay.logged_as`).
 """
 
 from __future__ import annotations
@@ -49,14 +52,43 @@ def decode_command(body: bytes) -> list[bytes]:
     return args
 
 
-def logging_table(table: CommandTable, journal: Journal, keyspace) -> CommandTable:
-    """``table`` with each replayable command logging itself as a ``COMMAND``
-    entry when it changes an existing collection without expiry (see the module
-    doc); every other command as it is."""
+class CommandLog:
+    """Brackets a change of one key that the journal may log as a command (the
+    keyspace's ``command_log``, see :func:`~respkv.commands.replay.logged_as`)."""
+
+    def __init__(self, journal: Journal, keyspace) -> None:
+        self._data = keyspace.data
+        self._expires = keyspace.expires
+        self._begin = journal.begin_operation
+        self._end = journal.end_operation
+        self._key = b""
+
+    def begin(self, key: bytes) -> bool:
+        """Whether a change of ``key`` starting now may be logged as a command: the
+        key holds a collection without expiry (a new key, or one whose expiry the
+        replay would meet, is imaged) and no other change is bracketed."""
+        value = self._data.get(key)
+        if value is None or value.__class__ is bytes or key in self._expires or not self._begin(key):
+            return False
+        self._key = key
+        return True
+
+    def end(self, args: list[bytes] | None) -> None:
+        """The bracketed change ended; ``args`` is the command it equals (None:
+        it failed midway, and the key is imaged if it changed)."""
+        key = self._key
+        self._end(None if args is None else
+                  b"".join((KIND_AND_KEY_LENGTH.pack(COMMAND, len(key)), key, encode_command(args))))
+
+
+def logging_table(table: CommandTable, command_log: CommandLog) -> CommandTable:
+    """``table`` with each replayable command logging itself through
+    ``command_log`` when it changes an existing collection without expiry (see
+    the module doc); every other command as it is."""
     logged = CommandTable()
     for spec in table:
         if spec.name in REPLAYABLE:
-            handler = _logging_handler(spec.handler, journal, keyspace)
+            handler = _logging_handler(spec.handler, command_log)
             spec = dataclasses.replace(
                 spec, handler=handler,
                 run_handler=None if spec.run_handler is None else per_request_run(handler, spec.min_args),
@@ -65,25 +97,19 @@ def logging_table(table: CommandTable, journal: Journal, keyspace) -> CommandTab
     return logged
 
 
-def _logging_handler(handler: Callable, journal: Journal, keyspace) -> Callable:
-    data = keyspace.data
-    expires = keyspace.expires
-    begin = journal.begin_operation
-    end = journal.end_operation
-    head = KIND_AND_KEY_LENGTH.pack
+def _logging_handler(handler: Callable, command_log: CommandLog) -> Callable:
+    begin = command_log.begin
+    end = command_log.end
 
     def logging(session, args):
-        key = args[1]
-        value = data.get(key)
-        if value is None or value.__class__ is bytes or key in expires:
-            return handler(session, args)  # a new key, or one whose expiry the replay would meet
-        begin(key)
+        if not begin(args[1]):
+            return handler(session, args)
         try:
             result = handler(session, args)
         except BaseException:
             end(None)
             raise
-        end(b"".join((head(COMMAND, len(key)), key, encode_command(args))))
+        end(args)
         return result
 
     logging.__name__ = handler.__name__

@@ -309,11 +309,16 @@ class Journal:
         delivery), at the next commit, after the entries queued before it."""
         self._extra.append(payload)
 
-    def begin_operation(self, key: bytes) -> None:
+    def begin_operation(self, key: bytes) -> bool:
         """A command that may be logged as an operation starts on ``key``: its
-        changes of ``key`` (:meth:`mark`) are kept for :meth:`end_operation`."""
+        changes of ``key`` (:meth:`mark`) are kept for :meth:`end_operation`.
+        False (and nothing begins) while another one runs: the outer one is
+        what gets logged."""
+        if self._operating is not None:
+            return False
         self._operating = key
         self._operated = False
+        return True
 
     def end_operation(self, payload: bytes | None) -> None:
         """The command of :meth:`begin_operation` ended: if it changed the key, log

@@ -14,7 +14,7 @@ import struct
 from collections.abc import Callable
 
 from ..keyspace.codec import STRING_TAG, decode_value, encode_value
-from .command_entries import command_replay, logging_table
+from .command_entries import CommandLog, command_replay, logging_table
 from .entries import ABSENT, COMMAND, FLUSHED, KEY_LENGTH, KIND_AND_KEY_LENGTH, VALUE, entry
 
 _EXPIRY = struct.Struct("<Q")
@@ -108,4 +108,5 @@ def journal_plain_keyspace(node) -> None:
                                 images=keyspace_images(keyspace))
     node.add_key_observer(journal.mark)
     keyspace.on_flush = journal.mark_flushed
-    node.table = logging_table(node.table, journal, keyspace)
+    keyspace.command_log = CommandLog(journal, keyspace)
+    node.table = logging_table(node.table, keyspace.command_log)
