@@ -13,6 +13,7 @@ as commands), and with the kill landing while the rewrite runs.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 
 import pytest
@@ -30,11 +31,20 @@ MODES = {
 LOGGING = ("--appendfsync", "always", "--auto-aof-rewrite-percentage", "0")
 
 
+@contextlib.asynccontextmanager
+async def node_of(mode: str, directory):
+    """A node of ``mode`` on ``directory`` (not started yet), killed at the end."""
+    node = ServerProcess(directory, *MODES[mode], *LOGGING)
+    try:
+        yield node
+    finally:
+        await node.aclose()
+
+
 @pytest.fixture(params=sorted(MODES))
 async def server(tmp_path, request):
-    node = ServerProcess(tmp_path / "node", *MODES[request.param], *LOGGING)
-    yield node
-    await node.aclose()
+    async with node_of(request.param, tmp_path / "node") as node:
+        yield node
 
 
 async def load_collections(c: Client, size: int) -> None:
@@ -134,14 +144,11 @@ async def test_changes_while_a_rewrite_runs_and_after_it_replay_exactly(server):
 
 
 async def test_a_replicated_directory_is_refused_by_a_node_without_replication(tmp_path):
-    replicated = ServerProcess(tmp_path / "node", *MODES["replicated"], *LOGGING)
-    try:
+    async with node_of("replicated", tmp_path / "node") as replicated:
         await replicated.start()
         c = await replicated.client()
         assert await c.call("SET", "k", "v") == b"OK"
         await replicated.stop()
-    finally:
-        await replicated.aclose()
     done = await failed_start(tmp_path / "node")
     output = done.stderr.decode()
     assert done.returncode == 1, output
@@ -165,8 +172,7 @@ async def test_a_kill_while_a_rewrite_runs_loses_no_acknowledged_change(server):
 async def test_pops_of_a_big_collection_log_the_pop_not_the_collection(tmp_path):
     # Standalone: a pop served at once, LMPOP/ZMPOP and SPOP are logged as the
     # LPOP/RPOP/ZPOPMIN/ZPOPMAX/SREM they equal (SPOP with the members it drew).
-    node = ServerProcess(tmp_path / "node", *MODES["standalone"], *LOGGING)
-    try:
+    async with node_of("standalone", tmp_path / "node") as node:
         await node.start()
         c = await node.client()
         await load_collections(c, 20_000)
@@ -181,5 +187,3 @@ async def test_pops_of_a_big_collection_log_the_pop_not_the_collection(tmp_path)
         grown = int((await c.info())["aof_current_size"]) - size_before
         assert grown < 400 * 1024, grown  # imaging would log 50 x 3 collections of over 100 KB
         await restarted_with_the_same_data(node, c, 4)
-    finally:
-        await node.aclose()
