@@ -73,16 +73,8 @@ def run_replayable(table: CommandTable, session: ClientlessSession, key: bytes, 
 
 def logged_as(ks, key: bytes, change: Callable[[], T], command: Callable[[T], list[bytes]]) -> T:
     """Run ``change()``, which changes the collection at ``key`` as the
-    replayable ``command(result)`` would; with a command log on ``ks`` that takes
-    it (an existing collection without expiry, no other change bracketed now),
-    that command is what the log holds of the change.  Returns the result."""
+    replayable ``command(result)`` would; with a command log on ``ks`` (its
+    ``run``: an existing collection without expiry, no other change bracketed
+    now), that command is what the log holds of the change.  Returns the result."""
     log = ks.command_log
-    if log is None or not log.begin(key):
-        return change()
-    try:
-        result = change()
-    except BaseException:
-        log.end(None)  # whatever it changed is imaged
-        raise
-    log.end(command(result))
-    return result
+    return change() if log is None else log.run(key, command, change)

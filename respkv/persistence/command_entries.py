@@ -32,7 +32,7 @@ from collections.abc import Callable
 
 from ..commands.replay import REPLAYABLE, ClientlessSession, run_replayable
 from ..commands.table import CommandTable, per_request_run
-from .entries import BATCH, COMMAND, KIND_AND_KEY_LENGTH, batch, split_batch
+from .entries import BATCH, COMMAND, KIND_AND_KEY_LENGTH, batch_lengths, split_batch
 from .journal import Journal
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 def encode_command(args: list[bytes]) -> bytes:
     """The body of a ``COMMAND`` entry of ``args`` (see the module doc): laid out
     as a :func:`~.entries.batch` of the arguments, without its kind byte."""
-    return batch(args)[len(BATCH):]
+    return b"".join((batch_lengths(args), *args))
 
 
 def decode_command(body: bytes) -> list[bytes]:
@@ -61,24 +61,26 @@ class CommandLog:
         self._expires = keyspace.expires
         self._begin = journal.begin_operation
         self._end = journal.end_operation
-        self._key = b""
 
-    def begin(self, key: bytes) -> bool:
-        """Whether a change of ``key`` starting now may be logged as a command: the
-        key holds a collection without expiry (a new key, or one whose expiry the
-        replay would meet, is imaged) and no other change is bracketed."""
+    def run(self, key: bytes, command, change: Callable, *change_args):
+        """Run ``change(*change_args)``, a change of ``key`` equal to ``command``
+        (a command's arguments, or a function of the change's result that makes
+        them), and return its result.  The journal logs it as that command if the
+        key held a collection without expiry before (a new key, or one whose
+        expiry the replay would meet, is imaged) and no other change is
+        bracketed now (the outer one is what is logged); a change that fails
+        midway is imaged."""
         value = self._data.get(key)
         if value is None or value.__class__ is bytes or key in self._expires or not self._begin(key):
-            return False
-        self._key = key
-        return True
-
-    def end(self, args: list[bytes] | None) -> None:
-        """The bracketed change ended; ``args`` is the command it equals (None:
-        it failed midway, and the key is imaged if it changed)."""
-        key = self._key
-        self._end(None if args is None else
-                  b"".join((KIND_AND_KEY_LENGTH.pack(COMMAND, len(key)), key, encode_command(args))))
+            return change(*change_args)
+        try:
+            result = change(*change_args)
+        except BaseException:
+            self._end(None)
+            raise
+        args = command if command.__class__ is list else command(result)
+        self._end(b"".join((KIND_AND_KEY_LENGTH.pack(COMMAND, len(key)), key, batch_lengths(args), *args)))
+        return result
 
 
 def logging_table(table: CommandTable, command_log: CommandLog) -> CommandTable:
@@ -98,19 +100,10 @@ def logging_table(table: CommandTable, command_log: CommandLog) -> CommandTable:
 
 
 def _logging_handler(handler: Callable, command_log: CommandLog) -> Callable:
-    begin = command_log.begin
-    end = command_log.end
+    run = command_log.run
 
     def logging(session, args):
-        if not begin(args[1]):
-            return handler(session, args)
-        try:
-            result = handler(session, args)
-        except BaseException:
-            end(None)
-            raise
-        end(args)
-        return result
+        return run(args[1], args, handler, session, args)
 
     logging.__name__ = handler.__name__
     logging.__doc__ = handler.__doc__

@@ -66,9 +66,13 @@ def batch(payloads: list[bytes]) -> bytes:
 
     All lengths are little endian; the entries are as :func:`entry` makes them
     (never batches).  Replaying a batch replays its entries in order."""
-    count = len(payloads)
-    lengths = struct.pack(f"<{count + 1}I", count, *map(len, payloads))
-    return b"".join((BATCH, lengths, *payloads))
+    return b"".join((BATCH, batch_lengths(payloads), *payloads))
+
+
+def batch_lengths(payloads: list[bytes]) -> bytes:
+    """What follows a :func:`batch`'s kind: the count and the length of each of
+    ``payloads``."""
+    return struct.pack(f"<{len(payloads) + 1}I", len(payloads), *map(len, payloads))
 
 
 def split_batch(payload) -> list[bytes]:
