@@ -391,6 +391,30 @@ async def test_malformed_or_impersonating_requests_are_refused(autojump_clock):
             nursery.cancel_scope.cancel()
 
 
+async def test_a_ping_from_an_unknown_node_introduces_nothing(autojump_clock):
+    """Only a MEET introduces a node (as in Redis).  The case that matters: a
+    ping sent just before ``redis-cli --cluster del-node``'s CLUSTER RESET that
+    arrives after it must not bring the reset node back into the cluster."""
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            net = FakeNet()
+            a, b, c = await start_cluster(nursery, net, 3)
+            in_flight = encode_ping(a.state.membership[a.id], encode_body(
+                a.state.membership.digest(), [], a.state.membership))
+            for sim in (a, c):
+                sim.gossip.forget(b.id)
+            b.gossip.reset(1)
+            answer = decode_body(b.gossip.handle(a.id, PING, in_flight))
+            assert answer.membership is None
+            assert list(b.state.membership.active_ids()) == [b.id]
+            await trio.sleep(5 * T)  # rounds of gossip change nothing either
+            assert list(b.state.membership.active_ids()) == [b.id]
+            assert set(a.state.membership.active_ids()) == {a.id, c.id}
+            # A node that knows it, even as forgotten, still takes what it says.
+            assert b.id in a.state.membership
+            nursery.cancel_scope.cancel()
+
+
 # -- failure detection (virtual time) -------------------------------------------------
 
 

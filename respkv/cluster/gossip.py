@@ -217,13 +217,7 @@ class Gossip:
     comes from ``trio.current_time()``, so a mock clock drives everything.
     """
 
-    def __init__(
-        self,
-        state: ClusterState,
-        bus: ClusterBus,
-        *,
-        node_timeout: float = DEFAULT_NODE_TIMEOUT,
-    ) -> None:
+    def __init__(self, state: ClusterState, bus: ClusterBus, *, node_timeout: float = DEFAULT_NODE_TIMEOUT) -> None:
         self.state = state
         self.bus = bus
         self.myself = state.myself
@@ -325,10 +319,15 @@ class Gossip:
         raise ValueError(f"not a gossip operation: {op!r}")
 
     def _on_ping(self, peer_id: str, args: list[bytes]) -> list[bytes]:
+        """As in Redis only a MEET introduces a node: a PING from an unknown one (say,
+        sent just before this node's CLUSTER RESET) is answered and changes nothing."""
         record, body = decode_ping(args)
         if record.node_id != peer_id:
             raise ValueError(f"PING from {peer_id} carries the record of {record.node_id}")
         self.state.count(self.state.messages_received, "ping")
+        if peer_id not in self.state.membership:
+            self.state.count(self.state.messages_sent, "pong")
+            return self._body(include=False)
         self.heard(peer_id)
         self._take_body(peer_id, body, Membership([record]))
         self.state.count(self.state.messages_sent, "pong")
