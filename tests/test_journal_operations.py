@@ -321,3 +321,46 @@ def test_pops_that_equal_a_replayable_command_are_logged_as_it(tmp_path):
     c = restarted.client(protocol=2)
     assert (c.lrange("l", 0, -1), c.smembers("s"), c.zrange("z", 0, -1, withscores=True)) == expected
     restarted.stop()
+
+
+def test_moves_between_collections_are_logged_as_a_push_and_a_pop(tmp_path):
+    """LMOVE, RPOPLPUSH, BLMOVE (served at once) and SMOVE change each side as the
+    replayable command it equals; a new destination is imaged, a rotation of a
+    list onto itself is a pop and a push (a one-element one is imaged)."""
+    server = NodeThread(tmp_path, appendfsync="always", **{"auto-aof-rewrite-percentage": 0}).start()
+    c = server.client(protocol=2)
+    c.rpush("q", *[f"e{i}" for i in range(6)])
+    c.rpush("done", "d")
+    c.rpush("one", "x")
+    c.sadd("s", "a", "b", "c")
+    c.sadd("t", "z")
+    assert c.lmove("q", "done", "LEFT", "RIGHT") == b"e0"
+    assert c.rpoplpush("q", "done") == b"e5"
+    assert c.blmove("q", "done", 0, "RIGHT", "LEFT") == b"e4"
+    assert c.lmove("q", "q", "LEFT", "RIGHT") == b"e1"  # rotation
+    assert c.lmove("one", "one", "LEFT", "RIGHT") == b"x"  # one element: no change
+    assert c.lmove("q", "fresh", "LEFT", "LEFT") == b"e2"  # a new destination: its image
+    assert c.smove("s", "t", "a") and c.smove("s", "t", "b") and not c.smove("s", "t", "nope")
+    assert c.smove("s", "t", "c")  # the source's last member: SREM deletes it
+    expected = [c.lrange(key, 0, -1) for key in ("q", "done", "one", "fresh")] + [c.smembers("t"), c.exists("s")]
+    server.stop()
+    entries = _entries(server.config["dir"])
+    logged = [(kind, key, decode_command(body) if kind == COMMAND else None) for kind, key, body in entries]
+    commands = [(key, args) for kind, key, args in logged if kind == COMMAND]
+    assert commands == [
+        (b"done", [b"RPUSH", b"done", b"e0"]), (b"q", [b"LPOP", b"q"]),
+        (b"done", [b"LPUSH", b"done", b"e5"]), (b"q", [b"RPOP", b"q"]),
+        (b"done", [b"LPUSH", b"done", b"e4"]), (b"q", [b"RPOP", b"q"]),
+        (b"q", [b"LPOP", b"q"]), (b"q", [b"RPUSH", b"q", b"e1"]),
+        (b"q", [b"LPOP", b"q"]),  # into "fresh", imaged
+        (b"s", [b"SREM", b"s", b"a"]), (b"t", [b"SADD", b"t", b"a"]),
+        (b"s", [b"SREM", b"s", b"b"]), (b"t", [b"SADD", b"t", b"b"]),
+        (b"s", [b"SREM", b"s", b"c"]), (b"t", [b"SADD", b"t", b"c"]),
+    ]
+    images = [key for kind, key, _ in logged if kind != COMMAND]
+    assert images.count(b"fresh") == 1  # made by the move
+    assert images.count(b"one") == 2  # made, then "changed" by its rotation (one element: its image)
+    restarted = NodeThread(tmp_path).start()
+    c = restarted.client(protocol=2)
+    assert [c.lrange(key, 0, -1) for key in ("q", "done", "one", "fresh")] + [c.smembers("t"), c.exists("s")] == expected
+    restarted.stop()

@@ -400,15 +400,33 @@ def linsert(s, args):
 
 
 def move_element(s, src_key: bytes, dst_key: bytes, src: ListValue, wherefrom: bool, whereto: bool) -> bytes:
-    """Pop from the non-empty list ``src`` and push onto ``dst_key``'s list."""
+    """Pop from the non-empty list ``src`` and push onto ``dst_key``'s list.
+
+    As in Redis the element is pushed before the source is emptied, so a list
+    rotated onto itself keeps its one element.  Each side changes as the
+    replayable command it equals (``LPUSH``/``RPUSH`` of the element, then
+    ``LPOP``/``RPOP``), so a commit log holding commands logs those two rather
+    than the lists (a queue moved item by item into a big list stays cheap)."""
     dst = list_for_write(s, dst_key)  # WRONGTYPE before anything is popped
-    value = src.popleft() if wherefrom else src.pop()
-    _push_value(s, dst_key, dst, value, whereto)
-    if not src:
-        s.ks.delete(src_key)
-    elif src is not dst:
-        s.ks.signal_modified(src_key)
+    value = src[0] if wherefrom else src[-1]
+    pop = [b"LPOP" if wherefrom else b"RPOP", src_key]
+    push = [b"LPUSH" if whereto else b"RPUSH", dst_key, value]
+    if src is dst:
+        if len(src) == 1:
+            s.ks.signal_modified(src_key)  # rotating one element changes nothing
+        else:
+            logged_as(s.ks, src_key, _pop_one, pop, s, src_key, src, wherefrom)
+            logged_as(s.ks, dst_key, _push_value, push, s, dst_key, dst, value, whereto)
+        return reply.bulk(value)
+    logged_as(s.ks, dst_key, _push_value, push, s, dst_key, dst, value, whereto)
+    logged_as(s.ks, src_key, _pop_one, pop, s, src_key, src, wherefrom)
     return reply.bulk(value)
+
+
+def _pop_one(s, key: bytes, lst: ListValue, left: bool) -> None:
+    """Pop one element of the list ``lst`` at ``key`` (deleted once empty)."""
+    lst.popleft() if left else lst.pop()
+    after_pop(s, key, lst)
 
 
 def _lmove(s, src_key: bytes, dst_key: bytes, wherefrom: bool, whereto: bool) -> bytes:

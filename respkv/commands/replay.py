@@ -71,10 +71,12 @@ def run_replayable(table: CommandTable, session: ClientlessSession, key: bytes, 
     return True
 
 
-def logged_as(ks, key: bytes, change: Callable[[], T], command: Callable[[T], list[bytes]]) -> T:
-    """Run ``change()``, which changes the collection at ``key`` as the
-    replayable ``command(result)`` would; with a command log on ``ks`` (its
-    ``run``: an existing collection without expiry, no other change bracketed
-    now), that command is what the log holds of the change.  Returns the result."""
+def logged_as(ks, key: bytes, change: Callable[..., T], command: list[bytes] | Callable[[T], list[bytes]],
+              *change_args) -> T:
+    """Run ``change(*change_args)``, which changes the collection at ``key`` as
+    the replayable ``command`` (its arguments, or ``command(result)``) would; with
+    a command log on ``ks`` (its ``run``: an existing collection without expiry,
+    no other change bracketed now), that command is what the log holds of the
+    change.  Returns the result."""
     log = ks.command_log
-    return change() if log is None else log.run(key, command, change)
+    return change(*change_args) if log is None else log.run(key, command, change, *change_args)

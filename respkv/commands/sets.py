@@ -149,19 +149,30 @@ def smove(s, args):
         raise CommandError(WRONGTYPE)
     if src is dst:
         return reply.ONE if member in src else reply.ZERO
-    if not src.remove_member(member):
+    if member not in src:
         return reply.ZERO
-    if src:
-        s.ks.signal_modified(src_key)
-    else:
-        s.ks.delete(src_key)
-    if dst is None:
-        dst = Set()
-        dst.add_member(member)
-        s.ks.set(dst_key, dst)
-    elif dst.add_member(member):
-        s.ks.signal_modified(dst_key)
+    # Each side changes as the replayable command it equals (a commit log holding
+    # commands logs those rather than the sets).
+    logged_as(s.ks, src_key, _remove_member, [b"SREM", src_key, member], s, src_key, src, member)
+    logged_as(s.ks, dst_key, _add_member, [b"SADD", dst_key, member], s, dst_key, dst, member)
     return reply.ONE
+
+
+def _remove_member(s, key: bytes, st: Set, member: bytes) -> None:
+    st.remove_member(member)
+    if st:
+        s.ks.signal_modified(key)
+    else:
+        s.ks.delete(key)
+
+
+def _add_member(s, key: bytes, st: Set | None, member: bytes) -> None:
+    if st is None:
+        st = Set()
+        st.add_member(member)
+        s.ks.set(key, st)
+    elif st.add_member(member):
+        s.ks.signal_modified(key)
 
 
 # -- random members ---------------------------------------------------------------------
