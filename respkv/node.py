@@ -137,8 +137,7 @@ class Node:
         self.started_monotonic = time.monotonic()
         self.port = config["port"]
         self._client_ids = itertools.count(1)
-        #: Hooks called with a session when it ends, and when it is RESET
-        #: (transactions and blocked clients register here).
+        #: Hooks called with a session when it ends, and when it is RESET (transactions, blocked clients).
         self.client_closed_hooks: list = []
         self.client_reset_hooks: list = []
         self._key_observers: list = []
@@ -517,6 +516,7 @@ def start_replication(node: Node, state: ClusterState, bus: ClusterBus) -> Coord
     node.keyspace.on_flush = flushed
     node.keyspace.on_expire = coordinator.forgetting.expired
     node.add_key_observer(coordinator.observe)
+    node.keyspace.command_log = coordinator.equivalents
     ownership = coordinator.ownership = OwnershipHandoff(node, state, bus, store, anti_entropy, coordinator.holders,
                                                          coordinator.handoff)
     for operations, handler in ((REPLICATION_OPERATIONS, coordinator.handle),

@@ -305,6 +305,44 @@ async def test_pushes_onto_a_collection_ship_the_command_not_the_value(cluster):
     assert list(replica.keyspace.get(key)) == list(node.keyspace.get(key))
 
 
+async def test_moves_and_pops_ship_the_replayable_commands_they_amount_to(cluster):
+    """LMOVE, SMOVE, SPOP, LMPOP and a blocking pop served at once change each key
+    as a replayable command would; that command is shipped, not the collection.
+    A key changed twice by one command, or also another way, ships its record."""
+    node, session, bus = cluster
+    replica = replica_node(B)
+    bus.links[B].answer = lambda op, args: replica.replication.handle(ME, op, args)
+    src, dst, s1, s2 = my_keys(node, 4, prefix="{m}")
+    run(node, session, (b"RPUSH", src, *[b"x%d" % i for i in range(1000)]))
+    run(node, session, (b"RPUSH", dst, b"d"))
+    run(node, session, (b"SADD", s1, *[b"m%d" % i for i in range(1000)]))
+    run(node, session, (b"SADD", s2, b"n"))
+
+    def shipped() -> dict[bytes, bool]:
+        """key -> shipped as a command, of the last request; replicas agree."""
+        op, args = bus.links[B].sent[-1]
+        assert op == REPL
+        for key in (src, dst, s1, s2):
+            mine, theirs = node.keyspace.get(key), replica.keyspace.get(key)
+            assert (sorted(mine) if mine is not None else None) == (sorted(theirs) if theirs is not None else None)
+        return {key: is_operation(blob) for key, blob in zip(args[0::3], args[2::3])}
+
+    assert run(node, session, (b"LMOVE", src, dst, b"LEFT", b"RIGHT")) == [b"$2\r\nx0\r\n"]
+    assert shipped() == {dst: True, src: True}
+    assert run(node, session, (b"SMOVE", s1, s2, b"m1")) == [b":1\r\n"]
+    assert shipped() == {s1: True, s2: True}
+    run(node, session, (b"SPOP", s1, b"3"))
+    assert shipped() == {s1: True}
+    run(node, session, (b"LMPOP", b"1", src, b"RIGHT", b"COUNT", b"2"))
+    assert shipped() == {src: True}
+    assert run(node, session, (b"BLPOP", src, b"0")) == [b"*2\r\n$%d\r\n%s\r\n$2\r\nx1\r\n" % (len(src), src)]
+    assert shipped() == {src: True}
+    run(node, session, (b"LMOVE", src, src, b"LEFT", b"RIGHT"))  # popped and pushed: one key, twice
+    assert shipped() == {src: False}
+    run(node, session, (b"MULTI",), (b"SPOP", s1), (b"SADD", s1, b"new"), (b"EXEC",))
+    assert shipped() == {s1: False}
+
+
 async def test_a_replica_without_the_prior_version_gets_the_whole_record(cluster):
     node, session, bus = cluster
     replica = replica_node(B)

@@ -169,21 +169,25 @@ async def test_a_kill_while_a_rewrite_runs_loses_no_acknowledged_change(server):
     await restarted_with_the_same_data(server, c, 30_004)
 
 
-async def test_pops_of_a_big_collection_log_the_pop_not_the_collection(tmp_path):
-    # Standalone: a pop served at once, LMPOP/ZMPOP and SPOP are logged as the
-    # LPOP/RPOP/ZPOPMIN/ZPOPMAX/SREM they equal (SPOP with the members it drew).
-    async with node_of("standalone", tmp_path / "node") as node:
-        await node.start()
-        c = await node.client()
-        await load_collections(c, 20_000)
-        size_before = int((await c.info())["aof_current_size"])
-        for _ in range(50):
-            replies = await c.pipeline([
-                ("BLPOP", "list", "0"), ("BRPOP", "list", "0"), ("LMPOP", "1", "list", "LEFT", "COUNT", "2"),
-                ("SPOP", "set"), ("SPOP", "set", "2"),
-                ("BZPOPMIN", "zset", "0"), ("BZPOPMAX", "zset", "0"), ("ZMPOP", "1", "zset", "MIN", "COUNT", "2"),
-            ])
-            assert all(reply for reply in replies) and not any(isinstance(r, Exception) for r in replies), replies
-        grown = int((await c.info())["aof_current_size"]) - size_before
-        assert grown < 400 * 1024, grown  # imaging would log 50 x 3 collections of over 100 KB
-        await restarted_with_the_same_data(node, c, 4)
+async def test_pops_and_moves_of_a_big_collection_log_the_change_not_the_collection(server):
+    # A pop served at once, LMPOP/ZMPOP, SPOP and each side of a move are logged
+    # (on a replicated node: shipped and logged) as the LPOP/RPOP/ZPOPMIN/ZPOPMAX/
+    # SREM/LPUSH/RPUSH/SADD they equal (SPOP with the members it drew).
+    await server.start()
+    c = await server.client()
+    await load_collections(c, 20_000)
+    size_before = int((await c.info())["aof_current_size"])
+    for i in range(50):
+        replies = await c.pipeline([
+            ("BLPOP", "list", "0"), ("BRPOP", "list", "0"), ("LMPOP", "1", "list", "LEFT", "COUNT", "2"),
+            ("SPOP", "set"), ("SPOP", "set", "2"),
+            ("BZPOPMIN", "zset", "0"), ("BZPOPMAX", "zset", "0"), ("ZMPOP", "1", "zset", "MIN", "COUNT", "2"),
+            ("RPOPLPUSH", "list", "{list}done"), ("LMOVE", "{list}done", "list", "LEFT", "RIGHT"),
+            ("SMOVE", "set", "{set}moved", f"m{10_000 + i}"),
+        ])
+        assert all(reply for reply in replies) and not any(isinstance(r, Exception) for r in replies), replies
+    grown = int((await c.info())["aof_current_size"]) - size_before
+    assert grown < 400 * 1024, grown  # imaging would log 50 x 3 collections of over 100 KB
+    moved = await c.call("SMEMBERS", "{set}moved")
+    c = await restarted_with_the_same_data(server, c, 5)
+    assert sorted(await c.call("SMEMBERS", "{set}moved")) == sorted(moved) and len(moved) == 50

@@ -76,13 +76,14 @@ from ..protocol import reply
 from . import convergent, get_core, put_core, quorum
 from .answers import ReadAnswer, ReplAnswer
 from .barrier import exec_after_reads, transaction_reads
+from .equivalents import ChangeEquivalents, tracked_equivalents
 from .forgetting import Forgetting
 from .get_core import GetCore
 from .handoff import MAX_BACKLOG, HintedHandoff
 from .ownership import SlotHolders
 from .pending import Outgoing, ReadRequest, WriteRequest
 from .put_core import PutCore
-from .quorum import Quorums
+from .placement import Placements
 from .replica import MERGEABLE, REPL, RREAD, SHIPPED_AS_COMMAND, ReplicaSide, merged_operation, reconcile_args
 from .store import VersionStore
 
@@ -103,16 +104,17 @@ class Coordinator:
         self.myself = state.myself
         #: Keys changed by the command now running (None outside commands).
         self.recording: list[bytes] | None = None
+        #: The keyspace's command_log: what a command's changes amount to, key by key.
+        self.equivalents = ChangeEquivalents()
         #: Causal contexts passed by RESOLVE for the command now running.
         self.contexts: dict = {}
         self._outgoing: dict[str, Outgoing] = {}
-        #: Per topology snapshot: Quorums by (R, W) wanted, placement by slot.
-        self._cached_for = None
-        self._quorums: dict[tuple[int, int], Quorums] = {}
-        self._placements: dict[int, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {}
         #: Former holders of slots the ring moved, read too (see :mod:`.ownership`).
         self.holders = SlotHolders()
-        self._holders_version = 0
+        placements = Placements(node.config, state, self.holders, self.myself)
+        #: ``quorums(session)``: N/R/W of a session's requests; ``placement(slot)``:
+        #: (live peers, failed preferred nodes, live former holders), both cached.
+        self.quorums, self.placement = placements.quorums, placements.placement
         #: Keys other nodes may lack, kept durably, shipped when they are back.
         self.handoff = HintedHandoff(state, bus, store, self._request, node.config, node.persist_now)
         self.hint = self.handoff.hint
@@ -132,48 +134,6 @@ class Coordinator:
             "read_quorum_missed": 0,
             "read_repairs": 0,
         }
-
-    # -- settings ----------------------------------------------------------------------
-
-    def quorums(self, session) -> Quorums:
-        """N/R/W for ``session``'s requests (its CONSISTENCY override, else the config)."""
-        wanted = quorum.requested(self.node.config, session.consistency if session is not None else None)
-        self._check_topology()
-        q = self._quorums.get(wanted)
-        if q is None:
-            topology = self.state.topology
-            q = self._quorums[wanted] = quorum.effective(
-                topology.rf, len(topology.ring), wanted[0], wanted[1]
-            )
-        return q
-
-    def _check_topology(self) -> None:
-        """Drop what was cached for an older topology snapshot (or holders' announcements)."""
-        if self.state.topology is not self._cached_for or self.holders.version != self._holders_version:
-            self._cached_for = self.state.topology
-            self._holders_version = self.holders.version
-            self._quorums = {}
-            self._placements = {}
-
-    def placement(self, slot: int) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-        """``(live peers, failed preferred nodes, live former holders)`` of ``slot``,
-        cached per topology and holders' announcements."""
-        self._check_topology()
-        entry = self._placements.get(slot)
-        if entry is None:
-            topology = self.state.topology
-            live = topology.nodes_for(slot)
-            # Sorted: slots replicated to the same nodes share one placement.
-            peers = tuple(sorted(node_id for node_id in live if node_id != self.myself))
-            down = tuple(
-                node_id
-                for node_id in topology.ring.preference_lists(topology.rf)[slot]
-                if node_id not in live and node_id != self.myself
-            )
-            extra = tuple(node_id for node_id in self.holders.of(slot)
-                          if node_id != self.myself and node_id not in peers and topology.is_live(node_id))
-            entry = self._placements[slot] = (peers, down, extra)
-        return entry
 
     def observe(self, key: bytes) -> None:
         """The keyspace's change signal (installed as a key observer)."""
@@ -200,6 +160,7 @@ class Coordinator:
         if spec.is_async and core is None:
             return session.run_async(spec, args)  # no keyed command of this kind writes
         self.recording = changed = []
+        self.equivalents.begin(changed)
         waits = None
         try:
             try:
@@ -221,12 +182,14 @@ class Coordinator:
                 blocking.serve_ready()
         finally:
             self.recording = None
+            equivalents = self.equivalents.end()
         if not changed and self.store.convergent and result is not None and result[:1] != b"-":
             changed = convergent.readded(spec.name, [args], self.node.keyspace.get)
         if changed:
             # A pop served to a blocked client is part of the change: the command
             # alone would not reproduce it, so its result is shipped.
-            answer = self._write(session, changed, result, None if served_blocked else spec, args)
+            answer = self._write(session, changed, result, None if served_blocked else spec, args,
+                                 None if served_blocked else equivalents)
         elif spec.is_readonly and result is not None and result[:1] != b"-":
             answer = self._read(session, spec, args, result)
         else:
@@ -309,12 +272,18 @@ class Coordinator:
         keys = list(dict.fromkeys([args[position] for args in requests]))
         return self._reply_of_read(session, self.read_request(session, local, q.r, peers, keys, spec, requests, extra))
 
-    def _write(self, session, keys: list[bytes], result: bytes | None, spec=None, args=None):
+    def _write(self, session, keys: list[bytes], result: bytes | None, spec=None, args=None, equivalents=None):
         """A command changed ``keys``: version and replicate them (see _replicate).
-        One key changed by a command replicas can run themselves is offered to them."""
+        One key changed by a command replicas can run themselves is offered to
+        them, as are the replayable commands other changes amount to
+        (:mod:`.equivalents`), which also decide convergent metadata as they do
+        on the replicas running them."""
         shipped = spec is not None and spec.name in SHIPPED_AS_COMMAND and len(set(keys)) == 1
-        operations = {keys[0]: args} if shipped else None
-        commands = {args[1]: [args]} if spec is not None and spec.name in convergent.TRACKED else None
+        operations = {keys[0]: args} if shipped else equivalents
+        if spec is not None and spec.name in convergent.TRACKED:
+            commands = {args[1]: [args]}
+        else:
+            commands = tracked_equivalents(equivalents) if equivalents and self.store.convergent else None
         return self._replicate(session, keys, result, operations, [None], None, commands)
 
     def _replicate(self, session, keys, result: bytes | None, operations, requests, placement=None, commands=None):
