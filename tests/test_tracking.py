@@ -151,6 +151,58 @@ def test_optin_tracks_only_after_caching_yes(port):
     assert seen[7].startswith(b"-ERR CLIENT CACHING NO is only valid when tracking is enabled in OPTOUT mode.")
 
 
+def test_reads_inside_a_transaction_are_tracked(port):
+    """As in Redis, a read queued in MULTI is remembered when EXEC runs it (after
+    the transaction's own earlier writes), and CLIENT CACHING YES before MULTI
+    covers the whole transaction, then no more."""
+    seen = scenario(port, [
+        ("writer", "FLUSHALL"),
+        ("reader", "CLIENT", "TRACKING", "ON"),
+        ("reader", "MULTI"), ("reader", "GET", "a"), ("reader", "SET", "b", "x"), ("reader", "GET", "b"),
+        ("reader", "EXEC"),
+        ("writer", "SET", "a", "1"),
+        ("reader", "PING"),
+        ("writer", "SET", "b", "2"),
+        ("reader", "PING"),
+        ("optin", "CLIENT", "TRACKING", "ON", "OPTIN"),
+        ("optin", "CLIENT", "CACHING", "YES"),
+        ("optin", "MULTI"), ("optin", "GET", "c"), ("optin", "GET", "d"), ("optin", "EXEC"),
+        ("optin", "GET", "e"),  # the transaction used CACHING YES up
+        ("writer", "SET", "c", "1"),
+        ("writer", "SET", "d", "1"),
+        ("writer", "SET", "e", "1"),
+        ("optin", "PING"),
+    ])
+    assert seen[6] == b"*3\r\n_\r\n+OK\r\n$1\r\nx\r\n"
+    assert seen[8] == invalidation(b"a") + b"+PONG\r\n"
+    assert seen[10] == invalidation(b"b") + b"+PONG\r\n"
+    assert seen[-1] == invalidation(b"c") + invalidation(b"d") + b"+PONG\r\n"
+
+
+def test_flushall_invalidates_everything_in_one_message(port):
+    """FLUSHALL and FLUSHDB send every tracking client one message with a null
+    key list (invalidate everything), whatever it read, and forget the table."""
+    flush_all = b">2\r\n$10\r\ninvalidate\r\n_\r\n"
+    seen = scenario(port, [
+        ("writer", "FLUSHALL"),
+        ("writer", "MSET", "a", "1", "b", "2"),
+        ("reader", "CLIENT", "TRACKING", "ON"),
+        ("reader", "MGET", "a", "b"),
+        ("idle", "CLIENT", "TRACKING", "ON"),
+        ("bcast", "CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "x"),
+        ("writer", "FLUSHALL"),
+        ("reader", "PING"), ("idle", "PING"), ("bcast", "PING"),
+        ("writer", "SET", "a", "again"),  # the table was forgotten: nothing more
+        ("reader", "PING"),
+        ("reader", "GET", "a"),
+        ("writer", "FLUSHDB"),
+        ("reader", "PING"),
+    ])
+    assert seen[7] == seen[8] == seen[9] == flush_all + b"+PONG\r\n"
+    assert seen[11] == b"+PONG\r\n"
+    assert seen[14] == flush_all + b"+PONG\r\n"
+
+
 def test_redirect_to_another_connection(port):
     target = Conn(port)
     reader = Conn(port, resp3=False)
@@ -238,8 +290,8 @@ def test_expired_and_evicted_keys_are_invalidated(tmp_path):
         writer.roundtrip("CONFIG", "SET", "maxmemory", "0")
         writer.roundtrip("SET", "f", "1")
         reader.roundtrip("GET", "f")
-        writer.roundtrip("FLUSHALL")  # each tracked key (Redis: one message with a null list)
-        assert reader.roundtrip("PING") == invalidation(b"f") + b"+PONG\r\n"
+        writer.roundtrip("FLUSHALL")  # one message with a null list, as Redis
+        assert reader.roundtrip("PING") == b">2\r\n$10\r\ninvalidate\r\n_\r\n+PONG\r\n"
         reader.close()
         writer.close()
     finally:

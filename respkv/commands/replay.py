@@ -49,6 +49,7 @@ class ClientlessSession:
     proto = RESP2
     in_exec = False
     multi = None
+    tracking = None
 
     def __init__(self, node) -> None:
         self.node = node

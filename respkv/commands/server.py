@@ -425,6 +425,7 @@ def _check_flush_args(args: list[bytes]) -> None:
 def flushdb(s, args):
     _check_flush_args(args)
     s.ks.flush()
+    s.node.tracking.flushed()
     return reply.OK
 
 
@@ -432,6 +433,7 @@ def flushdb(s, args):
 def flushall(s, args):
     _check_flush_args(args)
     s.ks.flush()
+    s.node.tracking.flushed()  # one message, after the keys' own (which it supersedes)
     return reply.OK
 
 

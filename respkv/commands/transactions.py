@@ -18,6 +18,7 @@ session, and its next ``EXEC`` replies with a null array and runs nothing.
 from __future__ import annotations
 
 from ..protocol import reply
+from .keyspecs import request_keys
 from .table import CloseConnection, CommandError, command
 
 EXECABORT = b"-EXECABORT Transaction discarded because of previous errors.\r\n"
@@ -129,10 +130,21 @@ def exec_(s, args):
     queued, dirty, cas_failed = s.multi, s.multi_dirty, s.watch_dirty
     end_transaction(s)
     registry(s).unwatch_all(s)
-    if dirty:
-        return EXECABORT
-    if cas_failed:
-        return s.proto.null_array
+    tracking = s.tracking
+    try:
+        if dirty:
+            return EXECABORT
+        if cas_failed:
+            return s.proto.null_array
+        return _run_queued(s, queued)
+    finally:
+        if tracking is not None:
+            tracking.caching = False  # CLIENT CACHING before MULTI covered the transaction
+
+
+def _run_queued(s, queued) -> bytes:
+    """Run a transaction's commands; a tracking client's reads are remembered
+    as each runs (after the transaction's earlier writes, as in Redis)."""
     replies = []
     close = False
     s.in_exec = True
@@ -147,6 +159,8 @@ def exec_(s, args):
             except CloseConnection as exc:  # e.g. CLIENT KILL of this very client
                 result, close = exc.reply, True
             replies.append(result)
+            if s.tracking is not None and spec.is_readonly and not s.tracking.bcast:
+                s.node.tracking.remember(s, request_keys(spec, request))
     finally:
         s.in_exec = False
     if close:

@@ -512,7 +512,8 @@ class ClientSession:
         if tracking is not None and spec.name != "client|caching":
             if spec.is_readonly and not tracking.bcast:
                 self.node.tracking.remember(self, request_keys(spec, args))
-            tracking.caching = False  # CLIENT CACHING applies to one command
+            if spec.name != "multi" and (spec.name != "exec" or self.multi is None):
+                tracking.caching = False  # CLIENT CACHING applies to one command or transaction (EXEC resets it)
         replication = self.node.replication
         if replication is not None and (spec.first_key > 0 or spec.movable_keys or spec.name == "exec"):
             return replication.execute(self, spec, args)

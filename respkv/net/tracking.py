@@ -45,6 +45,16 @@ def invalidate_frame(keys: list[bytes] | None) -> bytes:
     return b">2\r\n$10\r\ninvalidate\r\n" + body
 
 
+def invalidate_frames(keys: list[bytes | None]) -> list[bytes]:
+    """The messages for ``keys`` queued in a round, None meaning every key (a
+    flush): the keys before the last None are covered by it."""
+    flushes = [index for index, key in enumerate(keys) if key is None]
+    if not flushes:
+        return [invalidate_frame(list(dict.fromkeys(keys)))]
+    after = keys[flushes[-1] + 1:]
+    return [invalidate_frame(None)] + ([invalidate_frame(list(dict.fromkeys(after)))] if after else [])
+
+
 def queue_before_others(replies: list, session, frame: bytes) -> None:
     """Put ``frame`` for ``session`` into a round's ``(session, bytes)`` list: after
     that session's own replies (a reply read before the change must reach the
@@ -67,8 +77,8 @@ class Tracking:
         self.table: dict[bytes, set[int]] = {}
         #: prefix → ids of the broadcast clients registered for it (b"" = every key).
         self.prefixes: dict[bytes, set[int]] = {}
-        #: target client id → keys to tell it about at the end of the round.
-        self.pending: dict[int, list[bytes]] = {}
+        #: target client id → keys to tell it about at the end of the round (None: all).
+        self.pending: dict[int, list[bytes | None]] = {}
         #: Sessions with tracking on (INFO's tracking_clients).
         self.clients = 0
 
@@ -139,7 +149,17 @@ class Tracking:
                     for client in members:
                         self._queue(client, key, changer_id)
 
-    def _queue(self, client: int, key: bytes, changer_id: int) -> None:
+    def flushed(self) -> None:
+        """FLUSHALL/FLUSHDB: as in Redis every tracking client (NOLOOP or not) is
+        told to drop everything, in one message with a null key list that
+        supersedes the keys queued for it before, and the table is forgotten."""
+        self.table.clear()
+        for client, session in self.node.clients.items():
+            if session.tracking is not None:
+                self._queue(client, None, 0)
+
+    def _queue(self, client: int, key: bytes | None, changer_id: int) -> None:
+        """Queue ``key`` (None: every key) for ``client``."""
         session = self.node.clients.get(client)
         if session is None or session.tracking is None:
             return
@@ -172,7 +192,8 @@ class Tracking:
             if target.cancel_scope is not None or target.parked is not None or target.poller is None:
                 continue  # busy in a task, or waiting for replicas: a later round
             del self.pending[client]
-            queue_before_others(target.poller.replies, target, invalidate_frame(list(dict.fromkeys(keys))))
+            for frame in invalidate_frames(keys):
+                queue_before_others(target.poller.replies, target, frame)
 
     def nudge(self) -> None:
         """Wake the pollers of targets still waiting for their messages (the cron
