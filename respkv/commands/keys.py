@@ -47,12 +47,13 @@ def unlink(s, args):
 
 @command("exists", "Counts how many of the given keys exist, repeats included.", since="1.0.0")
 def exists(s, args):
-    return b":%d\r\n" % sum(1 for key in args[1:] if lookup_read(s, key) is not None)
+    # As in Redis 7.0, not an access (TOUCH is the one that counts as one).
+    return b":%d\r\n" % sum(1 for key in args[1:] if lookup_read(s, key, touch=False) is not None)
 
 
-@command("touch", "Counts how many of the given keys exist (access times are not tracked).", since="3.2.1")
+@command("touch", "Returns the number of existing keys out of those specified after updating the time they were "
+         "last accessed.", since="3.2.1")
 def touch(s, args):
-    # We track no access times, so touching is counting existing keys.
     return b":%d\r\n" % sum(1 for key in args[1:] if lookup_read(s, key) is not None)
 
 
@@ -148,7 +149,7 @@ def _ttl_generic(s, key: bytes, in_ms: bool, absolute: bool) -> bytes:
     Seconds are rounded to the nearest second (``(ms + 500) / 1000``), as Redis does
     for both TTL and EXPIRETIME.
     """
-    if lookup_read(s, key) is None:
+    if lookup_read(s, key, touch=False) is None:  # as Redis 7.0: not an access
         return b":-2\r\n"
     deadline = s.ks.deadline(key)
     if deadline is None:
