@@ -327,6 +327,36 @@ def test_collections_changed_by_shipped_commands_converge_on_every_replica(share
     assert local(ports[0]).zrange("coll:{z}", 0, 0) == [b"m21"]  # m20 (score 230) was popped
 
 
+def test_moves_and_pops_shipped_as_commands_converge_on_every_replica(shared):
+    """LMOVE, RPOPLPUSH, SMOVE, SPOP, LMPOP and BLPOP reach replicas as the pushes,
+    pops, SREMs and SADDs they amount to; every copy ends the same."""
+    rc = RedisCluster(host=HOST, port=shared.nodes[0].port, socket_timeout=5)
+    rc.rpush("mv:{q}:src", *[f"e{i}" for i in range(500)])
+    rc.sadd("mv:{q}:set", *[f"m{i}" for i in range(500)])
+    for i in range(40):
+        rc.lmove("mv:{q}:src", "mv:{q}:dst", "LEFT", "RIGHT")
+        rc.rpoplpush("mv:{q}:dst", "mv:{q}:src")
+        rc.smove("mv:{q}:set", "mv:{q}:moved", f"m{i}")
+    drawn = rc.spop("mv:{q}:set", 10)
+    rc.execute_command("LMPOP", 1, "mv:{q}:src", "RIGHT", "COUNT", 3)
+    assert rc.blpop(["mv:{q}:src"], 1) is not None
+    ports = [node.port for node in shared.nodes]
+    keys = ("mv:{q}:src", "mv:{q}:dst")
+
+    def same_everywhere():
+        views = []
+        for port in ports:
+            node = local(port)
+            views.append(([node.lrange(key, 0, -1) for key in keys], node.smembers("mv:{q}:set"),
+                          node.smembers("mv:{q}:moved")))
+        return all(view == views[0] for view in views)
+    assert poll(same_everywhere, CONVERGE)
+    view = local(ports[0])
+    assert view.llen("mv:{q}:src") + view.llen("mv:{q}:dst") == 500 - 4
+    assert view.scard("mv:{q}:moved") == 40 and view.scard("mv:{q}:set") == 450
+    assert not set(drawn) & view.smembers("mv:{q}:set")
+
+
 def test_each_node_counts_the_keys_it_coordinates_and_readonly_shows_its_copies(shared):
     """DBSIZE, KEYS, SCAN, INFO keyspace and CLUSTER COUNTKEYSINSLOT on a node
     cover the slots it coordinates, so they add up to the cluster's keys (as
