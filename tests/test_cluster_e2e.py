@@ -447,6 +447,50 @@ def test_a_stale_copy_of_the_record_never_undoes_a_removal(tmp_path):
     assert [n.name for n in first.members] == ["node-0", "node-1"]
 
 
+def test_two_launchers_adding_at_once_take_different_indices_and_ports(tmp_path):
+    """Two ``cluster add`` runs loaded the record before either saved: the second
+    adopts the first's node and takes the next index and port, and a stale
+    copy's later save keeps both."""
+    directory = str(tmp_path / "c")
+    launcher.plan(directory, 3, 7000).save()
+    first, second, stale = (launcher.LocalCluster.load(directory) for _ in range(3))
+    python = first.nodes[0].argv[0]
+    a = first.add_record(["127.0.0.1:7000"], python)
+    b = second.add_record(["127.0.0.1:7000"], python)
+    assert (a.name, a.port, b.name, b.port) == ("node-3", 7003, "node-4", 7004)
+    stale.mark_removed(1)
+    saved = launcher.LocalCluster.load(directory)
+    assert [(n.name, n.port, n.removed) for n in saved.nodes] == [
+        ("node-0", 7000, False), ("node-1", 7001, True), ("node-2", 7002, False),
+        ("node-3", 7003, False), ("node-4", 7004, False)]
+
+
+def test_an_add_whose_port_is_taken_is_recorded_removed_and_the_next_add_moves_past(tmp_path):
+    cluster = start_cluster(tmp_path / "c")
+    try:
+        taken = max(cluster.ports) + 1
+        with socket.socket() as blocker:
+            try:
+                blocker.bind((HOST, taken))
+                blocker.listen()
+            except OSError:
+                pass  # another process has it: taken all the same
+            with pytest.raises(PortInUse):
+                launcher.add(cluster.directory, 1, timeout=UP_TIMEOUT, wait=False, cluster=cluster)
+        saved = launcher.LocalCluster.load(cluster.directory)
+        assert (saved.nodes[3].name, saved.nodes[3].port, saved.nodes[3].removed) == ("node-3", taken, True)
+        for _ in range(3):  # a port after it may be another process's too: each try moves past
+            try:
+                (added,) = launcher.add(cluster.directory, 1, timeout=UP_TIMEOUT, wait=False, cluster=cluster)
+                break
+            except PortInUse:
+                continue
+        assert added.port > taken and added.index == len(cluster.nodes) - 1
+        assert [n.name for n in cluster.running()] == ["node-0", "node-1", "node-2", added.name]
+    finally:
+        cluster.stop()
+
+
 def test_up_reports_a_node_that_exits_with_its_log_tail(tmp_path):
     with pytest.raises(LauncherError) as info:
         launcher.up(str(tmp_path / "c"), 2, 0, timeout=30, server_args=["--no-such-option"])

@@ -9,6 +9,7 @@ builds ``up``, ``down`` and ``status`` on it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import json
@@ -176,37 +177,65 @@ class LocalCluster:
         its owner only: it holds the nodes' command lines and password.
 
         Several launchers may hold copies of one record at once (two ``respkv
-        cluster remove`` runs, a tool's cluster while an operator removes a
-        node), each loaded before the others saved.  Removal is for good, so under
-        an exclusive lock the saved record's removals are merged into this copy
-        before it is written: no save undoes another launcher's removal.
+        cluster remove`` or ``add`` runs, a tool's cluster while an operator
+        removes a node), each loaded before the others saved.  Removal is for
+        good and nodes are only appended, so under an exclusive lock the saved
+        record's removals and added nodes are merged into this copy before it is
+        written: no save undoes another launcher's removal or addition.
         """
+        with self._locked():
+            self._write()
+
+    def add_record(self, join: Sequence[str], python: str) -> NodeRecord:
+        """Record a new node (:meth:`new_record`) with the next index and the port
+        after the highest recorded one, and save it, under the record's lock: the
+        nodes another launcher added meanwhile are adopted first, so two
+        ``respkv cluster add`` runs at once never take one index or port."""
+        with self._locked():
+            index = len(self.nodes)
+            port = max(n.port for n in self.nodes) + 1
+            if port + BUS_PORT_OFFSET > 65535:
+                raise LauncherError(f"port {port} leaves no room for its bus port")
+            record = self.new_record(index, port, join, python)
+            self.nodes.append(record)
+            self._write()
+        return record
+
+    @contextlib.contextmanager
+    def _locked(self):
+        """Hold the record's exclusive lock, with what other launchers saved adopted."""
         os.makedirs(self.directory, exist_ok=True)
         with open(self.state_path + ".lock", "a") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-            self._adopt_saved_removals()
-            data = {
-                "version": _STATE_VERSION, "host": self.host, "options": self.options,
-                "nodes": [n.to_json() for n in self.nodes],
-            }
-            tmp = self.state_path + ".tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            os.fchmod(fd, 0o600)  # also when an old temporary file was left behind
-            with open(fd, "w") as f:
-                json.dump(data, f, indent=2)
-                f.write("\n")
-            os.replace(tmp, self.state_path)
+            self._adopt_saved()
+            yield
 
-    def _adopt_saved_removals(self) -> None:
-        """Mark removed here every node the saved record marks removed (an
-        unreadable record is replaced by this copy)."""
+    def _write(self) -> None:
+        data = {
+            "version": _STATE_VERSION, "host": self.host, "options": self.options,
+            "nodes": [n.to_json() for n in self.nodes],
+        }
+        tmp = self.state_path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # also when an old temporary file was left behind
+        with open(fd, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, self.state_path)
+
+    def _adopt_saved(self) -> None:
+        """Mark removed here every node the saved record marks removed, and add
+        the nodes it has beyond this copy's (an unreadable record is replaced by
+        this copy)."""
         try:
             saved = LocalCluster.load(self.directory)
         except LauncherError:
             return
-        for node, on_disk in zip(self.nodes, saved.nodes if saved is not None else ()):
+        on_disk_nodes = saved.nodes if saved is not None else []
+        for node, on_disk in zip(self.nodes, on_disk_nodes):
             if on_disk.removed and not node.removed and on_disk.name == node.name:
                 node.removed, node.pid = True, None
+        self.nodes.extend(on_disk_nodes[len(self.nodes):])
 
     def mark_removed(self, index: int) -> None:
         """Mark node ``index`` removed, for good (see :meth:`save`)."""

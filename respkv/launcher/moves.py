@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..cluster.gossip import BUS_PORT_OFFSET
 from .client import ReplyError, command, parse_cluster_nodes, parse_info
 from .local import LocalCluster, NodeRecord
 from .processes import LauncherError, check_ports_free
@@ -121,14 +120,13 @@ def add(directory: str, count: int = 1, *, timeout: float = 60.0, wait: bool = T
     deadline = time.monotonic() + timeout
     added = []
     for _ in range(count):
-        index = len(cluster.nodes)
-        port = max(n.port for n in cluster.nodes) + 1
-        if port + BUS_PORT_OFFSET > 65535:
-            raise LauncherError(f"port {port} leaves no room for its bus port")
-        record = cluster.new_record(index, port, [f"{cluster.host}:{running[0].port}"], cluster.nodes[0].argv[0])
-        check_ports_free(record, cluster.host)
-        cluster.nodes.append(record)
-        cluster.start_node(index)
+        record = cluster.add_record([f"{cluster.host}:{running[0].port}"], cluster.nodes[0].argv[0])
+        try:
+            check_ports_free(record, cluster.host)
+            cluster.start_node(record.index)
+        except LauncherError:
+            cluster.mark_removed(record.index)  # its index is taken for good; the node never ran
+            raise
         added.append(record)
     cluster.wait_listening([n.index for n in added], max(0.0, deadline - time.monotonic()))
     cluster.wait_ready(max(0.0, deadline - time.monotonic()))
