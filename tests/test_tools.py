@@ -22,6 +22,21 @@ def test_zsetbench_runs_on_a_small_set(tmp_path):
     assert json.loads(out.read_text())
 
 
+def test_bench_runs_a_test_of_its_own_command_after_the_list_it_rotates(tmp_path):
+    """``rpoplpush`` sends its own command (after the extra redis-benchmark
+    arguments) and rotates the list the lpush test grew, on both servers."""
+    out = tmp_path / "bench.json"
+    subprocess.run(
+        [sys.executable, "-m", "tools.bench", "--tests", "lpush,rpoplpush", "--pipeline", "16",
+         "--requests", "3000", "--repeat", "1", "--no-warmup", "--benchmark-args=-r 1000", "--json", str(out)],
+        check=True, capture_output=True, timeout=300,
+    )
+    results = {cell["test"]: cell for cell in json.loads(out.read_text())["results"]}
+    samples = results["rpoplpush"]["samples"]
+    assert {sample["role"] for sample in samples} == {"target", "reference"}
+    assert all(sample["rps"] > 0 for sample in samples)
+
+
 def test_faults_says_how_to_allow_busfault(tmp_path, capsys):
     """A node started without enable-debug-command refuses BUSFAULT; the tool says
     how to start the nodes instead of only echoing the error."""

@@ -18,7 +18,8 @@ should then come out near 1.0, which shows how much noise the setup has and lets
 the driver itself be checked before respkv can run.
 
 The benchmarks are plain data (:data:`TESTS`): adding one is a matter of adding
-an entry naming its ``redis-benchmark -t`` test and the row it prints.
+an entry naming its ``redis-benchmark -t`` test (or the command it sends) and the
+row it prints.
 """
 
 from __future__ import annotations
@@ -48,8 +49,13 @@ class BenchTest:
     t_arg: str | None = None
     #: Further redis-benchmark arguments this test always needs.
     extra_args: tuple[str, ...] = ()
+    #: A command redis-benchmark sends instead of a ``-t`` test (its arguments
+    #: come last on redis-benchmark's command line).
+    command: tuple[str, ...] = ()
 
     def benchmark_args(self) -> list[str]:
+        if self.command:
+            return [*self.extra_args, *self.command]
         return ["-t", self.t_arg or self.name, *self.extra_args]
 
 
@@ -75,6 +81,9 @@ TESTS: dict[str, BenchTest] = {
         BenchTest("zadd", "ZADD"),
         BenchTest("lrange_100", "LRANGE_100 (first 100 elements)"),
         BenchTest("lrange_600", "LRANGE_600 (first 600 elements)"),
+        # Rotates the list the lpush test grew (Redis's circular-list pattern):
+        # run it after lpush, with as many requests.
+        BenchTest("rpoplpush", "RPOPLPUSH mylist mylist", command=("RPOPLPUSH", "mylist", "mylist")),
     )
 }
 
@@ -287,7 +296,7 @@ def start_sides(cfg: Config) -> tuple[Side, Side]:
 def benchmark_args(cfg: Config, test: BenchTest, pipeline: int, requests: int) -> list[str]:
     return [
         "-c", str(cfg.clients), "-n", str(requests), "-P", str(pipeline),
-        *test.benchmark_args(), *cfg.benchmark_args,
+        *cfg.benchmark_args, *test.benchmark_args(),  # a test's own command comes last
     ]
 
 

@@ -180,7 +180,7 @@ def run_redis_benchmark(
     output, and on CSV rows that report no throughput. Known harmless warnings
     are returned in :attr:`BenchmarkRun.warnings`.
     """
-    argv = [benchmark_binary(), "-h", "127.0.0.1", "-p", str(server.port), *args, "--csv"]
+    argv = [benchmark_binary(), "-h", "127.0.0.1", "-p", str(server.port), "--csv", *args]  # a command comes last
     watched = [server, *(w for w in watch if w is not server)]
     check_alive(watched)
     started = time.monotonic()

@@ -128,10 +128,12 @@ def parse_args(argv: list[str] | None = None) -> Config:
         parser.error("--reference-rf must be at least 1")
     if ns.reference_arg and ns.reference_rf is None:
         parser.error("--reference-arg needs --reference-rf (it configures that respkv cluster)")
-    return Config(
-        nodes=ns.nodes, rf=ns.rf, reference_rf=ns.reference_rf, routing=ns.routing,
-        reference_args=ns.reference_arg, **bench.run_settings(parser, ns, "clusterbench"),
-    )
+    settings = bench.run_settings(parser, ns, "clusterbench")
+    single = [t.name for t in settings["tests"] if t.command]
+    if single:  # redis-benchmark --cluster routes a command of our own by its {tag} keys only
+        parser.error(f"{', '.join(single)} runs against one node only (tools.bench)")
+    return Config(nodes=ns.nodes, rf=ns.rf, reference_rf=ns.reference_rf, routing=ns.routing,
+                  reference_args=ns.reference_arg, **settings)
 
 
 # --------------------------------------------------------------------------- #
@@ -319,7 +321,7 @@ def start_sides(cfg: Config) -> tuple[ClusterSide, ClusterSide]:
 def benchmark_args(cfg: Config, test: BenchTest, pipeline: int, requests: int) -> list[str]:
     return [
         "--cluster", "-c", str(cfg.clients), "-n", str(requests), "-P", str(pipeline),
-        *test.benchmark_args(), *cfg.benchmark_args,
+        *cfg.benchmark_args, *test.benchmark_args(),  # a test's own command comes last
     ]
 
 
