@@ -397,15 +397,16 @@ class Journal:
         if flushed:
             self._flushed = False
             journal_log.append(entry(FLUSHED, b""))
+        payloads: list[bytes] = []
         if self._dirty:
             dirty, self._dirty = self._dirty, {}
             payloads = self.images(dirty)
             if flushed:  # absent keys are gone with the flush anyway
                 payloads = [payload for payload in payloads if payload[:1] != ABSENT]
-            if payloads:
-                journal_log.append_all(batches(payloads))
-        if operations:
-            journal_log.append_all(batches([payload for entries in operations.values() for payload in entries]))
+        if operations:  # after the images, in the round's one batch
+            payloads = [*payloads, *(payload for entries in operations.values() for payload in entries)]
+        if payloads:
+            journal_log.append_all(batches(payloads))
         if self._extra:
             extra, self._extra = self._extra, []
             journal_log.append_all(extra)

@@ -37,15 +37,15 @@ class ChangeEquivalents:
     def begin(self, recording: list[bytes]) -> None:
         """A command starts; its changes are appended to ``recording``."""
         self._recording = recording
-        self._noted = {}
 
     def end(self) -> dict[bytes, list[bytes]] | None:
         """The command ended: the replayable command each key it changed amounts
         to, for keys changed only by their one bracket (None if there are none)."""
         recording, self._recording = self._recording, None
-        noted, self._noted = self._noted, {}
-        if not noted or recording is None:
+        noted = self._noted
+        if not noted:  # most commands: nothing bracketed, nothing to allocate
             return None
+        self._noted = {}
         counts = Counter(recording)
         equivalents = {key: entry[0] for key, entry in noted.items()
                        if entry is not None and counts[key] == entry[1]}
