@@ -37,6 +37,43 @@ def parse_memory(text: str) -> int:
     raise ConfigError("argument must be a memory value")
 
 
+#: ``client-output-buffer-limit`` classes, in the order Redis lists them (``slave``
+#: and ``replica`` are one class).
+OUTPUT_CLASSES = ("normal", "replica", "pubsub")
+_OUTPUT_CLASS_NAMES = {"normal": "normal", "replica": "replica", "slave": "replica", "pubsub": "pubsub"}
+
+
+def _parse_output_limits(text: str) -> dict[str, tuple[int, int, int]]:
+    """``CLASS HARD SOFT SECONDS ...`` of ``client-output-buffer-limit``: the classes
+    named (the others keep their values, :func:`_merge_output_limits`)."""
+    words = text.split()
+    if not words or len(words) % 4:
+        raise ConfigError("Wrong number of arguments in buffer limit configuration.")
+    limits = {}
+    for i in range(0, len(words), 4):
+        kind = _OUTPUT_CLASS_NAMES.get(words[i].lower())
+        if kind is None:
+            raise ConfigError("Invalid client class specified in buffer limit configuration.")
+        try:
+            hard, soft = parse_memory(words[i + 1]), parse_memory(words[i + 2])
+            seconds = int(words[i + 3])
+        except (ConfigError, ValueError):
+            raise ConfigError("Error in hard, soft or soft_seconds setting in buffer limit configuration.") from None
+        if seconds < 0:
+            raise ConfigError("Error in hard, soft or soft_seconds setting in buffer limit configuration.")
+        limits[kind] = (hard, soft, seconds)
+    return limits
+
+
+def _merge_output_limits(old: dict, new: dict) -> dict:
+    return {**old, **new}
+
+
+def _show_output_limits(limits: dict) -> str:
+    return " ".join(f"{'slave' if kind == 'replica' else kind} {h} {s} {sec}"
+                    for kind in OUTPUT_CLASSES for h, s, sec in [limits[kind]])
+
+
 def _parse_int(text: str) -> int:
     try:
         return int(text)
@@ -154,6 +191,8 @@ class Directive:
     minimum: int | None = None
     maximum: int | None = None
     doc: str = ""
+    #: For a directive whose value is set in parts: ``merge(old, parsed)``.
+    merge: Callable[[object, object], object] | None = None
 
     def convert(self, text: str):
         value = self.parse(text)
@@ -175,6 +214,18 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in [
               doc="Largest bulk string a client may send."),
     Directive("client-query-buffer-limit", 1024**3, parse_memory, minimum=1024 * 1024, maximum=2**63 - 1,
               doc="Most unparsed bytes buffered per client before it is disconnected."),
+    Directive("client-output-buffer-limit",
+              {"normal": (0, 0, 0), "replica": (256 * 1024**2, 64 * 1024**2, 60), "pubsub": (32 * 1024**2, 8 * 1024**2, 60)},
+              _parse_output_limits, _show_output_limits, merge=_merge_output_limits,
+              doc="CLASS HARD SOFT SECONDS ... as Redis: a pub/sub client (class pubsub) whose unsent messages "
+                  "pass HARD bytes, or stay above SOFT bytes for SECONDS, is disconnected (0 = no limit). "
+                  "Setting some classes keeps the others. The normal and replica classes are kept and "
+                  "shown but limit nothing: a request's reply is sent before the connection's next "
+                  "request is read, and respkv has no Redis replicas."),
+    Directive("tracking-table-max-keys", 1_000_000, _parse_int, minimum=0, maximum=2**63 - 1,
+              doc="Most keys the client-side caching table remembers readers of (0 = no limit); past it "
+                  "the longest-remembered keys are dropped and their readers sent an invalidation, as if "
+                  "the keys had changed (Redis drops random ones)."),
     Directive("advertised-redis-version", REDIS_VERSION, _parse_version, mutable=False,
               doc="The Redis version HELLO and INFO report. respkv behaves as Redis 7.0; redis-py (5.1 and "
                   "later) enables its client-side cache only for servers reporting 7.4.0 or later, so set "
@@ -339,7 +390,10 @@ class Config:
             raise ConfigError(f"Unknown option or number of arguments for CONFIG SET - '{name}'")
         if not startup and not directive.mutable:
             raise ConfigError("can't set immutable config")
-        self._values[directive.name] = directive.convert(text)
+        value = directive.convert(text)
+        if directive.merge is not None:
+            value = directive.merge(self._values[directive.name], value)
+        self._values[directive.name] = value
 
     def matching(self, pattern: bytes) -> list[tuple[str, str]]:
         """``(name, value)`` of every directive whose name matches a glob pattern."""

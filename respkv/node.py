@@ -45,8 +45,7 @@ import trio
 
 from . import __version__
 from .allocator import keep_big_blocks_in_mmaps
-from .cluster.gossip import OPERATIONS as GOSSIP_OPERATIONS
-from .cluster.gossip import BUS_PORT_OFFSET, Gossip, announce_ip, parse_address
+from .cluster.gossip import OPERATIONS as GOSSIP_OPERATIONS, BUS_PORT_OFFSET, Gossip, announce_ip, parse_address
 from .cluster.identity import is_leaving, load_cluster_secret, load_or_create_node_id
 from .cluster.membership import Member
 from .cluster.persisted import MembershipRecorder, config_file_path, rejoin, restore
@@ -69,6 +68,7 @@ from .persistence.command_entries import command_replay
 from .persistence.keyspace_images import journal_plain_keyspace
 from .persistence.rewrites import Rewrites
 from .net.server import open_listener, serve_clients
+from .net.pubsub import PubSub
 from .net.tracking import Tracking
 from .peer.bus import ClusterBus
 from .replication.antientropy import OPERATIONS as ANTI_ENTROPY_OPERATIONS
@@ -168,11 +168,9 @@ class Node:
         #: Called at the end of every poller round (see net.poller): replication
         #: flushes what the round queued for each peer.
         self.round_hooks: list = []
-        #: CLIENT TRACKING (see net.tracking): invalidations leave at the end of a round.
+        #: CLIENT TRACKING, pub/sub (net.tracking, net.pubsub; each hooks itself in).
         self.tracking = Tracking(self)
-        self.round_hooks.append(self.tracking.flush)
-        self.client_closed_hooks.append(self.tracking.disable)
-        self.client_reset_hooks.append(self.tracking.disable)
+        self.pubsub = PubSub(self)
         #: The session whose requests run now, None outside them (for NOLOOP).
         self.executing = None
         #: What sessions may run without the general checks (see net.dispatch).
@@ -266,6 +264,7 @@ class Node:
             self._close_idle_clients()
             self.instantaneous.sample(time.monotonic(), self.stats)
             self.tracking.nudge()
+            self.pubsub.check_limits()
             ks.access.tick(ks.clock_ms())  # the LRU/LFU clocks move once per cron tick, as Redis's
             evicted = ks.evicted_keys
             self.make_room()
@@ -577,6 +576,7 @@ async def serve_cluster(node: Node, *, task_status=trio.TASK_STATUS_IGNORED) -> 
         gossip = Gossip(state, bus, node_timeout=config["cluster-node-timeout"] / 1000)
         for op in GOSSIP_OPERATIONS:
             node.bus_operations[op] = gossip.handle
+        node.pubsub.join_cluster(bus, node.bus_operations)
         # Loads the version records before any replica traffic can arrive.
         coordinator = start_replication(node, state, bus) if config["replication-factor"] > 1 else None
         async with trio.open_nursery() as nursery:

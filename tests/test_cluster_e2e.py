@@ -181,6 +181,42 @@ class TestRedirectCluster:
         for group in groups.values():
             assert rc.mget(list(group)) == [v.encode() for v in group.values()]
 
+    def test_publish_reaches_the_subscribers_of_every_node_and_shard_channels_follow_slots(self, cluster):
+        ports = cluster.ports
+        clients = [redis.Redis(host=HOST, port=port, socket_timeout=10) for port in ports]
+        subscribers = [client.pubsub() for client in clients]
+        try:
+            for pubsub in subscribers:
+                pubsub.subscribe("news")
+                assert pubsub.get_message(timeout=5)["type"] == "subscribe"
+            for i, client in enumerate(clients):
+                # the count is this node's receivers, as in Redis Cluster
+                assert client.publish("news", f"from-{i}") == 1
+            for pubsub in subscribers:
+                got = []
+                deadline = time.monotonic() + 10
+                while len(got) < len(clients) and time.monotonic() < deadline:
+                    message = pubsub.get_message(timeout=0.5)
+                    if message is not None:
+                        got.append(message["data"])
+                assert sorted(got) == [f"from-{i}".encode() for i in range(len(clients))]
+            # shard channels are routed like keys: MOVED away from their slot's node
+            owner = coordinators(ports[0])[key_slot("orders")]
+            other = next(port for port in ports if port != owner)
+            with pytest.raises(redis.exceptions.MovedError):
+                clients[ports.index(other)].spublish("orders", "x")
+            shard = clients[ports.index(owner)].pubsub()
+            shard.ssubscribe("orders")
+            assert shard.get_sharded_message(timeout=5)["type"] == "ssubscribe"
+            assert clients[ports.index(owner)].spublish("orders", "o1") == 1
+            assert shard.get_sharded_message(timeout=5)["data"] == b"o1"
+            shard.close()
+        finally:
+            for pubsub in subscribers:
+                pubsub.close()
+            for client in clients:
+                client.close()
+
     def test_keys_land_on_the_coordinator_from_cluster_slots(self, cluster):
         ports = cluster.ports
         for port in ports:
@@ -306,6 +342,16 @@ def test_proxy_routing_serves_every_key_on_every_node(tmp_path, protocol):
                 assert pipe.execute() == expected
                 for key, want in list(zip(keys, expected))[:100]:
                     assert client.get(key) == want
+            # a shard-channel subscription is never forwarded (a pooled connection
+            # would be subscribed): the client is sent to the slot's node
+            away = next(n for n, port in enumerate(ports) if port != owner[key_slot("proxy:shard")])
+            assert clients[away].spublish("proxy:shard", "x") == 0  # a one-reply command is forwarded
+            raw = socket.create_connection((HOST, ports[away]), timeout=10)
+            try:
+                raw.sendall(b"*2\r\n$10\r\nSSUBSCRIBE\r\n$11\r\nproxy:shard\r\n")
+                assert raw.recv(1024).startswith(b"-MOVED %d " % key_slot("proxy:shard"))
+            finally:
+                raw.close()
         finally:
             for client in clients:
                 client.close()

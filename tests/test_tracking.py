@@ -346,3 +346,25 @@ def test_redis_py_cluster_cache_stays_correct(tmp_path):
         other.close()
     finally:
         cluster.stop()
+
+
+def test_a_table_over_tracking_table_max_keys_invalidates_keys_to_fit(port):
+    """``tracking-table-max-keys``: past it the node forgets keys (respkv the
+    oldest, Redis random ones) and tells their readers, as if they had changed."""
+    admin = Conn(port, resp3=False)
+    try:
+        assert admin.roundtrip("CONFIG", "SET", "tracking-table-max-keys", "2") == b"+OK\r\n"
+        seen = scenario(port, [
+            ("writer", "FLUSHALL"),
+            ("reader", "CLIENT", "TRACKING", "ON"),
+            ("reader", "GET", "a"),
+            ("reader", "GET", "b"),
+            ("reader", "GET", "c"),
+            ("reader", "PING"),
+            ("reader", "INFO", "stats"),
+        ])
+        assert seen[5] in [invalidation(key) + b"+PONG\r\n" for key in (b"a", b"b", b"c")]
+        assert b"tracking_total_keys:2\r\n" in seen[6]
+    finally:
+        admin.roundtrip("CONFIG", "SET", "tracking-table-max-keys", "1000000")
+        admin.close()

@@ -56,6 +56,10 @@ log = logging.getLogger(__name__)
 DISABLED = "ERR This instance has cluster support disabled"
 
 #: Commands ending a transaction, and with it an ASKING flag held through it.
+#: Shard-channel subscriptions belong to the client's own connection: with proxy
+#: routing they are never forwarded (a pooled connection would be subscribed), the
+#: client is sent to the slot's node with MOVED instead.
+_OWN_CONNECTION = frozenset({"ssubscribe", "sunsubscribe"})
 _ENDS_TRANSACTION = frozenset(["exec", "discard"])
 
 
@@ -93,7 +97,7 @@ def route_request(s, spec, args, state):
         return None
     if where.__class__ is bytes:
         return _refuse(s, where)
-    if state.routing == PROXY and not was_asking and name != "watch":
+    if state.routing == PROXY and not was_asking and name != "watch" and name not in _OWN_CONNECTION:
         if s.multi is not None:
             return None  # queued: EXEC decides where the transaction runs
         return _forward(s, state, slot, where, [args], exclusive="blocking" in spec.flags)
@@ -119,7 +123,7 @@ def _route_exec(s, state, asking: bool):
         return None
     if where.__class__ is bytes:
         return _discard(s, where)
-    if state.routing == PROXY and not asking:
+    if state.routing == PROXY and not asking and not any(spec.name in _OWN_CONNECTION for spec, _ in queued):
         for key in s.watched:
             s.ks.get(key)  # an expired watched key counts as changed, as in EXEC
         if s.multi_dirty or s.watch_dirty:

@@ -14,6 +14,6 @@ FAMILIES = tuple(
     for name in (
         "transactions", "connection", "client", "tracking", "server", "memory", "persistence", "strings", "counters", "lcs", "keys",
         "hashes", "sets", "zsets", "zset_ranges", "zset_setops", "lists", "blocking_lists",
-        "blocking_zsets",
+        "blocking_zsets", "pubsub",
     )
 )

@@ -31,7 +31,7 @@ _CLIENT_TYPES = {b"normal": "normal", b"master": "master", b"replica": "replica"
 
 
 def _client_type(session) -> str:
-    return "normal"
+    return "normal" if session.subscriptions is None else "pubsub"
 
 
 def _type_arg(raw: bytes) -> str:
@@ -64,6 +64,7 @@ def client_info_line(session, caller=None, caller_args: list[bytes] | None = Non
     last = session.last_spec
     queued = getattr(session, "multi", None)  # commands queued since MULTI, if any
     multi_mem = sum(len(a) for _, queued_args in queued for a in queued_args) if queued else 0
+    subscribed = session.subscriptions
     fields = [
         ("id", session.id),
         ("addr", session.addr),
@@ -74,9 +75,7 @@ def client_info_line(session, caller=None, caller_args: list[bytes] | None = Non
         ("idle", idle),
         ("flags", _flags(session, queued)),
         ("db", 0),
-        ("sub", 0),
-        ("psub", 0),
-        ("ssub", 0),
+        *zip(("sub", "psub", "ssub"), map(len, subscribed.names) if subscribed is not None else (0, 0, 0)),
         ("multi", len(queued) if queued is not None else -1),
         ("qbuf", qbuf),
         ("qbuf-free", 0),
@@ -234,12 +233,13 @@ def _kill_filters(args: list[bytes]):
 
 
 def _flags(session, queued) -> str:
-    """CLIENT LIST's flags, in Redis's order: x (in MULTI), b (blocked), t
+    """CLIENT LIST's flags, in Redis's order: P (subscribed), x (in MULTI), b (blocked), t
     (tracking), R (tracking's redirect target gone), B (broadcast tracking), r
     (READONLY), e (CLIENT NO-EVICT on), or N."""
     tracking = session.tracking
     flags = (
-        ("x" if queued is not None else "")
+        ("P" if session.subscriptions is not None else "")
+        + ("x" if queued is not None else "")
         + ("b" if session.node.blocking.is_blocked(session) else "")
         + ("" if tracking is None else "t" + "R" * tracking.broken_redirect + "B" * tracking.bcast)
         + ("r" if session.readonly else "")

@@ -49,6 +49,8 @@ def check_password(s, username: bytes, password: bytes) -> bool:
 def ping(s, args):
     if len(args) > 2:
         raise CommandError(wrong_arity("ping"))
+    if s.subscriptions is not None and s.proto.version == 2:  # the subscribed context: an array
+        return b"*2\r\n$4\r\npong\r\n" + (reply.EMPTY_BULK if len(args) == 1 else reply.bulk(args[1]))
     return reply.PONG if len(args) == 1 else reply.bulk(args[1])
 
 

@@ -314,6 +314,7 @@ def _stats(node) -> list[tuple[str, object]]:
         ("current_eviction_exceeded_time", int(exceeded_now)),
         ("keyspace_hits", st.keyspace_hits),
         ("keyspace_misses", st.keyspace_misses),
+        *node.pubsub.stats().items(),
         *node.tracking.stats().items(),
     ]
 

@@ -60,6 +60,18 @@ _MAX_EVENTS = 1024
 BURST = 8
 
 
+def _one_payload_each(replies: list[tuple[object, bytes]]) -> list[tuple[object, bytes]]:
+    """A round's replies with each session's payloads joined, in order, at its first
+    place: a session whose first payload does not fit in its socket buffer goes on
+    in a task, and a second ``send`` of its own must not overtake that task (a
+    reply and an invalidation, or several pub/sub messages, in one round)."""
+    joined: dict[object, bytes] = {}
+    for session, payload in replies:
+        earlier = joined.get(session)
+        joined[session] = payload if earlier is None else earlier + payload
+    return list(joined.items()) if len(joined) < len(replies) else replies
+
+
 class ClientPoller:
     """The client sessions of one node and the task that serves them."""
 
@@ -186,6 +198,8 @@ class ClientPoller:
         """Send the replies of this round's sessions, one ``send`` each."""
         replies = self.replies
         self.replies = []
+        if len(replies) > 1:
+            replies = _one_payload_each(replies)
         for session, payload in replies:
             if session.closing:
                 continue

@@ -48,6 +48,7 @@ from ..protocol.reply import RESP2
 from ..replication.commands import PROTECTED_COMMANDS, debug_command_refusal
 from .access import host_of, is_loopback
 from .poller import CLOSE, PARK
+from .pubsub import SUBSCRIBED_CONTEXT, subscribed_refusal
 from .replies import ReplyQueue, ReplySlot, joined
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,8 @@ class ClientSession:
         self.authenticated = not node.config["requirepass"]
         #: CLIENT TRACKING's options while it is on (see net.tracking).
         self.tracking = None
+        #: Channels, patterns and shard channels while it has any (see net.pubsub).
+        self.subscriptions = None
         #: True while requests may take the fast path (authenticated, no transaction,
         #: node below maxmemory, no key tracking); see refresh_fast().
         self.fast = self.authenticated and not node.over_maxmemory and node.write_refusal is None
@@ -151,6 +154,7 @@ class ClientSession:
         self.fast = (
             self.authenticated and self.multi is None and not self.asking and not node.over_maxmemory
             and node.write_refusal is None and (self.tracking is None or self.tracking.bcast)
+            and self.subscriptions is None
         )
 
     def visible_slots(self) -> bytearray | None:
@@ -504,6 +508,8 @@ class ClientSession:
             self.node.make_room()  # deletions since the last check may have made room
             if self.node.over_maxmemory:
                 return self._reject("OOM command not allowed when used memory > 'maxmemory'.")
+        if self.subscriptions is not None and self.proto.version == 2 and spec.name not in SUBSCRIBED_CONTEXT:
+            return self._reject(subscribed_refusal(spec.name))
         self.last_spec = spec
         if self.multi is not None and spec.name not in IMMEDIATE_IN_MULTI:
             self.multi.append((spec, args))

@@ -5,8 +5,10 @@ Theory of operation
 A client that turns tracking on caches what it reads; the node tells it when a
 key it may have cached changes, with an ``invalidate`` message: a RESP3 push frame
 (``>2 invalidate [keys]``) on its own connection, or on the connection it named
-with ``REDIRECT`` (a RESP3 one; respkv has no pub/sub, so a RESP2 connection
-cannot subscribe to ``__redis__:invalidate``).
+with ``REDIRECT``: a RESP3 one gets the push frame, a RESP2 one with subscriptions
+(to ``__redis__:invalidate``, as Redis documents it) a pub/sub ``message`` on that
+channel whose payload is the array of keys (:func:`respkv.net.pubsub.invalidate_message`);
+a RESP2 one without subscriptions gets nothing, as from Redis.
 
 * **Default mode**: the node remembers, per key, the ids of the clients that read
   it (:attr:`Tracking.table`, filled by :meth:`Tracking.remember` after each
@@ -17,6 +19,11 @@ cannot subscribe to ``__redis__:invalidate``).
 * **Broadcast mode** (``BCAST``): no per-key memory; every change of a key that
   starts with one of the client's prefixes (any key without ``PREFIX``) is sent.
 * ``NOLOOP``: changes the client made itself are not sent to it.
+* **The table is bounded** by ``tracking-table-max-keys``: past it, the keys
+  remembered longest are forgotten and their readers invalidated as if the keys
+  had changed (:meth:`Tracking.trim`; Redis picks random keys), at most
+  :data:`TRIM_STEP` keys per read and per cron tick, so that lowering the limit
+  costs no request a long pause.
 
 Changes reach the registry through the keyspace's change observers
 (:meth:`Tracking.key_changed`; writes, expiries, evictions, keys written by
@@ -32,27 +39,34 @@ from __future__ import annotations
 
 from ..commands.tracking import TrackingState
 from ..protocol import reply
+from .pubsub import invalidate_message
 
+#: Most table keys dropped in one go (a read, a cron tick) when over the limit.
+TRIM_STEP = 1000
 #: The name of the push message, and of the one a client with a vanished
 #: redirect target gets.
 INVALIDATE = b"invalidate"
 REDIRECT_BROKEN = b"tracking-redir-broken"
 
 
-def invalidate_frame(keys: list[bytes] | None) -> bytes:
-    """The RESP3 push frame invalidating ``keys`` (every key when None)."""
+def invalidate_frame(keys: list[bytes] | None, version: int = 3) -> bytes:
+    """The message invalidating ``keys`` (every key when None): a RESP3 push frame,
+    or for a RESP2 redirect target a pub/sub message."""
+    if version == 2:
+        return invalidate_message(b"$-1\r\n" if keys is None else reply.bulk_array(keys))
     body = b"_\r\n" if keys is None else reply.bulk_array(keys)
     return b">2\r\n$10\r\ninvalidate\r\n" + body
 
 
-def invalidate_frames(keys: list[bytes | None]) -> list[bytes]:
+def invalidate_frames(keys: list[bytes | None], version: int = 3) -> list[bytes]:
     """The messages for ``keys`` queued in a round, None meaning every key (a
     flush): the keys before the last None are covered by it."""
     flushes = [index for index, key in enumerate(keys) if key is None]
     if not flushes:
-        return [invalidate_frame(list(dict.fromkeys(keys)))]
+        return [invalidate_frame(list(dict.fromkeys(keys)), version)]
     after = keys[flushes[-1] + 1:]
-    return [invalidate_frame(None)] + ([invalidate_frame(list(dict.fromkeys(after)))] if after else [])
+    return [invalidate_frame(None, version)] + (
+        [invalidate_frame(list(dict.fromkeys(after)), version)] if after else [])
 
 
 def queue_before_others(replies: list, session, frame: bytes) -> None:
@@ -81,6 +95,9 @@ class Tracking:
         self.pending: dict[int, list[bytes | None]] = {}
         #: Sessions with tracking on (INFO's tracking_clients).
         self.clients = 0
+        node.round_hooks.append(self.flush)
+        node.client_closed_hooks.append(self.disable)
+        node.client_reset_hooks.append(self.disable)
 
     # -- turning it on and off ---------------------------------------------------
 
@@ -134,6 +151,18 @@ class Tracking:
                 table[key] = {client}
             else:
                 readers.add(client)
+        limit = self.node.config["tracking-table-max-keys"]
+        if limit and len(table) > limit:
+            self.trim(limit)
+
+    def trim(self, limit: int) -> None:
+        """Forget the oldest keys over ``limit`` (at most :data:`TRIM_STEP`), telling
+        their readers (NOLOOP or not) to drop them."""
+        table = self.table
+        for _ in range(min(len(table) - limit, TRIM_STEP)):
+            key = next(iter(table))
+            for client in table.pop(key):
+                self._queue(client, key, 0)
 
     def key_changed(self, key: bytes) -> None:
         """A key changed (a keyspace observer): queue its invalidations."""
@@ -192,20 +221,25 @@ class Tracking:
             if target.cancel_scope is not None or target.parked is not None or target.poller is None:
                 continue  # busy in a task, or waiting for replicas: a later round
             del self.pending[client]
-            for frame in invalidate_frames(keys):
+            for frame in invalidate_frames(keys, target.proto.version):
                 queue_before_others(target.poller.replies, target, frame)
 
     def nudge(self) -> None:
         """Wake the pollers of targets still waiting for their messages (the cron
-        calls this: a target that was busy gets them within a tick)."""
+        calls this: a target that was busy gets them within a tick), and go on
+        trimming a table over its limit."""
+        limit = self.node.config["tracking-table-max-keys"]
+        if limit and len(self.table) > limit:
+            self.trim(limit)
         for client in self.pending:
             session = self.node.clients.get(client)
             if session is not None and session.poller is not None:
                 session.poller.wake()
 
     def _target(self, session):
-        """Where ``session``'s messages go: itself, its redirect target (RESP3), or
-        None (nobody can receive them; a vanished target is reported once)."""
+        """Where ``session``'s messages go: itself (RESP3), its redirect target (RESP3,
+        or RESP2 with subscriptions), or None (nobody can receive them; a vanished
+        target is reported once)."""
         state = session.tracking
         if not state.redirect:
             return session if session.proto.version == 3 else None
@@ -216,7 +250,7 @@ class Tracking:
                 frame = b">2\r\n$21\r\n" + REDIRECT_BROKEN + b"\r\n" + reply.integer(state.redirect)
                 session.poller.replies.append((session, frame))
             return None
-        return target if target.proto.version == 3 else None
+        return target if target.proto.version == 3 or target.subscriptions is not None else None
 
     # -- introspection ------------------------------------------------------------------
 
