@@ -461,3 +461,33 @@ def test_evictions_are_logged_so_a_restart_keeps_them_evicted(tmp_path):
         assert {key for key in (f"key{i}" for i in range(300)) if client.exists(key)} == kept
     finally:
         second.stop()
+
+
+def churn(table_set, table_delete, live: int, rounds: int) -> list[bytes]:
+    """Keep ``live`` keys while ``rounds`` new ones replace the oldest (a cache
+    evicting), as a dict sees it."""
+    keys = [b"key:%012d" % i for i in range(live)]
+    for key in keys:
+        table_set(key)
+    for i in range(live, live + rounds):
+        table_delete(keys[i - live])
+        keys.append(b"key:%012d" % i)
+        table_set(keys[-1])
+    return keys[rounds:]
+
+
+def test_a_churned_keyspace_keeps_a_table_its_size():
+    """CPython rebuilds a dict whose keys come and go for three times its keys, four
+    to six table slots a key; the keyspace's dictionaries are rebuilt at their right
+    size instead (the same object, its contents intact)."""
+    plain: dict = {}
+    churn(lambda k: plain.__setitem__(k, b"v"), plain.__delitem__, 100_000, 200_000)
+    assert getsizeof(plain) > 90 * len(plain)  # what the keyspace avoids
+
+    ks = Keyspace()
+    data, expires = ks.data, ks.expires
+    live = churn(lambda k: ks.set(k, b"v" * 100) or ks.set_deadline(k, 4102444800000), ks.delete, 100_000, 200_000)
+    assert ks.data is data and ks.expires is expires
+    assert getsizeof(ks.data) <= 70 * len(ks.data) and getsizeof(ks.expires) <= 70 * len(ks.expires)
+    assert list(ks.data) == live and all(ks.get(k) == b"v" * 100 for k in live[::997])
+    assert len(ks.expires) == len(live)

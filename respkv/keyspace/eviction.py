@@ -222,7 +222,7 @@ class Candidates:
         """Up to ``count`` live keys at random (fewer when few are left)."""
         keys = self.keys
         source = self.source
-        if len(keys) > 2 * len(source) + 1024:
+        if len(keys) > len(source) + (len(source) >> 2) + 1024:  # dead keys stay alive in here
             keys = self.keys = list(source)
         found: list[bytes] = []
         tries = 4 * count + 8

@@ -28,6 +28,7 @@ benchmark ``tools.membench`` compares the sum with the growth of the resident se
 from __future__ import annotations
 
 from itertools import islice
+from sys import getsizeof
 
 from .values import TYPE_NAMES
 
@@ -50,6 +51,32 @@ COLLECTION_BASE = 240
 MEMBER_OVERHEAD = {"set": 72, "hash": 32, "list": 9, "zset": 118}
 #: Members whose sizes are averaged when a collection is costed.
 DEFAULT_SAMPLES = 8
+
+
+#: A dictionary of at least :data:`COMPACT_MIN_KEYS` keys whose table takes more than
+#: this many bytes a key is rebuilt at its right size (:func:`compact_if_bloated`).
+BLOATED_DICT_BYTES_PER_KEY = 70
+COMPACT_MIN_KEYS = 4096
+
+
+def compact_if_bloated(table: dict) -> bool:
+    """Give ``table`` the smallest table CPython builds for its keys, if its own is
+    much larger; True if it did.
+
+    CPython never reuses the slot of a deleted entry: a dictionary that keeps about
+    n keys while keys come and go (a cache evicting, a store expiring) fills its
+    entry array and is then rebuilt for 3n keys, 4 to 6 table slots a key (60 to 120
+    bytes) where a copy needs 1.5 to 3.  The copy is O(n), as CPython's own rebuild,
+    and is made in place (clear, then update from a fresh copy, which takes the
+    copy's table as it is), so every holder of ``table`` keeps seeing the same
+    object.  Never call it while something iterates ``table``."""
+    count = len(table)
+    if count < COMPACT_MIN_KEYS or getsizeof(table) <= BLOATED_DICT_BYTES_PER_KEY * count:
+        return False
+    fresh = dict(table)
+    table.clear()
+    table.update(fresh)
+    return True
 
 
 def bytes_cost(length: int) -> int:

@@ -38,7 +38,8 @@ from sys import getsizeof
 from collections.abc import Callable
 
 from .eviction import TAG_MASK, AccessClock, Candidates
-from .memory import EXPIRY_ENTRY, EXPIRY_OBJECTS, KEY_ENTRY, SLOT_INDEX_ENTRY, bytes_cost, resized, value_cost
+from .memory import (EXPIRY_ENTRY, EXPIRY_OBJECTS, KEY_ENTRY, SLOT_INDEX_ENTRY, bytes_cost, compact_if_bloated,
+                     resized, value_cost)
 from .slots import SLOT_COUNT, key_slot
 
 #: Which hash slots a count or listing covers: ``mask[slot]`` is true for the
@@ -52,6 +53,11 @@ NO_LIMIT = 1 << 62
 
 def wall_clock_ms() -> int:
     return int(time.time() * 1000)
+
+
+#: New keys between two checks of the keyspace's dictionaries for a table much
+#: larger than their keys need (see :func:`.memory.compact_if_bloated`).
+COMPACT_CHECK_EVERY = 64
 
 
 class Keyspace:
@@ -97,6 +103,8 @@ class Keyspace:
         self.candidates: Candidates | None = None
         self.volatile_candidates: Candidates | None = None
         self.evicted_keys = 0  # statistics: keys removed by eviction
+        #: New keys until the dictionaries are next checked for a churned table.
+        self._creations_to_check = COMPACT_CHECK_EVERY
 
     # -- reading -------------------------------------------------------------------
 
@@ -192,6 +200,11 @@ class Keyspace:
             self.access.grow(len(self.data) + 1)
             self._grow_access_at = len(self.access.cells) // 2
         self.access.created(key)
+        self._creations_to_check -= 1
+        if not self._creations_to_check:  # every so many new keys: a churned table shrinks
+            self._creations_to_check = COMPACT_CHECK_EVERY
+            compact_if_bloated(self.data)
+            compact_if_bloated(self.expires)
 
     def _value_bytes(self, key: bytes, value) -> int:
         """What ``stored_bytes`` holds for ``key``'s stored ``value``."""
