@@ -491,3 +491,26 @@ def test_a_churned_keyspace_keeps_a_table_its_size():
     assert getsizeof(ks.data) <= 70 * len(ks.data) and getsizeof(ks.expires) <= 70 * len(ks.expires)
     assert list(ks.data) == live and all(ks.get(k) == b"v" * 100 for k in live[::997])
     assert len(ks.expires) == len(live)
+
+
+def test_dict_table_rebuilds_a_churned_dictionary_before_cpython_would():
+    """While keys come and go, the table never reaches the size CPython would give it
+    (the largest seen stays within what a fresh copy of the most keys needs); while
+    keys only come, CPython grows it as usual."""
+    from respkv.keyspace.memory import DictTable, copy_layout, dict_layout, usable_entries
+
+    assert usable_entries(getsizeof({b"k": None})) == 5  # the layout model fits this interpreter
+    assert all(usable_entries(dict_layout(k)[0]) == dict_layout(k)[1] for k in range(3, 30))
+    table: dict = {}
+    keeper = DictTable(table)
+    largest = 0
+
+    def add(key):
+        nonlocal largest
+        table[key] = None
+        keeper.created()
+        largest = max(largest, getsizeof(table))
+
+    live = churn(add, table.__delitem__, 50_000, 300_000)
+    assert keeper.rebuilds >= 3 and list(table) == live
+    assert largest <= copy_layout(50_001)[0] < dict_layout(18)[0]  # CPython's rebuild: 2**18 slots

@@ -53,30 +53,102 @@ MEMBER_OVERHEAD = {"set": 72, "hash": 32, "list": 9, "zset": 118}
 DEFAULT_SAMPLES = 8
 
 
-#: A dictionary of at least :data:`COMPACT_MIN_KEYS` keys whose table takes more than
-#: this many bytes a key is rebuilt at its right size (:func:`compact_if_bloated`).
-BLOATED_DICT_BYTES_PER_KEY = 70
+#: Dictionaries smaller than this are left to CPython (a rebuild is too small to matter).
 COMPACT_MIN_KEYS = 4096
+#: New keys between two looks at a dictionary's size (:meth:`DictTable.created`).
+DICT_CHECK_EVERY = 64
+#: CPython 3.11's sizes of a dictionary with ``bytes`` keys: the object with its GC
+#: header, the keys object's header, and one entry (hash, key, value).
+_DICT_OBJECT = 48 + 16
+_KEYS_HEADER = 32
+_ENTRY = 24
 
 
-def compact_if_bloated(table: dict) -> bool:
-    """Give ``table`` the smallest table CPython builds for its keys, if its own is
-    much larger; True if it did.
+def dict_layout(log2_size: int) -> tuple[int, int]:
+    """``(sys.getsizeof, usable entries)`` of a dictionary of ``bytes`` keys whose table
+    has ``2 ** log2_size`` slots (CPython 3.11: an index of 1, 2, 4 or 8 bytes a slot,
+    and two thirds as many entries)."""
+    size = 1 << log2_size
+    index = 1 if size <= 0xFF else 2 if size <= 0xFFFF else 4 if size <= 0xFFFFFFFF else 8
+    usable = (size << 1) // 3
+    return _DICT_OBJECT + _KEYS_HEADER + size * index + usable * _ENTRY, usable
 
-    CPython never reuses the slot of a deleted entry: a dictionary that keeps about
-    n keys while keys come and go (a cache evicting, a store expiring) fills its
-    entry array and is then rebuilt for 3n keys, 4 to 6 table slots a key (60 to 120
-    bytes) where a copy needs 1.5 to 3.  The copy is O(n), as CPython's own rebuild,
-    and is made in place (clear, then update from a fresh copy, which takes the
-    copy's table as it is), so every holder of ``table`` keeps seeing the same
-    object.  Never call it while something iterates ``table``."""
-    count = len(table)
-    if count < COMPACT_MIN_KEYS or getsizeof(table) <= BLOATED_DICT_BYTES_PER_KEY * count:
-        return False
-    fresh = dict(table)
-    table.clear()
-    table.update(fresh)
-    return True
+
+def copy_layout(keys: int) -> tuple[int, int]:
+    """The layout of a fresh copy of a dictionary of ``keys`` keys (CPython sizes it
+    for one and a half times them, in a power of two of at least 8 slots)."""
+    return dict_layout(max(3, ((keys * 3 + 1) // 2 - 1).bit_length()))
+
+
+def usable_entries(table_bytes: int) -> int | None:
+    """The entries of a table of ``table_bytes`` (``sys.getsizeof``), None if no
+    layout gives that size (another interpreter: then only shrinking is done)."""
+    for log2_size in range(3, 48):
+        size, usable = dict_layout(log2_size)
+        if size == table_bytes:
+            return usable
+        if size > table_bytes:
+            return None
+    return None
+
+
+class DictTable:
+    """Keeps a dictionary that keys come and go from at the size its keys need.
+
+    CPython never reuses the entry of a deleted key: a dictionary holding about n
+    keys while keys come and go (a cache evicting, keys expiring) fills its entry
+    array and is then rebuilt for 3n keys, four to six table slots a key (60 to 120
+    bytes) where a copy needs 1.5 to 3, holding the old table and the big new one
+    at once.  The owner calls :meth:`created` after each new key (each takes an
+    entry) and :meth:`reset` after emptying the dictionary.  Knowing how many
+    entries are left, this rebuilds the dictionary at its right size just before
+    CPython would (when deleted keys make that worth it: a copy leaves room for at
+    least a quarter more keys), and after a rebuild of CPython's that left it much
+    larger than a copy, shrinks it.  A rebuild is an O(n) copy, as CPython's own,
+    made in place (cleared, then updated from a fresh copy, whose table an empty
+    dictionary takes as it is), so every holder keeps seeing the same object.
+    Never let it run while something iterates the dictionary.
+    """
+
+    __slots__ = ("table", "table_bytes", "entries_left", "countdown", "rebuilds")
+
+    def __init__(self, table: dict) -> None:
+        self.table = table
+        self.rebuilds = 0
+        self.countdown = DICT_CHECK_EVERY
+        self.reset()
+
+    def reset(self) -> None:
+        """The dictionary was just (re)built, so its entries are all live ones."""
+        self.table_bytes = getsizeof(self.table)
+        usable = usable_entries(self.table_bytes)
+        self.entries_left = -1 if usable is None else usable - len(self.table)
+
+    def created(self) -> None:
+        """A key was added (it took an entry)."""
+        self.entries_left -= 1
+        self.countdown -= 1
+        if self.entries_left == 1 or not self.countdown:
+            self.countdown = DICT_CHECK_EVERY
+            self._check()
+
+    def _check(self) -> None:
+        table = self.table
+        keys = len(table)
+        if getsizeof(table) != self.table_bytes:  # CPython rebuilt it (or keys came by other ways)
+            self.reset()
+            if keys >= COMPACT_MIN_KEYS and 4 * copy_layout(keys)[0] <= 3 * self.table_bytes:
+                self._rebuild()
+        elif self.entries_left == 1 and keys >= COMPACT_MIN_KEYS and 4 * (copy_layout(keys)[1] - keys) >= keys:
+            self._rebuild()  # the next new key would have CPython rebuild it for 3n
+
+    def _rebuild(self) -> None:
+        table = self.table
+        fresh = dict(table)
+        table.clear()
+        table.update(fresh)
+        self.rebuilds += 1
+        self.reset()
 
 
 def bytes_cost(length: int) -> int:

@@ -38,8 +38,8 @@ from sys import getsizeof
 from collections.abc import Callable
 
 from .eviction import TAG_MASK, AccessClock, Candidates
-from .memory import (EXPIRY_ENTRY, EXPIRY_OBJECTS, KEY_ENTRY, SLOT_INDEX_ENTRY, bytes_cost, compact_if_bloated,
-                     resized, value_cost)
+from .memory import (EXPIRY_ENTRY, EXPIRY_OBJECTS, KEY_ENTRY, SLOT_INDEX_ENTRY, DictTable, bytes_cost, resized,
+                     value_cost)
 from .slots import SLOT_COUNT, key_slot
 
 #: Which hash slots a count or listing covers: ``mask[slot]`` is true for the
@@ -53,11 +53,6 @@ NO_LIMIT = 1 << 62
 
 def wall_clock_ms() -> int:
     return int(time.time() * 1000)
-
-
-#: New keys between two checks of the keyspace's dictionaries for a table much
-#: larger than their keys need (see :func:`.memory.compact_if_bloated`).
-COMPACT_CHECK_EVERY = 64
 
 
 class Keyspace:
@@ -103,8 +98,10 @@ class Keyspace:
         self.candidates: Candidates | None = None
         self.volatile_candidates: Candidates | None = None
         self.evicted_keys = 0  # statistics: keys removed by eviction
-        #: New keys until the dictionaries are next checked for a churned table.
-        self._creations_to_check = COMPACT_CHECK_EVERY
+        #: The two dictionaries keys come and go from, kept at the size their keys
+        #: need (see :class:`.memory.DictTable`).
+        self._data_table = DictTable(self.data)
+        self._expires_table = DictTable(self.expires)
 
     # -- reading -------------------------------------------------------------------
 
@@ -200,11 +197,7 @@ class Keyspace:
             self.access.grow(len(self.data) + 1)
             self._grow_access_at = len(self.access.cells) // 2
         self.access.created(key)
-        self._creations_to_check -= 1
-        if not self._creations_to_check:  # every so many new keys: a churned table shrinks
-            self._creations_to_check = COMPACT_CHECK_EVERY
-            compact_if_bloated(self.data)
-            compact_if_bloated(self.expires)
+        self._data_table.created()
 
     def _value_bytes(self, key: bytes, value) -> int:
         """What ``stored_bytes`` holds for ``key``'s stored ``value``."""
@@ -256,7 +249,11 @@ class Keyspace:
         """Make an existing key expire at ``when_ms`` (absolute Unix ms)."""
         if self.volatile_candidates is not None and key not in self.expires:
             self.volatile_candidates.add(key)
-        self.expires[key] = when_ms
+        expires = self.expires
+        known = len(expires)
+        expires[key] = when_ms
+        if len(expires) > known:
+            self._expires_table.created()
         heapq.heappush(self._heap, (when_ms, key))
         if len(self._heap) > 2 * len(self.expires) + 1024:
             self._heap = [(when, k) for k, when in self.expires.items()]
@@ -273,6 +270,8 @@ class Keyspace:
         self.data.clear()
         self._slot_index = None
         self.expires.clear()
+        self._data_table.reset()
+        self._expires_table.reset()
         self._heap.clear()
         self._encoding_hints.clear()
         self.stored_bytes = 0
