@@ -155,6 +155,41 @@ def test_a_subscriber_that_does_not_read_is_disconnected_at_the_hard_limit(port)
         client.close()
 
 
+def test_a_slow_subscriber_cut_off_mid_publish_leaves_the_others_served(port):
+    """Two subscribers of one channel, the first never reading: it is disconnected
+    while a PUBLISH is delivering, the publisher's connection is untouched (a raw
+    one: redis-py would reconnect silently) and the other subscriber keeps
+    receiving every message."""
+    client = redis.Redis(port=port)
+    client.config_set("client-output-buffer-limit", "pubsub 256kb 0 0")
+    slow = raw_subscriber(port, b"shared", 4096)
+    fast = client.pubsub()
+    fast.subscribe("shared")
+    assert fast.get_message(timeout=5)["type"] == "subscribe"
+    publisher = Conn(port, resp3=False)
+    try:
+        payload = b"z" * 8192
+        counts = []
+        for _ in range(40):
+            for _ in range(10):
+                publisher.call("PUBLISH", "shared", payload)
+            counts = [publisher.frame() for _ in range(10)]
+            while (message := fast.get_message(timeout=0.01)) is not None:
+                assert message["data"] == payload
+            if counts[-1] == b":1\r\n":
+                break
+        assert counts[-1] == b":1\r\n"  # only the reading subscriber is left
+        assert until(lambda: client.pubsub_numsub("shared") == [(b"shared", 1)])
+        assert publisher.roundtrip("PUBLISH", "shared", "last") == b":1\r\n"
+        assert until(lambda: (m := fast.get_message(timeout=0.1)) is not None and m["data"] == b"last")
+    finally:
+        publisher.close()
+        slow.close()
+        fast.close()
+        client.config_set("client-output-buffer-limit", "pubsub 32mb 8mb 60")
+        client.close()
+
+
 def test_tracking_redirected_to_a_resp2_subscriber(port):
     """Redis's two-connection client-side caching for RESP2: the invalidations are
     messages on ``__redis__:invalidate``; a RESP2 target with no subscription gets nothing."""

@@ -55,11 +55,11 @@ log = logging.getLogger(__name__)
 
 DISABLED = "ERR This instance has cluster support disabled"
 
-#: Commands ending a transaction, and with it an ASKING flag held through it.
 #: Shard-channel subscriptions belong to the client's own connection: with proxy
 #: routing they are never forwarded (a pooled connection would be subscribed), the
 #: client is sent to the slot's node with MOVED instead.
 _OWN_CONNECTION = frozenset({"ssubscribe", "sunsubscribe"})
+#: Commands ending a transaction, and with it an ASKING flag held through it.
 _ENDS_TRANSACTION = frozenset(["exec", "discard"])
 
 

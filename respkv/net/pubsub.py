@@ -122,7 +122,6 @@ class PubSub:
         self._over_soft: dict[int, float] = {}
         #: Sends a published message to the other cluster members (cluster mode).
         self.forward: Callable[[bytes, bytes], None] | None = None
-        self.disconnected_slow = 0
         node.round_hooks.append(self.flush)
         node.client_closed_hooks.append(self.forget)
         node.client_reset_hooks.append(self.forget)
@@ -212,7 +211,8 @@ class PubSub:
         own = []
         clients = self.node.clients
         kind = SHARD if shard else CHANNEL
-        for client in self.subscribers[kind].get(channel, ()):
+        # (copies: a receiver over its output limit is disconnected, and forgotten, on the way)
+        for client in tuple(self.subscribers[kind].get(channel, ())):
             session = clients.get(client)
             if session is not None:
                 receivers += 1
@@ -222,7 +222,7 @@ class PubSub:
             for pattern, matches in list(self._matchers.items()):
                 if not matches(channel):
                     continue
-                for client in list(self.subscribers[PATTERN].get(pattern, ())):
+                for client in tuple(self.subscribers[PATTERN].get(pattern, ())):
                     session = clients.get(client)
                     if session is not None:
                         receivers += 1
@@ -292,7 +292,6 @@ class PubSub:
     def _disconnect(self, session, limit: str) -> None:
         log.warning("closing pub/sub client %s: its unsent messages (%d bytes) passed the %s of "
                     "client-output-buffer-limit pubsub", session.addr, self.pending_bytes.get(session.id, 0), limit)
-        self.disconnected_slow += 1
         self._discard_backlog(session.id)
         session.kill()
 
