@@ -289,6 +289,31 @@ def test_ttls_replicate_as_absolute_expiry(shared):
     assert poll(lambda: all(local(p).ttl("ttl-key") == -1 for p in replicas), CONVERGE)
 
 
+def test_pubsub_on_a_replicated_cluster(shared):
+    """PUBLISH reaches every member's subscribers; a shard channel is served by its
+    slot's coordinator (SPUBLISH/SSUBSCRIBE take no replication path)."""
+    ports = [node.port for node in shared.nodes]
+    subscribers = [redis.Redis(host=HOST, port=port, socket_timeout=5).pubsub() for port in ports]
+    try:
+        for pubsub in subscribers:
+            pubsub.subscribe("rf3-news")
+            assert pubsub.get_message(timeout=5)["type"] == "subscribe"
+        assert redis.Redis(host=HOST, port=ports[1]).publish("rf3-news", "hello") == 1
+        for pubsub in subscribers:
+            assert poll(lambda: (m := pubsub.get_message(timeout=0.1)) is not None and m["data"] == b"hello",
+                        CONVERGE)
+        owner, _ = owner_and_replicas(shared, "rf3-shard")
+        shard = redis.Redis(host=HOST, port=owner, socket_timeout=5).pubsub()
+        shard.ssubscribe("rf3-shard")
+        assert shard.get_sharded_message(timeout=5)["type"] == "ssubscribe"
+        assert redis.Redis(host=HOST, port=owner).spublish("rf3-shard", "s1") == 1
+        assert shard.get_sharded_message(timeout=5)["data"] == b"s1"
+        shard.close()
+    finally:
+        for pubsub in subscribers:
+            pubsub.close()
+
+
 def test_delete_replicates_a_tombstone_that_is_purged_after_the_grace(shared):
     ports = [node.port for node in shared.nodes]
     for port in ports:
