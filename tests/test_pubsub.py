@@ -5,30 +5,12 @@ connection subscribed to ``__redis__:invalidate``."""
 
 from __future__ import annotations
 
-import shutil
 import socket
 import time
 
-import pytest
 import redis
 
-from tools.procs import start_redis_server
-
-from .conftest import NodeThread
-from .test_tracking import Conn
-
-
-@pytest.fixture(scope="module", params=["respkv", "redis"])
-def port(request, tmp_path_factory):
-    if request.param == "redis":
-        if shutil.which("redis-server") is None:
-            pytest.skip("redis-server not installed")
-        with start_redis_server() as server:
-            yield server.port
-    else:
-        node = NodeThread(tmp_path_factory.mktemp("pubsub"), appendonly=False).start()
-        yield node.port
-        node.stop()
+from .test_tracking import Conn, port  # noqa: F401 (the fixture: a respkv node, then a redis-server)
 
 
 def until(condition, timeout: float = 10.0):
