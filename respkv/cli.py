@@ -64,6 +64,8 @@ def build_config(ns: argparse.Namespace) -> Config:
         cluster_bus_port(config, config["port"])  # refuses a port without room for its bus port
     for name, value in directive_args(getattr(ns, "directives", None) or []):
         config.set_text(name, value, startup=True)
+    if config["requirepass-file"] and not config["requirepass"]:
+        config.set_text("requirepass", read_password_file(config["requirepass-file"]), startup=True)
     for address in getattr(ns, "join", None) or ():
         if not config["cluster-enabled"]:
             raise ConfigError("--join needs cluster mode (--cluster)")
@@ -72,6 +74,18 @@ def build_config(ns: argparse.Namespace) -> Config:
         except ValueError as exc:
             raise ConfigError(f"--join: {exc}") from None
     return config
+
+
+def read_password_file(path: str) -> str:
+    """The first line of ``requirepass-file``; ConfigError if it cannot be read or is empty."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            password = f.readline().rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"cannot read requirepass-file {path}: {exc.strerror}") from None
+    if not password:
+        raise ConfigError(f"requirepass-file {path} is empty: write the password on its first line")
+    return password
 
 
 def directive_args(words: list[str]) -> list[tuple[str, str]]:

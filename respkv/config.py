@@ -206,6 +206,10 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in [
     Directive("port", 6379, _parse_int, mutable=False, minimum=0, maximum=65535, doc="Client port (0 = any free port)."),
     Directive("dir", "./respkv-data", mutable=False, doc="The node's data directory, created if missing."),
     Directive("requirepass", "", doc="Password for AUTH; empty means no authentication."),
+    Directive("requirepass-file", "", mutable=False,
+              doc="File whose first line is the password (read at start, when requirepass is empty), so "
+                  "that the password is not on the command line for other users of the machine to see; "
+                  "respkv cluster up passes its nodes one."),
     Directive("maxclients", 10000, _parse_int, minimum=1, maximum=2**32 - 1, doc="Most simultaneous client connections."),
     Directive("timeout", 0, _parse_int, minimum=0, maximum=2**31 - 1, doc="Close clients idle this many seconds (0 = never)."),
     Directive("hz", 10, _parse_int, minimum=1, maximum=500, doc="Background task frequency (active expiry cycles per second)."),

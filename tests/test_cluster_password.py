@@ -12,6 +12,7 @@ checked without a cluster.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import stat
@@ -62,6 +63,16 @@ def test_cluster_up_with_a_password_is_ready_and_clients_authenticate(tmp_path):
         cluster = launcher.LocalCluster.load(directory)
         assert cluster.password == PASSWORD
         seed = cluster.seed.port
+        # The nodes read it from a private file: it is on no command line (the
+        # process list, the record's argv, the node logs).
+        password_file = os.path.join(directory, "requirepass")
+        assert stat.S_IMODE(os.stat(password_file).st_mode) == 0o600
+        for node in cluster.nodes:
+            assert not any(PASSWORD in arg for arg in node.argv)
+            with open(f"/proc/{node.pid}/cmdline", "rb") as f:
+                assert PASSWORD.encode() not in f.read()
+            with open(os.path.join(node.dir, "node.log"), "rb") as f:
+                assert PASSWORD.encode() not in f.read()
 
         # A stock cluster client with the password reads and writes on every node.
         for protocol in (3, 2):
@@ -183,3 +194,28 @@ def test_the_record_keeps_the_password_for_its_owner_only(tmp_path):
     assert "--askpass" in hint and "Pw!" not in hint
     plain = launcher.plan(str(tmp_path / "plain"), 1, 7000)
     assert plain.password is None and "--askpass" not in launcher.connect_hint(plain)
+
+
+def test_requirepass_file_gives_the_node_its_password(tmp_path):
+    """``--requirepass-file``: the first line is the password; a missing or empty
+    file stops the node at start with a message saying what to do."""
+    from respkv import cli
+    from respkv.config import ConfigError
+
+    def parse_server_args(*argv):  # as respkv's main: directives are the unknown options
+        parser = argparse.ArgumentParser()
+        cli._server_parser(parser.add_subparsers(dest="command"))
+        ns, ns.directives = parser.parse_known_args(["server", *argv])
+        return ns
+
+    secret = tmp_path / "pw"
+    secret.write_text(f"{PASSWORD}\nignored\n")
+    assert cli.build_config(parse_server_args("--requirepass-file", str(secret)))["requirepass"] == PASSWORD
+    # an explicit password wins, as cluster-secret over cluster-secret-file
+    config = cli.build_config(parse_server_args("--requirepass-file", str(secret), "--requirepass", "other"))
+    assert config["requirepass"] == "other"
+    with pytest.raises(ConfigError, match="cannot read requirepass-file"):
+        cli.build_config(parse_server_args("--requirepass-file", str(tmp_path / "missing")))
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConfigError, match="is empty: write the password on its first line"):
+        cli.build_config(parse_server_args("--requirepass-file", str(tmp_path / "empty")))

@@ -83,6 +83,25 @@ def plan(
     return cluster
 
 
+#: The file in a cluster's directory its nodes read their password from
+#: (``requirepass-file``), readable by its owner only.
+PASSWORD_FILE = "requirepass"
+
+
+def without_requirepass(server_args: Sequence[str]) -> list[str]:
+    """``server_args`` without ``--requirepass X`` / ``--requirepass=X``."""
+    kept: list[str] = []
+    skip = False
+    for arg in server_args:
+        if skip:
+            skip = False
+        elif arg == "--requirepass":
+            skip = True
+        elif not arg.startswith("--requirepass="):
+            kept.append(arg)
+    return kept
+
+
 def ensure_secret_file(directory: str) -> str:
     """The cluster's bus secret file in ``directory``, generated on first use.
 
@@ -132,12 +151,18 @@ def up(
         port = find_free_base_port(nodes, host)
     if requirepass is not None:
         server_args = [*server_args, f"--requirepass={requirepass}"]
+    password = requirepass_of(server_args)
+    if password:  # the nodes read it from a file: not on their command lines
+        password_file = os.path.join(os.path.abspath(directory), PASSWORD_FILE)
+        server_args = [*without_requirepass(server_args), "--requirepass-file", password_file]
     cluster = plan(directory, nodes, port, host=host, rf=rf, routing=routing,
                    node_timeout=node_timeout, server_args=server_args, python=python)
-    cluster.options["password"] = requirepass_of(server_args)
+    cluster.options["password"] = password
     for node in cluster.nodes:
         check_ports_free(node, host)
     ensure_secret_file(cluster.directory)
+    if password:
+        write_line_atomically(password_file, password)
     deadline = time.monotonic() + timeout
     try:
         cluster.start_node(0)
