@@ -54,7 +54,9 @@ def test_server_argv_without_and_with_a_password():
                     "--cluster-announce-ip", "10.1.2.3", "--cluster-secret-file", "/etc/respkv/cluster-secret",
                     "--rf", "3", "--join", host(0), "--join", host(2), "--protected-mode", "no"]
     argv = kube.server_argv({**env, "RESPKV_PASSWORD": "s3cret"}, has_membership=False, resolves=lambda n: False)
-    assert argv[-2:] == ["--requirepass", "s3cret"] and "--protected-mode" not in argv
+    # the password goes in a private file kube run writes, never on the command line
+    assert argv[-2:] == ["--requirepass-file", kube.PASSWORD_FILE] and "--protected-mode" not in argv
+    assert not any("s3cret" in arg for arg in argv)
 
 
 @pytest.mark.parametrize("index, replicas, leaves", [(2, 3, False), (3, 3, True), (4, 3, True), (0, 0, True)])

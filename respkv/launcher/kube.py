@@ -14,8 +14,8 @@ cluster's ``node-i`` is.  :func:`manifests` renders the objects (JSON, which
 * the node binds every address and announces the pod IP (``POD_IP``, from the
   downward API); the cluster secret comes from a Kubernetes Secret mounted as a
   file; the client password from the Secret's ``password`` key, in
-  ``RESPKV_PASSWORD`` (without one, protected mode is off: pods are reached from
-  other hosts);
+  ``RESPKV_PASSWORD``, which ``kube run`` hands the node in a private file
+  (without one, protected mode is off: pods are reached from other hosts);
 * it joins the other pods by DNS name (:func:`join_seeds`): a pod of ordinal i > 0
   joins the pods below it (the StatefulSet starts them in order); pod 0 joins the
   others only when it has been a member before (a membership file in its
@@ -49,11 +49,16 @@ import time
 import urllib.request
 from collections.abc import Callable, Mapping
 
+from ..cluster.identity import write_line_atomically
 from .client import ReplyError, command, parse_cluster_nodes, parse_info
 
 #: The marker ``respkv kube stop`` leaves in a data directory whose node left for good.
 LEFT_MARKER = "left"
 DATA_DIR = "/data"
+#: Where ``respkv kube run`` writes ``RESPKV_PASSWORD`` for the node to read
+#: (``--requirepass-file``), readable by the container's user only: a command line
+#: is visible to every process of the pod.
+PASSWORD_FILE = f"{DATA_DIR}/requirepass"
 SECRET_DIR = "/etc/respkv"
 CLIENT_PORT = 6379
 BUS_PORT = CLIENT_PORT + 10000
@@ -101,7 +106,7 @@ def server_argv(env: Mapping[str, str], *, has_membership: bool, resolves: Calla
     for seed in join_seeds(name, index, replicas, namespace, has_membership=has_membership, resolves=resolves):
         argv += ["--join", seed]
     password = env.get("RESPKV_PASSWORD")
-    argv += ["--requirepass", password] if password else ["--protected-mode", "no"]
+    argv += ["--requirepass-file", PASSWORD_FILE] if password else ["--protected-mode", "no"]
     return argv
 
 
@@ -217,6 +222,8 @@ def run(env: Mapping[str, str] = os.environ) -> None:
         print(f"respkv kube: {DATA_DIR} held a node that left the cluster; starting as a new node", flush=True)
     argv = server_argv(env, has_membership=os.path.exists(os.path.join(DATA_DIR, MEMBERSHIP_FILE)),
                        resolves=_resolves)
+    if env.get("RESPKV_PASSWORD"):
+        write_line_atomically(PASSWORD_FILE, env["RESPKV_PASSWORD"])
     os.execv(sys.executable, [sys.executable, "-m", "respkv", *argv[1:]])
 
 
