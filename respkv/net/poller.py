@@ -64,7 +64,8 @@ def _one_payload_each(replies: list[tuple[object, bytes]]) -> list[tuple[object,
     """A round's replies with each session's payloads joined, in order, at its first
     place: a session whose first payload does not fit in its socket buffer goes on
     in a task, and a second ``send`` of its own must not overtake that task (a
-    reply and an invalidation, or several pub/sub messages, in one round)."""
+    reply and an invalidation, or several pub/sub messages, in one round; only
+    :meth:`ClientPoller.push` gives a session a second payload)."""
     joined: dict[object, bytes] = {}
     for session, payload in replies:
         earlier = joined.get(session)
@@ -89,6 +90,11 @@ class ClientPoller:
         self._posted: list = []
         #: A round was asked for without a session to finish (:meth:`wake`).
         self._woken = False
+        #: The poller is in a round (its replies leave at its end without a wake-up).
+        self._in_round = False
+        #: Payloads nobody asked for were queued (:meth:`push`): a session may have
+        #: more than one this round.
+        self._pushed = False
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._epoll.register(self._wake_fd, select.EPOLLIN)
 
@@ -109,6 +115,27 @@ class ClientPoller:
         if not self._posted and not self._woken:
             os.eventfd_write(self._wake_fd, 1)
         self._woken = True
+
+    def push(self, session, payload: bytes, ahead_of_others: bool = False) -> None:
+        """Queue for ``session`` a payload it did not ask for (a pub/sub message, an
+        invalidation), sent with the round's replies.  ``ahead_of_others``: after
+        that session's own replies (one read before a change must reach its client
+        before the invalidation), but before every other session's (a writer's
+        reply never reaches its client before the invalidation it caused has been
+        sent; Redis writes that order too).  From outside a round it wakes the
+        poller, so that a round sends it."""
+        replies = self.replies
+        if ahead_of_others:
+            at = 0
+            for index, (queued, _) in enumerate(replies):
+                if queued is session:
+                    at = index + 1
+            replies.insert(at, (session, payload))
+        else:
+            replies.append((session, payload))
+        self._pushed = True
+        if not self._in_round:
+            self.wake()
 
     def _finish_posted(self) -> None:
         self._woken = False
@@ -142,6 +169,7 @@ class ClientPoller:
                         events = epoll.poll(0, _MAX_EVENTS)
                         if not events:
                             break
+                        self._in_round = True
                         for fd, _ in events:
                             session = by_fd.get(fd)
                             if session is None:  # the wake-up, or closed earlier this round
@@ -173,6 +201,7 @@ class ClientPoller:
                             self._abandon_round(exc)
                         if self.replies:
                             self._send_replies()
+                        self._in_round = False
         finally:
             for session in list(self.node.clients.values()):
                 self.close(session)
@@ -198,7 +227,8 @@ class ClientPoller:
         """Send the replies of this round's sessions, one ``send`` each."""
         replies = self.replies
         self.replies = []
-        if len(replies) > 1:
+        if self._pushed:
+            self._pushed = False
             replies = _one_payload_each(replies)
         for session, payload in replies:
             if session.closing:

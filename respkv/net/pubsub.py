@@ -244,8 +244,7 @@ class PubSub:
             return
         client = session.id
         if client not in self.pending and _free(session):
-            poller.replies.append((session, frame))
-            poller.wake()  # a round sends it, even when the message came from outside one
+            poller.push(session, frame)
             return
         self.pending.setdefault(client, []).append(frame)
         backlog = self.pending_bytes[client] = self.pending_bytes.get(client, 0) + len(frame)
@@ -269,7 +268,7 @@ class PubSub:
                 frames = self.pending.pop(client)
                 self.pending_bytes.pop(client, None)
                 self._over_soft.pop(client, None)
-                session.poller.replies.append((session, b"".join(frames)))
+                session.poller.push(session, b"".join(frames))
 
     def check_limits(self) -> None:
         """The cron's part: disconnect receivers over the soft limit for too long,

@@ -69,19 +69,6 @@ def invalidate_frames(keys: list[bytes | None], version: int = 3) -> list[bytes]
         [invalidate_frame(list(dict.fromkeys(after)), version)] if after else [])
 
 
-def queue_before_others(replies: list, session, frame: bytes) -> None:
-    """Put ``frame`` for ``session`` into a round's ``(session, bytes)`` list: after
-    that session's own replies (a reply read before the change must reach the
-    client before the message that invalidates it), but before every other
-    session's, so that a writer's reply never reaches its client before the
-    invalidation it caused has been sent (Redis writes that order too)."""
-    at = 0
-    for index, (queued, _) in enumerate(replies):
-        if queued is session:
-            at = index + 1
-    replies.insert(at, (session, frame))
-
-
 class Tracking:
     """The node's tracking registry (see the module doc)."""
 
@@ -222,7 +209,7 @@ class Tracking:
                 continue  # busy in a task, or waiting for replicas: a later round
             del self.pending[client]
             for frame in invalidate_frames(keys, target.proto.version):
-                queue_before_others(target.poller.replies, target, frame)
+                target.poller.push(target, frame, ahead_of_others=True)
 
     def nudge(self) -> None:
         """Wake the pollers of targets still waiting for their messages (the cron
@@ -248,7 +235,7 @@ class Tracking:
             if not state.broken_redirect and session.proto.version == 3 and session.poller is not None:
                 state.broken_redirect = True
                 frame = b">2\r\n$21\r\n" + REDIRECT_BROKEN + b"\r\n" + reply.integer(state.redirect)
-                session.poller.replies.append((session, frame))
+                session.poller.push(session, frame)
             return None
         return target if target.proto.version == 3 or target.subscriptions is not None else None
 
