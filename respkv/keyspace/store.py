@@ -247,12 +247,11 @@ class Keyspace:
 
     def set_deadline(self, key: bytes, when_ms: int) -> None:
         """Make an existing key expire at ``when_ms`` (absolute Unix ms)."""
-        if self.volatile_candidates is not None and key not in self.expires:
+        new = key not in self.expires
+        if new and self.volatile_candidates is not None:
             self.volatile_candidates.add(key)
-        expires = self.expires
-        known = len(expires)
-        expires[key] = when_ms
-        if len(expires) > known:
+        self.expires[key] = when_ms
+        if new:
             self._expires_table.created()
         heapq.heappush(self._heap, (when_ms, key))
         if len(self._heap) > 2 * len(self.expires) + 1024:
