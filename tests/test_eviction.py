@@ -514,3 +514,24 @@ def test_dict_table_rebuilds_a_churned_dictionary_before_cpython_would():
     live = churn(add, table.__delitem__, 50_000, 300_000)
     assert keeper.rebuilds >= 3 and list(table) == live
     assert largest <= copy_layout(50_001)[0] < dict_layout(18)[0]  # CPython's rebuild: 2**18 slots
+
+
+def test_a_rebuild_that_runs_out_of_memory_keeps_every_key():
+    """The table is cleared before its copy is taken back: if that allocation
+    fails, the keys go back one by one (never an emptied keyspace)."""
+    from respkv.keyspace.memory import DictTable
+
+    class FailsOnce(dict):
+        failed = False
+
+        def update(self, *args):
+            if not FailsOnce.failed:
+                FailsOnce.failed = True
+                raise MemoryError
+            super().update(*args)
+
+    table = FailsOnce()
+    keeper = DictTable(table)
+    live = churn(lambda k: table.__setitem__(k, None) or keeper.created(), table.__delitem__, 20_000, 60_000)
+    assert FailsOnce.failed and keeper.rebuilds >= 1
+    assert list(table) == live

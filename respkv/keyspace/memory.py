@@ -27,6 +27,7 @@ benchmark ``tools.membench`` compares the sum with the growth of the resident se
 
 from __future__ import annotations
 
+import os
 from itertools import islice
 from sys import getsizeof
 
@@ -149,9 +150,19 @@ class DictTable:
 
     def _rebuild(self) -> None:
         table = self.table
-        fresh = dict(table)
+        fresh = dict(table)  # if this fails, nothing has changed
         table.clear()
-        table.update(fresh)
+        try:
+            table.update(fresh)
+        except MemoryError:
+            # Never leave the dictionary without its keys (a snapshot would then
+            # persist the loss): put them back one by one, in steps CPython sizes
+            # itself, or stop the process (the commit log holds every key).
+            try:
+                for key, value in fresh.items():
+                    table[key] = value
+            except BaseException:
+                os._exit(70)
         self.rebuilds += 1
         self.reset()
 
