@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from respkv.keyspace.eviction import (
-    LFU_INIT_VAL, LRU_CLOCK_MAX, POOL_SIZE, TAG_MASK, AccessClock, Candidates, EvictionPool, Evictor,
+    LFU_INIT_VAL, LRU_CLOCK_MAX, POOL_SIZE, SECOND_CELL_SHIFT, TAG_MASK, AccessClock, Candidates, EvictionPool, Evictor,
     idle_seconds, lfu_decayed, lfu_increment, lfu_minutes, lru_clock, time_limit_us,
 )
 from respkv.keyspace.memory import EXPIRY_ENTRY, EXPIRY_OBJECTS, KEY_ENTRY, bytes_cost, key_cost, value_cost
@@ -98,22 +98,73 @@ def sharing_a_cell(access: AccessClock, first: bytes) -> tuple[bytes, bytes]:
     raise AssertionError("no key shares the cell")
 
 
-def test_a_new_key_does_not_take_the_counter_of_a_key_sharing_its_cell():
+def first_cell_at(access: AccessClock, index: int, tag_unlike: bytes, prefix: bytes = b"y") -> bytes:
+    """A key whose first cell is ``index`` and whose tag differs from ``tag_unlike``'s."""
+    avoid = hash(tag_unlike) >> 32 & TAG_MASK
+    for i in range(1_000_000):
+        key = b"%s%d" % (prefix, i)
+        key_hash = hash(key)
+        if key_hash & access.mask == index and key_hash >> 32 & TAG_MASK != avoid:
+            return key
+    raise AssertionError("no such key")
+
+
+def second_cell(access: AccessClock, key: bytes) -> int:
+    return hash(key) >> SECOND_CELL_SHIFT & access.mask
+
+
+def test_lfu_creating_a_key_never_displaces_a_counter():
     """Without tags a cold key created in a hot key's cell started with the hot
-    key's counter and stayed in the cache as long as it; now it starts as any new
-    key, and the hot key that lost the cell counts again from there."""
+    key's counter and stayed as long as it; with one cell a key, it reset the hot
+    key's counter instead.  Now a new key takes no cell and reads as a new key;
+    its first access claims the weaker of its two cells, not the hot one."""
     access = AccessClock(0, lfu=True)
     access.log_factor = 0  # every access counts
-    hot, cold = sharing_a_cell(access, b"hot")
+    hot = b"hot"
+    for i in range(1000):
+        cold = first_cell_at(access, hash(hot) & access.mask, hot, b"c%d-" % i)
+        if second_cell(access, cold) != hash(hot) & access.mask:
+            break
     access.created(hot)
     for _ in range(30):
         access.touch(hot)
-    assert access.frequency(hot) == LFU_INIT_VAL + 30 and access.owns_stamp(hot)
+    assert access.frequency(hot) == LFU_INIT_VAL + 30
     access.created(cold)
-    assert access.frequency(cold) == LFU_INIT_VAL and access.owns_stamp(cold)
-    assert access.frequency(hot) == LFU_INIT_VAL and not access.owns_stamp(hot)
-    access.touch(hot)
-    assert access.frequency(hot) == LFU_INIT_VAL + 1 and not access.owns_stamp(cold)
+    assert access.frequency(cold) == LFU_INIT_VAL and access.frequency(hot) == LFU_INIT_VAL + 30
+    access.touch(cold)
+    assert access.frequency(cold) == LFU_INIT_VAL + 1 and access.frequency(hot) == LFU_INIT_VAL + 30
+    assert access.cells[second_cell(access, cold)] & TAG_MASK == hash(cold) >> 32 & TAG_MASK
+
+
+def test_lfu_a_key_between_two_hotter_keys_takes_the_weaker_cell():
+    access = AccessClock(0, lfu=True)
+    access.log_factor = 0
+    key = b"between"
+    first, second = hash(key) & access.mask, second_cell(access, key)
+    if first == second:
+        key = b"between2"
+        first, second = hash(key) & access.mask, second_cell(access, key)
+    hotter = first_cell_at(access, first, key, b"a")
+    weaker = first_cell_at(access, second, key, b"b")
+    for counted, other in ((30, hotter), (10, weaker)):
+        access.created(other)
+        for _ in range(counted):
+            access.touch(other)
+    access.created(key)
+    access.touch(key)
+    assert access.frequency(key) == LFU_INIT_VAL + 1
+    assert access.frequency(hotter) == LFU_INIT_VAL + 30 and access.frequency(weaker) == LFU_INIT_VAL
+
+
+def test_lfu_a_key_created_again_starts_as_a_new_key():
+    access = AccessClock(0, lfu=True)
+    access.log_factor = 0
+    access.created(b"k")
+    for _ in range(20):
+        access.touch(b"k")
+    assert access.frequency(b"k") == LFU_INIT_VAL + 20
+    access.created(b"k")  # deleted and set again: Redis makes a new object
+    assert access.frequency(b"k") == LFU_INIT_VAL
 
 
 def test_lru_evicts_the_key_whose_cell_another_key_stamped_since():
