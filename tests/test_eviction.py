@@ -70,7 +70,7 @@ def test_access_clock_keeps_stamps_when_it_grows():
     access.tick(1_050_000)
     access.touch(b"k7")
     access.grow(len(keys) * 10)
-    assert len(access.cells) >= 20 * len(keys) and access.mask == len(access.cells) - 1
+    assert len(access.cells) >= access.cells_per_key * 10 * len(keys) and access.mask == len(access.cells) - 1
     assert access.idle(b"k7") == 0
     assert sum(access.idle(k) == 50 for k in keys) >= len(keys) - 5  # a few share k7's cell
 
@@ -193,6 +193,36 @@ def test_candidates_drop_gone_keys_and_rebuild():
     assert set(candidates.sample(2)) <= {b"a", b"b"}
     assert len(candidates.keys) <= 2  # more dead than alive: rebuilt from the source
     assert Candidates({}).sample(5) == []
+
+
+def test_random_take_removes_the_key_it_chooses_and_the_dead_ones_it_meets():
+    source = {b"k%d" % i: 1 for i in range(100)}
+    candidates = Candidates(source)
+    for i in range(50):
+        candidates.add(b"gone%d" % i)
+    taken = set()
+    for _ in range(100):
+        key = candidates.take()
+        assert key in source and key not in taken
+        taken.add(key)
+        del source[key]
+    assert source == {} and candidates.take() is None and candidates.keys == []
+
+
+def test_access_table_density_follows_the_policy():
+    """Two cells a key where eviction reads the stamps, one where only OBJECT does."""
+    ks = Keyspace()
+    evictor = Evictor(ks)
+    for i in range(3000):
+        ks.set(b"k%d" % i, b"v")
+    assert 3000 <= len(ks.access.cells) < 6000  # noeviction: one cell a key
+    evictor.configure("allkeys-random", 5, 10, 10, 1)
+    assert len(ks.access.cells) < 6000
+    evictor.configure("allkeys-lru", 5, 10, 10, 1)
+    assert len(ks.access.cells) >= 6000  # grown at once
+    for i in range(3000, 5000):
+        ks.set(b"k%d" % i, b"v")
+    assert len(ks.access.cells) >= 10_000
 
 
 def test_pool_keeps_the_best():

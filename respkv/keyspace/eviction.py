@@ -7,16 +7,18 @@ last access (seconds, modulo 2**24) or, under an LFU policy, the minute of the
 last decrement (16 bits) beside a logarithmic access counter (8 bits).  A Python
 ``bytes`` object has no room for them, and a dictionary from key to stamp would
 cost some 40 bytes a key, so :class:`AccessClock` keeps them in one array of
-32-bit cells indexed by ``hash(key)``: a power-of-two table with at least two cells
-per key (4 to 8 bytes a key), doubled as the keyspace grows.  A cell holds 24
+32-bit cells indexed by ``hash(key)``: a power-of-two table doubled as the
+keyspace grows, with at least two cells a key (8 to 16 bytes) under the policies
+whose eviction reads them (LRU, LFU), and one (4 to 8 bytes) under the others,
+where only ``OBJECT IDLETIME`` and ``OBJECT FREQ`` do.  A cell holds 24
 bits of stamp and, in its top byte, the **tag** of the key that stamped it last
 (eight bits of its hash the index does not use).
 
 Under LRU a key has one cell, and keys whose hashes meet in it share it: the last
 to be accessed or created stamps it.  A key whose cell another key stamped since
 (its tag differs) knows only that its own last access came earlier, so LRU rates
-it one second idler than the cell says.  With two cells a key or more, a key
-shares with another one time in three at most.
+it one second idler than the cell says.  With a table of two cells a key or
+more, a key shares with another one time in three at most (with one, about two in five).
 
 Under LFU a lost cell costs more: the counter is the history of many accesses,
 and a hot key whose cell a cold key took would count again from a new key's
@@ -35,8 +37,9 @@ Eviction samples keys at random, as Redis does, because an exact LRU order costs
 memory per key.  Python's ``dict`` offers no random access, so :class:`Candidates`
 keeps the keys (and the keys with a deadline) in plain lists, built on the first
 eviction and appended to as keys are created; a sampled entry whose key is gone
-is dropped there and then, and a list is rebuilt when dead entries outnumber
-the live ones.  The :class:`EvictionPool` keeps the best candidates seen across
+is dropped there and then, a key the random policies evict leaves the list as it
+is chosen, and a list is rebuilt when dead entries pass a quarter of the live ones.
+The :class:`EvictionPool` keeps the best candidates seen across
 samplings (16, as Redis), so each eviction sees more than ``maxmemory-samples``
 keys.  The pure functions (:func:`lfu_increment`, :func:`lfu_decayed`,
 :func:`idle_seconds`, :func:`time_limit_us`) follow the formulas Redis
@@ -135,7 +138,7 @@ class AccessClock:
     evicting), :meth:`grow` as the keyspace grows, and :meth:`touch` on every access.
     """
 
-    __slots__ = ("cells", "mask", "lfu", "log_factor", "decay_time", "clock", "minutes", "_random")
+    __slots__ = ("cells", "mask", "lfu", "log_factor", "decay_time", "clock", "minutes", "_random", "cells_per_key")
 
     def __init__(self, now_ms: int, lfu: bool = False) -> None:
         self.cells = array("I", bytes(4 * _MIN_CELLS))
@@ -146,6 +149,9 @@ class AccessClock:
         self.clock = lru_clock(now_ms)
         self.minutes = lfu_minutes(now_ms)
         self._random = random.random
+        #: The fewest cells a key: 2 where eviction reads the stamps (LRU, LFU
+        #: policies), 1 where only ``OBJECT IDLETIME``/``FREQ`` do (4 bytes a key less).
+        self.cells_per_key = 1
         self.reset()
 
     def tick(self, now_ms: int) -> None:
@@ -162,14 +168,18 @@ class AccessClock:
         self.cells = array("I", [fresh]) * len(self.cells)
 
     def grow(self, keys: int) -> None:
-        """Keep at least two cells per key: double the table (each new cell starts
-        as the cell its hash used to land in)."""
+        """Keep at least :attr:`cells_per_key` cells per key: double the table
+        (each new cell starts as the cell its hash used to land in)."""
         cells = self.cells
-        while keys * 2 > len(cells):
+        while keys * self.cells_per_key > len(cells):
             cells = cells * 2
         if cells is not self.cells:
             self.cells = cells
             self.mask = len(cells) - 1
+
+    def grow_at(self) -> int:
+        """How many keys the table holds before :meth:`grow` doubles it."""
+        return len(self.cells) // self.cells_per_key
 
     def touch(self, key: bytes) -> None:
         """``key`` was accessed now (see the module doc for LFU's two cells)."""
@@ -256,12 +266,18 @@ class Candidates:
     def add(self, key: bytes) -> None:
         self.keys.append(key)
 
+    def _live_enough(self) -> list[bytes]:
+        """The list, rebuilt first if dead entries (which keep their keys' objects
+        alive) passed a quarter of the live keys."""
+        source = self.source
+        if len(self.keys) > len(source) + (len(source) >> 2) + 1024:
+            self.keys = list(source)
+        return self.keys
+
     def sample(self, count: int, pick=random.randrange) -> list[bytes]:
         """Up to ``count`` live keys at random (fewer when few are left)."""
-        keys = self.keys
+        keys = self._live_enough()
         source = self.source
-        if len(keys) > len(source) + (len(source) >> 2) + 1024:  # dead keys stay alive in here
-            keys = self.keys = list(source)
         found: list[bytes] = []
         tries = 4 * count + 8
         while len(found) < count and keys and tries:
@@ -275,6 +291,23 @@ class Candidates:
                 if at < len(keys):
                     keys[at] = last
         return found
+
+    def take(self, pick=random.randrange) -> bytes | None:
+        """A live key at random, removed from the list (the random policies evict
+        it, so it leaves no dead entry behind); None when none is left."""
+        keys = self._live_enough()
+        source = self.source
+        tries = 12
+        while keys and tries:
+            tries -= 1
+            at = pick(len(keys))
+            key = keys[at]
+            last = keys.pop()
+            if at < len(keys):
+                keys[at] = last
+            if key in source:
+                return key
+        return None
 
     def size_bytes(self) -> int:
         return 8 * len(self.keys) + 56
@@ -322,7 +355,9 @@ def choose_victim(policy: str, candidates: Candidates, pool: EvictionPool, sampl
     since it was offered: the caller checks and asks again.
     """
     random_policy = policy.endswith("random")
-    sampled = candidates.sample(1 if random_policy and eligible is None else samples)
+    if random_policy and eligible is None:
+        return candidates.take()
+    sampled = candidates.sample(samples)
     if eligible is not None:
         sampled = [key for key in sampled if eligible(key)]
     if random_policy:
@@ -371,6 +406,8 @@ class Evictor:
         access.decay_time = decay_time
         self.samples = samples
         self.tenacity = tenacity
+        access.cells_per_key = 2 if policy.endswith(("lru", "lfu")) else 1
+        access.grow(len(self.keyspace.data))
         if policy != self.policy:
             self.policy = policy
             self.pool.clear()

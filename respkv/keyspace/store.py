@@ -92,7 +92,7 @@ class Keyspace:
         self._collection_costs: dict[bytes, int] = {}
         #: Access stamps for OBJECT IDLETIME/FREQ and eviction (see :mod:`.eviction`).
         self.access = AccessClock(clock_ms())
-        self._grow_access_at = len(self.access.cells) // 2
+        self._grow_access_at = self.access.grow_at()
         #: Keys eviction samples from, once an eviction needed them: every key, and
         #: those with a deadline (see :class:`~.eviction.Candidates`).
         self.candidates: Candidates | None = None
@@ -195,7 +195,7 @@ class Keyspace:
             self.candidates.add(key)
         if len(self.data) >= self._grow_access_at:
             self.access.grow(len(self.data) + 1)
-            self._grow_access_at = len(self.access.cells) // 2
+            self._grow_access_at = self.access.grow_at()
         self.access.created(key)
         self._data_table.created()
 
