@@ -234,6 +234,23 @@ def test_pool_keeps_the_best():
     assert [pool.best() for _ in range(3)] == [b"k3", b"k39", b"k38"]
 
 
+def test_pool_evicts_the_first_pooled_of_equal_scores():
+    """Redis's order: among equal scores the candidate pooled first goes first
+    (the key bytes decided before, a random choice)."""
+    pool = EvictionPool()
+    for key in (b"m", b"z", b"a", b"q"):
+        pool.offer(7, key)
+    pool.offer(3, b"low")
+    pool.offer(7, b"z")  # offered again: a newcomer among its equals
+    assert [pool.best() for _ in range(5)] == [b"m", b"a", b"q", b"z", b"low"]
+    for i in range(POOL_SIZE):
+        pool.offer(5, b"k%d" % i)
+    pool.offer(5, b"late")  # full, and no better than the worst: left out
+    assert b"late" not in [key for _, key in pool.entries]
+    pool.offer(6, b"better")
+    assert len(pool.entries) == POOL_SIZE and pool.best() == b"better"
+
+
 # -- the keyspace's accounting --------------------------------------------------------------
 
 
