@@ -265,7 +265,7 @@ class Node:
             self.instantaneous.sample(time.monotonic(), self.stats)
             self.tracking.nudge()
             self.pubsub.check_limits()
-            ks.access.tick(ks.clock_ms())  # the LRU/LFU clocks move once per cron tick, as Redis's
+            ks.tick_access()  # the LRU/LFU clocks move once per cron tick, as Redis's
             evicted = ks.evicted_keys
             self.make_room()
             if ks.evicted_keys != evicted and self.replication is not None:

@@ -15,7 +15,7 @@ from respkv.keyspace.eviction import (
     idle_seconds, lfu_decayed, lfu_increment, lfu_minutes, lru_clock, time_limit_us,
 )
 from respkv.keyspace.memory import EXPIRY_ENTRY, EXPIRY_OBJECTS, KEY_ENTRY, bytes_cost, key_cost, value_cost
-from respkv.keyspace.store import Keyspace
+from respkv.keyspace.store import FIT_ACCESS_EVERY, Keyspace
 from respkv.keyspace.values import Hash, ListValue, Set
 from respkv.keyspace.zset import SortedSet
 
@@ -223,6 +223,48 @@ def test_access_table_density_follows_the_policy():
     for i in range(3000, 5000):
         ks.set(b"k%d" % i, b"v")
     assert len(ks.access.cells) >= 10_000
+
+
+@pytest.mark.parametrize("lfu", [False, True])
+def test_access_table_halves_when_keys_settle_and_keeps_the_stronger_stamp(lfu):
+    access = AccessClock(0, lfu=lfu)
+    access.cells_per_key = 2
+    access.log_factor = 0
+    access.grow(5000)
+    assert len(access.cells) == 16384
+    hot = [b"hot%d" % i for i in range(50)]
+    for key in hot:
+        access.created(key)
+    access.tick(10_000)
+    for _ in range(3):
+        for key in hot:
+            access.touch(key)
+    assert not access.fit(4000)  # 4000 keys need 8000 of 8192 cells: too tight
+    assert access.fit(3000)
+    assert len(access.cells) == 8192 and access.mask == 8191
+    if lfu:  # a merged pair keeps the higher counter: most hot keys keep theirs
+        assert sum(access.frequency(key) == LFU_INIT_VAL + 3 for key in hot) >= 45
+    else:
+        assert sum(access.idle(key) == 0 for key in hot) == len(hot)
+    assert not AccessClock(0).fit(0)  # never below the smallest table
+
+
+def test_keyspace_fits_its_access_table_on_the_housekeeping_tick():
+    ks = Keyspace()
+    Evictor(ks).configure("allkeys-lru", 5, 10, 10, 1)
+    for i in range(5000):
+        ks.set(b"k%d" % i, b"v")
+    grown = len(ks.access.cells)
+    for i in range(3000):
+        ks.delete(b"k%d" % i)
+    for _ in range(FIT_ACCESS_EVERY - 1):
+        ks.tick_access()
+    assert len(ks.access.cells) == grown  # only every FIT_ACCESS_EVERY ticks
+    ks.tick_access()
+    assert len(ks.access.cells) == grown // 2
+    for i in range(3000):  # and it grows again as keys come back
+        ks.set(b"k%d" % i, b"v")
+    assert len(ks.access.cells) == grown
 
 
 def test_pool_keeps_the_best():

@@ -68,6 +68,11 @@ POOL_SIZE = 16
 SHARE_SAMPLES = 32
 #: Fewest cells of the access table (1 KiB).
 _MIN_CELLS = 256
+#: The table is halved only when the keys would still leave this share of it free
+#: (so that it does not grow again at once), and only up to this size: a halving
+#: merges the cells pairwise in Python, about 0.1 us a cell (60 ms at the limit).
+_SHRINK_HEADROOM = 0.05
+_SHRINK_MAX_CELLS = 1 << 20
 #: A cell's top byte: the tag of the key that stamped it, bits 56-63 of its hash
 #: (``(hash >> 32) & TAG_MASK``; see the module doc); the rest is the stamp (LRU
 #: clock, or LFU minute and counter).
@@ -176,6 +181,27 @@ class AccessClock:
         if cells is not self.cells:
             self.cells = cells
             self.mask = len(cells) - 1
+
+    def fit(self, keys: int) -> bool:
+        """Halve the table if ``keys`` need at most half of it, less the headroom;
+        True if it did.  A keyspace that filled to ``maxmemory`` before its
+        eviction candidates and a grown table were counted held more keys for a
+        moment than it keeps, and a table grown then would stay twice the size
+        its keys need.  Cells ``j`` and ``j + half`` become one, keeping the
+        more recent stamp (LRU) or the higher counter (LFU), with its tag."""
+        cells = self.cells
+        half = len(cells) >> 1
+        if (half < _MIN_CELLS or len(cells) > _SHRINK_MAX_CELLS
+                or keys * self.cells_per_key > half * (1 - _SHRINK_HEADROOM)):
+            return False
+        mask = 0xFF if self.lfu else STAMP_MASK
+        for low in range(half):
+            high = cells[low + half]
+            if high & mask > cells[low] & mask:
+                cells[low] = high
+        del cells[half:]
+        self.mask = half - 1
+        return True
 
     def grow_at(self) -> int:
         """How many keys the table holds before :meth:`grow` doubles it."""

@@ -28,6 +28,7 @@ benchmark ``tools.membench`` compares the sum with the growth of the resident se
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from itertools import islice
 from sys import getsizeof
 
@@ -115,10 +116,13 @@ class DictTable:
     Never let it run while something iterates the dictionary.
     """
 
-    __slots__ = ("table", "table_bytes", "entries_left", "countdown", "rebuilds")
+    __slots__ = ("table", "table_bytes", "entries_left", "countdown", "rebuilds", "before_rebuild")
 
-    def __init__(self, table: dict) -> None:
+    def __init__(self, table: dict, before_rebuild: Callable[[], None] | None = None) -> None:
         self.table = table
+        #: Called just before a rebuild: the owner frees what it can build again
+        #: (the rebuild holds two tables at once; that is the process's peak).
+        self.before_rebuild = before_rebuild
         self.rebuilds = 0
         self.countdown = DICT_CHECK_EVERY
         self.reset()
@@ -150,6 +154,8 @@ class DictTable:
 
     def _rebuild(self) -> None:
         table = self.table
+        if self.before_rebuild is not None:
+            self.before_rebuild()
         fresh = dict(table)  # if this fails, nothing has changed
         table.clear()
         try:

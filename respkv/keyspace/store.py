@@ -49,6 +49,9 @@ Slots = bytes | bytearray | None
 
 #: ``evict_at`` while no maxmemory applies.
 NO_LIMIT = 1 << 62
+#: Housekeeping ticks between two looks at whether the access table can shrink
+#: (6.4 s at hz 10: a halving costs up to 60 ms, so it must not follow every swing).
+FIT_ACCESS_EVERY = 64
 
 
 def wall_clock_ms() -> int:
@@ -93,6 +96,7 @@ class Keyspace:
         #: Access stamps for OBJECT IDLETIME/FREQ and eviction (see :mod:`.eviction`).
         self.access = AccessClock(clock_ms())
         self._grow_access_at = self.access.grow_at()
+        self._fit_access_countdown = FIT_ACCESS_EVERY
         #: Keys eviction samples from, once an eviction needed them: every key, and
         #: those with a deadline (see :class:`~.eviction.Candidates`).
         self.candidates: Candidates | None = None
@@ -100,8 +104,28 @@ class Keyspace:
         self.evicted_keys = 0  # statistics: keys removed by eviction
         #: The two dictionaries keys come and go from, kept at the size their keys
         #: need (see :class:`.memory.DictTable`).
-        self._data_table = DictTable(self.data)
-        self._expires_table = DictTable(self.expires)
+        self._data_table = DictTable(self.data, before_rebuild=self._drop_candidates)
+        self._expires_table = DictTable(self.expires, before_rebuild=self._drop_volatile_candidates)
+
+    def tick_access(self) -> None:
+        """Once per housekeeping tick: the LRU/LFU clocks move, as Redis's, and
+        every :data:`FIT_ACCESS_EVERY` ticks the access table is halved if the
+        keys settled well below what it grew for (see ``AccessClock.fit``)."""
+        self.access.tick(self.clock_ms())
+        self._fit_access_countdown -= 1
+        if self._fit_access_countdown <= 0:
+            self._fit_access_countdown = FIT_ACCESS_EVERY
+            if self.access.fit(len(self.data)):
+                self._grow_access_at = self.access.grow_at()
+
+    def _drop_candidates(self) -> None:
+        """Before the data dictionary's rebuild: the eviction candidates go (the
+        next eviction lists the keys again, without the dead entries), so their
+        list is not held beside two tables at once."""
+        self.candidates = None
+
+    def _drop_volatile_candidates(self) -> None:
+        self.volatile_candidates = None
 
     # -- reading -------------------------------------------------------------------
 
