@@ -675,3 +675,31 @@ def test_a_rebuild_that_runs_out_of_memory_keeps_every_key():
     live = churn(lambda k: table.__setitem__(k, None) or keeper.created(), table.__delitem__, 20_000, 60_000)
     assert FailsOnce.failed and keeper.rebuilds >= 1
     assert list(table) == live
+
+
+def test_eviction_candidates_are_freed_during_a_rebuild_and_listed_again_after():
+    """The rebuild holds two tables at once; the candidates list is not held
+    beside them, and afterwards lists the live keys only."""
+    from respkv.keyspace.memory import DictTable
+
+    table: dict = {}
+    candidates = Candidates(table)
+    held_during: list[int] = []
+
+    def release():
+        candidates.release()
+        held_during.append(len(candidates.keys))
+
+    keeper = DictTable(table, release, candidates.relist)
+    live = churn(lambda k: table.__setitem__(k, None) or candidates.add(k) or keeper.created(),
+                 table.__delitem__, 20_000, 60_000)
+    assert keeper.rebuilds >= 1 and set(held_during) == {0}
+    assert set(candidates.keys) >= set(live) and len(candidates.keys) < 2 * len(live)
+
+
+def test_the_keyspace_relists_its_candidates_at_each_rebuild():
+    ks = Keyspace()
+    Evictor(ks).configure("allkeys-lru", 5, 10, 10, 1)
+    ks.candidates = Candidates(ks.data)  # as the first eviction lists them
+    churn(lambda k: ks.set(k, b"v"), ks.delete, 20_000, 80_000)
+    assert len(ks.candidates.keys) < 2 * len(ks.data)  # else 100,000 entries, 80,000 of them dead

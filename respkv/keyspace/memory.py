@@ -116,13 +116,17 @@ class DictTable:
     Never let it run while something iterates the dictionary.
     """
 
-    __slots__ = ("table", "table_bytes", "entries_left", "countdown", "rebuilds", "before_rebuild")
+    __slots__ = ("table", "table_bytes", "entries_left", "countdown", "rebuilds", "before_rebuild",
+                 "after_rebuild")
 
-    def __init__(self, table: dict, before_rebuild: Callable[[], None] | None = None) -> None:
+    def __init__(self, table: dict, before_rebuild: Callable[[], None] | None = None,
+                 after_rebuild: Callable[[], None] | None = None) -> None:
         self.table = table
-        #: Called just before a rebuild: the owner frees what it can build again
-        #: (the rebuild holds two tables at once; that is the process's peak).
+        #: Called just before and just after a rebuild: the owner frees what it can
+        #: build again, and builds it again (a rebuild holds two tables at once,
+        #: the process's peak on a node evicting all the time).
         self.before_rebuild = before_rebuild
+        self.after_rebuild = after_rebuild
         self.rebuilds = 0
         self.countdown = DICT_CHECK_EVERY
         self.reset()
@@ -171,6 +175,8 @@ class DictTable:
                 os._exit(70)
         self.rebuilds += 1
         self.reset()
+        if self.after_rebuild is not None:
+            self.after_rebuild()
 
 
 def bytes_cost(length: int) -> int:
