@@ -656,25 +656,71 @@ def test_dict_table_rebuilds_a_churned_dictionary_before_cpython_would():
     assert largest <= copy_layout(50_001)[0] < dict_layout(18)[0]  # CPython's rebuild: 2**18 slots
 
 
-def test_a_rebuild_that_runs_out_of_memory_keeps_every_key():
-    """The table is cleared before its copy is taken back: if that allocation
-    fails, the keys go back one by one (never an emptied keyspace)."""
+@pytest.mark.parametrize("fail_at", [0, 1, 2, 5_000, 19_000])
+def test_a_rebuild_that_runs_out_of_memory_keeps_every_key(fail_at):
+    """The table is cleared and filled again from two lists: if an insertion
+    fails (a resize cannot be allocated), the rest still goes back, every key
+    with its own value, in the same order (never an emptied keyspace)."""
     from respkv.keyspace.memory import DictTable
 
     class FailsOnce(dict):
+        stores = 0
         failed = False
 
-        def update(self, *args):
-            if not FailsOnce.failed:
+        def __setitem__(self, key, value):
+            FailsOnce.stores += 1
+            if not FailsOnce.failed and keeper.rebuilds == 0 and refilling and FailsOnce.stores > fail_at:
                 FailsOnce.failed = True
                 raise MemoryError
-            super().update(*args)
+            super().__setitem__(key, value)
 
+        def update(self, pairs):
+            for key, value in pairs:
+                self[key] = value
+
+        def clear(self):
+            nonlocal refilling
+            refilling = True
+            FailsOnce.stores = 0
+            super().clear()
+
+    refilling = False
     table = FailsOnce()
     keeper = DictTable(table)
-    live = churn(lambda k: table.__setitem__(k, None) or keeper.created(), table.__delitem__, 20_000, 60_000)
+    live = churn(lambda k: table.__setitem__(k, k) or keeper.created(), table.__delitem__, 20_000, 60_000)
     assert FailsOnce.failed and keeper.rebuilds >= 1
-    assert list(table) == live
+    assert list(table) == live and all(key == value for key, value in table.items())
+
+
+def test_a_rebuild_peaks_at_well_under_two_tables():
+    """A copy holds the old table and the new one at once; the rebuild from two
+    shrinking lists frees the old table first and stays under 0.7 of a table
+    above what it started from."""
+    import tracemalloc
+    from respkv.keyspace.memory import DictTable
+
+    table: dict = {}
+    keeper = DictTable(table)
+    churn(lambda k: table.__setitem__(k, b"v") or keeper.created(), table.__delitem__, 100_000, 100_000)
+    rebuilds = keeper.rebuilds
+    tracemalloc.start()
+    try:
+        for number in range(200_000):
+            del table[next(iter(table))]
+            table_bytes = getsizeof(table)
+            tracemalloc.reset_peak()
+            start = tracemalloc.get_traced_memory()[0]
+            table[b"new:%d" % number] = b"v"
+            keeper.created()
+            if keeper.rebuilds > rebuilds:
+                peak = tracemalloc.get_traced_memory()[1]
+                break
+    finally:
+        tracemalloc.stop()
+    assert keeper.rebuilds == rebuilds + 1
+    # The old table was allocated before tracing began (its freeing is not
+    # counted), so the peak above the start is what was held on top of it.
+    assert peak - start - table_bytes < 0.7 * table_bytes
 
 
 def test_eviction_candidates_are_freed_during_a_rebuild_and_listed_again_after():
