@@ -37,6 +37,24 @@ def parse_memory(text: str) -> int:
     raise ConfigError("argument must be a memory value")
 
 
+def _parse_memory_or_percent(text: str) -> int:
+    """A memory value, or ``N%`` (0 to 100) kept as ``-N`` (as Redis keeps it)."""
+    t = text.strip()
+    if t.endswith("%") and t[:-1].isdigit():
+        percent = int(t[:-1])
+        if percent > 100:
+            raise ConfigError("percentage argument must be less or equal to 100")
+        return -percent
+    try:
+        return parse_memory(t)
+    except ConfigError:
+        raise ConfigError("argument must be a memory or percent value") from None
+
+
+def _show_memory_or_percent(value: int) -> str:
+    return f"{-value}%" if value < 0 else str(value)
+
+
 #: ``client-output-buffer-limit`` classes, in the order Redis lists them (``slave``
 #: and ``replica`` are one class).
 OUTPUT_CLASSES = ("normal", "replica", "pubsub")
@@ -249,6 +267,12 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in [
     Directive("maxmemory-eviction-tenacity", 10, _parse_int, minimum=0, maximum=100,
               doc="How long one command may spend evicting: 50 µs per step up to 10, 15% more per step "
                   "above, unlimited at 100; when the time runs out the next commands evict the rest."),
+    Directive("maxmemory-clients", 0, _parse_memory_or_percent, _show_memory_or_percent, minimum=-100,
+              maximum=2**63 - 1,
+              doc="Most bytes all client connections together may hold (unparsed input, queued MULTI "
+                  "commands, unsent pub/sub messages), or N% of maxmemory; above it the connections holding "
+                  "the most are closed, checked at every cron tick, except those with CLIENT NO-EVICT on "
+                  "(0 = no limit; see docs/memory.md)."),
     Directive("lfu-log-factor", 10, _parse_int, minimum=0, maximum=2**31 - 1,
               doc="LFU counter: the higher, the more accesses a key needs to reach the counter's top (255)."),
     Directive("lfu-decay-time", 1, _parse_int, minimum=0, maximum=2**31 - 1,

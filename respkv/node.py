@@ -68,11 +68,11 @@ from .persistence.command_entries import command_replay
 from .persistence.keyspace_images import journal_plain_keyspace
 from .persistence.rewrites import Rewrites
 from .net.server import open_listener, serve_clients
+from .net.clientmemory import ClientMemory
 from .net.pubsub import PubSub
 from .net.tracking import Tracking
 from .peer.bus import ClusterBus
-from .replication.antientropy import OPERATIONS as ANTI_ENTROPY_OPERATIONS
-from .replication.antientropy import AntiEntropy
+from .replication.antientropy import OPERATIONS as ANTI_ENTROPY_OPERATIONS, AntiEntropy
 from .replication.replica import OPERATIONS as REPLICATION_OPERATIONS
 from .replication.coordinator import Coordinator
 from .replication.incarnation import Incarnation
@@ -117,6 +117,7 @@ class Stats:
     net_output_bytes: int = 0
     keyspace_hits: int = 0
     keyspace_misses: int = 0
+    evicted_clients: int = 0
 
     def reset(self) -> None:
         for name in self.__dataclass_fields__:
@@ -168,9 +169,12 @@ class Node:
         #: Called at the end of every poller round (see net.poller): replication
         #: flushes what the round queued for each peer.
         self.round_hooks: list = []
-        #: CLIENT TRACKING, pub/sub (net.tracking, net.pubsub; each hooks itself in).
+        #: Called by the cron at every tick (each of the next three hooks itself in).
+        self.cron_hooks: list = []
+        #: CLIENT TRACKING, pub/sub, client memory (net.tracking, net.pubsub, net.clientmemory).
         self.tracking = Tracking(self)
         self.pubsub = PubSub(self)
+        self.client_memory = ClientMemory(self)
         #: The session whose requests run now, None outside them (for NOLOOP).
         self.executing = None
         #: What sessions may run without the general checks (see net.dispatch).
@@ -263,8 +267,8 @@ class Node:
                 await trio.sleep(0)
             self._close_idle_clients()
             self.instantaneous.sample(time.monotonic(), self.stats)
-            self.tracking.nudge()
-            self.pubsub.check_limits()
+            for hook in self.cron_hooks:  # tracking's table bound, pub/sub output limits, maxmemory-clients
+                hook()
             ks.tick_access()  # the LRU/LFU clocks move once per cron tick, as Redis's
             evicted = ks.evicted_keys
             self.make_room()
@@ -341,16 +345,12 @@ class Node:
             self.evictor.on_evicted = lambda key: replication.evicted([key])
 
     def used_memory(self) -> int:
-        """``used_memory``: the dataset's estimated bytes (keyspace, see
-        keyspace.memory) and, with replication, the version records of its keys."""
-        used = self.keyspace.memory_used()
+        """``used_memory``: the dataset's estimated bytes (keyspace, see keyspace.memory),
+        the clients' as of the last tick and, with replication, the version records."""
+        used = self.keyspace.memory_used() + self.client_memory.held
         if self.replication is not None:  # the records of live keys (tombstones go soon, see docs/memory.md)
             used += min(len(self.replication.store.records), self.keyspace.dbsize()) * VERSION_RECORD_BYTES
         return used
-
-    def client_buffer_bytes(self) -> int:
-        """Bytes the clients' unparsed input holds (INFO's ``mem_clients_normal``)."""
-        return sum(session.reader.buffered() for session in self.clients.values())
 
     def make_room(self) -> None:
         """While used_memory is above ``maxmemory``, evict keys as

@@ -96,16 +96,24 @@ async def test_active_expiry_reclaims_keys_nobody_reads(autojump_clock: trio.tes
 async def test_idle_clients_are_closed_after_timeout(autojump_clock):
     node = Node(Config(port=0, dir="unused", timeout=5))
 
+    class FakeReader:
+        def buffered(self):
+            return 0
+
     class FakeSession:
         commands_processed = 0
         commands_seen_by_cron = 0
         last_interaction = 0.0
         killed = False
+        reader = FakeReader()  # the cron adds up what clients hold (maxmemory-clients)
+
+        def __init__(self, client_id):
+            self.id = client_id
 
         def kill(self):
             self.killed = True
 
-    busy, idle = FakeSession(), FakeSession()
+    busy, idle = FakeSession(1), FakeSession(2)
     node.clients = {1: busy, 2: idle}
     async with trio.open_nursery() as nursery:
         await nursery.start(node.run_cron)

@@ -41,6 +41,12 @@ def _type_arg(raw: bytes) -> str:
     return kind
 
 
+def queued_bytes(session) -> int:
+    """Bytes of the arguments ``session`` queued since MULTI (``multi-mem``)."""
+    queued = getattr(session, "multi", None)
+    return sum(len(a) for _, queued_args in queued for a in queued_args) if queued else 0
+
+
 def client_info_line(session, caller=None, caller_args: list[bytes] | None = None) -> str:
     """One ``CLIENT LIST`` line (without the trailing newline) for ``session``.
 
@@ -50,8 +56,9 @@ def client_info_line(session, caller=None, caller_args: list[bytes] | None = Non
     0 (the reader keeps no spare room); ``argv-mem`` is the size of the arguments
     of the command being run (the caller's CLIENT command); ``rbs`` is the size of
     one socket read and ``rbp`` 0; ``multi-mem`` is the size of the arguments
-    queued since MULTI; output buffers are always empty (replies are sent before
-    the next request is read); ``tot-mem`` adds up the above.
+    queued since MULTI; ``omem`` is the pub/sub messages waiting for the client
+    (replies are sent before the next request is read, so there is no other
+    output buffer); ``tot-mem`` adds up the above.
     """
     now = trio.current_time()
     qbuf = session.reader.buffered()
@@ -63,7 +70,8 @@ def client_info_line(session, caller=None, caller_args: list[bytes] | None = Non
         fd = -1
     last = session.last_spec
     queued = getattr(session, "multi", None)  # commands queued since MULTI, if any
-    multi_mem = sum(len(a) for _, queued_args in queued for a in queued_args) if queued else 0
+    multi_mem = queued_bytes(session)
+    omem = session.node.pubsub.pending_bytes.get(session.id, 0)
     subscribed = session.subscriptions
     fields = [
         ("id", session.id),
@@ -85,8 +93,8 @@ def client_info_line(session, caller=None, caller_args: list[bytes] | None = Non
         ("rbp", 0),
         ("obl", 0),
         ("oll", 0),
-        ("omem", 0),
-        ("tot-mem", qbuf + argv_mem + multi_mem),
+        ("omem", omem),
+        ("tot-mem", qbuf + argv_mem + multi_mem + omem),
         ("events", "r"),
         ("cmd", last.name if last is not None else "NULL"),
         ("user", "default"),

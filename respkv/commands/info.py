@@ -198,11 +198,11 @@ def _clients(node) -> list[tuple[str, object]]:
 def _memory(node, process: ProcessSample) -> list[tuple[str, object]]:
     used = node.used_memory()
     peak = max(node.used_memory_peak, used)
-    overhead = node.keyspace.memory_overhead()
+    clients = node.client_memory.held
+    overhead = node.keyspace.memory_overhead() + clients
     dataset = max(used - overhead, 0)
     rss = process.rss
     maxmemory = node.config["maxmemory"]
-    clients = node.client_buffer_bytes()
     return [
         ("used_memory", used),
         ("used_memory_human", bytes_to_human(used)),
@@ -310,6 +310,7 @@ def _stats(node) -> list[tuple[str, object]]:
         ("rejected_connections", st.rejected_connections),
         ("expired_keys", node.keyspace.expired_keys),
         ("evicted_keys", node.keyspace.evicted_keys),
+        ("evicted_clients", st.evicted_clients),
         ("total_eviction_exceeded_time", int(exceeded_total)),
         ("current_eviction_exceeded_time", int(exceeded_now)),
         ("keyspace_hits", st.keyspace_hits),

@@ -45,7 +45,7 @@ def _stats_fields(node) -> list[tuple[bytes, object]]:
     ks = node.keyspace
     used = node.used_memory()
     peak = max(node.used_memory_peak, used)
-    overhead = ks.memory_overhead()
+    overhead = ks.memory_overhead() + node.client_memory.held
     keys = ks.dbsize()
     dataset = max(used - overhead, 0)
     rss = sample_process().rss
@@ -53,7 +53,7 @@ def _stats_fields(node) -> list[tuple[bytes, object]]:
         (b"peak.allocated", peak),
         (b"total.allocated", used),
         (b"startup.allocated", 0),
-        (b"clients.normal", node.client_buffer_bytes()),
+        (b"clients.normal", node.client_memory.held),
         (b"db.0", [(b"overhead.hashtable.main", getsizeof(ks.data)),
                    (b"overhead.hashtable.expires", getsizeof(ks.expires) + EXPIRY_OBJECTS * ks.volatile_count())]),
         (b"overhead.total", overhead),

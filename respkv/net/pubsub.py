@@ -123,6 +123,7 @@ class PubSub:
         #: Sends a published message to the other cluster members (cluster mode).
         self.forward: Callable[[bytes, bytes], None] | None = None
         node.round_hooks.append(self.flush)
+        node.cron_hooks.append(self.check_limits)
         node.client_closed_hooks.append(self.forget)
         node.client_reset_hooks.append(self.forget)
 

@@ -83,6 +83,7 @@ class Tracking:
         #: Sessions with tracking on (INFO's tracking_clients).
         self.clients = 0
         node.round_hooks.append(self.flush)
+        node.cron_hooks.append(self.nudge)
         node.client_closed_hooks.append(self.disable)
         node.client_reset_hooks.append(self.disable)
 
