@@ -55,6 +55,19 @@ def closed_by_server(sock: socket.socket) -> bool:
         return True
 
 
+def tidy_up(admin: redis.Redis, *socks: socket.socket | None) -> None:
+    """Close the test's raw connections, give the server back its defaults for
+    the next test of the module, and close ``admin``."""
+    for sock in socks:
+        if sock is not None:
+            sock.close()
+    admin.config_set("maxmemory-clients", "0")
+    admin.config_set("maxmemory", "0")
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.flushall()
+    admin.close()
+
+
 @pytest.mark.parametrize("bound", ["1mb", "10%"])
 def test_the_biggest_client_is_closed_and_a_no_evict_one_kept(port, bound):
     admin = redis.Redis(port=port)
@@ -73,13 +86,7 @@ def test_the_biggest_client_is_closed_and_a_no_evict_one_kept(port, bound):
         assert exempt.recv(16) == b"+OK\r\n"
         assert admin.strlen("held") == 600_010
     finally:
-        for sock in (exempt, big):
-            if sock is not None:
-                sock.close()
-        admin.config_set("maxmemory-clients", "0")
-        admin.config_set("maxmemory", "0")
-        admin.flushall()
-        admin.close()
+        tidy_up(admin, exempt, big)
 
 
 def test_clients_holding_nothing_are_not_closed(tmp_path):
@@ -130,9 +137,4 @@ def test_what_clients_hold_counts_in_used_memory_and_makes_room(port):
         sock = None
         until(lambda: admin.info("memory")["used_memory"] < used)
     finally:
-        if sock is not None:
-            sock.close()
-        admin.config_set("maxmemory", "0")
-        admin.config_set("maxmemory-policy", "noeviction")
-        admin.flushall()
-        admin.close()
+        tidy_up(admin, sock)

@@ -16,8 +16,8 @@ makes room by key eviction too (INFO's ``mem_clients_normal``).
 ``maxmemory-clients`` bounds the sum over all connections, as in Redis 7.0: a
 size, or a percentage of ``maxmemory`` (0, or a percentage while ``maxmemory`` is
 0, sets no bound).  At every tick, while the sum is above the bound, the
-connection holding the most is closed, then the next one,
-until the sum is within it.  Never closed: connections that turned
+connection holding the most is closed, then the next one, until the sum is
+within it.  Never closed: connections that turned
 ``CLIENT NO-EVICT`` on, and connections holding nothing (closing one would free
 nothing; Redis, where every connection has buffers of its own, closes those too).
 Each closing is logged and counted in INFO's ``evicted_clients``.  Where Redis
