@@ -30,17 +30,23 @@ def parse_memory(text: str) -> int:
     """Parse ``100``, ``64mb``, ``1gb`` (Redis memory units, case-insensitive)."""
     t = text.strip().lower()
     for suffix in ("kb", "mb", "gb", "k", "m", "g"):
-        if t.endswith(suffix) and t[: -len(suffix)].isdigit():
+        if t.endswith(suffix) and _is_number(t[: -len(suffix)]):
             return int(t[: -len(suffix)]) * _UNITS[suffix]
-    if t.isdigit():
+    if _is_number(t):
         return int(t)
     raise ConfigError("argument must be a memory value")
+
+
+def _is_number(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also takes other scripts' digits and
+    superscripts, which ``int`` refuses or reads)."""
+    return text.isascii() and text.isdigit()
 
 
 def _parse_memory_or_percent(text: str) -> int:
     """A memory value, or ``N%`` (0 to 100) kept as ``-N`` (as Redis keeps it)."""
     t = text.strip()
-    if t.endswith("%") and t[:-1].isdigit():
+    if t.endswith("%") and _is_number(t[:-1]):
         percent = int(t[:-1])
         if percent > 100:
             raise ConfigError("percentage argument must be less or equal to 100")

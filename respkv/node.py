@@ -347,7 +347,7 @@ class Node:
     def used_memory(self) -> int:
         """``used_memory``: the dataset's estimated bytes (keyspace, see keyspace.memory),
         the clients' as of the last tick and, with replication, the version records."""
-        used = self.keyspace.memory_used() + self.client_memory.held
+        used = self.keyspace.memory_used() + self.client_memory.current()
         if self.replication is not None:  # the records of live keys (tombstones go soon, see docs/memory.md)
             used += min(len(self.replication.store.records), self.keyspace.dbsize()) * VERSION_RECORD_BYTES
         return used

@@ -743,6 +743,18 @@ def test_eviction_candidates_are_freed_during_a_rebuild_and_listed_again_after()
     assert set(candidates.keys) >= set(live) and len(candidates.keys) < 2 * len(live)
 
 
+def test_candidates_released_without_a_relist_list_the_keys_again():
+    """A rebuild that fails before it starts leaves the list released; the next
+    sampling lists the keys again instead of sampling an empty list."""
+    table = {b"k%d" % n: None for n in range(100)}
+    candidates = Candidates(table)
+    candidates.relist()
+    candidates.release()
+    sampled = candidates.sample(10)
+    assert sampled and set(sampled) <= set(table) and sorted(candidates.keys) == sorted(table)
+    assert candidates.take() in table
+
+
 def test_the_keyspace_relists_its_candidates_at_each_rebuild():
     ks = Keyspace()
     Evictor(ks).configure("allkeys-lru", 5, 10, 10, 1)

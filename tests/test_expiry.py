@@ -100,6 +100,9 @@ async def test_idle_clients_are_closed_after_timeout(autojump_clock):
         def buffered(self):
             return 0
 
+        def pending_args_bytes(self):
+            return 0
+
     class FakeSession:
         commands_processed = 0
         commands_seen_by_cron = 0

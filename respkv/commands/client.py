@@ -54,7 +54,8 @@ def client_info_line(session, caller=None, caller_args: list[bytes] | None = Non
     Figures respkv does not track the way Redis does are reported as follows:
     ``qbuf`` is the unparsed input held by the session's reader and ``qbuf-free``
     0 (the reader keeps no spare room); ``argv-mem`` is the size of the arguments
-    of the command being run (the caller's CLIENT command); ``rbs`` is the size of
+    of the command being run (the caller's CLIENT command), or of the complete
+    arguments of a command still arriving (as Redis); ``rbs`` is the size of
     one socket read and ``rbp`` 0; ``multi-mem`` is the size of the arguments
     queued since MULTI; ``omem`` is the pub/sub messages waiting for the client
     (replies are sent before the next request is read, so there is no other
@@ -62,7 +63,8 @@ def client_info_line(session, caller=None, caller_args: list[bytes] | None = Non
     """
     now = trio.current_time()
     qbuf = session.reader.buffered()
-    argv_mem = sum(map(len, caller_args)) if session is caller and caller_args else 0
+    argv_mem = (sum(map(len, caller_args)) if session is caller and caller_args
+                else session.reader.pending_args_bytes())
     idle = 0 if session is caller else max(0, int(now - session.last_interaction))
     try:
         fd = session.sock.fileno()

@@ -305,9 +305,13 @@ class Candidates:
         """The list, rebuilt first if dead entries passed a sixteenth of the live
         keys: each keeps a deleted key's object alive (64 bytes for a short key,
         which ``used_memory`` does not see), and listing the keys again costs
-        some 13 ns a key, once every sixteenth of them evicted."""
+        some 13 ns a key, once every sixteenth of them evicted.  Also rebuilt if
+        it is shorter than the live keys, which it never is but after a
+        :meth:`release` whose :meth:`relist` did not come (a rebuild of the
+        dictionary that failed to start)."""
         source = self.source
-        if len(self.keys) > len(source) + (len(source) >> 4) + 1024:
+        listed = len(self.keys)
+        if listed > len(source) + (len(source) >> 4) + 1024 or listed < len(source):
             self.keys = list(source)
         return self.keys
 

@@ -2,20 +2,25 @@
 
 Theory of operation
 -------------------
-A connection holds memory in three places respkv counts: the unparsed input its
-reader buffers (a command still arriving), the arguments of the commands it
-queued since MULTI, and the pub/sub messages waiting for it to read them
-(:mod:`.pubsub`).  Replies are written before the next request is read, so there
-is no other output buffer.  :meth:`ClientMemory.usage` adds these up for one
-connection (``CLIENT LIST``'s ``tot-mem`` without the running command's
-arguments).  At every housekeeping tick (``hz`` a second) the figures of all
-connections are added up into :attr:`ClientMemory.held`, which ``used_memory``
-counts, as Redis counts its clients' buffers: a client sending a large command
-makes room by key eviction too (INFO's ``mem_clients_normal``).
+A connection holds memory in three places respkv counts: a command still
+arriving (its reader's unparsed input and the arguments it already parsed), the
+arguments of the commands it queued since MULTI, and the pub/sub messages waiting
+for it to read them (:mod:`.pubsub`).  Replies are written before the next
+request is read, so there is no other output buffer.  :meth:`ClientMemory.usage`
+adds these up for one connection (``CLIENT LIST``'s ``tot-mem``).  At every
+housekeeping tick (``hz`` a second) the figures of all connections are added up
+into :attr:`ClientMemory.held`, which ``used_memory`` counts, as Redis counts its
+clients' buffers: a client sending a large command makes room by key eviction too
+(INFO's ``mem_clients_normal``).  While the clients hold much (:data:`RECOUNT_ABOVE`),
+``used_memory`` adds them up again when it is read, at most once a millisecond: a
+large command counted while it arrived is in the keyspace once run, and must not
+count twice until the next tick.
 
 ``maxmemory-clients`` bounds the sum over all connections, as in Redis 7.0: a
 size, or a percentage of ``maxmemory`` (0, or a percentage while ``maxmemory`` is
-0, sets no bound).  At every tick, while the sum is above the bound, the
+0, sets no bound; a bound below 128 KiB is raised to it, as Redis does, so that a
+bad setting cannot cut every connection off).  At every tick, while the sum is
+above the bound, the
 connection holding the most is closed, then the next one, until the sum is
 within it.  Never closed: connections that turned
 ``CLIENT NO-EVICT`` on, and connections holding nothing (closing one would free
@@ -28,10 +33,18 @@ one tick; ``client-query-buffer-limit`` still bounds each connection's input.
 from __future__ import annotations
 
 import logging
+import time
 
 from ..commands.client import queued_bytes
 
 log = logging.getLogger(__name__)
+
+#: Redis's floor for a non-zero ``maxmemory-clients``.
+SMALLEST_LIMIT = 128 * 1024
+#: While the clients held at least this at the last count, ``used_memory`` counts
+#: them again when read (at most every :data:`RECOUNT_EVERY` seconds).
+RECOUNT_ABOVE = 64 * 1024
+RECOUNT_EVERY = 0.001
 
 
 class ClientMemory:
@@ -42,14 +55,26 @@ class ClientMemory:
         #: What all connections held at the last tick: ``used_memory``'s part for
         #: the clients (refreshed once a tick, not summed for every command).
         self.held = 0
+        self._counted_at = 0.0
         node.cron_hooks.append(self.tick)
         node.client_closed_hooks.append(self.closed)
 
     def usage(self, session) -> int:
-        """Bytes ``session`` holds: unparsed input, queued MULTI arguments and
-        pub/sub messages waiting for it."""
-        return (session.reader.buffered() + queued_bytes(session)
+        """Bytes ``session`` holds: a command still arriving, queued MULTI
+        arguments and pub/sub messages waiting for it."""
+        reader = session.reader
+        return (reader.buffered() + reader.pending_args_bytes() + queued_bytes(session)
                 + self.node.pubsub.pending_bytes.get(session.id, 0))
+
+    def current(self) -> int:
+        """:attr:`held` for ``used_memory``: counted again first while it is large
+        and was counted more than :data:`RECOUNT_EVERY` ago (see the module doc)."""
+        if self.held >= RECOUNT_ABOVE:
+            now = time.monotonic()
+            if now - self._counted_at >= RECOUNT_EVERY:
+                self.held = sum(map(self.usage, self.node.clients.values()))
+                self._counted_at = now
+        return self.held
 
     def closed(self, session) -> None:
         """A connection ended: what it held leaves :attr:`held` now."""
@@ -58,9 +83,8 @@ class ClientMemory:
     def limit(self) -> int:
         """The bound in bytes now, 0 for none (a percentage is of ``maxmemory``)."""
         setting = self.node.config["maxmemory-clients"]
-        if setting >= 0:
-            return setting
-        return self.node.config["maxmemory"] * -setting // 100
+        limit = setting if setting >= 0 else self.node.config["maxmemory"] * -setting // 100
+        return max(limit, SMALLEST_LIMIT) if limit else 0
 
     def tick(self) -> int:
         """Once per housekeeping tick: add up what the connections hold (into
@@ -84,4 +108,5 @@ class ClientMemory:
                 closed += 1
             self.node.stats.evicted_clients += closed
         self.held = total
+        self._counted_at = time.monotonic()
         return closed

@@ -449,6 +449,11 @@ class RequestReader:
             self._error = exc
         return batch
 
+    def pending_args_bytes(self) -> int:
+        """Bytes of the complete arguments of a request still arriving (they count
+        towards the query-buffer limit, and towards what the client holds)."""
+        return self._args_size
+
     def buffered(self) -> int:
         """Bytes received but not yet returned as requests (for CLIENT LIST ``qbuf``)."""
         if self._exact:
