@@ -112,6 +112,7 @@ async def test_idle_clients_are_closed_after_timeout(autojump_clock):
 
         def __init__(self, client_id):
             self.id = client_id
+            self.node = node
 
         def kill(self):
             self.killed = True

@@ -41,10 +41,16 @@ def _type_arg(raw: bytes) -> str:
     return kind
 
 
-def queued_bytes(session) -> int:
-    """Bytes of the arguments ``session`` queued since MULTI (``multi-mem``)."""
+def memory_parts(session) -> tuple[int, int, int, int]:
+    """What ``session`` holds, as ``CLIENT LIST`` shows it: ``qbuf`` (unparsed
+    input), ``argv-mem`` (complete arguments of a command still arriving),
+    ``multi-mem`` (arguments queued since MULTI) and ``omem`` (pub/sub messages
+    waiting for it).  Their sum is what client eviction counts."""
+    reader = session.reader
     queued = getattr(session, "multi", None)
-    return sum(len(a) for _, queued_args in queued for a in queued_args) if queued else 0
+    multi_mem = sum(len(a) for _, queued_args in queued for a in queued_args) if queued else 0
+    return (reader.buffered(), reader.pending_args_bytes(), multi_mem,
+            session.node.pubsub.pending_bytes.get(session.id, 0))
 
 
 def client_info_line(session, caller=None, caller_args: list[bytes] | None = None) -> str:
@@ -62,9 +68,9 @@ def client_info_line(session, caller=None, caller_args: list[bytes] | None = Non
     output buffer); ``tot-mem`` adds up the above.
     """
     now = trio.current_time()
-    qbuf = session.reader.buffered()
-    argv_mem = (sum(map(len, caller_args)) if session is caller and caller_args
-                else session.reader.pending_args_bytes())
+    qbuf, argv_mem, multi_mem, omem = memory_parts(session)
+    if session is caller and caller_args:
+        argv_mem = sum(map(len, caller_args))
     idle = 0 if session is caller else max(0, int(now - session.last_interaction))
     try:
         fd = session.sock.fileno()
@@ -72,8 +78,6 @@ def client_info_line(session, caller=None, caller_args: list[bytes] | None = Non
         fd = -1
     last = session.last_spec
     queued = getattr(session, "multi", None)  # commands queued since MULTI, if any
-    multi_mem = queued_bytes(session)
-    omem = session.node.pubsub.pending_bytes.get(session.id, 0)
     subscribed = session.subscriptions
     fields = [
         ("id", session.id),

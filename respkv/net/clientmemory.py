@@ -20,11 +20,10 @@ count twice until the next tick.
 size, or a percentage of ``maxmemory`` (0, or a percentage while ``maxmemory`` is
 0, sets no bound; a bound below 128 KiB is raised to it, as Redis does, so that a
 bad setting cannot cut every connection off).  At every tick, while the sum is
-above the bound, the
-connection holding the most is closed, then the next one, until the sum is
-within it.  Never closed: connections that turned
-``CLIENT NO-EVICT`` on, and connections holding nothing (closing one would free
-nothing; Redis, where every connection has buffers of its own, closes those too).
+above the bound, the connection holding the most is closed, then the next one,
+until the sum is within it.  Never closed: connections that turned ``CLIENT
+NO-EVICT`` on, and connections holding nothing (closing one would free nothing;
+Redis, where every connection has buffers of its own, closes those too).
 Each closing is logged and counted in INFO's ``evicted_clients``.  Where Redis
 also checks before every command, a connection here can pass the bound for up to
 one tick; ``client-query-buffer-limit`` still bounds each connection's input.
@@ -35,7 +34,7 @@ from __future__ import annotations
 import logging
 import time
 
-from ..commands.client import queued_bytes
+from ..commands.client import memory_parts
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +58,11 @@ class ClientMemory:
         node.cron_hooks.append(self.tick)
         node.client_closed_hooks.append(self.closed)
 
-    def usage(self, session) -> int:
+    @staticmethod
+    def usage(session) -> int:
         """Bytes ``session`` holds: a command still arriving, queued MULTI
         arguments and pub/sub messages waiting for it."""
-        reader = session.reader
-        return (reader.buffered() + reader.pending_args_bytes() + queued_bytes(session)
-                + self.node.pubsub.pending_bytes.get(session.id, 0))
+        return sum(memory_parts(session))
 
     def current(self) -> int:
         """:attr:`held` for ``used_memory``: counted again first while it is large
