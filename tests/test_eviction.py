@@ -195,6 +195,15 @@ def test_candidates_drop_gone_keys_and_rebuild():
     assert Candidates({}).sample(5) == []
 
 
+def test_sampling_a_list_no_longer_than_the_sample_gives_every_live_key_once():
+    source = {b"a": 1, b"b": 2}
+    candidates = Candidates(source)
+    candidates.add(b"gone")
+    never = lambda _n: 0  # a draw that would repeat the first key forever
+    assert sorted(candidates.sample(10, pick=never)) == [b"a", b"b"]
+    assert candidates.keys == [b"a", b"b"]  # the dead entry dropped
+
+
 def test_random_take_removes_the_key_it_chooses_and_the_dead_ones_it_meets():
     source = {b"k%d" % i: 1 for i in range(100)}
     candidates = Candidates(source)

@@ -316,9 +316,17 @@ class Candidates:
         return self.keys
 
     def sample(self, count: int, pick=random.randrange) -> list[bytes]:
-        """Up to ``count`` live keys at random (fewer when few are left)."""
+        """Up to ``count`` live keys at random (fewer when few are left).  A list
+        no longer than ``count`` gives all its live keys: drawing with
+        replacement could miss one (Redis's sampling walks buckets and returns
+        distinct keys)."""
         keys = self._live_enough()
         source = self.source
+        if len(keys) <= count:
+            live = [key for key in keys if key in source]
+            if len(live) < len(keys):
+                keys[:] = live
+            return live
         found: list[bytes] = []
         tries = 4 * count + 8
         while len(found) < count and keys and tries:
