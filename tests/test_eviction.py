@@ -258,6 +258,23 @@ def test_access_table_halves_when_keys_settle_and_keeps_the_stronger_stamp(lfu):
     assert not AccessClock(0).fit(0)  # never below the smallest table
 
 
+def test_lfu_fit_keeps_the_counter_higher_as_decayed_now():
+    """Halving merges cells j and j + half: an old high counter that has decayed
+    below a recent lower one gives way to it; within one minute the bytes decide."""
+    access = AccessClock(0, lfu=True)
+    access.grow(4 * 256)  # 1024 cells, halved to 512 below
+    half = len(access.cells) >> 1
+    minutes = 100
+    access.minutes = minutes
+    stale = (minutes - 30) << 8 | 20  # 20, last touched 30 minutes ago: 0 now
+    fresh = minutes << 8 | 8
+    access.cells[0], access.cells[half] = stale, fresh
+    access.cells[1], access.cells[half + 1] = fresh, stale
+    access.cells[2], access.cells[half + 2] = minutes << 8 | 9, minutes << 8 | 12
+    assert access.fit(10)
+    assert list(access.cells[:3]) == [fresh, fresh, minutes << 8 | 12]
+
+
 def test_keyspace_fits_its_access_table_on_the_housekeeping_tick():
     ks = Keyspace()
     Evictor(ks).configure("allkeys-lru", 5, 10, 10, 1)

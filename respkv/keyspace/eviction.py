@@ -189,17 +189,31 @@ class AccessClock:
         eviction candidates and a grown table were counted held more keys for a
         moment than it keeps, and a table grown then would stay twice the size
         its keys need.  Cells ``j`` and ``j + half`` become one, keeping the
-        more recent stamp (LRU) or the higher counter (LFU), with its tag."""
+        more recent stamp (LRU) or the higher counter as decayed now (LFU: a
+        counter last touched long ago is worth less than its byte says), with
+        its tag."""
         cells = self.cells
         half = len(cells) >> 1
         if (half < _MIN_CELLS or len(cells) > _SHRINK_MAX_CELLS
                 or keys * self.cells_per_key > half * (1 - _SHRINK_HEADROOM)):
             return False
-        mask = 0xFF if self.lfu else STAMP_MASK
-        for low in range(half):
-            high = cells[low + half]
-            if high & mask > cells[low] & mask:
-                cells[low] = high
+        if self.lfu:
+            minutes, decay_time = self.minutes, self.decay_time
+            # What a counter of each minute stamp has decayed by (a few distinct stamps).
+            decay = {stamp: 255 - lfu_decayed(stamp << 8 | 255, minutes, decay_time)
+                     for stamp in {cell >> 8 & 0xFFFF for cell in cells}}
+            for low in range(half):
+                high, kept = cells[low + half], cells[low]
+                if (high ^ kept) & 0xFFFF00 == 0:  # the same minute: the bytes compare
+                    if high & 0xFF > kept & 0xFF:
+                        cells[low] = high
+                elif (high & 0xFF) - decay[high >> 8 & 0xFFFF] > max(0, (kept & 0xFF) - decay[kept >> 8 & 0xFFFF]):
+                    cells[low] = high
+        else:
+            for low in range(half):
+                high = cells[low + half]
+                if high & STAMP_MASK > cells[low] & STAMP_MASK:
+                    cells[low] = high
         del cells[half:]
         self.mask = half - 1
         return True
