@@ -600,6 +600,9 @@ def test_a_cluster_node_frees_only_its_share_of_the_excess():
     evictor.eligible = lambda key: int(key[3:]) % 2 == 0  # half the keys are this node's
     used = ks.memory_used()
     excess = used // 5
+    # The share is estimated from 32 sampled keys: seeded, as an unlucky draw
+    # (7 of 32 eligible, one time in a thousand) frees less than a quarter.
+    random.seed(5)
     assert evictor.make_room(ks.memory_used, used - excess, now[0]) == "elsewhere"
     freed = used - ks.memory_used()
     assert 0.25 * excess <= freed <= 0.8 * excess
