@@ -442,3 +442,27 @@ def test_the_wire_record_of_a_plain_string_is_the_general_one(store, ks, now, ho
         assert len(store.record(KEY)) == 2
     assert store.wire_record(KEY) == _general_wire_record(store, KEY)
     assert decode_record(store.wire_record(KEY))
+
+
+@pytest.mark.parametrize("policy", ["allkeys-lru", "allkeys-lfu"])
+def test_shipping_or_imaging_a_record_is_not_an_access(now, policy):
+    """A snapshot images every record and read repair ships them: neither may
+    stamp the keys as used, or a rewrite would make every key equally recent
+    (as Redis's rewrite and replication, which never touch a key)."""
+    ks = Keyspace(clock_ms=lambda: now[0])
+    ks.access.reset(lfu=policy == "allkeys-lfu")
+    store = VersionStore(ks, actor=LOCAL)
+    ks.set(KEY, b"plain")
+    store.written(KEY, now[0])
+    members = Set()
+    members.add_member(b"m")
+    ks.set(b"s", members)
+    store.written(b"s", now[0])
+    now[0] += 3_600_000
+    ks.tick_access()
+    before = {key: (ks.access.idle(key), ks.access.frequency(key)) for key in (KEY, b"s")}
+    for _ in range(20):
+        assert store.wire_record(KEY) is not None and store.wire_record(b"s") is not None
+        assert store.full_record(b"s") is not None
+    assert {key: (ks.access.idle(key), ks.access.frequency(key)) for key in (KEY, b"s")} == before
+    assert before[KEY][0] == 3600 or policy == "allkeys-lfu"

@@ -152,7 +152,7 @@ class RecordReplay:
             self._unversioned.pop(key, None)  # replaced: it was adopted when that was logged
         if kind == RECORD:
             store.restore(key, decode_record(body))
-            if keyspace.get(key) is None and store.expired_clock(key, keyspace.clock_ms()) is not None:
+            if keyspace.peek(key) is None and store.expired_clock(key, keyspace.clock_ms()) is not None:
                 self.expired(key)
         elif kind == OPERATION:
             parent, blob = split_operation(body)

@@ -207,17 +207,20 @@ class VersionStore:
 
     def wire_record(self, key: bytes) -> bytes | None:
         """The wire form of :meth:`full_record` (what is shipped, answered and
-        logged), None if there is no record; a plain string's in one join."""
+        logged), None if there is no record; a plain string's in one join.  Not an
+        access of the key (see :meth:`_fill`)."""
         kept = self._kept.get(key)
         if kept.__class__ is bytes and key not in self.meta and (
-                plain := string_wire_record(kept, self.keyspace.get(key))):
+                plain := string_wire_record(kept, self.keyspace.peek(key))):
             return plain
         record = self.full_record(key)
         return None if record is None else encode_record(record)
 
     def _fill(self, key: bytes, version: Version) -> Version:
-        """Give the materialized ``version`` (one of ours) the keyspace's value, encoded."""
-        value = self.keyspace.get(key)
+        """Give the materialized ``version`` (one of ours) the keyspace's value, encoded.
+        Not an access of the key: shipping, answering or imaging a record leaves
+        its LRU stamp and LFU counter alone (as Redis's rewrite and replication do)."""
+        value = self.keyspace.peek(key)
         # A materialized winner gone from the keyspace has expired: no value to ship.
         version.value = b"" if value is None else join_value(encode_value(value), self.meta.get(key))
         return version
@@ -574,7 +577,7 @@ class VersionStore:
     def _kind(self, key: bytes, value: bytes | None) -> tuple[bytes, bool]:
         """:func:`~.convergent.kind_of` a version's value (None: the keyspace's)."""
         if value is None:
-            tag = _TAGS.get(self.keyspace.get(key).__class__, b"?")
+            tag = _TAGS.get(self.keyspace.peek(key).__class__, b"?")
             meta = self.meta.get(key)
             return tag, tag == STRING_TAG and (meta.__class__ is Tally or (meta.__class__ is bytes and
                                                                             meta[:1] == TALLY_TAG))
