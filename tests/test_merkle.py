@@ -13,6 +13,7 @@ from respkv.keyspace.slots import SLOT_COUNT, key_slot
 from respkv.replication.merkle import (
     GROUP_COUNT,
     SEGMENT_COUNT,
+    SEGMENTED_SLOT_KEYS,
     SLOTS_PER_GROUP,
     SlotTrees,
     bitmap_slots,
@@ -155,6 +156,46 @@ def test_a_big_slot_kept_by_segment_agrees_with_its_leaves_through_any_changes(c
     assert trees.segment_sums(slot) == segment_sums
     for segment in range(SEGMENT_COUNT):
         assert trees.leaves(slot, segment) == {k: v for k, v in leaves.items() if segment_of(k) == segment}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_settling_in_batches_gives_the_tree_of_updates_one_by_one(seed):
+    """:meth:`SlotTrees.settle` hashes the common cases inline (its own slot of a
+    key, plain and segmented slots): the result must be what :meth:`update` makes,
+    for hash tags of every shape, keys coming and going and a slot growing past
+    :data:`SEGMENTED_SLOT_KEYS` between and during settles."""
+    rng = random.Random(seed)
+    settled, updated = SlotTrees(), SlotTrees()
+    held: dict[bytes, bytes] = {}
+    prefixes = [b"{hot}"] * 8 + [b"", b"{}", b"a{b{c}", b"{x"]
+    for _ in range(3000):
+        key = rng.choice(prefixes) + b"%d" % rng.randrange(500)
+        digest = rng.choice([b"", b"d%d" % rng.randrange(3), b"e%d" % rng.randrange(3)])
+        if digest:
+            held[key] = digest
+        else:
+            held.pop(key, None)
+        settled.changed(key)
+        updated.update(key, digest)
+        if rng.random() < 0.02:
+            settled.settle(lambda k: held.get(k, b""))
+    assert settled.settle(lambda k: held.get(k, b"")) == 0
+    assert updated.key_count(key_slot(b"{hot}")) > SEGMENTED_SLOT_KEYS  # the big-slot path ran
+    assert all_sums(settled) == all_sums(updated)
+    assert settled.keys == updated.keys == len(held)
+    for slot in {key_slot(key) for key in held}:
+        assert settled.leaves(slot) == updated.leaves(slot)
+        assert settled.segment_sums(slot) == updated.segment_sums(slot)
+        assert settled.key_count(slot) == updated.key_count(slot)
+
+
+def test_settle_with_a_limit_hashes_the_oldest_changes_first():
+    trees = SlotTrees()
+    for i in range(10):
+        trees.changed(b"k%d" % i)
+    trees.changed(b"k0")  # changed again: keeps its place
+    trees.settle(lambda key: b"d", limit=4)
+    assert list(trees.pending) == [b"k%d" % i for i in range(4, 10)]
 
 
 @pytest.mark.parametrize("slots", [[], [0], [SLOT_COUNT - 1], [0, 7, 8, 9, 16383], list(range(0, SLOT_COUNT, 3))])

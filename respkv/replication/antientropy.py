@@ -164,11 +164,11 @@ class AntiEntropy:
     def changed(self, keys: Iterable[bytes]) -> None:
         """Keys whose record changed (the commit log's list, once per round):
         rehashed at the next settle."""
-        self.trees.pending.update(keys)
+        self.trees.changed_keys(keys)
 
     def loaded(self, keys: Iterable[bytes]) -> None:
         """The keys restored at start: hashed by :meth:`run` before any exchange."""
-        self.trees.pending.update(keys)
+        self.trees.changed_keys(keys)
 
     def flushed(self) -> None:
         self.trees.clear()
