@@ -8,7 +8,11 @@ Placements use preference lists laid out by hand, as ``test_topology`` does.
 
 from __future__ import annotations
 
+from binascii import crc_hqx
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from respkv.cluster.failure import NodeState
 from respkv.cluster.membership import Member, Membership
@@ -29,7 +33,7 @@ from respkv.cluster.routing import (
 from respkv.cluster.state import ClusterState
 from respkv.cluster.topology import Topology
 from respkv.commands.keyspecs import command_keys, request_keys
-from respkv.keyspace.slots import SLOT_COUNT, key_slot
+from respkv.keyspace.slots import SLOT_COUNT, hash_tag, key_slot
 from respkv.node import build_command_table
 
 from .test_topology import TableRing
@@ -365,3 +369,10 @@ def test_reply_framer_rejects_what_is_not_resp(garbage):
 
 def test_encode_request():
     assert encode_request([b"SET", b"k", b""]) == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b"{", b"}", b"a", b"b"]), max_size=12).map(b"".join))
+def test_key_slot_is_the_crc_of_the_hash_tag(key):
+    """``key_slot`` extracts the hash tag inline: the same as ``hash_tag``."""
+    assert key_slot(key) == crc_hqx(hash_tag(key), 0) % SLOT_COUNT
