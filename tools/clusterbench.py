@@ -198,7 +198,7 @@ class ClusterSide:
     def settle(self) -> float:
         """Wait until the nodes have finished the work a run left behind (such as
         replica writes still in flight when the last reply arrived, and the hash
-        tree leaves a respkv node computes once a second for the keys written):
+        tree leaves a respkv node computes every 0.2 s for the keys written):
         they use little CPU and report no deferred work; return the seconds waited."""
         started = time.monotonic()
         last = sum(self.cpu())
@@ -304,7 +304,7 @@ def start_respkv_cluster(role: str, name: str, cfg: Config, rf: int | None, extr
 def deferred_work(ports: list[int], password: str | None) -> int:
     """What the respkv nodes at ``ports`` still owe the writes they answered:
     keys whose hash tree leaf is not computed yet (``ae_tree_pending``, hashed
-    once a second) and commit log bytes not yet written (``aof_buffer_length``)."""
+    every 0.2 s) and commit log bytes not yet written (``aof_buffer_length``)."""
     owed = 0
     for port in ports:
         with redis.Redis(port=port, password=password, socket_timeout=5) as client:
