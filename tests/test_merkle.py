@@ -189,13 +189,17 @@ def test_settling_in_batches_gives_the_tree_of_updates_one_by_one(seed):
         assert settled.key_count(slot) == updated.key_count(slot)
 
 
-def test_settle_with_a_limit_hashes_the_oldest_changes_first():
+def test_settle_with_a_limit_takes_each_pending_key_once():
+    """The build at start settles a million keys in chunks: each chunk takes
+    keys off the pending ones (the newest first, in O(1) each), once each."""
     trees = SlotTrees()
     for i in range(10):
         trees.changed(b"k%d" % i)
-    trees.changed(b"k0")  # changed again: keeps its place
-    trees.settle(lambda key: b"d", limit=4)
-    assert list(trees.pending) == [b"k%d" % i for i in range(4, 10)]
+    trees.changed(b"k0")  # changed again: still one key
+    assert trees.settle(lambda key: b"d", limit=4) == 6
+    assert sorted(trees.pending) == sorted(b"k%d" % i for i in range(6))
+    assert trees.settle(lambda key: b"d", limit=100) == 0
+    assert trees.keys == trees.hashed == 10
 
 
 @pytest.mark.parametrize("slots", [[], [0], [SLOT_COUNT - 1], [0, 7, 8, 9, 16383], list(range(0, SLOT_COUNT, 3))])

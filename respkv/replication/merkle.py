@@ -39,7 +39,7 @@ unseen needs a 64-bit XOR collision.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from itertools import islice, repeat
+from itertools import repeat
 
 from binascii import crc_hqx
 
@@ -151,9 +151,9 @@ class SlotTrees:
             batch: Iterable[bytes] = pending
             self.pending = {}
         else:
-            batch = list(islice(pending, limit))
-            for key in batch:
-                del pending[key]
+            # The newest first: a dict's last entries go in O(1), where taking
+            # its first ones leaves dead entries every later chunk would skip.
+            batch = [pending.popitem()[0] for _ in range(limit)]
         update = self.update
         all_leaves = self._leaves
         sums = self._sums
