@@ -198,12 +198,15 @@ def node_keys(cluster: launcher.LocalCluster, index: int) -> int | None:
         return None
 
 
-def keys_loaded(cluster: launcher.LocalCluster, index: int) -> int | None:
+def keys_loaded(cluster: launcher.LocalCluster, index: int, timeout: float = 5.0) -> int | None:
     """How many keys node ``index`` loaded from its directory at start
-    (``rdb_last_load_keys_loaded`` of ``INFO persistence``; None when it does not say)."""
+    (``rdb_last_load_keys_loaded`` of ``INFO persistence``; None when it does not
+    say within ``timeout`` seconds).  A replicated node listens before it loads
+    its directory and answers once it has, so a large load needs a long ``timeout``
+    (5 s printed ``loaded None`` after a kill -9 during a rewrite)."""
     try:
         info = launcher.parse_info(launcher.command(HOST, cluster.nodes[index].port, "INFO", "persistence",
-                                                    timeout=5.0))
+                                                    timeout=timeout))
         return int(info["rdb_last_load_keys_loaded"])
     except (OSError, launcher.ReplyError, KeyError, ValueError):
         return None
@@ -258,7 +261,7 @@ def restart(cluster: launcher.LocalCluster, indexes: Sequence[int],
     for index in indexes:
         cluster.start_node(index, join_running=False)
     cluster.wait_listening(indexes, settings.ready_timeout)
-    loaded = [keys_loaded(cluster, index) for index in indexes]
+    loaded = [keys_loaded(cluster, index, settings.ready_timeout) for index in indexes]
     recovered = [node_keys(cluster, index) for index in indexes]
     cluster.wait_ready(settings.ready_timeout)
     return time.monotonic() - started, loaded, recovered
