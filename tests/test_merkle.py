@@ -193,13 +193,14 @@ def test_settle_with_a_limit_takes_each_pending_key_once():
     """The build at start settles a million keys in chunks: each chunk takes
     keys off the pending ones (the newest first, in O(1) each), once each."""
     trees = SlotTrees()
+    trees.update(b"{t}held", b"d")  # the slot holds leaves: the others are hashed inline
     for i in range(10):
-        trees.changed(b"k%d" % i)
-    trees.changed(b"k0")  # changed again: still one key
+        trees.changed(b"{t}k%d" % i)
+    trees.changed(b"{t}k0")  # changed again: still one key
     assert trees.settle(lambda key: b"d", limit=4) == 6
-    assert sorted(trees.pending) == sorted(b"k%d" % i for i in range(6))
+    assert sorted(trees.pending) == sorted(b"{t}k%d" % i for i in range(6))
     assert trees.settle(lambda key: b"d", limit=100) == 0
-    assert trees.keys == trees.hashed == 10
+    assert trees.keys == trees.hashed == 11 == trees.key_count(key_slot(b"{t}"))
 
 
 @pytest.mark.parametrize("slots", [[], [0], [SLOT_COUNT - 1], [0, 7, 8, 9, 16383], list(range(0, SLOT_COUNT, 3))])

@@ -371,3 +371,22 @@ def test_records_of_expired_keys_are_forgotten_after_the_grace(rc):
         assert rc.execute_command("SIBLINGS", "short") == [b"", []]
     finally:
         rc.config_set("tombstone-grace", 60000)
+
+
+def test_siblings_is_a_read_of_the_key_as_get_is(rc, cluster_node):
+    """SIBLINGS counts as one access of the key (LFU counter, LRU stamp), as a
+    GET does; making its record (shared with snapshots and shipping) does not."""
+    rc.config_set("maxmemory-policy", "allkeys-lfu")
+    rc.config_set("lfu-log-factor", 0)  # every access counts one
+    rc.config_set("lfu-decay-time", 0)  # and no minute ending between them takes one off
+    try:
+        rc.set("k", "v")
+        before = rc.object("freq", "k")
+        rc.execute_command("SIBLINGS", "k")
+        assert rc.object("freq", "k") == before + 1
+        rc.get("k")
+        assert rc.object("freq", "k") == before + 2
+    finally:
+        rc.config_set("maxmemory-policy", "noeviction")
+        rc.config_set("lfu-log-factor", 10)
+        rc.config_set("lfu-decay-time", 1)

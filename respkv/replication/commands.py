@@ -116,6 +116,7 @@ def siblings(s, args):
             return reply.array([reply.bulk(b""), reply.array([])])
         version = Version(b"", 0, b"", False, s.ks.deadline(key) or 0, encode_value(value))
         return reply.array([reply.bulk(b""), reply.array([_sibling(proto, version, True, now)])])
+    s.ks.get(key)  # a read of the key, as GET is (making its record is not one)
     record = coordinator.store.full_record(key)
     if record is None:
         return reply.array([reply.bulk(b""), reply.array([])])
