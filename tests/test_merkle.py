@@ -160,8 +160,8 @@ def test_a_big_slot_kept_by_segment_agrees_with_its_leaves_through_any_changes(c
 
 @pytest.mark.parametrize("seed", range(4))
 def test_settling_in_batches_gives_the_tree_of_updates_one_by_one(seed):
-    """:meth:`SlotTrees.settle` hashes the common cases inline (its own slot of a
-    key, plain and segmented slots): the result must be what :meth:`update` makes,
+    """:meth:`SlotTrees.settle` hashes the common cases inline (plain and
+    segmented slots): the result must be what :meth:`update` makes,
     for hash tags of every shape, keys coming and going and a slot growing past
     :data:`SEGMENTED_SLOT_KEYS` between and during settles."""
     rng = random.Random(seed)
