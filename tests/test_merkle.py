@@ -160,9 +160,8 @@ def test_a_big_slot_kept_by_segment_agrees_with_its_leaves_through_any_changes(c
 
 @pytest.mark.parametrize("seed", range(4))
 def test_settling_in_batches_gives_the_tree_of_updates_one_by_one(seed):
-    """:meth:`SlotTrees.settle` hashes the common cases inline (plain and
-    segmented slots): the result must be what :meth:`update` makes,
-    for hash tags of every shape, keys coming and going and a slot growing past
+    """:meth:`SlotTrees.settle` over batches of pending keys (in the order they
+    changed) must give what :meth:`update` one by one makes, for hash tags of every shape, keys coming and going and a slot growing past
     :data:`SEGMENTED_SLOT_KEYS` between and during settles."""
     rng = random.Random(seed)
     settled, updated = SlotTrees(), SlotTrees()
@@ -193,7 +192,7 @@ def test_settle_with_a_limit_takes_each_pending_key_once():
     """The build at start settles a million keys in chunks: each chunk takes
     keys off the pending ones (the newest first, in O(1) each), once each."""
     trees = SlotTrees()
-    trees.update(b"{t}held", b"d")  # the slot holds leaves: the others are hashed inline
+    trees.update(b"{t}held", b"d")  # one slot holding leaves already
     for i in range(10):
         trees.changed(b"{t}k%d" % i)
     trees.changed(b"{t}k0")  # changed again: still one key

@@ -374,5 +374,5 @@ def test_encode_request():
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.sampled_from([b"{", b"}", b"a", b"b"]), max_size=12).map(b"".join))
 def test_key_slot_is_the_crc_of_the_hash_tag(key):
-    """``key_slot`` extracts the hash tag inline: the same as ``hash_tag``."""
+    """``key_slot`` hashes what ``hash_tag`` extracts, for keys of every brace shape."""
     assert key_slot(key) == crc_hqx(hash_tag(key), 0) % SLOT_COUNT

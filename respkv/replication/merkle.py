@@ -70,7 +70,7 @@ SEGMENTED_SLOT_KEYS = 256
 
 def leaf_hash(key: bytes, digest: bytes) -> int:
     """The leaf of ``key`` holding versions named ``digest`` (never 0 in practice;
-    :meth:`SlotTrees.settle` computes the same inline)."""
+    :meth:`SlotTrees.update` computes the same inline)."""
     return CityHash64WithSeed(digest, CityHash64(key))
 
 
@@ -140,11 +140,7 @@ class SlotTrees:
     def settle(self, digest_of: Callable[[bytes], bytes], limit: int | None = None) -> int:
         """Hash up to ``limit`` pending keys (all when None) with their digest now
         (``digest_of(key)``, empty when the key holds nothing).  Returns how many
-        keys are still pending.
-
-        The common case, a key with versions in a slot holding leaves already,
-        is :meth:`update` inline: this runs for every copy of every write a
-        node holds."""
+        keys are still pending."""
         pending = self.pending
         if limit is None or limit >= len(pending):
             batch: Iterable[bytes] = pending
@@ -154,46 +150,13 @@ class SlotTrees:
             # its first ones leaves dead entries every later chunk would skip.
             batch = [pending.popitem()[0] for _ in range(limit)]
         update = self.update
-        all_leaves = self._leaves
-        sums = self._sums
-        city, seeded = CityHash64, CityHash64WithSeed
-        hashed = added = 0
         for key in batch:
-            digest = digest_of(key)
-            slot = key_slot(key)
-            held = all_leaves[slot]
-            if not digest or held is None:
-                update(key, digest, slot)
-                continue
-            key_hash = city(key)
-            new = seeded(digest, key_hash)
-            hashed += 1
-            if held.__class__ is _Segmented:
-                leaves = held.parts[key_hash >> _SEGMENT_SHIFT]
-                old = leaves.get(key, 0)
-                leaves[key] = new
-                held.sums[key_hash >> _SEGMENT_SHIFT] ^= old ^ new
-                sums[slot] ^= old ^ new
-                if not old:
-                    added += 1
-                    held.count += 1
-                continue
-            old = held.get(key, 0)
-            held[key] = new
-            sums[slot] ^= old ^ new
-            if not old:
-                added += 1
-                if len(held) > SEGMENTED_SLOT_KEYS:
-                    all_leaves[slot] = _Segmented(held)
-        self.hashed += hashed
-        self.keys += added
+            update(key, digest_of(key))
         return len(self.pending)
 
-    def update(self, key: bytes, digest: bytes, slot: int | None = None) -> None:
-        """Make ``key``'s leaf the one of ``digest`` (no leaf for an empty digest);
-        ``slot`` is ``key``'s when the caller has it."""
-        if slot is None:
-            slot = key_slot(key)
+    def update(self, key: bytes, digest: bytes) -> None:
+        """Make ``key``'s leaf the one of ``digest`` (no leaf for an empty digest)."""
+        slot = key_slot(key)
         held = self._leaves[slot]
         if held is None:
             if not digest:
