@@ -498,9 +498,9 @@ def start_replication(node: Node, state: ClusterState, bus: ClusterBus) -> Coord
     coordinator.handoff.attach(journal)  # hints are logged, and held by snapshots
     anti_entropy = coordinator.anti_entropy = AntiEntropy(node, state, bus, store, coordinator)
     anti_entropy.loaded(store.keys())
+    store.on_moved = anti_entropy.trees.moved  # every later change of a record, as it is made
     store.on_change = record_marker(journal)
     store.on_operation = operation_marker(journal)
-    journal.commit_key_listeners.append(anti_entropy.changed)  # every changed key, once per round
     for key in replay.adopt():  # values of a log written without replication
         journal.mark(key)
     node.commit_listeners.append(coordinator.local_commit)

@@ -4,6 +4,7 @@ it to the peer) rather than served wrongly."""
 
 from __future__ import annotations
 
+import random
 import struct
 
 import pytest
@@ -23,7 +24,11 @@ from respkv.replication.antientropy import (
     split_listing,
     unpack_sums,
 )
-from respkv.replication.merkle import GROUP_COUNT, SEGMENT_COUNT, leaf_hash, slots_bitmap
+from respkv.commands.replay import ClientlessSession, run_replayable
+from respkv.keyspace.values import Set
+from respkv.replication import vclock
+from respkv.replication.merkle import GROUP_COUNT, SEGMENT_COUNT, SlotTrees, leaf_hash, slots_bitmap
+from respkv.replication.replica import REPL
 from respkv.replication.pacing import repair_rate
 
 NODE = "ab" * 20
@@ -33,13 +38,18 @@ class NoBus:
     links: dict = {}
 
 
-@pytest.fixture
-def node(tmp_path) -> Node:
-    node = Node(Config(**{"cluster-enabled": True, "appendonly": False, "dir": str(tmp_path)}))
-    state = ClusterState(Member(NODE, "127.0.0.1", 7000, 17000), rf=3)
+def make_node(path, name: str = NODE) -> Node:
+    path.mkdir(parents=True, exist_ok=True)
+    node = Node(Config(**{"cluster-enabled": True, "appendonly": False, "dir": str(path)}))
+    state = ClusterState(Member(name, "127.0.0.1", 7000, 17000), rf=3)
     node.cluster = state
     start_replication(node, state, NoBus())
     return node
+
+
+@pytest.fixture
+def node(tmp_path) -> Node:
+    return make_node(tmp_path)
 
 
 def write(node: Node, key: bytes, value: bytes) -> None:
@@ -50,15 +60,80 @@ def write(node: Node, key: bytes, value: bytes) -> None:
     node.persist_now()
 
 
-def test_the_trees_hear_of_a_change_at_the_commit_of_its_round(node):
+def test_the_trees_hear_of_a_change_as_the_store_makes_it(node):
     ae = node.replication.anti_entropy
     node.keyspace.set(b"k", b"v")
     node.replication.store.written(b"k", node.keyspace.clock_ms())
-    assert not ae.trees.pending
-    node.persist_now()
-    assert list(ae.trees.pending) == [b"k"]
-    ae.settle()
-    assert ae.trees.keys == 1
+    assert not ae.trees.pending and ae.trees.keys == 1
+    assert ae.trees.slot_sum(key_slot(b"k")) == leaf_hash(b"k", node.replication.store.digest(b"k"))
+
+
+def rebuilt_trees(store) -> SlotTrees:
+    """The trees of what ``store`` holds, made from scratch."""
+    trees = SlotTrees(store.digest)
+    trees.unhashed(store.keys())
+    trees.settle()
+    return trees
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_every_way_a_record_changes_reaches_the_trees_once(tmp_path, seed):
+    """The trees keep no leaves: they are only right if the store reports every
+    change of a record, with the digests before and after, exactly once.  Two
+    nodes write, delete, expire, resolve, ship records and commands to each other,
+    merge, purge, forget and relinquish keys at random; each node's trees must
+    then be the trees of what it holds."""
+    rng = random.Random(seed)
+    nodes = [make_node(tmp_path / "a", "ab" * 20), make_node(tmp_path / "b", "cd" * 20)]
+    keys = [b"{t}%d" % i for i in range(30)] + [b"k%d" % i for i in range(30)]
+    for _ in range(1500):
+        node, other = rng.sample(nodes, 2)
+        store, ks, key = node.replication.store, node.keyspace, rng.choice(keys)
+        now = ks.clock_ms()
+        action = rng.randrange(10)
+        shipped = None
+        if action <= 2:  # a string, sometimes with a time to live
+            ks.set(key, b"v%d" % rng.randrange(100))
+            if action == 2:
+                ks.set_deadline(key, now + rng.choice([1, 100_000]))
+            shipped = store.written(key, now)
+        elif action == 3:  # a set member added: shipped as the command
+            if ks.peek(key).__class__ not in (type(None), Set):
+                ks.delete(key)
+                store.written(key, now)
+            command = [b"SADD", key, b"m%d" % rng.randrange(5)]
+            if run_replayable(node.table, ClientlessSession(node), key, command):
+                shipped = store.written(key, now, operation=command, commands=[command])
+        elif action == 4:  # deleted
+            if ks.delete(key):
+                shipped = store.written(key, now)
+        elif action == 5:  # RESOLVE-like write that saw nothing: a sibling
+            ks.set(key, b"r%d" % rng.randrange(100))
+            shipped = store.written(key, now, seen=vclock.EMPTY)
+        elif action == 6:  # a whole record merged (read repair, anti-entropy)
+            record = store.full_record(key)
+            if record is not None:
+                other.replication.store.apply(key, record)
+        elif action == 7:  # a tombstone purged, an expired record forgotten
+            clock = store.tombstone_clock(key)
+            if clock is not None:
+                store.purge(key, clock)
+            clock = store.expired_clock(key, now + 10**9)
+            if clock is not None:
+                store.forget_expired(key, clock, now + 10**9)
+        elif action == 8:
+            store.relinquish(key)
+        if shipped is not None and rng.random() < 0.8:
+            other.replication.replica.handle("peer", REPL, [key, shipped[0], shipped[1]])
+    for node in nodes:
+        store, trees = node.replication.store, node.replication.anti_entropy.trees
+        expected = rebuilt_trees(store)
+        assert trees.keys == expected.keys == len(store.keys())
+        for slot in range(SLOT_COUNT):
+            assert trees.slot_sum(slot) == expected.slot_sum(slot)
+        for slot in {key_slot(key) for key in keys}:
+            assert trees.segment_sums(slot) == expected.segment_sums(slot)
+            assert trees.leaves(slot) == expected.leaves(slot)
 
 
 def test_nothing_is_answered_before_the_trees_are_built(node):

@@ -25,15 +25,45 @@ from respkv.replication.merkle import (
 )
 
 
+class Held:
+    """What a node holds (key → digest) and its trees, told of every change as a
+    store tells them."""
+
+    def __init__(self, restored: dict[bytes, bytes] | None = None) -> None:
+        self.digests: dict[bytes, bytes] = dict(restored or {})
+        self.trees = SlotTrees(self.digest_of)
+        self.trees.unhashed(self.digests)
+
+    def digest_of(self, key: bytes) -> bytes:
+        return self.digests.get(key, b"")
+
+    def set(self, key: bytes, digest: bytes) -> None:
+        old = self.digest_of(key)
+        if digest:
+            self.digests[key] = digest
+        else:
+            self.digests.pop(key, None)
+        self.trees.moved(key, old, digest)
+
+
 def built(pairs: dict[bytes, bytes]) -> SlotTrees:
-    trees = SlotTrees()
+    held = Held()
     for key, digest in pairs.items():
-        trees.update(key, digest)
-    return trees
+        held.set(key, digest)
+    return held.trees
 
 
 def all_sums(trees: SlotTrees) -> list[int]:
     return [trees.slot_sum(slot) for slot in range(SLOT_COUNT)]
+
+
+def assert_same_trees(trees: SlotTrees, expected: SlotTrees, slots) -> None:
+    assert all_sums(trees) == all_sums(expected)
+    assert trees.keys == expected.keys
+    for slot in slots:
+        assert trees.leaves(slot) == expected.leaves(slot)
+        assert trees.segment_sums(slot) == expected.segment_sums(slot)
+        assert trees.key_count(slot) == expected.key_count(slot)
 
 
 keys = st.binary(min_size=1, max_size=12)
@@ -43,32 +73,29 @@ digests = st.binary(min_size=1, max_size=8)
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(keys, st.one_of(st.just(b""), digests)), max_size=60))
 def test_sums_after_any_sequence_of_changes_equal_a_tree_built_from_the_end_state(changes):
-    trees = SlotTrees()
-    final: dict[bytes, bytes] = {}
+    held = Held()
     for key, digest in changes:
-        trees.update(key, digest)
-        if digest:
-            final[key] = digest
-        else:
-            final.pop(key, None)
-    rebuilt = built(final)
-    assert all_sums(trees) == all_sums(rebuilt)
-    assert trees.keys == len(final)
-    for slot in {key_slot(key) for key, _ in changes}:
-        assert trees.leaves(slot) == rebuilt.leaves(slot)
-        assert trees.key_count(slot) == rebuilt.key_count(slot)
+        held.set(key, digest)
+    rebuilt = built(held.digests)
+    assert held.trees.keys == len(held.digests)
+    assert_same_trees(held.trees, rebuilt, {key_slot(key) for key, _ in changes})
 
 
 def test_a_slot_sum_is_the_xor_of_its_leaves_and_an_emptied_slot_sums_to_zero():
-    trees = SlotTrees()
+    held = Held()
     a, b = b"{x}a", b"{x}b"  # one slot
-    trees.update(a, b"d1")
-    trees.update(b, b"d2")
+    held.set(a, b"d1")
+    held.set(b, b"d2")
+    trees = held.trees
     slot = key_slot(a)
     assert trees.slot_sum(slot) == leaf_hash(a, b"d1") ^ leaf_hash(b, b"d2")
-    trees.update(a, b"")
-    trees.update(b, b"")
+    assert trees.leaves(slot) == {a: leaf_hash(a, b"d1"), b: leaf_hash(b, b"d2")}
+    held.set(a, b"d3")
+    assert trees.slot_sum(slot) == leaf_hash(a, b"d3") ^ leaf_hash(b, b"d2")
+    held.set(a, b"")
+    held.set(b, b"")
     assert trees.slot_sum(slot) == 0 and trees.key_count(slot) == 0 and trees.keys == 0
+    assert trees.segment_sums(slot) == [0] * SEGMENT_COUNT
 
 
 def test_the_leaf_depends_on_key_and_digest_not_on_which_key_has_which_digest():
@@ -79,25 +106,31 @@ def test_the_leaf_depends_on_key_and_digest_not_on_which_key_has_which_digest():
     assert one.slot_sum(key_slot(b"{s}a")) != swapped.slot_sum(key_slot(b"{s}a"))
 
 
-def test_settle_hashes_each_pending_key_once_with_its_digest_at_that_time():
-    trees = SlotTrees()
-    held = {b"a": b"1"}
-    for _ in range(5):
-        trees.changed(b"a")
-    trees.changed(b"gone")
-    assert trees.settle(lambda key: held.get(key, b"")) == 0
-    assert trees.hashed == 1 and trees.keys == 1
-    assert trees.slot_sum(key_slot(b"a")) == leaf_hash(b"a", b"1")
+def test_a_change_that_keeps_the_digest_changes_nothing():
+    held = Held()
+    held.set(b"a", b"1")
+    before = all_sums(held.trees)
+    held.trees.moved(b"a", b"1", b"1")
+    assert all_sums(held.trees) == before and held.trees.keys == 1
+
+
+def test_settle_hashes_each_restored_key_once_with_its_digest_at_that_time():
+    held = Held({b"a": b"1", b"gone": b"2"})
+    held.set(b"a", b"3")  # changed before it was hashed: left to the settle
+    held.set(b"gone", b"")
+    assert held.trees.keys == 0 and held.trees.slot_sum(key_slot(b"a")) == 0
+    assert held.trees.settle() == 0
+    assert held.trees.hashed == 1 and held.trees.keys == 1
+    assert held.trees.slot_sum(key_slot(b"a")) == leaf_hash(b"a", b"3")
+    assert held.trees.slot_sum(key_slot(b"gone")) == 0
 
 
 def test_settle_with_a_limit_leaves_the_rest_pending():
-    trees = SlotTrees()
-    for i in range(10):
-        trees.changed(b"k%d" % i)
-    assert trees.settle(lambda key: b"d", limit=4) == 6
-    assert trees.keys == 4
-    assert trees.settle(lambda key: b"d") == 0
-    assert trees.keys == 10
+    held = Held({b"k%d" % i: b"d" for i in range(10)})
+    assert held.trees.settle(limit=4) == 6
+    assert held.trees.keys == 4
+    assert held.trees.settle() == 0
+    assert held.trees.keys == 10
 
 
 def test_group_sums_cover_only_the_slots_asked():
@@ -111,8 +144,9 @@ def test_group_sums_cover_only_the_slots_asked():
     assert sums == expected
 
 
-def test_segments_partition_a_slot():
-    trees = built({b"{big}%d" % i: b"d%d" % i for i in range(500)})
+@pytest.mark.parametrize("count", [5, 500])
+def test_segments_partition_a_slot(count):
+    trees = built({b"{big}%d" % i: b"d%d" % i for i in range(count)})
     slot = key_slot(b"{big}0")
     sums = trees.segment_sums(slot)
     assert len(sums) == SEGMENT_COUNT
@@ -126,23 +160,18 @@ def test_segments_partition_a_slot():
         assert folded == value
         total ^= value
     assert total == trees.slot_sum(slot)
-    assert sum(len(trees.leaves(slot, s)) for s in range(SEGMENT_COUNT)) == 500
+    assert sum(len(trees.leaves(slot, s)) for s in range(SEGMENT_COUNT)) == count
 
 
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 400), st.one_of(st.just(b""), digests)), min_size=300, max_size=900))
 def test_a_big_slot_kept_by_segment_agrees_with_its_leaves_through_any_changes(changes):
-    """Past SEGMENTED_SLOT_KEYS a slot keeps leaves by segment: its sums, counts
-    and listings must stay what the plain leaves give, as keys come and go."""
-    trees = SlotTrees()
-    final: dict[bytes, bytes] = {}
+    """Past SEGMENTED_SLOT_KEYS a slot keeps its keys by segment: its sums, counts
+    and listings must stay what the leaves of what it holds give, as keys come and go."""
+    held = Held()
     for i, digest in changes:
-        key = b"{hot}%d" % i
-        trees.update(key, digest)
-        if digest:
-            final[key] = digest
-        else:
-            final.pop(key, None)
+        held.set(b"{hot}%d" % i, digest)
+    trees, final = held.trees, held.digests
     slot = key_slot(b"{hot}0")
     leaves = {key: leaf_hash(key, digest) for key, digest in final.items()}  # computed apart from SlotTrees
     segment_sums = [0] * SEGMENT_COUNT
@@ -159,47 +188,39 @@ def test_a_big_slot_kept_by_segment_agrees_with_its_leaves_through_any_changes(c
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_settling_in_batches_gives_the_tree_of_updates_one_by_one(seed):
-    """:meth:`SlotTrees.settle` over batches of pending keys (in the order they
-    changed) must give what :meth:`update` one by one makes, for hash tags of every shape, keys coming and going and a slot growing past
-    :data:`SEGMENTED_SLOT_KEYS` between and during settles."""
+def test_a_build_in_chunks_while_keys_change_gives_the_tree_of_the_end_state(seed):
+    """At start the restored keys are hashed in chunks while clients change keys,
+    restored or not: the trees must end as if built from what is held then, for
+    hash tags of every shape, keys coming and going and a slot growing past
+    :data:`SEGMENTED_SLOT_KEYS` between and during chunks."""
     rng = random.Random(seed)
-    settled, updated = SlotTrees(), SlotTrees()
-    held: dict[bytes, bytes] = {}
     prefixes = [b"{hot}"] * 8 + [b"", b"{}", b"a{b{c}", b"{x"]
+
+    def some_key() -> bytes:
+        return rng.choice(prefixes) + b"%d" % rng.randrange(500)
+
+    held = Held({some_key(): b"r%d" % rng.randrange(3) for _ in range(400)})
     for _ in range(3000):
-        key = rng.choice(prefixes) + b"%d" % rng.randrange(500)
-        digest = rng.choice([b"", b"d%d" % rng.randrange(3), b"e%d" % rng.randrange(3)])
-        if digest:
-            held[key] = digest
-        else:
-            held.pop(key, None)
-        settled.changed(key)
-        updated.update(key, digest)
+        held.set(some_key(), rng.choice([b"", b"d%d" % rng.randrange(3), b"e%d" % rng.randrange(3)]))
         if rng.random() < 0.02:
-            settled.settle(lambda k: held.get(k, b""))
-    assert settled.settle(lambda k: held.get(k, b"")) == 0
-    assert updated.key_count(key_slot(b"{hot}")) > SEGMENTED_SLOT_KEYS  # the big-slot path ran
-    assert all_sums(settled) == all_sums(updated)
-    assert settled.keys == updated.keys == len(held)
-    for slot in {key_slot(key) for key in held}:
-        assert settled.leaves(slot) == updated.leaves(slot)
-        assert settled.segment_sums(slot) == updated.segment_sums(slot)
-        assert settled.key_count(slot) == updated.key_count(slot)
+            held.trees.settle(limit=rng.randrange(1, 50))
+    assert held.trees.settle() == 0
+    expected = built(held.digests)
+    assert expected.key_count(key_slot(b"{hot}")) > SEGMENTED_SLOT_KEYS  # the big-slot path ran
+    assert held.trees.keys == len(held.digests)
+    assert_same_trees(held.trees, expected, {key_slot(key) for key in held.digests})
 
 
 def test_settle_with_a_limit_takes_each_pending_key_once():
     """The build at start settles a million keys in chunks: each chunk takes
     keys off the pending ones (the newest first, in O(1) each), once each."""
-    trees = SlotTrees()
-    trees.update(b"{t}held", b"d")  # one slot holding leaves already
-    for i in range(10):
-        trees.changed(b"{t}k%d" % i)
-    trees.changed(b"{t}k0")  # changed again: still one key
-    assert trees.settle(lambda key: b"d", limit=4) == 6
-    assert sorted(trees.pending) == sorted(b"{t}k%d" % i for i in range(6))
-    assert trees.settle(lambda key: b"d", limit=100) == 0
-    assert trees.keys == trees.hashed == 11 == trees.key_count(key_slot(b"{t}"))
+    held = Held({b"{t}k%d" % i: b"d" for i in range(10)})
+    held.set(b"{t}held", b"d")  # one slot holding a key already
+    held.trees.unhashed([b"{t}k0"])  # named again: still one key
+    assert held.trees.settle(limit=4) == 6
+    assert sorted(held.trees.pending) == sorted(b"{t}k%d" % i for i in range(6))
+    assert held.trees.settle(limit=100) == 0
+    assert held.trees.keys == held.trees.hashed == 11 == held.trees.key_count(key_slot(b"{t}"))
 
 
 @pytest.mark.parametrize("slots", [[], [0], [SLOT_COUNT - 1], [0, 7, 8, 9, 16383], list(range(0, SLOT_COUNT, 3))])

@@ -303,13 +303,12 @@ def start_respkv_cluster(role: str, name: str, cfg: Config, rf: int | None, extr
 
 def deferred_work(ports: list[int], password: str | None) -> int:
     """What the respkv nodes at ``ports`` still owe the writes they answered:
-    keys whose hash tree leaf is not computed yet (``ae_tree_pending``, hashed
-    every 0.2 s) and commit log bytes not yet written (``aof_buffer_length``)."""
+    commit log bytes not yet written (``aof_buffer_length``)."""
     owed = 0
     for port in ports:
         with redis.Redis(port=port, password=password, socket_timeout=5) as client:
-            info = client.info("all")
-        owed += int(info.get("ae_tree_pending", 0)) + int(info.get("aof_buffer_length", 0))
+            info = client.info("persistence")
+        owed += int(info.get("aof_buffer_length", 0))
     return owed
 
 

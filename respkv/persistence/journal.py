@@ -158,10 +158,6 @@ class Journal:
         self._operating: bytes | None = None
         self._operated = False
         self._flushed = False
-        #: Called at each commit with the keys changed since the last one (an
-        #: iterable the listener must not keep): whoever needs every changed key
-        #: once per round, as anti-entropy's hash trees do, without a call per change.
-        self.commit_key_listeners: list[Callable[[Iterable[bytes]], None]] = []
         #: Entries that are no key's image (hints), for the next commit, in order.
         self._extra: list[bytes] = []
         #: Returns the entries a snapshot needs besides the keys' images (the
@@ -372,8 +368,6 @@ class Journal:
                 del operations[key]
                 self._dirty[key] = None
             if operations:
-                for listener in self.commit_key_listeners:
-                    listener(operations)
                 self.changes += sum(key not in self._dirty for key in operations)
         if imaged is not None:
             imaged.update(self._dirty)
@@ -381,8 +375,6 @@ class Journal:
                 self._imaged_in_new_log = None  # the snapshot holds every key: operations again
         if flushed or self._dirty:
             self.changes += len(self._dirty) + flushed
-            for listener in self.commit_key_listeners:
-                listener(self._dirty)
         if journal_log is None:
             self._extra.clear()  # no log: the next snapshot holds what is pending
             unlogged = self._unlogged

@@ -86,8 +86,8 @@ AE_SEGMENTS = b"AESEGS"
 AE_KEYS = b"AEKEYS"
 OPERATIONS = (AE_ROOT, AE_SLOTS, AE_SEGMENTS, AE_KEYS)
 
-#: Seconds between settles of the trees (hashing the keys changed meanwhile).
-SETTLE_INTERVAL = 0.2
+#: Seconds between looks at the exchange schedule.
+SCHEDULE_TICK = 0.2
 #: Keys hashed per turn of the event loop while the trees are built at start.
 BUILD_CHUNK = 20_000
 #: Slots asked per AESLOTS request; slots or segments listed per AEKEYS request
@@ -136,7 +136,7 @@ class AntiEntropy:
         self.bus = bus
         self.store = store
         self.coordinator = coordinator
-        self.trees = SlotTrees()
+        self.trees = SlotTrees(store.digest)
         #: False until the trees hold every key loaded at start.
         self.ready = False
         self._kick = trio.Event()
@@ -161,20 +161,19 @@ class AntiEntropy:
 
     # -- keeping the trees ---------------------------------------------------------------
 
-    def changed(self, keys: Iterable[bytes]) -> None:
-        """Keys whose record changed (the commit log's list, once per round):
-        rehashed at the next settle."""
-        self.trees.changed_keys(keys)
-
     def loaded(self, keys: Iterable[bytes]) -> None:
-        """The keys restored at start: hashed by :meth:`run` before any exchange."""
-        self.trees.changed_keys(keys)
+        """The keys restored at start: hashed by :meth:`run` before any exchange;
+        every later change of a record reaches the trees as the store makes it
+        (the node makes ``trees.moved`` the store's ``on_moved``)."""
+        self.trees.unhashed(keys)
 
     def flushed(self) -> None:
         self.trees.clear()
 
     def settle(self) -> None:
-        self.trees.settle(self.store.digest)
+        """Hash what is left of the keys restored at start (the trees are exact
+        after it)."""
+        self.trees.settle()
 
     # -- the responder side ----------------------------------------------------------------
 
@@ -238,19 +237,18 @@ class AntiEntropy:
         return [s for s in candidates if myself in (nodes := topology.nodes_for(s)) and peer in nodes]
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """Build the trees of the keys loaded at start, then keep them settled and
-        start exchanges on schedule or when asked."""
+        """Build the trees of the keys loaded at start, then start exchanges on
+        schedule or when asked."""
         task_status.started()
         trees = self.trees
         while trees.pending:
-            trees.settle(self.store.digest, BUILD_CHUNK)
+            trees.settle(BUILD_CHUNK)
             await trio.lowlevel.checkpoint()
         self.ready = True
         next_exchange = trio.current_time() + self._interval()
         while True:
-            with trio.move_on_after(SETTLE_INTERVAL):
+            with trio.move_on_after(SCHEDULE_TICK):
                 await self._kick.wait()
-            self.settle()
             requested, self._requested = self._requested, None
             if requested is not None:
                 self._kick = trio.Event()

@@ -12,21 +12,23 @@ it::
     root (all slots compared)
       group g: slots 64g .. 64g+63                 (GROUP_COUNT = 256 groups)
         slot s                                     (16384 slots, kept up to date)
-          segment: keys whose key hash falls in it (SEGMENT_COUNT per slot;
-                   a big slot keeps its leaves and sums by segment)
+          segment: keys whose key hash falls in it (SEGMENT_COUNT per slot,
+                   kept up to date)
             leaf: CityHash64 of the key's digest, seeded with the key's hash
 
-XOR makes every level incremental: a key changing from leaf ``a`` to leaf ``b``
-changes its slot's sum by ``a ^ b`` and nothing else has to be rehashed, so the
-tree is never rebuilt for an exchange.  :class:`SlotTrees` keeps, per slot, the
-leaf of every key it holds and the slot's sum; a group's sum is the XOR of the
-sums of the slots compared, made when asked (both sides restrict it to the slots
-they share, named in the request); a small slot's segment sums are made from its
-leaves when asked, a big slot keeps its leaves and sums by segment.  Keys whose
-record changed are only noted on the write path (the node hands over the commit
-log's list of changed keys once per event-loop round) and hashed later in
-batches (:meth:`SlotTrees.settle`), so a key written many times between two
-settles is hashed once.
+XOR makes every level incremental: a key whose record goes from digest ``a`` to
+``b`` changes its slot's and its segment's sums by ``leaf(a) ^ leaf(b)`` and
+nothing else has to be rehashed.  The store reports every change of a record
+with both digests as it makes it (:meth:`SlotTrees.moved`, while the key and the
+record are at hand), so no leaf is stored: :class:`SlotTrees` keeps, per slot,
+the set of keys holding a record (by segment once the slot is big) and the sums
+of the slot and of its segments.  An exchange's listing of a slot or segment
+computes the leaves of its keys from their digests when asked.  (Storing each
+leaf, and hashing changed keys later in batches, cost a replicated write about
+a quarter of its CPU: the leaf dictionaries were the largest working set after
+the data.)  The keys restored at start are hashed once, in chunks, before any
+exchange (:meth:`SlotTrees.settle`); a change of a key not hashed yet is left to
+that.
 
 An exchange (:mod:`respkv.replication.antientropy`) walks down only where the
 sums differ: group sums, then the sums of the slots of differing groups, then —
@@ -38,6 +40,7 @@ unseen needs a 64-bit XOR collision.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Iterable, Sequence
 from itertools import repeat
 
@@ -70,7 +73,7 @@ SEGMENTED_SLOT_KEYS = 256
 
 def leaf_hash(key: bytes, digest: bytes) -> int:
     """The leaf of ``key`` holding versions named ``digest`` (never 0 in practice;
-    :meth:`SlotTrees.update` computes the same inline)."""
+    :meth:`SlotTrees.moved` computes the same inline)."""
     return CityHash64WithSeed(digest, CityHash64(key))
 
 
@@ -84,64 +87,61 @@ def segment_of(key: bytes) -> int:
 
 
 class _Segmented:
-    """A big slot's leaves kept by segment, with each segment's sum, so that an
-    exchange lists or sums one segment without hashing every key of the slot."""
+    """A big slot's keys kept by segment, so that an exchange lists one segment
+    without going through every key of the slot."""
 
-    __slots__ = ("parts", "sums", "count")
+    __slots__ = ("parts", "count")
 
-    def __init__(self, leaves: dict[bytes, int]) -> None:
-        self.parts: list[dict[bytes, int]] = [{} for _ in range(SEGMENT_COUNT)]
-        self.sums = [0] * SEGMENT_COUNT
-        self.count = len(leaves)
-        for key, leaf in leaves.items():
-            segment = segment_of(key)
-            self.parts[segment][key] = leaf
-            self.sums[segment] ^= leaf
+    def __init__(self, keys: set[bytes]) -> None:
+        self.parts: list[set[bytes]] = [set() for _ in range(SEGMENT_COUNT)]
+        self.count = len(keys)
+        for key in keys:
+            self.parts[segment_of(key)].add(key)
 
 
 class SlotTrees:
-    """The leaves and slot sums of every key one node holds (see the module doc).
+    """The keys and sums of every slot of one node (see the module doc).
 
-    A slot's leaves are one dict while it is small; once it holds more than
-    :data:`SEGMENTED_SLOT_KEYS` keys they are kept by segment (:class:`_Segmented`,
-    for good), so an exchange's segment sums and listings cost what the segment
-    holds."""
+    ``digest_of(key)`` is the digest of what the node holds of ``key`` now (empty
+    when nothing): what leaves are made of.  A slot's keys are one set while it is
+    small; once it holds more than :data:`SEGMENTED_SLOT_KEYS` keys they are kept
+    by segment (:class:`_Segmented`, for good), so an exchange's listing of a
+    segment costs what the segment holds."""
 
-    def __init__(self) -> None:
-        #: slot → {key: leaf} or its segments; None for a slot holding nothing.
-        self._leaves: list[dict[bytes, int] | _Segmented | None] = [None] * SLOT_COUNT
+    def __init__(self, digest_of: Callable[[bytes], bytes]) -> None:
+        self.digest_of = digest_of
+        #: slot → its keys, or its segments; None for a slot holding nothing.
+        self._keys: list[set[bytes] | _Segmented | None] = [None] * SLOT_COUNT
         self._sums: list[int] = [0] * SLOT_COUNT
-        #: Keys whose record changed since they were last hashed, in the order
-        #: they changed (a dict used as an ordered set): hashed in that order,
-        #: a settle walks memory about as it was written rather than in hash
-        #: order (cache misses are most of a settle's cost; a quarter less time
-        #: at 300,000 keys).
+        #: The sum of segment g of slot s at s * SEGMENT_COUNT + g.
+        self._segment_sums = array("Q", bytes(8 * SLOT_COUNT * SEGMENT_COUNT))
+        #: Keys restored at start and not hashed yet, in the order they were
+        #: restored (a dict used as an ordered set): hashed by :meth:`settle`.
         self.pending: dict[bytes, None] = {}
         #: Keys held (with a leaf), for INFO.
         self.keys = 0
         #: Leaves computed since the start, for INFO.
         self.hashed = 0
 
-    def changed(self, key: bytes) -> None:
-        """``key``'s record changed: rehash it at the next :meth:`settle`."""
-        self.pending[key] = None
-
-    def changed_keys(self, keys: Iterable[bytes]) -> None:
-        """:meth:`changed` for each of ``keys``."""
+    def unhashed(self, keys: Iterable[bytes]) -> None:
+        """``keys`` hold records not hashed yet (restored at start): hash them at
+        the next :meth:`settle`, with their digest then."""
         self.pending.update(zip(keys, repeat(None)))
 
     def clear(self) -> None:
         """Hold nothing (FLUSHALL)."""
-        self._leaves = [None] * SLOT_COUNT
+        self._keys = [None] * SLOT_COUNT
         self._sums = [0] * SLOT_COUNT
+        self._segment_sums = array("Q", bytes(8 * SLOT_COUNT * SEGMENT_COUNT))
         self.pending.clear()
         self.keys = 0
 
-    def settle(self, digest_of: Callable[[bytes], bytes], limit: int | None = None) -> int:
-        """Hash up to ``limit`` pending keys (all when None) with their digest now
-        (``digest_of(key)``, empty when the key holds nothing).  Returns how many
-        keys are still pending."""
+    def settle(self, limit: int | None = None) -> int:
+        """Hash up to ``limit`` of the keys not hashed yet (all when None) with
+        their digest now.  Returns how many are still waiting."""
         pending = self.pending
+        if not pending:
+            return 0
         if limit is None or limit >= len(pending):
             batch: Iterable[bytes] = pending
             self.pending = {}
@@ -149,47 +149,51 @@ class SlotTrees:
             # The newest first: a dict's last entries go in O(1), where taking
             # its first ones leaves dead entries every later chunk would skip.
             batch = [pending.popitem()[0] for _ in range(limit)]
-        update = self.update
+        moved = self.moved
+        digest_of = self.digest_of
         for key in batch:
-            update(key, digest_of(key))
+            moved(key, b"", digest_of(key))
         return len(self.pending)
 
-    def update(self, key: bytes, digest: bytes) -> None:
-        """Make ``key``'s leaf the one of ``digest`` (no leaf for an empty digest)."""
+    def moved(self, key: bytes, old: bytes, new: bytes) -> None:
+        """``key``'s record went from the versions named ``old`` to those named
+        ``new`` (empty: no record); a key not hashed yet is left to :meth:`settle`.
+        Every change of a record must come here exactly once."""
+        if old == new or (self.pending and key in self.pending):
+            return
         slot = key_slot(key)
-        held = self._leaves[slot]
-        if held is None:
-            if not digest:
-                return
-            held = self._leaves[slot] = {}
         key_hash = CityHash64(key)
-        segmented = held.__class__ is _Segmented
-        leaves = held.parts[key_hash >> _SEGMENT_SHIFT] if segmented else held
-        old = leaves.get(key, 0)
-        if digest:
-            new = CityHash64WithSeed(digest, key_hash)
-            self.hashed += 1
-            leaves[key] = new
-            if not old:
-                self.keys += 1
-                if segmented:
-                    held.count += 1
-                elif len(held) > SEGMENTED_SLOT_KEYS:
-                    self._leaves[slot] = _Segmented(held)
-        else:
-            new = 0
-            if not old:
-                return
-            del leaves[key]
+        change = CityHash64WithSeed(new, key_hash) if new else 0
+        if old:
+            change ^= CityHash64WithSeed(old, key_hash)
+        self.hashed += 1
+        self._sums[slot] ^= change
+        self._segment_sums[slot << 6 | key_hash >> _SEGMENT_SHIFT] ^= change
+        if old and new:
+            return
+        held = self._keys[slot]
+        if new:  # a new record
+            self.keys += 1
+            if held is None:
+                self._keys[slot] = {key}
+            elif held.__class__ is _Segmented:
+                held.parts[key_hash >> _SEGMENT_SHIFT].add(key)
+                held.count += 1
+            else:
+                held.add(key)
+                if len(held) > SEGMENTED_SLOT_KEYS:
+                    self._keys[slot] = _Segmented(held)
+        else:  # a record gone
             self.keys -= 1
-            if segmented:
+            if held.__class__ is _Segmented:
+                held.parts[key_hash >> _SEGMENT_SHIFT].discard(key)
                 held.count -= 1
-            if not (held.count if segmented else held):
-                self._leaves[slot] = None
-        if old != new:
-            self._sums[slot] ^= old ^ new
-            if segmented:
-                held.sums[key_hash >> _SEGMENT_SHIFT] ^= old ^ new
+                if not held.count:
+                    self._keys[slot] = None
+            else:
+                held.discard(key)
+                if not held:
+                    self._keys[slot] = None
 
     # -- what an exchange asks for ---------------------------------------------------------
 
@@ -197,7 +201,7 @@ class SlotTrees:
         return self._sums[slot]
 
     def key_count(self, slot: int) -> int:
-        held = self._leaves[slot]
+        held = self._keys[slot]
         if held is None:
             return 0
         return held.count if held.__class__ is _Segmented else len(held)
@@ -212,29 +216,24 @@ class SlotTrees:
 
     def segment_sums(self, slot: int) -> list[int]:
         """The sum of each segment of ``slot``."""
-        held = self._leaves[slot]
-        if held.__class__ is _Segmented:
-            return list(held.sums)
-        sums = [0] * SEGMENT_COUNT
-        for key, leaf in (held or {}).items():
-            sums[segment_of(key)] ^= leaf
-        return sums
+        start = slot * SEGMENT_COUNT
+        return self._segment_sums[start : start + SEGMENT_COUNT].tolist()
 
     def leaves(self, slot: int, segment: int | None = None) -> dict[bytes, int]:
-        """``{key: leaf}`` of ``slot`` (of one of its segments when given)."""
-        held = self._leaves[slot]
+        """``{key: leaf}`` of ``slot`` (of one of its segments when given), made now
+        from the keys' digests."""
+        held = self._keys[slot]
         if held is None:
             return {}
         if held.__class__ is _Segmented:
-            if segment is not None:
-                return dict(held.parts[segment])
-            whole: dict[bytes, int] = {}
-            for part in held.parts:
-                whole.update(part)
-            return whole
-        if segment is None:
-            return dict(held)
-        return {key: leaf for key, leaf in held.items() if segment_of(key) == segment}
+            keys: Iterable[bytes] = held.parts[segment] if segment is not None else [
+                key for part in held.parts for key in part]
+        elif segment is None:
+            keys = held
+        else:
+            keys = [key for key in held if segment_of(key) == segment]
+        digest_of = self.digest_of
+        return {key: CityHash64WithSeed(digest_of(key), CityHash64(key)) for key in keys}
 
 
 # -- pure comparisons ---------------------------------------------------------------------------

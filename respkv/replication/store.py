@@ -42,7 +42,8 @@ new record's wire form when the write made it anyway (the node's commit log mark
 the key, and writes its record at the end of the round;
 see :mod:`respkv.replication.journaled`); a change by a shipped command is
 reported to :attr:`VersionStore.on_operation` with the operation (logged as
-such).  :meth:`VersionStore.restore` and :meth:`VersionStore.drop` replay such
+such).  Every change also goes to :attr:`VersionStore.on_moved` with the digests
+before and after (anti-entropy's hash trees, :mod:`~.merkle`).  :meth:`VersionStore.restore` and :meth:`VersionStore.drop` replay such
 records at start, without reporting them.
 
 Nothing here does I/O; the coordinator (:mod:`respkv.replication.coordinator`)
@@ -78,6 +79,7 @@ from .versions import (
     encode_single,
     encode_string_write,
     expand,
+    next_clock,
     next_string_write,
     plain_string_at,
     reconcile,
@@ -88,8 +90,6 @@ from .versions import (
 
 #: The ``parent`` of a shipped record that must be reconciled, never replace blindly.
 RECONCILE = b"*"
-
-_MAX_UNPRUNED_CLOCK = vclock.SMALL_CLOCK * vclock.ENTRY_SIZE
 
 #: Command names (lower case) whose effect convergent metadata follows.
 _COUNTER_NAMES = frozenset(name.encode() for name in counters.COUNTERS)
@@ -127,6 +127,10 @@ class VersionStore:
         #: run over the versions named ``parent`` makes the record now (what the
         #: commit log logs instead of the whole collection).
         self.on_operation = lambda key, parent, blob: self.on_change(key)
+        #: ``on_moved(key, old, new)``: ``key``'s record went from the versions
+        #: named ``old`` to those named ``new`` (digests, empty for no record),
+        #: once for every change made while running (not for the replay at start).
+        self.on_moved = lambda key, old, new: None
         #: key → metadata (dots, tally) of the version the keyspace holds, decoded
         #: or in the wire form it arrived in (decoded to write or merge the key).
         self.meta: dict[bytes, Meta | bytes] = {}
@@ -160,10 +164,9 @@ class VersionStore:
     def relinquish(self, key: bytes) -> None:
         """Hold no record for ``key`` any more, and log that: a fallback's copy,
         once the nodes it stood in for have it."""
-        if self._kept.pop(key, None) is not None:
-            self.meta.pop(key, None)
+        if key in self._kept:
             self.keyspace.delete(key)
-            self.on_change(key)
+            self._forget(key)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -281,39 +284,34 @@ class VersionStore:
             if hot is not None:  # a string over a version only this node wrote
                 parent, kept[key], blob = hot
                 self.on_change(key, blob)
+                self._moved(key, parent)
                 return parent, blob
-        if old is None:
-            parent = b""
-            clock = vclock.first(actor, now_ms)
-        elif old.__class__ is bytes:
-            parent = old[CLOCK_AT:]
-            clock = vclock.increment_encoded(parent, actor, now_ms)
-            if len(clock) > _MAX_UNPRUNED_CLOCK:
-                clock = vclock.encode(vclock.prune(vclock.decode(clock), now_ms))
-        else:
-            parent = compact_digest(old)
-            clock = vclock.encode(vclock.prune(vclock.increment(context(expand(old)), actor, now_ms), now_ms))
+        parent, clock = next_clock(old, actor, now_ms)
         meta = self._next_meta(key, value, old, actor, clock, now_ms, commands)
         if value is None:
             new = Version(clock, now_ms, actor, True, 0, b"")
             kept[key] = blob = compact((new,))
             self.on_change(key, blob)
+            self._moved(key, parent)
             return parent, blob  # a tombstone's compact form is its whole record
         expire_at = ks.deadline(key) or 0
         if value.__class__ is bytes and meta is None:
             kept[key], blob = encode_string_write(clock, now_ms, actor, expire_at, value)
             self.on_change(key, blob)
+            self._moved(key, parent)
             return parent, blob
         if operation is not None and not expire_at:
             single = None if old is None else compact_single(old)
             if old is None or (single is not None and not single[2]):  # the old version did not expire
                 kept[key], blob = encode_operation_write(clock, now_ms, actor, operation)
                 self.on_operation(key, parent, blob)
+                self._moved(key, parent)
                 return parent, blob
         new = Version(clock, now_ms, actor, False, expire_at, None)
         kept[key] = compact((new,))
         blob = encode_single(new, self._fill(key, new).value)
         self.on_change(key, blob)
+        self._moved(key, parent)
         return parent, blob
 
     def _next_meta(
@@ -367,6 +365,7 @@ class VersionStore:
         self._kept[key] = kept
         self.versions_applied += 1
         self.on_operation(key, parent, blob)
+        self._moved(key, parent)
 
     def _written_in_context(
         self, key: bytes, value, old: Compact | None, seen: vclock.VClock, now_ms: int
@@ -409,6 +408,7 @@ class VersionStore:
                 self.keyspace.set(key, blob[at:])
                 self._kept[key] = blob[: at - 1]
                 self.on_change(key, blob)
+                self._moved(key, parent)
             else:
                 self._install(key, decode_record(blob), None)
             return True
@@ -442,10 +442,8 @@ class VersionStore:
         """Drop ``key``'s record if it is still exactly the tombstone ``clock``."""
         held = self.tombstone_clock(key)
         if held is not None and held == clock:
-            del self._kept[key]
-            self.meta.pop(key, None)
+            self._forget(key)
             self.tombstones_purged += 1
-            self.on_change(key)
             return True
         return False
 
@@ -462,11 +460,17 @@ class VersionStore:
     def forget_expired(self, key: bytes, clock: bytes, now_ms: int) -> bool:
         """Drop the record of a key that expired (every replica expires it on its own)."""
         if self.expired_clock(key, now_ms) == clock:
-            del self._kept[key]
-            self.meta.pop(key, None)
-            self.on_change(key)
+            self._forget(key)
             return True
         return False
+
+    def _forget(self, key: bytes) -> None:
+        """Drop ``key``'s record, and report it."""
+        old = self.digest(key)
+        del self._kept[key]
+        self.meta.pop(key, None)
+        self.on_change(key)
+        self.on_moved(key, old, b"")
 
     # -- materializing ------------------------------------------------------------------------
 
@@ -478,8 +482,14 @@ class VersionStore:
         store's own, made by ``expand``).  The Version objects handed in are not
         changed: what is kept is their compact form, the winner's without a value.
         """
+        old = self.digest(key)
         self.on_change(key)
         self._materialize(key, record, materialized)
+        self._moved(key, old)
+
+    def _moved(self, key: bytes, old: bytes) -> None:
+        """Report that ``key``'s record, named ``old`` before, changed (:attr:`on_moved`)."""
+        self.on_moved(key, old, self.digest(key))
 
     def _materialize(self, key: bytes, record: Record, materialized: Version | None) -> None:
         """:meth:`_install` without reporting the change."""

@@ -488,6 +488,25 @@ def string_wire_record(kept: bytes, data) -> bytes | None:
     return b"".join((kept[:_VALUE_LENGTH_AT], _VALUE_LENGTH.pack(length), kept[at:], STRING_TAG, data))
 
 
+_MAX_UNPRUNED_CLOCK = vclock.SMALL_CLOCK * vclock.ENTRY_SIZE
+
+
+def next_clock(old: Compact | None, actor: bytes, stamp: int) -> tuple[bytes, bytes]:
+    """``(parent, clock)`` of ``actor``'s write at ``stamp`` over the compact
+    record ``old`` (None: no record): the digest of the versions it supersedes,
+    and its clock, which has seen all of them (pruned once it grows past
+    ``vclock.SMALL_CLOCK`` entries)."""
+    if old is None:
+        return b"", vclock.first(actor, stamp)
+    if old.__class__ is bytes:
+        parent = old[CLOCK_AT:]
+        clock = vclock.increment_encoded(parent, actor, stamp)
+        if len(clock) > _MAX_UNPRUNED_CLOCK:
+            clock = vclock.encode(vclock.prune(vclock.decode(clock), stamp))
+        return parent, clock
+    return compact_digest(old), vclock.encode(vclock.prune(vclock.increment(context(expand(old)), actor, stamp), stamp))
+
+
 def next_string_write(
     old: Compact, actor: bytes, stamp: int, expire_at: int, data: bytes
 ) -> tuple[bytes, bytes, bytes] | None:
