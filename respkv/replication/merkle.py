@@ -118,10 +118,8 @@ class SlotTrees:
         #: Keys restored at start and not hashed yet, in the order they were
         #: restored (a dict used as an ordered set): hashed by :meth:`settle`.
         self.pending: dict[bytes, None] = {}
-        #: Keys held (with a leaf), for INFO.
+        #: Keys holding a record, for INFO.
         self.keys = 0
-        #: Leaves computed since the start, for INFO.
-        self.hashed = 0
 
     def unhashed(self, keys: Iterable[bytes]) -> None:
         """``keys`` hold records not hashed yet (restored at start): hash them at
@@ -166,7 +164,6 @@ class SlotTrees:
         change = CityHash64WithSeed(new, key_hash) if new else 0
         if old:
             change ^= CityHash64WithSeed(old, key_hash)
-        self.hashed += 1
         self._sums[slot] ^= change
         self._segment_sums[slot << 6 | key_hash >> _SEGMENT_SHIFT] ^= change
         if old and new:
