@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import random
 import struct
+from types import SimpleNamespace
 
 import pytest
 
 from respkv.cluster.membership import Member
 from respkv.cluster.state import ClusterState
+from respkv.commands.replay import ClientlessSession, run_replayable
 from respkv.config import Config
 from respkv.keyspace.slots import SLOT_COUNT, key_slot
+from respkv.keyspace.values import Set
 from respkv.node import Node, Stats, start_replication
+from respkv.persistence.keyspace_images import journal_plain_keyspace
+from respkv.replication import vclock
 from respkv.replication.antientropy import (
     AE_KEYS,
     AE_ROOT,
@@ -24,12 +29,10 @@ from respkv.replication.antientropy import (
     split_listing,
     unpack_sums,
 )
-from respkv.commands.replay import ClientlessSession, run_replayable
-from respkv.keyspace.values import Set
-from respkv.replication import vclock
 from respkv.replication.merkle import GROUP_COUNT, SEGMENT_COUNT, SlotTrees, leaf_hash, slots_bitmap
-from respkv.replication.replica import REPL
+from respkv.replication.ownership import Handover
 from respkv.replication.pacing import repair_rate
+from respkv.replication.replica import REPL
 
 NODE = "ab" * 20
 
@@ -38,9 +41,9 @@ class NoBus:
     links: dict = {}
 
 
-def make_node(path, name: str = NODE) -> Node:
+def make_node(path, name: str = NODE, appendonly: bool = False) -> Node:
     path.mkdir(parents=True, exist_ok=True)
-    node = Node(Config(**{"cluster-enabled": True, "appendonly": False, "dir": str(path)}))
+    node = Node(Config(**{"cluster-enabled": True, "appendonly": appendonly, "dir": str(path)}))
     state = ClusterState(Member(name, "127.0.0.1", 7000, 17000), rf=3)
     node.cluster = state
     start_replication(node, state, NoBus())
@@ -74,6 +77,54 @@ def rebuilt_trees(store) -> SlotTrees:
     trees.unhashed(store.keys())
     trees.settle()
     return trees
+
+
+def test_values_adopted_from_a_plain_log_at_start_are_in_the_trees(tmp_path):
+    """A directory written without replication: at the first start with
+    replication its values become versions of this node, after the trees took
+    the restored records (none here); the trees must hold them."""
+    plain = Node(Config(**{"appendonly": True, "dir": str(tmp_path)}))
+    journal_plain_keyspace(plain)
+    for key in (b"a", b"{t}b"):
+        plain.keyspace.set(key, b"plain")
+        plain.journal.mark(key)
+    plain.persist_now()
+    plain.journal.close()
+    node = make_node(tmp_path, appendonly=True)
+    store, trees = node.replication.store, node.replication.anti_entropy.trees
+    assert sorted(store.keys()) == [b"a", b"{t}b"]
+    trees.settle()
+    expected = rebuilt_trees(store)
+    assert trees.keys == expected.keys == 2
+    assert [trees.slot_sum(s) for s in range(SLOT_COUNT)] == [expected.slot_sum(s) for s in range(SLOT_COUNT)]
+
+
+@pytest.mark.parametrize("written_between", [False, True])
+def test_a_slot_matched_in_a_hand_over_is_released_whole_unless_written_meanwhile(tmp_path, written_between):
+    """Dropping a handed-over key takes its leaf out of the slot's sum at once:
+    the rest of a big slot, released segment by segment, still counts as
+    matched; a write to the slot between two segments voids the match, so the
+    keys not confirmed one by one stay."""
+    node = make_node(tmp_path)
+    ownership, trees = node.replication.ownership, node.replication.anti_entropy.trees
+    keys = [b"{t}%d" % i for i in range(600)]
+    for key in keys:
+        write(node, key, b"v")
+    slot = key_slot(keys[0])
+    handover = Handover(SimpleNamespace(stats={}, store=None, trees=None), "cd" * 20, [slot], {}, lambda: 1000.0)
+    handover.equal_slots[slot] = trees.slot_sum(slot)
+    released = kept = dropped = 0
+    for segment in range(SEGMENT_COUNT):
+        part_released, part_kept, dropped = ownership.release_part(slot, segment, [handover], dropped)
+        released, kept = released + part_released, kept + part_kept
+        if written_between and segment == 0:
+            write(node, b"{t}late", b"v")
+    if written_between:  # only segment 0 went; the rest, the late key included, stays
+        assert 0 < released < len(keys) and released + kept == len(keys) + 1
+        assert node.replication.store.digest(b"{t}late")
+    else:
+        assert (released, kept) == (len(keys), 0)
+        assert trees.key_count(slot) == 0 and trees.slot_sum(slot) == 0 and not node.keyspace.data
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -382,6 +382,27 @@ class OwnershipHandoff:
                 done[peer] = handover
             await self._release(slots, done)
 
+    def release_part(self, slot: int, segment: int | None, handovers: list[Handover],
+                     dropped: int) -> tuple[int, int, int]:
+        """Drop the copies of the keys of ``slot`` (of one of its segments) that
+        every one of ``handovers`` confirms; returns how many were dropped and
+        kept, and ``dropped`` with their leaves folded in.
+
+        ``dropped`` is the XOR of the leaves this pass dropped from the slot
+        already: the slot's sum without them is what its match was made with, so
+        only a change by anything else (a write since) voids the match."""
+        trees = self.anti_entropy.trees
+        slot_sum = trees.slot_sum(slot) ^ dropped
+        released = kept = 0
+        for key, leaf in trees.leaves(slot, segment).items():
+            if self.hints.holds_hint_for(key) or not all(h.confirms(slot, slot_sum, key, leaf) for h in handovers):
+                kept += 1
+                continue
+            self.store.relinquish(key)  # the slot's sum loses the leaf at once
+            dropped ^= leaf
+            released += 1
+        return released, kept, dropped
+
     async def _release(self, slots: list[int], done: dict[str, Handover]) -> None:
         """Drop the copies of ``slots``' keys that every live replica confirmed,
         a slot (or a segment of a big one) at a time, letting clients in between."""
@@ -397,17 +418,13 @@ class OwnershipHandoff:
                 continue  # the slot came back here, has no live replica, or one hand-off failed
             handovers = [done[peer] for peer in targets]
             big = trees.key_count(slot) > SEGMENTED_SLOT_KEYS
-            kept = 0
+            kept = dropped = 0
             for segment in range(SEGMENT_COUNT) if big else (None,):
                 if self.state.topology is not topology:
                     return  # the ring changed meanwhile: the next pass decides again
-                slot_sum = trees.slot_sum(slot)  # as the trees stand now: a change since voids the slot's match
-                for key, leaf in trees.leaves(slot, segment).items():
-                    if self.hints.holds_hint_for(key) or not all(h.confirms(slot, slot_sum, key, leaf) for h in handovers):
-                        kept += 1
-                        continue
-                    self.store.relinquish(key)
-                    released += 1
+                part_released, part_kept, dropped = self.release_part(slot, segment, handovers, dropped)
+                released += part_released
+                kept += part_kept
                 if big:
                     await trio.lowlevel.checkpoint()
             if not kept:
