@@ -23,10 +23,10 @@ with both digests as it makes it (:meth:`SlotTrees.moved`, while the key and the
 record are at hand), so no leaf is stored: :class:`SlotTrees` keeps, per slot,
 the set of keys holding a record (by segment once the slot is big) and the sums
 of the slot and of its segments.  An exchange's listing of a slot or segment
-computes the leaves of its keys from their digests when asked.  (Storing each
-leaf, and hashing changed keys later in batches, cost a replicated write about
-a quarter of its CPU: the leaf dictionaries were the largest working set after
-the data.)  The keys restored at start are hashed once, in chunks, before any
+computes the leaves of its keys from their digests when asked.  (Keeping a
+leaf per key and hashing changed keys later in batches cost a replicated node
+about 32 MB more at 777,000 keys, and more CPU; see docs/replication.md,
+"Benchmark".)  The keys restored at start are hashed once, in chunks, before any
 exchange (:meth:`SlotTrees.settle`); a change of a key not hashed yet is left to
 that.
 
@@ -180,7 +180,7 @@ class SlotTrees:
                 held.add(key)
                 if len(held) > SEGMENTED_SLOT_KEYS:
                     self._keys[slot] = _Segmented(held)
-        else:  # a record gone
+        elif held is not None:  # a record gone (None only if a change went unreported)
             self.keys -= 1
             if held.__class__ is _Segmented:
                 held.parts[key_hash >> _SEGMENT_SHIFT].discard(key)
