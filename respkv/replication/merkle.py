@@ -110,16 +110,10 @@ class SlotTrees:
 
     def __init__(self, digest_of: Callable[[bytes], bytes]) -> None:
         self.digest_of = digest_of
-        #: slot → its keys, or its segments; None for a slot holding nothing.
-        self._keys: list[set[bytes] | _Segmented | None] = [None] * SLOT_COUNT
-        self._sums: list[int] = [0] * SLOT_COUNT
-        #: The sum of segment g of slot s at s * SEGMENT_COUNT + g.
-        self._segment_sums = array("Q", bytes(8 * SLOT_COUNT * SEGMENT_COUNT))
         #: Keys restored at start and not hashed yet, in the order they were
         #: restored (a dict used as an ordered set): hashed by :meth:`settle`.
         self.pending: dict[bytes, None] = {}
-        #: Keys holding a record, for INFO.
-        self.keys = 0
+        self.clear()
 
     def unhashed(self, keys: Iterable[bytes]) -> None:
         """``keys`` hold records not hashed yet (restored at start): hash them at
@@ -128,10 +122,13 @@ class SlotTrees:
 
     def clear(self) -> None:
         """Hold nothing (FLUSHALL)."""
-        self._keys = [None] * SLOT_COUNT
-        self._sums = [0] * SLOT_COUNT
+        #: slot → its keys, or its segments; None for a slot holding nothing.
+        self._keys: list[set[bytes] | _Segmented | None] = [None] * SLOT_COUNT
+        self._sums: list[int] = [0] * SLOT_COUNT
+        #: The sum of segment g of slot s at s * SEGMENT_COUNT + g.
         self._segment_sums = array("Q", bytes(8 * SLOT_COUNT * SEGMENT_COUNT))
         self.pending.clear()
+        #: Keys holding a record, for INFO.
         self.keys = 0
 
     def settle(self, limit: int | None = None) -> int:
@@ -161,11 +158,12 @@ class SlotTrees:
             return
         slot = key_slot(key)
         key_hash = CityHash64(key)
+        segment = key_hash >> _SEGMENT_SHIFT
         change = CityHash64WithSeed(new, key_hash) if new else 0
         if old:
             change ^= CityHash64WithSeed(old, key_hash)
         self._sums[slot] ^= change
-        self._segment_sums[slot << 6 | key_hash >> _SEGMENT_SHIFT] ^= change
+        self._segment_sums[slot * SEGMENT_COUNT + segment] ^= change
         if old and new:
             return
         held = self._keys[slot]
@@ -174,7 +172,7 @@ class SlotTrees:
             if held is None:
                 self._keys[slot] = {key}
             elif held.__class__ is _Segmented:
-                held.parts[key_hash >> _SEGMENT_SHIFT].add(key)
+                held.parts[segment].add(key)
                 held.count += 1
             else:
                 held.add(key)
@@ -183,7 +181,7 @@ class SlotTrees:
         elif held is not None:  # a record gone (None only if a change went unreported)
             self.keys -= 1
             if held.__class__ is _Segmented:
-                held.parts[key_hash >> _SEGMENT_SHIFT].discard(key)
+                held.parts[segment].discard(key)
                 held.count -= 1
                 if not held.count:
                     self._keys[slot] = None
@@ -230,7 +228,7 @@ class SlotTrees:
         else:
             keys = [key for key in held if segment_of(key) == segment]
         digest_of = self.digest_of
-        return {key: CityHash64WithSeed(digest_of(key), CityHash64(key)) for key in keys}
+        return {key: leaf_hash(key, digest_of(key)) for key in keys}
 
 
 # -- pure comparisons ---------------------------------------------------------------------------

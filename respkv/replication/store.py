@@ -43,8 +43,9 @@ the key, and writes its record at the end of the round;
 see :mod:`respkv.replication.journaled`); a change by a shipped command is
 reported to :attr:`VersionStore.on_operation` with the operation (logged as
 such).  Every change also goes to :attr:`VersionStore.on_moved` with the digests
-before and after (anti-entropy's hash trees, :mod:`~.merkle`).  :meth:`VersionStore.restore` and :meth:`VersionStore.drop` replay such
-records at start, without reporting them.
+before and after (anti-entropy's hash trees, :mod:`~.merkle`).
+:meth:`VersionStore.restore` and :meth:`VersionStore.drop` replay such records at
+start, without reporting them.
 
 Nothing here does I/O; the coordinator (:mod:`respkv.replication.coordinator`)
 moves records between nodes.
