@@ -197,9 +197,9 @@ class ClusterSide:
 
     def settle(self) -> float:
         """Wait until the nodes have finished the work a run left behind (such as
-        replica writes still in flight when the last reply arrived, and the hash
-        tree leaves a respkv node computes every 0.2 s for the keys written):
-        they use little CPU and report no deferred work; return the seconds waited."""
+        replica writes still in flight when the last reply arrived, and commit
+        log bytes not yet written): they use little CPU and report no deferred
+        work; return the seconds waited."""
         started = time.monotonic()
         last = sum(self.cpu())
         while time.monotonic() - started < SETTLE_TIMEOUT:
