@@ -395,3 +395,44 @@ async def test_a_push_that_serves_a_blocked_client_ships_the_result(cluster):
         assert node.keyspace.get(key) is not None and list(node.keyspace.get(key)) == [b"c"]
     waiter_sock.close()
     other.close()
+
+
+class _TaskSteps(trio.abc.Instrument):
+    """Counts the steps of tasks whose name ends with ``suffix``."""
+
+    def __init__(self, suffix: str) -> None:
+        self.suffix = suffix
+        self.steps = 0
+
+    def before_task_step(self, task) -> None:
+        if task.name.endswith(self.suffix):
+            self.steps += 1
+
+
+async def test_the_timeout_task_sleeps_while_nothing_waits_and_still_times_out(cluster, autojump_clock):
+    """An idle coordinator's timeout task does not wake every tick (it used to, 100
+    times a second, most of an idle replicated node's CPU); a request that starts
+    waiting afterwards still gets its -NOQUORUM at its deadline."""
+    node, session, bus = cluster
+    node.config.set_text("request-timeout", "500")
+    bus.links[B].answer = bus.links[C].answer = lambda op, args: None  # never answer
+    counter = _TaskSteps("_expire_waiting")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.replication.run)
+        await trio.sleep(0)
+        trio.lowlevel.add_instrument(counter)
+        await trio.sleep(10)
+        assert counter.steps == 0
+        (key,) = my_keys(node, 1)
+        (slot,) = run(node, session, (b"SET", key, b"v"))
+        started = trio.current_time()
+        await trio.sleep(0.45)
+        assert slot.payload is None
+        await trio.sleep(0.1)
+        assert slot.payload == b"-NOQUORUM write quorum not reached: 1 of 2 required replicas acknowledged\r\n"
+        assert trio.current_time() - started < 0.6
+        steps_while_waiting = counter.steps
+        await trio.sleep(10)
+        assert counter.steps - steps_while_waiting <= 2  # asleep again once the queue emptied
+        trio.lowlevel.remove_instrument(counter)
+        nursery.cancel_scope.cancel()

@@ -124,6 +124,9 @@ class Coordinator:
         self._awaiting_commit: list[WriteRequest] = []
         #: Requests whose client waits for them, oldest first, for their timeouts.
         self._waiting: deque[WriteRequest | ReadRequest] = deque()
+        #: Set when a request starts waiting while the timeout task sleeps on an
+        #: empty queue (an idle node then has no timer waking it 100 times a second).
+        self._waiting_added: trio.Event | None = None
         #: The deadline of requests that start waiting in this round (see _watch).
         self._round_deadline: float | None = None
         #: Tombstones and records of expired keys to drop once their grace is over.
@@ -473,6 +476,8 @@ class Coordinator:
             deadline = self._round_deadline = trio.current_time() + self.node.config["request-timeout"] / 1000
         request.deadline = deadline
         self._waiting.append(request)
+        if self._waiting_added is not None:
+            self._waiting_added.set()
         return slot
 
     def watch(self, request, sink) -> None:
@@ -507,6 +512,10 @@ class Coordinator:
         machines decide with what they have (``-NOQUORUM`` unless a quorum is met)."""
         waiting = self._waiting
         while True:
+            if not waiting:  # nothing to time out: sleep until a request waits, not every tick
+                self._waiting_added = trio.Event()
+                await self._waiting_added.wait()
+                self._waiting_added = None
             await trio.sleep(EXPIRY_TICK)
             now = trio.current_time()
             # Deadlines are in arrival order: stop at the first one not due.
