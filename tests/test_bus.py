@@ -280,6 +280,33 @@ def test_frame_reader_keeps_tails_on_the_fast_path(monkeypatch):
     assert not exact
 
 
+def test_frame_reader_keeps_binary_records_and_long_answers_on_the_fast_path(monkeypatch):
+    """Records whose timestamps hold a line feed then ``=``, or a ``*0``, and hash
+    tree listings of more than 9,999 elements, are parsed by hiredis (the client
+    guard would send each whole chunk to the exact path)."""
+    from respkv.protocol.reader import RequestReader
+
+    exact = []
+    original = RequestReader._exact_next
+
+    def counting(self):
+        exact.append(1)
+        return original(self)
+
+    monkeypatch.setattr(RequestReader, "_exact_next", counting)
+    record = b"\x01\x00$\x00\x04\x00\x00\x00\n=\"R\xa2\x01\x00\x00*05\x00xxx"
+    frames = [wire.encode(wire.REQUEST, n, b"REPL", [b"key:{a}%d" % n, b"", record] * 50) for n in range(1, 40)]
+    data = b"".join(frames)
+    reader = wire.new_reader()
+    got = []
+    for i in range(0, len(data), 65536):  # what the bus receives at most at once
+        got += reader.parse(data[i : i + 65536])
+    got += reader.parse(wire.encode(wire.ANSWER, 40, b"", [b"k%d" % i for i in range(12_339)]))
+    assert [wire.split(f)[1] for f in got] == list(range(1, 41)) and reader.idle
+    assert got[0][3:6] == [b"key:{a}1", b"", record]
+    assert not exact
+
+
 @pytest.mark.parametrize("cut", [1, 2, 5])
 def test_frame_reader_guards_a_header_cut_by_the_end_of_a_kept_tail(cut):
     """An array header split between a kept tail and the next chunk is seen whole

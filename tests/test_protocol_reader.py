@@ -225,3 +225,26 @@ def test_guard_bounds_foreign_aggregate_headers_anywhere():
     assert fast_path_safe(chunk)
     # A chunk whose only aggregate bytes are headers within the budget passes.
     assert fast_path_safe(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n%1\r\n")
+
+
+def test_the_bus_guard_bounds_allocation_only():
+    """The bus's guard passes what binary records hold by chance (a line feed then
+    ``=``, a ``*0``, answers of more than 9,999 elements), which the client guard
+    refuses for Redis's error texts, and refuses what could allocate more."""
+    from respkv.peer.wire import ANSWER, REQUEST, encode
+    from respkv.protocol.guard import bus_chunk_safe, fast_path_safe
+
+    record = b"\x01\x00$\x00\x04\x00\x00\x00\n=\"R\xa2\x01\x00\x00*05\x00" * 3  # a stamp, a "*05"
+    frame = encode(REQUEST, 9, b"REPL", [b"key:{06S}:000000013606", b"", record] * 40)
+    listing = encode(ANSWER, 10, b"", [b"key:%d" % i for i in range(12_339)])
+    for chunk in (frame, listing):
+        assert not fast_path_safe(chunk)
+        assert bus_chunk_safe(chunk)
+    assert bus_chunk_safe(frame[40:], True)
+    for chunk in (
+        b"*1\r\n$12\r\n>536870913\r\n",  # 4 GB announced inside a payload
+        b"*1\r\n$14\r\n*1234567890\r\n",  # more digits than the bus allows
+        b"*2\r\n+REPL\r\n+k\r\n",  # simple strings after a CRLF
+        b"*3\r\n$1\r\nR\r\n$1\r\n1\r\n$0\r\n\r\n*9999\r\n",  # over the budget
+    ):
+        assert not bus_chunk_safe(chunk), chunk

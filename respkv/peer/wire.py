@@ -10,13 +10,14 @@ Every message between nodes is one RESP array ``[kind, id, op, arg...]``:
 * ``op`` names the operation (``HELLO``, ``PING``, ``PUT``, ...), empty in answers.
 
 Using RESP keeps the bus debuggable with ordinary tools; :class:`FrameReader`
-parses it with the client request reader and its guard, bounded by the bytes it
-may buffer, so a stranger talking to the bus port cannot make a node allocate
+parses it with the client request reader behind the bus's guard, bounded by the
+bytes it may buffer, so a stranger talking to the bus port cannot make a node allocate
 more than it sent.
 """
 
 from __future__ import annotations
 
+from ..protocol.guard import bus_chunk_safe
 from ..protocol.reader import ProtocolError, QueryBufferFull, RequestReader
 
 REQUEST = b"Q"
@@ -64,10 +65,11 @@ class FrameReader:
     """Sans-IO parser of bus frames: the client request reader, arrays only.
 
     Frames are parsed by :class:`~respkv.protocol.reader.RequestReader` with inline
-    commands off, so the bus sits behind the same guard as client connections: no
-    announced length or count costs memory before its bytes arrive (hiredis takes
-    only chunks the guard passed; everything else is parsed by the exact path,
-    which slices bulks out of what arrived).  A frame only has to be well formed (a
+    commands off, behind the bus's guard
+    (:func:`~respkv.protocol.guard.bus_chunk_safe`, the client guard's
+    allocation bound): no announced length or count costs memory before its
+    bytes arrive (hiredis takes only chunks the guard passed; everything else is
+    parsed by the exact path, which slices bulks out of what arrived).  A frame only has to be well formed (a
     non-empty array of bulk strings); anything else, or more than
     :data:`MAX_BUFFERED` bytes held for an unfinished frame, is a
     :class:`BusProtocolError` that ends the connection.
@@ -77,7 +79,8 @@ class FrameReader:
         # Frames are canonical (peers encode them with ``encode``), and large ones
         # often end past a receive: their tails wait for the fast path.
         self._reader = RequestReader(
-            max_bulk=max_buffered, max_query_buffer=max_buffered, inline=False, keep_tails=True
+            max_bulk=max_buffered, max_query_buffer=max_buffered, inline=False, keep_tails=True,
+            guard=bus_chunk_safe,
         )
         self.max_buffered = max_buffered
         #: True when no partial frame is buffered.

@@ -20,9 +20,11 @@ _LONG_ARRAY_HEADERS = re.compile(rb"\*(-?[0-9]{2,})").findall
 _FOREIGN_AGGREGATES = (b"%", b"~", b">", b"|")
 _AS_ARRAY_HEADERS = bytes.maketrans(b"%~>|", b"****")
 #: Type bytes hiredis returns as ``bytes``, as if they were bulk strings (simple
-#: string, verbatim string, big number), and one of them at a line start.
+#: string, verbatim string, big number), and one of them at a line start (the
+#: client guard) or after a CRLF (the bus's).
 _BYTES_TYPES = (b"+", b"=", b"(")
 _BYTES_HEADER = re.compile(rb"\n[+=(]").search
+_BYTES_AFTER_CRLF = re.compile(rb"\r\n[+=(]").search
 #: What hiredis allocates at most for a one-digit array header (list object and
 #: nine slots), and the multiple of the chunk's length the fast path may allocate
 #: for headers; a chunk over that budget takes the exact path.
@@ -62,6 +64,45 @@ def fast_path_safe(data: bytes, continued: bool = False) -> bool:
             if _BYTES_HEADER(data):
                 return False
             break
+    return _within_budget(data, _CLIENT_COUNT_DIGITS, strict=True)
+
+
+def bus_chunk_safe(data: bytes, continued: bool = False) -> bool:
+    """The cluster bus's guard (:class:`~respkv.peer.wire.FrameReader`): what
+    hiredis can allocate for ``data`` is bounded by the same budget as
+    :func:`fast_path_safe`, but counts may have nine characters (sign included)
+    and leading zeros, and only a simple string, verbatim string or big number
+    header right after a CRLF is refused (not after any line feed).
+
+    Those refusals of the client guard keep the fast path's answers identical
+    to Redis's (its error texts for leading zeros, long counts and a type byte
+    after a bare line feed come from the exact path).  Bus frames come from
+    :func:`~respkv.peer.wire.encode`, and their binary payloads (version records
+    with millisecond timestamps and actor ids, hash tree leaves) hold a line
+    feed followed by ``=`` or a ``*0`` now and then, and the answers of hash
+    tree listings more than 9,999 elements: each of those sent a whole 64 KB
+    chunk through the exact path, several times slower, at random.
+    """
+    if data[:1] != b"*" and not continued:
+        return False
+    for type_byte in _BYTES_TYPES:
+        if type_byte in data:
+            if _BYTES_AFTER_CRLF(data):
+                return False
+            break
+    return _within_budget(data, _BUS_COUNT_DIGITS, strict=False)
+
+
+#: The most digits of an array count each guard lets through (longer: refused).
+_CLIENT_COUNT_DIGITS = 4
+_BUS_COUNT_DIGITS = 9
+
+
+def _within_budget(data: bytes, max_digits: int, strict: bool) -> bool:
+    """Whether every aggregate header in ``data`` (wherever it stands) announces,
+    all together, list memory within :data:`_ALLOCATION_BUDGET` times the chunk's
+    length; counts of more than ``max_digits`` digits are refused, and with
+    ``strict`` leading zeros and ``-0`` too."""
     scale = 1
     headers = data.count(b"*")
     for type_byte in _FOREIGN_AGGREGATES:
@@ -77,7 +118,9 @@ def fast_path_safe(data: bytes, continued: bool = False) -> bool:
     counts = _LONG_ARRAY_HEADERS(data)
     announced = 0
     for digits in counts:
-        if len(digits) > 4 or digits[0] == 48 or digits[:2] == b"-0":  # huge, or leading zeros
+        if len(digits) > max_digits:  # huge
+            return False
+        if strict and (digits[0] == 48 or digits[:2] == b"-0"):  # leading zeros
             return False
         if digits[0] != 45:  # a negative count allocates nothing
             announced += int(digits)

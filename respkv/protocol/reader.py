@@ -41,7 +41,10 @@ Both paths agree on every ordinary request, so the switch is invisible to the
 client.
 
 The cluster bus (:mod:`respkv.peer.wire`) parses its frames with this same
-reader (``inline=False``), so one guard stands in front of every parser path.
+reader (``inline=False``), behind a guard that bounds allocation as the client
+guard does but leaves out the refusals that only keep the fast path's errors
+identical to Redis's (:func:`~respkv.protocol.guard.bus_chunk_safe`): the bus's
+binary records trip them at random.
 
 Header lines end where Redis ends them (:func:`_header_end`): at the first
 ``\\r``, whose next byte is skipped unseen, unless a NUL byte comes first (Redis
@@ -61,6 +64,8 @@ have sent well formed.  (Aggregate headers are safe anywhere: see the guard.)
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import hiredis
 
@@ -168,7 +173,7 @@ class RequestReader:
     __slots__ = (
         "_hiredis", "_exact", "_buf", "_pos", "_argc", "_args", "_args_size", "_bulklen",
         "_error", "_big_bulk", "_last_chunk", "_rest", "_tail",
-        "max_bulk", "max_query_buffer", "unauthenticated", "inline", "keep_tails", "idle",
+        "max_bulk", "max_query_buffer", "unauthenticated", "inline", "keep_tails", "idle", "guard",
     )
 
     def __init__(
@@ -179,8 +184,12 @@ class RequestReader:
         unauthenticated: bool = False,
         inline: bool = True,
         keep_tails: bool = False,
+        guard: Callable[[bytes, bool], bool] = fast_path_safe,
     ) -> None:
         self.max_bulk = max_bulk
+        #: ``guard(chunk, continued)``: may hiredis parse the chunk (see
+        #: :mod:`~respkv.protocol.guard`; the cluster bus bounds allocation only).
+        self.guard = guard
         #: Whether an unfinished request at the end of a fast-path chunk waits, as
         #: bytes, for the next chunk to be parsed with it by the fast path (see
         #: :meth:`_keep_batch_and_tail`); for peers that send only canonical frames.
@@ -241,7 +250,7 @@ class RequestReader:
         little before the new bytes, needs its look)."""
         if (
             self.unauthenticated
-            or not (fast_path_safe(data[guarded:], True) if guarded else fast_path_safe(data))
+            or not (self.guard(data[guarded:], True) if guarded else self.guard(data, False))
             or (len(data) > self.max_bulk and self._big_bulk(data))
         ):
             if new is not None:
