@@ -257,12 +257,12 @@ def test_frame_reader_takes_streams_cut_inside_frames(size):
     assert got == expected and reader.idle
 
 
-def test_frame_reader_keeps_tails_on_the_fast_path(monkeypatch):
-    """Chunks that end inside frames (large REPL frames over loopback) are parsed
-    by hiredis with the tail kept, not handed to the exact path."""
+@pytest.fixture
+def exact_steps(monkeypatch) -> list:
+    """Grows by one for every request the readers' exact path parses."""
     from respkv.protocol.reader import RequestReader
 
-    exact = []
+    exact: list = []
     original = RequestReader._exact_next
 
     def counting(self):
@@ -270,6 +270,12 @@ def test_frame_reader_keeps_tails_on_the_fast_path(monkeypatch):
         return original(self)
 
     monkeypatch.setattr(RequestReader, "_exact_next", counting)
+    return exact
+
+
+def test_frame_reader_keeps_tails_on_the_fast_path(exact_steps):
+    """Chunks that end inside frames (large REPL frames over loopback) are parsed
+    by hiredis with the tail kept, not handed to the exact path."""
     frames = _repl_frames(200, byte_range=32)
     data = b"".join(frames)
     reader = wire.new_reader()
@@ -277,23 +283,13 @@ def test_frame_reader_keeps_tails_on_the_fast_path(monkeypatch):
     for i in range(0, len(data), 8000):
         got += reader.parse(data[i : i + 8000])
     assert len(got) == len(frames) and reader.idle
-    assert not exact
+    assert not exact_steps
 
 
-def test_frame_reader_keeps_binary_records_and_long_answers_on_the_fast_path(monkeypatch):
-    """Records whose timestamps hold a line feed then ``=``, or a ``*0``, and hash
+def test_frame_reader_keeps_binary_records_and_long_answers_on_the_fast_path(exact_steps):
+    """Records whose timestamps hold a line feed then ``=``, or a ``*0``, and a whole hash
     tree listings of more than 9,999 elements, are parsed by hiredis (the client
     guard would send each whole chunk to the exact path)."""
-    from respkv.protocol.reader import RequestReader
-
-    exact = []
-    original = RequestReader._exact_next
-
-    def counting(self):
-        exact.append(1)
-        return original(self)
-
-    monkeypatch.setattr(RequestReader, "_exact_next", counting)
     record = b"\x01\x00$\x00\x04\x00\x00\x00\n=\"R\xa2\x01\x00\x00*05\x00xxx"
     frames = [wire.encode(wire.REQUEST, n, b"REPL", [b"key:{a}%d" % n, b"", record] * 50) for n in range(1, 40)]
     data = b"".join(frames)
@@ -304,7 +300,7 @@ def test_frame_reader_keeps_binary_records_and_long_answers_on_the_fast_path(mon
     got += reader.parse(wire.encode(wire.ANSWER, 40, b"", [b"k%d" % i for i in range(12_339)]))
     assert [wire.split(f)[1] for f in got] == list(range(1, 41)) and reader.idle
     assert got[0][3:6] == [b"key:{a}1", b"", record]
-    assert not exact
+    assert not exact_steps
 
 
 @pytest.mark.parametrize("cut", [1, 2, 5])

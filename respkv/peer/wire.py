@@ -11,8 +11,8 @@ Every message between nodes is one RESP array ``[kind, id, op, arg...]``:
 
 Using RESP keeps the bus debuggable with ordinary tools; :class:`FrameReader`
 parses it with the client request reader behind the bus's guard, bounded by the
-bytes it may buffer, so a stranger talking to the bus port cannot make a node allocate
-more than it sent.
+bytes it may buffer, so a stranger talking to the bus port cannot make a node
+allocate more than a small multiple of what it sent.
 """
 
 from __future__ import annotations
@@ -69,10 +69,10 @@ class FrameReader:
     (:func:`~respkv.protocol.guard.bus_chunk_safe`, the client guard's
     allocation bound): no announced length or count costs memory before its
     bytes arrive (hiredis takes only chunks the guard passed; everything else is
-    parsed by the exact path, which slices bulks out of what arrived).  A frame only has to be well formed (a
-    non-empty array of bulk strings); anything else, or more than
-    :data:`MAX_BUFFERED` bytes held for an unfinished frame, is a
-    :class:`BusProtocolError` that ends the connection.
+    parsed by the exact path, which slices bulks out of what arrived).  A frame
+    only has to be well formed (a non-empty array of bulk strings); anything
+    else, or more than :data:`MAX_BUFFERED` bytes held for an unfinished frame,
+    is a :class:`BusProtocolError` that ends the connection.
     """
 
     def __init__(self, max_buffered: int = MAX_BUFFERED) -> None:

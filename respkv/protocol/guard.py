@@ -79,9 +79,11 @@ def bus_chunk_safe(data: bytes, continued: bool = False) -> bool:
     after a bare line feed come from the exact path).  Bus frames come from
     :func:`~respkv.peer.wire.encode`, and their binary payloads (version records
     with millisecond timestamps and actor ids, hash tree leaves) hold a line
-    feed followed by ``=`` or a ``*0`` now and then, and the answers of hash
-    tree listings more than 9,999 elements: each of those sent a whole 64 KB
-    chunk through the exact path, several times slower, at random.
+    feed followed by ``=`` or a ``*0`` now and then: each of those sent a whole
+    64 KB chunk through the exact path, several times slower, at random.  (A
+    frame of more than 9,999 elements, such as a long hash tree listing, starts
+    on the fast path too; its later chunks still go to the exact path, as every
+    unfinished frame much longer than the chunk that follows it does.)
     """
     if data[:1] != b"*" and not continued:
         return False
