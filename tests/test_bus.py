@@ -287,9 +287,9 @@ def test_frame_reader_keeps_tails_on_the_fast_path(exact_steps):
 
 
 def test_frame_reader_keeps_binary_records_and_long_answers_on_the_fast_path(exact_steps):
-    """Records whose timestamps hold a line feed then ``=``, or a ``*0``, and a whole hash
-    tree listings of more than 9,999 elements, are parsed by hiredis (the client
-    guard would send each whole chunk to the exact path)."""
+    """Records whose timestamps hold a line feed then ``=``, or a ``*0``, and a
+    whole hash tree listing of more than 9,999 elements, are parsed by hiredis
+    (the client guard would send each whole chunk to the exact path)."""
     record = b"\x01\x00$\x00\x04\x00\x00\x00\n=\"R\xa2\x01\x00\x00*05\x00xxx"
     frames = [wire.encode(wire.REQUEST, n, b"REPL", [b"key:{a}%d" % n, b"", record] * 50) for n in range(1, 40)]
     data = b"".join(frames)
