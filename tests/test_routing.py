@@ -33,7 +33,7 @@ from respkv.cluster.routing import (
 from respkv.cluster.state import ClusterState
 from respkv.cluster.topology import Topology
 from respkv.commands.keyspecs import command_keys, request_keys
-from respkv.keyspace.slots import SLOT_COUNT, hash_tag, key_slot
+from respkv.keyspace.slots import SLOT_COUNT, key_slot
 from respkv.node import build_command_table
 
 from .test_topology import TableRing
@@ -369,6 +369,18 @@ def test_reply_framer_rejects_what_is_not_resp(garbage):
 
 def test_encode_request():
     assert encode_request([b"SET", b"k", b""]) == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n"
+
+
+def hash_tag(key: bytes) -> bytes:
+    """The part of ``key`` that decides its slot, as the Redis Cluster
+    specification words it: the text between the first ``{`` and the next
+    ``}`` when that text is not empty, else the whole key."""
+    start = key.find(b"{")
+    if start >= 0:
+        end = key.find(b"}", start + 1)
+        if end > start + 1:
+            return key[start + 1 : end]
+    return key
 
 
 @settings(max_examples=300, deadline=None)

@@ -57,14 +57,7 @@ def fast_path_safe(data: bytes, continued: bool = False) -> bool:
     literal-prefixed regular expression, over a translated copy of the chunk when a
     foreign aggregate byte occurs (then every long count counts twice).
     """
-    if data[:1] != b"*" and not continued:  # an inline request, or a foreign type byte
-        return False
-    for type_byte in _BYTES_TYPES:
-        if type_byte in data:  # one search finds a line start with any of them
-            if _BYTES_HEADER(data):
-                return False
-            break
-    return _within_budget(data, _CLIENT_COUNT_DIGITS, strict=True)
+    return _passes(data, continued, _BYTES_HEADER, _CLIENT_COUNT_DIGITS, strict=True)
 
 
 def bus_chunk_safe(data: bytes, continued: bool = False) -> bool:
@@ -85,19 +78,26 @@ def bus_chunk_safe(data: bytes, continued: bool = False) -> bool:
     on the fast path too; its later chunks still go to the exact path, as every
     unfinished frame much longer than the chunk that follows it does.)
     """
-    if data[:1] != b"*" and not continued:
-        return False
-    for type_byte in _BYTES_TYPES:
-        if type_byte in data:
-            if _BYTES_AFTER_CRLF(data):
-                return False
-            break
-    return _within_budget(data, _BUS_COUNT_DIGITS, strict=False)
+    return _passes(data, continued, _BYTES_AFTER_CRLF, _BUS_COUNT_DIGITS, strict=False)
 
 
 #: The most digits of an array count each guard lets through (longer: refused).
 _CLIENT_COUNT_DIGITS = 4
 _BUS_COUNT_DIGITS = 9
+
+
+def _passes(data: bytes, continued: bool, bytes_header, max_digits: int, strict: bool) -> bool:
+    """Both guards: ``data`` starts with an array header (unless ``continued``),
+    ``bytes_header`` finds no simple string, verbatim string or big number
+    header, and its aggregate headers are :func:`_within_budget`."""
+    if data[:1] != b"*" and not continued:  # an inline request, or a foreign type byte
+        return False
+    for type_byte in _BYTES_TYPES:
+        if type_byte in data:  # one search finds a header with any of them
+            if bytes_header(data):
+                return False
+            break
+    return _within_budget(data, max_digits, strict)
 
 
 def _within_budget(data: bytes, max_digits: int, strict: bool) -> bool:
